@@ -1,0 +1,144 @@
+//! Configuration loading: embedded defaults, then a TOML file, then environment overrides.
+//!
+//! Precedence, lowest first:
+//! 1. the service's embedded defaults (a TOML string compiled into the binary);
+//! 2. the file given with `--config` (or `TILLSTREAM_CONFIG`);
+//! 3. environment variables `TILLSTREAM_<SECTION>__<KEY>`, e.g.
+//!    `TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS=kafka:9092` (double underscore = nesting).
+//!
+//! Unknown keys are rejected by the services' `deny_unknown_fields` structs, so a typo fails
+//! at start with the offending key named, instead of being silently ignored.
+
+use std::fmt;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, the environment or the defaults do not form a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// A value is well-formed but not acceptable (checked after loading).
+    #[error("invalid configuration: {0}")]
+    Rejected(String),
+    /// A secret file could not be read.
+    #[error("cannot read secret file {path}: {source}")]
+    SecretFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loads a service configuration from defaults, an optional file and the environment.
+pub fn load_config<T: DeserializeOwned>(defaults_toml: &str, file: Option<&Path>) -> Result<T, ConfigError> {
+    let mut figment = Figment::new().merge(Toml::string(defaults_toml));
+    if let Some(path) = file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(Env::prefixed("TILLSTREAM_").split("__").ignore(&["config"]));
+    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+/// A secret string (API key, HMAC secret): printed as `**REDACTED**` in logs and debug output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used (signing, headers).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reads a secret from a file (Docker/Kubernetes secrets), trimming the trailing newline.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        std::fs::read_to_string(path)
+            .map(|s| Self(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|source| ConfigError::SecretFile { path: path.display().to_string(), source })
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "**REDACTED**" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("**REDACTED**")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        kafka: DemoKafka,
+        key: Secret,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DemoKafka {
+        bootstrap_servers: String,
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults_and_secrets_are_redacted() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "key = \"from-file\"\n")?;
+            jail.set_env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092");
+            let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
+            let c: Demo = load_config(defaults, Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
+            assert_eq!(c.key.expose(), "from-file");
+            assert_eq!(format!("{c:?}").contains("from-file"), false);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVRS", "x");
+            let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
+            let err = load_config::<Demo>(defaults, None).unwrap_err().to_string();
+            assert!(err.contains("bootstrap_servrs"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,63 @@
+//! Helpers for tests that need the real Kafka broker: its address, unique names, topics.
+//!
+//! Tests must never pass silently without a broker: [`kafka`] fails fast with a message that
+//! names `scripts/kafka start` when nothing answers metadata requests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::kafka::KafkaConfig;
+use crate::topics::TopicsConfig;
+
+/// Environment variable holding the test broker's address (default `127.0.0.1:9092`).
+pub const BROKER_ENV: &str = "TILLSTREAM_TEST_KAFKA";
+
+/// The test broker's connection settings, after checking it answers metadata requests.
+///
+/// # Panics
+/// When no broker answers within 10 s: the message says how to start one.
+#[allow(clippy::panic)]
+pub fn kafka() -> KafkaConfig {
+    let servers = std::env::var(BROKER_ENV).unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let config = KafkaConfig::new(servers.clone());
+    let probe: Result<BaseConsumer, _> = config.client("tillstream-test-probe").create();
+    let reachable = probe
+        .map(|c| c.fetch_metadata(None, Duration::from_secs(10)).is_ok())
+        .unwrap_or(false);
+    if !reachable {
+        panic!(
+            "No Kafka broker answers at {servers} ({BROKER_ENV}). These tests need the real broker: \
+             run `scripts/kafka start` (or set {BROKER_ENV})."
+        );
+    }
+    config
+}
+
+/// A name unique within this test process and across runs: `{prefix}-{pid}-{nanos}-{n}`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// A fresh topic catalogue under a unique prefix, created on the broker with `partitions`
+/// partitions for the co-partitioned topics.
+///
+/// # Panics
+/// When the topics cannot be created.
+#[allow(clippy::panic)]
+pub async fn fresh_topics(kafka: &KafkaConfig, partitions: i32) -> TopicsConfig {
+    let mut topics = TopicsConfig::with_prefix(&format!("{}.", unique("t")));
+    topics.partitions = partitions;
+    topics.side_partitions = 1;
+    if let Err(e) = topics.apply(kafka).await {
+        panic!("cannot create test topics: {e}");
+    }
+    topics
+}

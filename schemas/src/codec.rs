@@ -1,0 +1,161 @@
+//! Avro single-object encoding with a table of every released schema version.
+//!
+//! Framing (Avro specification, "Single-object encoding"): two marker bytes `C3 01`, the 8-byte
+//! little-endian CRC-64-AVRO (Rabin) fingerprint of the writer schema's canonical form, then the
+//! binary datum. A reader looks the fingerprint up among the schema versions it knows (the
+//! current one plus everything under `schemas/avro/released/`) and resolves the datum into the
+//! current schema, so records written by older releases stay readable during replays.
+
+use apache_avro::{Schema, rabin::Rabin, types::Value};
+
+/// The two marker bytes that start every single-object encoded record.
+pub const MAGIC: [u8; 2] = [0xC3, 0x01];
+
+/// Why a record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes do not start with the single-object marker or are too short.
+    #[error("not an Avro single-object record ({len} bytes, header {header:02x?})")]
+    NotSingleObject {
+        /// Length of the input.
+        len: usize,
+        /// Its first bytes.
+        header: Vec<u8>,
+    },
+    /// The writer schema's fingerprint is not one of the versions this build knows.
+    #[error("unknown writer schema fingerprint {0:016x} for {1}")]
+    UnknownSchema(u64, &'static str),
+    /// Avro itself failed (truncated datum, wrong value shape, resolution failure).
+    #[error("avro error for {schema}: {source}")]
+    Avro {
+        /// Which schema.
+        schema: &'static str,
+        /// The library's error.
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+    /// A decoded value did not have the shape the Rust type expects.
+    #[error("record {record}: field {field:?} is not {expected}")]
+    Shape {
+        /// Record name.
+        record: &'static str,
+        /// Field name.
+        field: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A JSON text field (dataFields, aggregate) is not valid JSON of the expected shape.
+    #[error("record {record}: JSON field {field:?}: {message}")]
+    Json {
+        /// Record name.
+        record: &'static str,
+        /// Field name.
+        field: &'static str,
+        /// serde_json's message.
+        message: String,
+    },
+    /// A decimal text field is not a decimal number.
+    #[error("record {record}: field {field:?} is not a decimal: {value:?}")]
+    Decimal {
+        /// Record name.
+        record: &'static str,
+        /// Field name.
+        field: &'static str,
+        /// The text.
+        value: String,
+    },
+}
+
+/// One topic's schema: the current version and the fingerprints of every version it can read.
+#[derive(Debug)]
+pub struct Codec {
+    name: &'static str,
+    current: Schema,
+    current_fingerprint: u64,
+    known: Vec<(u64, Schema)>,
+}
+
+fn fingerprint(schema: &Schema) -> u64 {
+    let fp = schema.fingerprint::<Rabin>();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&fp.bytes[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+impl Codec {
+    /// Builds a codec from the current schema text and the texts of released versions.
+    ///
+    /// The texts are compiled into the binary with `include_str!`, so a parse failure is a
+    /// build defect caught by this crate's tests, never a runtime input problem.
+    pub(crate) fn new(name: &'static str, current: &str, released: &[&str]) -> Self {
+        #[allow(clippy::expect_used)] // Embedded schema text; covered by tests.
+        let parse = |text: &str| Schema::parse_str(text).expect("embedded Avro schema must parse");
+        let current = parse(current);
+        let current_fingerprint = fingerprint(&current);
+        let mut known = vec![(current_fingerprint, current.clone())];
+        for text in released {
+            let s = parse(text);
+            let fp = fingerprint(&s);
+            if !known.iter().any(|(k, _)| *k == fp) {
+                known.push((fp, s));
+            }
+        }
+        Self { name, current, current_fingerprint, known }
+    }
+
+    /// The schema's name, for messages.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The current (writer and reader) schema.
+    pub fn schema(&self) -> &Schema {
+        &self.current
+    }
+
+    /// Fingerprint of the current schema.
+    pub fn fingerprint(&self) -> u64 {
+        self.current_fingerprint
+    }
+
+    /// Every schema version this build can read, current first.
+    pub fn known_schemas(&self) -> impl Iterator<Item = &Schema> {
+        self.known.iter().map(|(_, s)| s)
+    }
+
+    fn avro(&self, source: apache_avro::Error) -> CodecError {
+        CodecError::Avro { schema: self.name, source: Box::new(source) }
+    }
+
+    /// Encodes a value with the current schema, framed as a single object.
+    pub(crate) fn encode_value(&self, value: Value) -> Result<Vec<u8>, CodecError> {
+        let datum = apache_avro::to_avro_datum(&self.current, value).map_err(|e| self.avro(e))?;
+        let mut out = Vec::with_capacity(10 + datum.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.current_fingerprint.to_le_bytes());
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+
+    /// Decodes a framed record written with any known version into the current schema.
+    pub(crate) fn decode_value(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        if bytes.len() < 10 || bytes[..2] != MAGIC {
+            return Err(CodecError::NotSingleObject {
+                len: bytes.len(),
+                header: bytes.iter().take(10).copied().collect(),
+            });
+        }
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&bytes[2..10]);
+        let fp = u64::from_le_bytes(fp);
+        let writer = self
+            .known
+            .iter()
+            .find(|(k, _)| *k == fp)
+            .map(|(_, s)| s)
+            .ok_or(CodecError::UnknownSchema(fp, self.name))?;
+        let mut datum = &bytes[10..];
+        let reader = if fp == self.current_fingerprint { None } else { Some(&self.current) };
+        apache_avro::from_avro_datum(writer, &mut datum, reader).map_err(|e| self.avro(e))
+    }
+}

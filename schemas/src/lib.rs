@@ -1,0 +1,24 @@
+//! Record types of tillstream's Kafka topics, their Avro schemas and codecs, and the routing rule.
+//!
+//! The `.avsc` files under `schemas/avro/` are the source of truth; the Rust types here mirror
+//! them by hand and convert through [`apache_avro::types::Value`] so the wire format never
+//! depends on how serde happens to map a Rust enum. Every value on a tillstream topic is framed
+//! with Avro single-object encoding (`C3 01`, the schema's 8-byte CRC-64-AVRO fingerprint, the
+//! datum); see [`codec`] and ARCHITECTURE.md for why.
+
+pub mod codec;
+pub mod command;
+pub mod envelope;
+pub mod ids;
+pub mod routing;
+pub mod state;
+mod value;
+
+pub use codec::{Codec, CodecError};
+pub use command::{iterable_id, DataFields, 
+    Action, CommerceItem, DeleteMode, IterableCommand, SubscriptionUpdate, UserRef,
+};
+pub use envelope::{EventSource, ShopifyEnvelope};
+pub use ids::{CustomerKey, DeliveryId, IdError, KeyKind, ShopDomain};
+pub use routing::{RoutingError, routing_key};
+pub use state::{DedupRecord, KeyStateRecord, TimerRecord};
