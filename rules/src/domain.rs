@@ -62,6 +62,10 @@ pub enum Effect {
     DataReport(serde_json::Value),
     /// Purge this key: the engine writes a changelog tombstone, drops its timers and dedup
     /// window, and starts from `Default` if the key is seen again (GDPR redaction).
+    ///
+    /// Returned on the shop key `{shop}/s/-` (the answer to `shop/redact`) it means "purge the
+    /// whole shop": the rules cannot enumerate keys, so the engine purges every key of that
+    /// shop on every partition.
     Purge,
 }
 
@@ -90,7 +94,14 @@ pub enum RuleError {
 /// a tiny rule set and runs the marketing rules unchanged.
 pub trait Rules: Send + Sync + 'static {
     /// The per-key aggregate; persisted as JSON inside the changelog record.
-    type State: Default + Clone + Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug + 'static;
+    type State: Default
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static;
 
     /// Applies one input (a raw event or a forwarded message) to the key's state.
     fn on_event(

@@ -1,8 +1,29 @@
 //! tillstream's marketing rules, as pure functions over a per-customer aggregate.
 //!
 //! This crate depends on no Kafka client, clock or I/O: purity is enforced by the dependency
-//! graph. The processor engine drives it through the [`domain::Rules`] trait.
+//! graph. The processor engine drives it through the [`domain::Rules`] trait, implemented by
+//! [`MarketingRules`] over the aggregate [`State`], configured by a [`RulesConfig`] (see
+//! `tillstream-rules.example.toml` and README.md for the field scheme and event names).
 
+pub mod aggregate;
+mod checkout;
+pub mod config;
 pub mod domain;
+mod emit;
+pub mod format;
+mod gdpr;
+pub mod ids;
+pub mod ltv;
+mod orders;
+mod profile;
+mod refunds;
+pub mod routing;
+mod rules;
+pub mod shopify;
+mod tiers;
+mod winback;
 
+pub use aggregate::State;
+pub use config::{ConfigError, ConfigErrors, RulesConfig};
 pub use domain::{Ctx, Effect, RuleError, Rules, Timer};
+pub use rules::MarketingRules;

@@ -1,0 +1,538 @@
+//! The per-key aggregate: compact facts, merged so that duplicates and reordering do not matter.
+//!
+//! One [`State`] type serves every key kind: customer (`c`) and email (`e`) keys use
+//! [`Person`], orders and checkouts; order (`o`) and checkout (`k`) keys only use [`Link`].
+//! Whole payloads are never stored (except refunds or deletes parked on an entity key until
+//! its owner is known). Every mutable fact is a last-writer-wins register on the payload's own
+//! timestamp with a deterministic tie-break, and every flag only ever goes from false to true,
+//! so applying the same facts in any order gives the same state. Field names are short and
+//! defaults are skipped because the aggregate is written to the changelog on every change.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The aggregate the engine keeps per key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Who this key is (customer and email keys).
+    #[serde(default, rename = "p", skip_serializing_if = "Option::is_none")]
+    pub person: Option<Box<Person>>,
+    /// Orders, sorted by id.
+    #[serde(default, rename = "o", skip_serializing_if = "Vec::is_empty")]
+    pub orders: Vec<OrderFact>,
+    /// Checkouts, sorted by token hash.
+    #[serde(default, rename = "k", skip_serializing_if = "Vec::is_empty")]
+    pub checkouts: Vec<CheckoutFact>,
+    /// Entity keys (`o/`, `k/`): who owns the entity, and what waits for that answer.
+    #[serde(default, rename = "l", skip_serializing_if = "Option::is_none")]
+    pub link: Option<Box<Link>>,
+}
+
+/// A last-writer-wins text register.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Lww {
+    /// Timestamp of the write (Unix ms).
+    #[serde(rename = "t")]
+    pub at: i64,
+    /// The value.
+    #[serde(rename = "v")]
+    pub value: String,
+}
+
+impl Lww {
+    /// Writes if `(at, value)` is newer (ties broken by value, so any order converges).
+    pub fn merge(slot: &mut Option<Lww>, at: i64, value: &str) -> bool {
+        let newer = match slot {
+            None => true,
+            Some(cur) => (at, value) > (cur.at, cur.value.as_str()),
+        };
+        if newer {
+            *slot = Some(Lww {
+                at,
+                value: value.to_owned(),
+            });
+        }
+        newer
+    }
+}
+
+/// Profile data from `customers/*` (and customers embedded in orders), newest `updated_at` wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Profile {
+    /// The snapshot's `updated_at` (Unix ms).
+    #[serde(rename = "t")]
+    pub updated_ms: i64,
+    /// First name.
+    #[serde(default, rename = "fn", skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    /// Last name.
+    #[serde(default, rename = "ln", skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    /// Phone.
+    #[serde(default, rename = "ph", skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Customer state.
+    #[serde(default, rename = "st", skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Customer created (Unix ms).
+    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<i64>,
+    /// City.
+    #[serde(default, rename = "ci", skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// Province code.
+    #[serde(default, rename = "pr", skip_serializing_if = "Option::is_none")]
+    pub province_code: Option<String>,
+    /// Country code.
+    #[serde(default, rename = "co", skip_serializing_if = "Option::is_none")]
+    pub country_code: Option<String>,
+    /// Postal code.
+    #[serde(default, rename = "z", skip_serializing_if = "Option::is_none")]
+    pub zip: Option<String>,
+}
+
+/// Shopify's consent states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    /// Opted in.
+    Subscribed,
+    /// Never opted in.
+    NotSubscribed,
+    /// Opted out.
+    Unsubscribed,
+    /// Double opt-in not confirmed yet.
+    Pending,
+    /// Redacted.
+    Redacted,
+    /// Invalid address or number.
+    Invalid,
+}
+
+impl ConsentState {
+    /// Parses Shopify's lower-case (webhook) or upper-case (GraphQL) spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "subscribed" => Self::Subscribed,
+            "not_subscribed" => Self::NotSubscribed,
+            "unsubscribed" => Self::Unsubscribed,
+            "pending" => Self::Pending,
+            "redacted" => Self::Redacted,
+            "invalid" => Self::Invalid,
+            _ => return None,
+        })
+    }
+
+    /// The webhook spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscribed => "subscribed",
+            Self::NotSubscribed => "not_subscribed",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Pending => "pending",
+            Self::Redacted => "redacted",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// One channel's consent, newest `consent_updated_at` wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConsentFact {
+    /// When it changed (Unix ms).
+    #[serde(rename = "t")]
+    pub at: i64,
+    /// State.
+    #[serde(rename = "s")]
+    pub state: ConsentState,
+    /// Opt-in level was `confirmed_opt_in`.
+    #[serde(default, rename = "c", skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
+}
+
+impl ConsentFact {
+    /// Writes if newer (ties broken by content).
+    pub fn merge(slot: &mut Option<ConsentFact>, new: ConsentFact) -> bool {
+        let newer = slot.is_none_or(|cur| new > cur);
+        if newer {
+            *slot = Some(new);
+        }
+        newer
+    }
+}
+
+/// A lapse that was recorded (and perhaps announced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lapse {
+    /// The last order before the lapse.
+    #[serde(rename = "o")]
+    pub order_id: u64,
+    /// When the lapse came due (Unix ms).
+    #[serde(rename = "t")]
+    pub due_ms: i64,
+}
+
+/// What a customer or email key knows about its person.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    /// Email (customer keys; the key itself is the email for email keys).
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
+    pub email: Option<Lww>,
+    /// Profile snapshot.
+    #[serde(default, rename = "pf", skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    /// Tags (legacy payloads and tag topics).
+    #[serde(default, rename = "tg", skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Lww>,
+    /// Email marketing consent.
+    #[serde(default, rename = "ec", skip_serializing_if = "Option::is_none")]
+    pub email_consent: Option<ConsentFact>,
+    /// SMS marketing consent.
+    #[serde(default, rename = "sc", skip_serializing_if = "Option::is_none")]
+    pub sms_consent: Option<ConsentFact>,
+    /// Shop currency, from orders.
+    #[serde(default, rename = "cu", skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Sticky flags (`P_*`).
+    #[serde(default, rename = "f", skip_serializing_if = "is_zero")]
+    pub flags: u16,
+    /// Current tier (0 = base, i = `levels[i-1]`).
+    #[serde(default, rename = "ti", skip_serializing_if = "is_zero_u8")]
+    pub tier: u8,
+    /// Tiers whose upgrade event was sent (bit i = `levels[i]`).
+    #[serde(default, rename = "ta", skip_serializing_if = "is_zero_u32")]
+    pub tiers_announced: u32,
+    /// The lapse in progress, if any.
+    #[serde(default, rename = "la", skip_serializing_if = "Option::is_none")]
+    pub lapse: Option<Lapse>,
+    /// Latest refund (Unix ms).
+    #[serde(default, rename = "rf", skip_serializing_if = "Option::is_none")]
+    pub last_refund_ms: Option<i64>,
+    /// Iterable lists tillstream subscribed this person to.
+    #[serde(default, rename = "ls", skip_serializing_if = "Vec::is_empty")]
+    pub lists: Vec<i64>,
+    /// Unsubscribed-channel set last sent (bit 0 email, bit 1 SMS), if ever sent.
+    #[serde(default, rename = "ch", skip_serializing_if = "Option::is_none")]
+    pub channels_sent: Option<u8>,
+    /// Orders placed by this email under a customer key: `(order id, placed ms)`, newest kept.
+    #[serde(default, rename = "xo", skip_serializing_if = "Vec::is_empty")]
+    pub external_orders: Vec<(u64, i64)>,
+}
+
+/// `customers/create` was seen.
+pub const P_CREATED: u16 = 1;
+/// `customer_created` was handled (sent or suppressed).
+pub const P_CREATED_SENT: u16 = 1 << 1;
+/// `first_purchase` was handled.
+pub const P_FIRST_PURCHASE: u16 = 1 << 2;
+/// The recent-refund flag is on.
+pub const P_RECENT_REFUND: u16 = 1 << 3;
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
+}
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Shopify's `financial_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinStatus {
+    /// Not seen.
+    #[default]
+    Unknown,
+    /// Awaiting payment.
+    Pending,
+    /// Authorised, not captured.
+    Authorized,
+    /// Partly paid.
+    PartiallyPaid,
+    /// Paid.
+    Paid,
+    /// Partly refunded.
+    PartiallyRefunded,
+    /// Fully refunded.
+    Refunded,
+    /// Authorisation voided.
+    Voided,
+}
+
+impl FinStatus {
+    /// Parses Shopify's spelling.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "pending" => Self::Pending,
+            "authorized" => Self::Authorized,
+            "partially_paid" => Self::PartiallyPaid,
+            "paid" => Self::Paid,
+            "partially_refunded" => Self::PartiallyRefunded,
+            "refunded" => Self::Refunded,
+            "voided" => Self::Voided,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Money was captured at some point (refunded states imply an earlier payment).
+    pub fn implies_paid(self) -> bool {
+        matches!(
+            self,
+            Self::PartiallyPaid | Self::Paid | Self::PartiallyRefunded | Self::Refunded
+        )
+    }
+
+    /// The webhook spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Pending => "pending",
+            Self::Authorized => "authorized",
+            Self::PartiallyPaid => "partially_paid",
+            Self::Paid => "paid",
+            Self::PartiallyRefunded => "partially_refunded",
+            Self::Refunded => "refunded",
+            Self::Voided => "voided",
+        }
+    }
+}
+
+/// A refund applied to an order, in shop money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundFact {
+    /// Refund id.
+    #[serde(rename = "i")]
+    pub id: u64,
+    /// When (Unix ms).
+    #[serde(rename = "t")]
+    pub at_ms: i64,
+    /// Amount in shop money.
+    #[serde(rename = "v")]
+    pub shop: Decimal,
+    /// Amount only known in the presentment currency: converted with the order's own rate.
+    #[serde(default, rename = "p", skip_serializing_if = "Option::is_none")]
+    pub presentment: Option<Decimal>,
+}
+
+/// What is kept about one order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OrderFact {
+    /// Order id.
+    #[serde(rename = "i")]
+    pub id: u64,
+    /// `processed_at` (else `created_at`), Unix ms.
+    #[serde(default, rename = "t", skip_serializing_if = "is_zero_i64")]
+    pub placed_ms: i64,
+    /// `updated_at` of the payload the mutable fields come from.
+    #[serde(default, rename = "u", skip_serializing_if = "is_zero_i64")]
+    pub updated_ms: i64,
+    /// Total in shop money.
+    #[serde(default, rename = "v", skip_serializing_if = "Decimal::is_zero")]
+    pub total: Decimal,
+    /// Total in presentment money when it differs from the shop currency.
+    #[serde(default, rename = "pv", skip_serializing_if = "Option::is_none")]
+    pub presentment_total: Option<Decimal>,
+    /// Latest financial status.
+    #[serde(default, rename = "s", skip_serializing_if = "is_unknown")]
+    pub status: FinStatus,
+    /// Sticky flags (`O_*`).
+    #[serde(default, rename = "f", skip_serializing_if = "is_zero")]
+    pub flags: u16,
+    /// When cancelled (Unix ms).
+    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
+    pub cancelled_ms: Option<i64>,
+    /// Refunds, sorted by id.
+    #[serde(default, rename = "r", skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundFact>,
+    /// Content hash of the last `trackPurchase` sent (0 = none).
+    #[serde(default, rename = "h", skip_serializing_if = "is_zero_u64")]
+    pub purchase_hash: u64,
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+fn is_unknown(s: &FinStatus) -> bool {
+    *s == FinStatus::Unknown
+}
+
+/// An order payload was seen (not just a refund or delete for it).
+pub const O_KNOWN: u16 = 1;
+/// Test order.
+pub const O_TEST: u16 = 1 << 1;
+/// Reached paid / partially paid at some point.
+pub const O_PAID: u16 = 1 << 2;
+/// Cancelled.
+pub const O_CANCELLED: u16 = 1 << 3;
+/// `orders/delete` seen: removed from every figure.
+pub const O_DELETED: u16 = 1 << 4;
+/// Fulfilled.
+pub const O_FULFILLED: u16 = 1 << 5;
+/// `order_fulfilled` handled.
+pub const O_FULFILL_SENT: u16 = 1 << 6;
+/// `order_cancelled` handled.
+pub const O_CANCEL_SENT: u16 = 1 << 7;
+/// Owner link forwarded to the order key.
+pub const O_LINKED: u16 = 1 << 8;
+/// Completion forwarded to the email key.
+pub const O_COMPLETION_SENT: u16 = 1 << 9;
+
+impl OrderFact {
+    /// Whether a flag is set.
+    pub fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// What is kept about one checkout (the cart itself travels in the timer's payload).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CheckoutFact {
+    /// Hash of the checkout token.
+    #[serde(rename = "h")]
+    pub token_hash: u64,
+    /// Numeric checkout id, when payloads carry it.
+    #[serde(default, rename = "i", skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// Hash of the cart token (deletes may only carry that).
+    #[serde(default, rename = "ct", skip_serializing_if = "is_zero_u64")]
+    pub cart_hash: u64,
+    /// Latest `updated_at` (Unix ms); 0 when only a completion is known.
+    #[serde(default, rename = "u", skip_serializing_if = "is_zero_i64")]
+    pub updated_ms: i64,
+    /// Completed (`completed_at` or an order with this token), Unix ms.
+    #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
+    pub completed_ms: Option<i64>,
+    /// Deleted, Unix ms.
+    #[serde(default, rename = "d", skip_serializing_if = "Option::is_none")]
+    pub deleted_ms: Option<i64>,
+    /// Sticky flags (`K_*`).
+    #[serde(default, rename = "f", skip_serializing_if = "is_zero_u8")]
+    pub flags: u8,
+    /// Content hash of the last `updateCart` sent.
+    #[serde(default, rename = "ch", skip_serializing_if = "is_zero_u64")]
+    pub cart_sent_hash: u64,
+}
+
+/// The abandonment was handled (sent or suppressed).
+pub const K_FIRED: u8 = 1;
+/// The checkout had an email or phone.
+pub const K_CONTACT: u8 = 1 << 1;
+/// Owner link forwarded to the checkout key.
+pub const K_LINKED: u8 = 1 << 2;
+
+/// An envelope parked on an entity key until the owner is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    /// Topic.
+    pub topic: String,
+    /// Delivery id.
+    pub delivery_id: String,
+    /// Event id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// API version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Triggered at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_at_ms: Option<i64>,
+    /// Received at.
+    pub received_at_ms: i64,
+    /// From the backfill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
+    /// Webhook name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_name: Option<String>,
+    /// Body (JSON text).
+    pub body: String,
+}
+
+/// Owner of an entity key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// Not known yet: park what arrives.
+    Unknown,
+    /// The customer or email key that owns it.
+    Key(String),
+}
+
+/// State of an entity key (`o/{order}`, `k/{checkout}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// Who owns the entity.
+    pub owner: Owner,
+    /// `at` of the link that set the owner, so the newest link wins.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub at_ms: i64,
+    /// Envelopes waiting for the owner, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<Parked>,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            owner: Owner::Unknown,
+            at_ms: 0,
+            parked: Vec::new(),
+        }
+    }
+}
+
+impl State {
+    /// The order with this id, inserted if absent (orders stay sorted by id).
+    pub fn order_mut(&mut self, id: u64) -> &mut OrderFact {
+        let i = match self.orders.binary_search_by_key(&id, |o| o.id) {
+            Ok(i) => i,
+            Err(i) => {
+                self.orders.insert(
+                    i,
+                    OrderFact {
+                        id,
+                        ..OrderFact::default()
+                    },
+                );
+                i
+            }
+        };
+        &mut self.orders[i]
+    }
+
+    /// The checkout with this token hash, inserted if absent.
+    pub fn checkout_mut(&mut self, token_hash: u64) -> &mut CheckoutFact {
+        let i = match self
+            .checkouts
+            .binary_search_by_key(&token_hash, |c| c.token_hash)
+        {
+            Ok(i) => i,
+            Err(i) => {
+                self.checkouts.insert(
+                    i,
+                    CheckoutFact {
+                        token_hash,
+                        ..CheckoutFact::default()
+                    },
+                );
+                i
+            }
+        };
+        &mut self.checkouts[i]
+    }
+
+    /// The person, created if absent.
+    pub fn person_mut(&mut self) -> &mut Person {
+        self.person.get_or_insert_with(Box::default)
+    }
+}

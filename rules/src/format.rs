@@ -1,0 +1,57 @@
+//! Iterable value formats: dates as `yyyy-MM-dd HH:mm:ss +00:00`, money as 2-dp JSON numbers.
+
+use std::str::FromStr;
+
+use chrono::DateTime;
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{Number, Value};
+
+/// A Unix-ms instant in the date format Iterable types as `date` (UTC).
+pub fn date(ms: i64) -> Value {
+    match DateTime::from_timestamp_millis(ms) {
+        Some(t) => Value::String(t.format("%Y-%m-%d %H:%M:%S +00:00").to_string()),
+        None => Value::Null,
+    }
+}
+
+/// Rounds money to cents, half away from zero (how shops round).
+pub fn cents(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Money as a JSON number with at most 2 decimals. The math stays in `Decimal`; only the final
+/// value becomes a double, whose shortest text is exactly the 2-dp decimal.
+pub fn money(d: Decimal) -> Value {
+    let text = cents(d).normalize().to_string();
+    f64::from_str(&text)
+        .ok()
+        .and_then(Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+/// Unix ms to Unix seconds (Iterable's `createdAt`), flooring.
+pub fn seconds(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+/// A non-empty trimmed string.
+pub fn text(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            date(1_640_995_200_000),
+            Value::String("2022-01-01 00:00:00 +00:00".into())
+        );
+        assert_eq!(money(Decimal::new(123_456, 3)).to_string(), "123.46");
+        assert_eq!(money(Decimal::new(10_000, 2)).to_string(), "100.0");
+        assert_eq!(money(Decimal::new(1999, 2)).to_string(), "19.99");
+        assert_eq!(seconds(-1), -1);
+    }
+}

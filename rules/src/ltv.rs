@@ -1,0 +1,135 @@
+//! Lifetime value in shop currency, order count, average order value, first and last orders.
+//!
+//! An order counts when it is not a test, was not deleted, reached `paid`/`partially_paid` at
+//! some point, and was not cancelled with nothing kept. Its value is what the shop kept: the
+//! shop-money total minus successful refund transactions, floored at zero, and zero outright
+//! once Shopify reports it `refunded` or `voided`. The figures are recomputed from the order
+//! facts every time, so they never drift and do not depend on the order events arrived in.
+
+use rust_decimal::Decimal;
+
+use crate::aggregate::{
+    FinStatus, O_CANCELLED, O_DELETED, O_KNOWN, O_PAID, O_TEST, OrderFact, RefundFact, State,
+};
+use crate::format;
+
+/// The lifetime figures of one person.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Σ kept value of counted orders, shop currency.
+    pub value: Decimal,
+    /// Counted orders.
+    pub count: u32,
+    /// First counted order (Unix ms).
+    pub first_ms: Option<i64>,
+    /// Last counted order (Unix ms) and its id.
+    pub last: Option<(i64, u64)>,
+}
+
+impl Summary {
+    /// Average order value, 2 dp (0 without orders).
+    pub fn aov(&self) -> Decimal {
+        if self.count == 0 {
+            Decimal::ZERO
+        } else {
+            format::cents(self.value / Decimal::from(self.count))
+        }
+    }
+}
+
+/// One refund of an order in shop money; a presentment-only part uses the order's own rate.
+pub fn refund_amount(o: &OrderFact, r: &RefundFact) -> Decimal {
+    let converted = match (r.presentment, o.presentment_total) {
+        (Some(p), Some(pt)) if !pt.is_zero() => p * o.total / pt,
+        (Some(p), _) => p,
+        (None, _) => Decimal::ZERO,
+    };
+    r.shop + converted
+}
+
+/// Σ refunds of an order in shop money.
+pub fn refunded(o: &OrderFact) -> Decimal {
+    o.refunds.iter().map(|r| refund_amount(o, r)).sum()
+}
+
+/// What the shop kept of an order.
+pub fn kept(o: &OrderFact) -> Decimal {
+    if matches!(o.status, FinStatus::Refunded | FinStatus::Voided) {
+        return Decimal::ZERO;
+    }
+    (o.total - refunded(o)).max(Decimal::ZERO)
+}
+
+/// Whether an order may be sent as a purchase (paid at some point, real, not deleted).
+pub fn purchasable(o: &OrderFact) -> bool {
+    o.has(O_KNOWN) && o.has(O_PAID) && !o.has(O_TEST) && !o.has(O_DELETED)
+}
+
+/// Whether an order counts towards the lifetime figures.
+pub fn counted(o: &OrderFact) -> bool {
+    purchasable(o) && !(o.has(O_CANCELLED) && kept(o).is_zero())
+}
+
+/// The figures over every counted order.
+pub fn summary(state: &State) -> Summary {
+    let mut s = Summary::default();
+    for o in state.orders.iter().filter(|o| counted(o)) {
+        s.value += kept(o);
+        s.count += 1;
+        s.first_ms = Some(s.first_ms.map_or(o.placed_ms, |f| f.min(o.placed_ms)));
+        if s.last.is_none_or(|l| (o.placed_ms, o.id) > l) {
+            s.last = Some((o.placed_ms, o.id));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: u64, total: i64, flags: u16) -> OrderFact {
+        OrderFact {
+            id,
+            placed_ms: id as i64,
+            total: Decimal::new(total, 2),
+            status: FinStatus::Paid,
+            flags: flags | O_KNOWN,
+            ..OrderFact::default()
+        }
+    }
+
+    #[test]
+    fn kept_and_counted() {
+        let mut o = order(1, 10_000, O_PAID);
+        o.refunds.push(RefundFact {
+            id: 1,
+            at_ms: 2,
+            shop: Decimal::new(2_500, 2),
+            presentment: None,
+        });
+        assert_eq!(kept(&o), Decimal::new(7_500, 2));
+        o.flags |= O_CANCELLED;
+        assert!(counted(&o), "cancelled but money kept still counts");
+        o.status = FinStatus::Refunded;
+        assert!(!counted(&o));
+        let mut f = order(2, 10_000, O_PAID);
+        f.presentment_total = Some(Decimal::new(9_200, 2));
+        f.refunds.push(RefundFact {
+            id: 2,
+            at_ms: 3,
+            shop: Decimal::ZERO,
+            presentment: Some(Decimal::new(4_600, 2)),
+        });
+        assert_eq!(kept(&f), Decimal::new(5_000, 2));
+        let st = State {
+            orders: vec![order(3, 100, O_PAID | O_TEST), f, order(4, 100, 0)],
+            ..State::default()
+        };
+        let s = summary(&st);
+        assert_eq!(
+            (s.value, s.count, s.last),
+            (Decimal::new(5_000, 2), 1, Some((2, 2)))
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! Orders: per-order facts, purchases (`trackPurchase`), first purchase, fulfilment, cancellation.
+//!
+//! Every `orders/*` payload is folded into one [`OrderFact`] per order id: the newest
+//! `updated_at` supplies the mutable fields, and "was paid", "cancelled", "fulfilled" are sticky.
+//! The purchase id is derived from the order only, so `orders/paid` and a later `orders/updated`
+//! upsert one purchase in Iterable; it is re-sent only when its content (time, total, lines)
+//! changed, never for a duplicate.
+
+use rust_decimal::Decimal;
+use schemas::{Action, CommerceItem, DataFields, KeyKind};
+use serde_json::Value;
+
+use crate::aggregate::{
+    FinStatus, O_CANCEL_SENT, O_CANCELLED, O_COMPLETION_SENT, O_DELETED, O_FULFILL_SENT,
+    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, P_FIRST_PURCHASE, State,
+};
+use crate::config::RulesConfig;
+use crate::emit::{Cx, Kind};
+use crate::format::{self, text};
+use crate::ids::{self, Hasher};
+use crate::shopify::{LineItem, Order, OrderDelete};
+use crate::{checkout, ltv, profile, refunds, routing};
+
+/// `orders/create|updated|paid|cancelled|fulfilled|partially_fulfilled|edited`.
+pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Order) {
+    let id = o.id.0;
+    let ev = cx.ctx.event_time_ms;
+    let updated = o.updated_at.or(o.created_at).map_or(ev, |t| t.0);
+    let placed = o.processed_at.or(o.created_at).map_or(ev, |t| t.0);
+
+    if let Some(c) = &o.customer {
+        profile::learn_customer(cx, state, c, updated);
+    }
+    profile::learn_currency(state, o.currency.as_deref());
+    profile::guest_checkout_consent(cx, state, o.buyer_accepts_marketing, placed);
+
+    let status = FinStatus::parse(o.financial_status.as_deref());
+    let total = o.total_shop().unwrap_or_default();
+    let fact = state.order_mut(id);
+    let was = fact.clone();
+    fact.flags |= O_KNOWN;
+    if o.test == Some(true) {
+        fact.flags |= O_TEST;
+    }
+    // Newest payload wins; equal `updated_at` is broken by content so any order converges.
+    let candidate = (updated, status, total);
+    let newest = !was.has(O_KNOWN) || candidate >= (fact.updated_ms, fact.status, fact.total);
+    if newest {
+        fact.updated_ms = updated;
+        fact.status = status;
+        fact.total = total;
+        fact.presentment_total = o.total_presentment();
+        fact.placed_ms = placed;
+    }
+    if status.implies_paid() || topic == "orders/paid" {
+        fact.flags |= O_PAID;
+    }
+    if let Some(c) = o.cancelled_at {
+        fact.flags |= O_CANCELLED;
+        fact.cancelled_ms = Some(fact.cancelled_ms.map_or(c.0, |x| x.min(c.0)));
+    }
+    if o.fulfillment_status.as_deref() == Some("fulfilled") || topic == "orders/fulfilled" {
+        fact.flags |= O_FULFILLED;
+    }
+    let became_paid = !was.has(O_PAID) && fact.has(O_PAID);
+
+    // Refunds embedded in newer payloads: merged by refund id with `refunds/create`.
+    let currency = state.person.as_ref().and_then(|p| p.currency.clone());
+    let mut new_refunds = Vec::new();
+    for r in &o.refunds {
+        if let Some(f) = refunds::fact(r, currency.as_deref(), updated)
+            && refunds::insert(state.order_mut(id), f.clone())
+        {
+            new_refunds.push((f, r.note.clone()));
+        }
+    }
+
+    // Cross-key protocol: tell the order key who owns it, and the email key about completion.
+    let contact = o.contact().map(str::to_lowercase);
+    // The link's time is the order's creation, which every payload of the order agrees on.
+    routing::link_order(cx, state, id, o.created_at.map_or(placed, |t| t.0));
+    if let Some(email) = contact.as_deref() {
+        let fact = state.order_mut(id);
+        if !fact.has(O_COMPLETION_SENT)
+            && (cx.key.kind() == KeyKind::Customer || cx.key.id() != email)
+        {
+            fact.flags |= O_COMPLETION_SENT;
+            routing::send_completion(cx, email, id, o.checkout_token.as_deref(), placed);
+        }
+    }
+    if let Some(token) = text(o.checkout_token.as_deref()) {
+        checkout::complete(cx, state, ids::token_hash(token), placed);
+    }
+
+    let fact = state.order_mut(id).clone();
+
+    // Purchase: once paid, and again only when its content changes.
+    if ltv::purchasable(&fact) && (newest || became_paid) {
+        let items: Vec<CommerceItem> = o
+            .line_items
+            .iter()
+            .map(|li| item(cx.cfg, li, true))
+            .collect();
+        let h = purchase_hash(&fact, &items);
+        if h != fact.purchase_hash {
+            state.order_mut(id).purchase_hash = h;
+            if cx.fresh(Kind::Purchase, fact.placed_ms) {
+                let fields = purchase_fields(o, &fact);
+                cx.command(
+                    ids::command_id(cx.shop(), "purchase", &[&id.to_string()]),
+                    fact.placed_ms,
+                    Action::TrackPurchase {
+                        created_at_s: format::seconds(fact.placed_ms),
+                        total: format::cents(fact.total),
+                        items,
+                        data_fields: fields,
+                    },
+                );
+            }
+        }
+    }
+
+    // First purchase: the first order that counts, once per person.
+    if ltv::counted(&fact) {
+        let person = state.person_mut();
+        if person.flags & P_FIRST_PURCHASE == 0 {
+            person.flags |= P_FIRST_PURCHASE;
+            let mut f = order_fields(o, &fact);
+            f.insert(
+                "item_count".into(),
+                Value::from(
+                    o.line_items
+                        .iter()
+                        .map(|l| l.quantity.unwrap_or(1))
+                        .sum::<i64>(),
+                ),
+            );
+            f.insert(
+                "item_names".into(),
+                Value::Array(
+                    o.line_items
+                        .iter()
+                        .map(|l| Value::String(item_name(l)))
+                        .collect(),
+                ),
+            );
+            let name = cx.cfg.events.first_purchase.clone();
+            let idv = ids::command_id(cx.shop(), "first-purchase", &[&ids::subject(cx.key)]);
+            cx.event(Kind::FirstPurchase, &name, idv, fact.placed_ms, f);
+        }
+    }
+
+    // Fulfilment, once per order.
+    if fact.has(O_FULFILLED)
+        && !fact.has(O_FULFILL_SENT)
+        && !fact.has(O_TEST)
+        && !fact.has(O_DELETED)
+        && !fact.has(O_CANCELLED)
+    {
+        state.order_mut(id).flags |= O_FULFILL_SENT;
+        let at = o
+            .fulfillments
+            .iter()
+            .filter_map(|f| f.created_at)
+            .map(|t| t.0)
+            .max()
+            .unwrap_or(updated);
+        let mut f = order_fields(o, &fact);
+        f.insert("fulfilled_at".into(), format::date(at));
+        let strings = |g: fn(&crate::shopify::Fulfillment) -> Option<&str>| {
+            Value::Array(
+                o.fulfillments
+                    .iter()
+                    .filter_map(g)
+                    .filter_map(|s| text(Some(s)))
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            )
+        };
+        f.insert(
+            "tracking_numbers".into(),
+            strings(|f| f.tracking_number.as_deref()),
+        );
+        f.insert(
+            "tracking_urls".into(),
+            strings(|f| f.tracking_url.as_deref()),
+        );
+        if let Some(c) = o
+            .fulfillments
+            .iter()
+            .find_map(|f| text(f.tracking_company.as_deref()))
+        {
+            f.insert("tracking_company".into(), Value::String(c.to_owned()));
+        }
+        if let Some(u) = text(o.order_status_url.as_deref()) {
+            f.insert("order_status_url".into(), Value::String(u.to_owned()));
+        }
+        let name = cx.cfg.events.order_fulfilled.clone();
+        let idv = ids::command_id(cx.shop(), "order-fulfilled", &[&id.to_string()]);
+        cx.event(Kind::OrderFulfilled, &name, idv, at, f);
+    }
+
+    for (r, note) in new_refunds {
+        refunds::announce(cx, state, id, &r, note.as_deref(), Some(o));
+    }
+    cancelled(cx, state, id, Some(o), o.cancel_reason.as_deref());
+}
+
+/// `order_cancelled`, once per order, with amounts.
+pub(crate) fn cancelled(
+    cx: &mut Cx<'_>,
+    state: &mut State,
+    id: u64,
+    o: Option<&Order>,
+    reason: Option<&str>,
+) {
+    let Ok(i) = state.orders.binary_search_by_key(&id, |o| o.id) else {
+        return;
+    };
+    let Some(fact) = state.orders.get_mut(i) else {
+        return;
+    };
+    if !fact.has(O_CANCELLED) || fact.has(O_CANCEL_SENT) || fact.has(O_TEST) || fact.has(O_DELETED)
+    {
+        return;
+    }
+    fact.flags |= O_CANCEL_SENT;
+    let fact = fact.clone();
+    let at = fact.cancelled_ms.unwrap_or(cx.ctx.event_time_ms);
+    let mut f = match o {
+        Some(o) => order_fields(o, &fact),
+        None => bare_fields(&fact),
+    };
+    if let Some(r) = text(reason) {
+        f.insert("cancel_reason".into(), Value::String(r.to_owned()));
+    }
+    f.insert("cancelled_at".into(), format::date(at));
+    f.insert("refunded".into(), format::money(ltv::refunded(&fact)));
+    f.insert("kept".into(), format::money(ltv::kept(&fact)));
+    f.insert(
+        "financial_status".into(),
+        Value::String(fact.status.as_str().into()),
+    );
+    let name = cx.cfg.events.order_cancelled.clone();
+    let idv = ids::command_id(cx.shop(), "order-cancelled", &[&id.to_string()]);
+    cx.event(Kind::OrderCancelled, &name, idv, at, f);
+}
+
+/// `orders/delete` (forwarded by the order key): the order leaves every figure.
+pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &OrderDelete) {
+    let fact = state.order_mut(d.id.0);
+    fact.flags |= O_DELETED;
+    let _ = cx;
+}
+
+/// Fields shared by order events.
+fn order_fields(o: &Order, fact: &OrderFact) -> DataFields {
+    let mut f = bare_fields(fact);
+    if let Some(n) = text(o.name.as_deref()) {
+        f.insert("order_name".into(), Value::String(n.to_owned()));
+    }
+    if let Some(c) = text(o.currency.as_deref()) {
+        f.insert("currency".into(), Value::String(c.to_owned()));
+    }
+    f
+}
+
+/// Fields known from the fact alone.
+pub(crate) fn bare_fields(fact: &OrderFact) -> DataFields {
+    let mut f = DataFields::new();
+    f.insert("order_id".into(), Value::String(fact.id.to_string()));
+    f.insert("order_total".into(), format::money(fact.total));
+    if fact.placed_ms != 0 {
+        f.insert("placed_at".into(), format::date(fact.placed_ms));
+    }
+    f
+}
+
+fn purchase_fields(o: &Order, fact: &OrderFact) -> DataFields {
+    let mut f = order_fields(o, fact);
+    if let Some(n) = o.order_number {
+        f.insert("order_number".into(), Value::from(n));
+    }
+    if let (Some(p), Some(t)) = (
+        text(o.presentment_currency.as_deref()),
+        fact.presentment_total,
+    ) {
+        f.insert("presentment_currency".into(), Value::String(p.to_owned()));
+        f.insert("presentment_total".into(), format::money(t));
+    }
+    let shop = |s: &Option<crate::shopify::MoneySet>| s.as_ref().and_then(|m| m.shop());
+    for (name, v) in [
+        ("subtotal", shop(&o.subtotal_price_set)),
+        ("discounts", shop(&o.total_discounts_set)),
+        ("tax", shop(&o.total_tax_set)),
+        ("shipping", shop(&o.total_shipping_price_set)),
+    ] {
+        if let Some(v) = v {
+            f.insert(name.into(), format::money(v));
+        }
+    }
+    let codes: Vec<Value> = o
+        .discount_codes
+        .iter()
+        .filter_map(|d| text(d.code.as_deref()))
+        .map(|c| Value::String(c.to_owned()))
+        .collect();
+    if !codes.is_empty() {
+        f.insert("discount_codes".into(), Value::Array(codes));
+    }
+    if let Some(s) = text(o.source_name.as_deref()) {
+        f.insert("source_name".into(), Value::String(s.to_owned()));
+    }
+    f
+}
+
+fn purchase_hash(fact: &OrderFact, items: &[CommerceItem]) -> u64 {
+    let mut h = Hasher::new();
+    h.add(&fact.placed_ms.to_string())
+        .add(&fact.total.normalize().to_string());
+    for i in items {
+        h.add(&i.id)
+            .add(&i.name)
+            .add(&i.price.normalize().to_string())
+            .add(&i.quantity.to_string());
+    }
+    h.finish()
+}
+
+/// A line's display name: `Title - Variant` (Shopify's `name`), without "Default Title".
+pub(crate) fn item_name(li: &LineItem) -> String {
+    if let Some(n) = text(li.name.as_deref()) {
+        return n.to_owned();
+    }
+    let title = text(li.title.as_deref()).unwrap_or("Item");
+    match text(li.variant_title.as_deref()) {
+        Some(v) if v != "Default Title" => format!("{title} - {v}"),
+        _ => title.to_owned(),
+    }
+}
+
+/// A line as an Iterable commerce item (`shop_money`: prefer the shop-money unit price).
+pub(crate) fn item(cfg: &RulesConfig, li: &LineItem, shop_money: bool) -> CommerceItem {
+    let id = li
+        .variant_id
+        .or(li.product_id)
+        .or(li.id)
+        .map(|i| i.0.to_string())
+        .or_else(|| text(li.sku.as_deref()).map(str::to_owned))
+        .or_else(|| text(li.key.as_deref()).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    let price = if shop_money {
+        li.price_set.as_ref().and_then(|s| s.shop())
+    } else {
+        None
+    }
+    .or(li.price.map(|m| m.0))
+    .unwrap_or(Decimal::ZERO);
+    let mut data = DataFields::new();
+    if let Some(p) = li.product_id {
+        data.insert("product_id".into(), Value::String(p.0.to_string()));
+    }
+    if let Some(v) = li.variant_id {
+        data.insert("variant_id".into(), Value::String(v.0.to_string()));
+    }
+    if let Some(v) = text(li.variant_title.as_deref()) {
+        data.insert("variant".into(), Value::String(v.to_owned()));
+    }
+    if let Some(v) = text(li.vendor.as_deref()) {
+        data.insert("vendor".into(), Value::String(v.to_owned()));
+    }
+    CommerceItem {
+        id,
+        sku: text(li.sku.as_deref()).map(str::to_owned),
+        name: item_name(li),
+        price,
+        quantity: li.quantity.unwrap_or(1),
+        categories: text(li.product_type.as_deref())
+            .map(|c| vec![c.to_owned()])
+            .unwrap_or_default(),
+        url: text(li.url.as_deref())
+            .map(str::to_owned)
+            .or_else(|| product_url(cfg, li)),
+        image_url: text(li.image_url.as_deref()).map(str::to_owned),
+        data_fields: (!data.is_empty()).then_some(data),
+    }
+}
+
+/// Fills the product URL template; `None` when a placeholder it uses is unknown.
+fn product_url(cfg: &RulesConfig, li: &LineItem) -> Option<String> {
+    let mut url = cfg.catalog.product_url_template.clone()?;
+    let values = [
+        ("{product_id}", li.product_id.map(|i| i.0.to_string())),
+        ("{variant_id}", li.variant_id.map(|i| i.0.to_string())),
+        ("{sku}", text(li.sku.as_deref()).map(str::to_owned)),
+        ("{handle}", text(li.handle.as_deref()).map(str::to_owned)),
+    ];
+    for (ph, v) in values {
+        if url.contains(ph) {
+            url = url.replace(ph, &v?);
+        }
+    }
+    Some(url)
+}

@@ -1,0 +1,699 @@
+//! The Shopify payloads the rules read, for API versions before and after 2025-01.
+//!
+//! Only the fields the rules use are declared; everything else is skipped. Ids are 64-bit
+//! integers (a JSON number, a decimal string or a `gid://` string; never a float), money is
+//! `rust_decimal` (from Shopify's decimal strings, or from numbers where Shopify sends numbers),
+//! timestamps keep their offsets and become Unix milliseconds. Customer payloads from 2025-01 on
+//! no longer carry tags or consent (consent has its own topics); every such field is optional,
+//! so both shapes parse with the same types and absent means "unknown", never "withdrawn".
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::DateTime;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::domain::RuleError;
+
+/// Parses a topic's body, mapping any failure to [`RuleError::Unparseable`].
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
+    topic: &str,
+    body: &[u8],
+) -> Result<T, RuleError> {
+    serde_json::from_slice(body).map_err(|e| RuleError::Unparseable {
+        topic: topic.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Whether a webhook API version predates 2025-01 (legacy customer shape).
+pub fn is_legacy_api(version: Option<&str>) -> bool {
+    // Versions are `YYYY-MM` (or `unstable`), so a string comparison orders them.
+    version.is_some_and(|v| {
+        v.len() >= 7 && v.as_bytes()[..4].iter().all(u8::is_ascii_digit) && v < "2025-01"
+    })
+}
+
+/// A Shopify id: 64-bit integer, from a JSON integer, a decimal string or a `gid://` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Id(pub u64);
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer id, a decimal string or a gid:// string")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                u64::try_from(v)
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("negative id {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Id, E> {
+                // A float id has already lost precision above 2^53: refuse rather than guess.
+                Err(E::custom(format!(
+                    "id {v} is a float; ids must be integers"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                let tail = v.rsplit('/').next().unwrap_or(v);
+                // gids may carry a query (`gid://shopify/Checkout/abc?key=...`): ignore it.
+                let tail = tail.split('?').next().unwrap_or(tail);
+                tail.trim()
+                    .parse()
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("{v:?} is not a numeric id")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A money amount: Shopify sends decimal strings, and numbers in a few places (refund lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Money(pub Decimal);
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Money;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a decimal amount")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Money, E> {
+                Ok(Money(Decimal::from(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Money, E> {
+                Ok(Money(Decimal::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Money, E> {
+                // Shortest round-trip text of the float (`89.99`), not its binary expansion.
+                Decimal::from_str(&v.to_string())
+                    .map(Money)
+                    .map_err(|_| E::custom(format!("amount {v} out of range")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Money, E> {
+                Decimal::from_str(v.trim())
+                    .map(Money)
+                    .map_err(|_| E::custom(format!("{v:?} is not a decimal amount")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An ISO-8601 timestamp with offset, as Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ts(pub i64);
+
+impl<'de> Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_ts(&s).map(Ts).ok_or_else(|| {
+            de::Error::custom(format!("{s:?} is not an ISO-8601 timestamp with offset"))
+        })
+    }
+}
+
+/// Parses RFC 3339 (`2021-12-31T19:00:00-05:00`, `2022-01-01T00:00:00.000Z`) to Unix ms.
+pub(crate) fn parse_ts(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Lenient optional timestamp: `null`, `""` and unparseable text become `None`, because a bad
+/// secondary timestamp should not dead-letter an order; the callers fall back to event time.
+fn lenient_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ts>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.as_deref().and_then(parse_ts).map(Ts))
+}
+
+/// Tags: a comma-separated string in REST payloads, an array in newer shapes.
+fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        List(Vec<String>),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| {
+        let mut v: Vec<String> = match r {
+            Raw::Text(s) => s
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            Raw::List(l) => l
+                .into_iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+        };
+        v.sort();
+        v.dedup();
+        v
+    }))
+}
+
+/// `{"amount": "...", "currency_code": "USD"}` (also `currency` in a few places).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MoneyAmount {
+    /// The amount.
+    pub amount: Option<Money>,
+    /// ISO currency code.
+    #[serde(alias = "currency")]
+    pub currency_code: Option<String>,
+}
+
+/// A `*_set` object: the amount in shop and presentment currency.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MoneySet {
+    /// Shop currency.
+    pub shop_money: Option<MoneyAmount>,
+    /// What the buyer saw.
+    pub presentment_money: Option<MoneyAmount>,
+}
+
+impl MoneySet {
+    /// The shop-money amount, when present.
+    pub fn shop(&self) -> Option<Decimal> {
+        self.shop_money.as_ref().and_then(|m| m.amount).map(|m| m.0)
+    }
+    /// The presentment amount, when present.
+    pub fn presentment(&self) -> Option<Decimal> {
+        self.presentment_money
+            .as_ref()
+            .and_then(|m| m.amount)
+            .map(|m| m.0)
+    }
+    /// The shop currency code, when present.
+    pub fn shop_currency(&self) -> Option<&str> {
+        self.shop_money
+            .as_ref()
+            .and_then(|m| m.currency_code.as_deref())
+    }
+}
+
+/// Marketing consent (`email_marketing_consent`, `sms_marketing_consent`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Consent {
+    /// `subscribed`, `not_subscribed`, `unsubscribed`, `pending`, `redacted`, `invalid`.
+    pub state: Option<String>,
+    /// `single_opt_in`, `confirmed_opt_in`, `unknown`.
+    pub opt_in_level: Option<String>,
+    /// When the consent last changed.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub consent_updated_at: Option<Ts>,
+}
+
+/// The address subset the profile keeps.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Address {
+    /// City.
+    pub city: Option<String>,
+    /// Province code.
+    pub province_code: Option<String>,
+    /// Country code.
+    pub country_code: Option<String>,
+    /// Postal code.
+    pub zip: Option<String>,
+}
+
+/// A customer: `customers/*` payloads and the `customer` embedded in orders and checkouts.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Customer {
+    /// Customer id.
+    pub id: Option<Id>,
+    /// Email.
+    pub email: Option<String>,
+    /// Phone (E.164).
+    pub phone: Option<String>,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// `enabled`, `disabled`, `invited`, `declined`.
+    pub state: Option<String>,
+    /// Created.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub created_at: Option<Ts>,
+    /// Last updated.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub updated_at: Option<Ts>,
+    /// Default address.
+    pub default_address: Option<Address>,
+    /// Tags (≤ 2024-10 only).
+    #[serde(default, deserialize_with = "tags")]
+    pub tags: Option<Vec<String>>,
+    /// Email consent (≤ 2024-10 only).
+    pub email_marketing_consent: Option<Consent>,
+    /// SMS consent (≤ 2024-10 only).
+    pub sms_marketing_consent: Option<Consent>,
+    /// Pre-2022 boolean consent.
+    pub accepts_marketing: Option<bool>,
+    /// When `accepts_marketing` last changed.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub accepts_marketing_updated_at: Option<Ts>,
+    /// Pre-2022 opt-in level.
+    pub marketing_opt_in_level: Option<String>,
+}
+
+/// A line of an order or checkout.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct LineItem {
+    /// Line id.
+    pub id: Option<Id>,
+    /// Checkout line key.
+    pub key: Option<String>,
+    /// Variant id.
+    pub variant_id: Option<Id>,
+    /// Product id.
+    pub product_id: Option<Id>,
+    /// SKU.
+    pub sku: Option<String>,
+    /// Product title.
+    pub title: Option<String>,
+    /// Variant title.
+    pub variant_title: Option<String>,
+    /// Product and variant title (orders).
+    pub name: Option<String>,
+    /// Vendor.
+    pub vendor: Option<String>,
+    /// Product type, when a payload carries it.
+    pub product_type: Option<String>,
+    /// Product handle, when a payload carries it.
+    pub handle: Option<String>,
+    /// Quantity.
+    pub quantity: Option<i64>,
+    /// Unit list price (shop currency for orders).
+    pub price: Option<Money>,
+    /// Unit price in both currencies.
+    pub price_set: Option<MoneySet>,
+    /// Line price (checkouts).
+    pub line_price: Option<Money>,
+    /// Product URL, when a payload carries it.
+    #[serde(alias = "product_url")]
+    pub url: Option<String>,
+    /// Image URL, when a payload carries it.
+    #[serde(alias = "image")]
+    pub image_url: Option<String>,
+}
+
+/// A discount code.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct DiscountCode {
+    /// The code.
+    pub code: Option<String>,
+}
+
+/// A payment transaction on a refund.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Transaction {
+    /// Transaction id.
+    pub id: Option<Id>,
+    /// `refund`, `sale`, ...
+    pub kind: Option<String>,
+    /// `success`, `failure`, `pending`, `error`.
+    pub status: Option<String>,
+    /// Amount in `currency`.
+    pub amount: Option<Money>,
+    /// Transaction currency (presentment currency for multi-currency orders).
+    pub currency: Option<String>,
+    /// Test transaction.
+    pub test: Option<bool>,
+    /// Amount in both currencies, when sent.
+    pub amount_set: Option<MoneySet>,
+}
+
+/// A refunded line.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct RefundLineItem {
+    /// Subtotal in both currencies.
+    pub subtotal_set: Option<MoneySet>,
+    /// Tax in both currencies.
+    pub total_tax_set: Option<MoneySet>,
+}
+
+/// A refunded shipping line.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct RefundShippingLine {
+    /// Subtotal in both currencies.
+    pub subtotal_amount_set: Option<MoneySet>,
+    /// Tax in both currencies.
+    pub tax_amount_set: Option<MoneySet>,
+}
+
+/// `refunds/create`, and the entries of an order's `refunds[]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refund {
+    /// Refund id.
+    pub id: Id,
+    /// Order id.
+    pub order_id: Option<Id>,
+    /// Created.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub created_at: Option<Ts>,
+    /// Processed.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub processed_at: Option<Ts>,
+    /// Merchant note.
+    pub note: Option<String>,
+    /// Money movements.
+    #[serde(default)]
+    pub transactions: Vec<Transaction>,
+    /// Refunded lines.
+    #[serde(default)]
+    pub refund_line_items: Vec<RefundLineItem>,
+    /// Refunded shipping.
+    #[serde(default)]
+    pub refund_shipping_lines: Vec<RefundShippingLine>,
+}
+
+/// A fulfillment.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Fulfillment {
+    /// Created.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub created_at: Option<Ts>,
+    /// `success`, ...
+    pub status: Option<String>,
+    /// Carrier.
+    pub tracking_company: Option<String>,
+    /// Tracking number.
+    pub tracking_number: Option<String>,
+    /// Tracking URL.
+    pub tracking_url: Option<String>,
+}
+
+/// `orders/*` (create, updated, paid, cancelled, fulfilled, partially_fulfilled).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Order {
+    /// Order id.
+    pub id: Id,
+    /// `#1001`.
+    pub name: Option<String>,
+    /// Order number.
+    pub order_number: Option<u64>,
+    /// Contact email.
+    pub email: Option<String>,
+    /// Contact email (newer name).
+    pub contact_email: Option<String>,
+    /// Created.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub created_at: Option<Ts>,
+    /// Updated: orders the versions of one order.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub updated_at: Option<Ts>,
+    /// Processed: the business time of the purchase.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub processed_at: Option<Ts>,
+    /// Cancelled.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub cancelled_at: Option<Ts>,
+    /// Why.
+    pub cancel_reason: Option<String>,
+    /// Test order.
+    pub test: Option<bool>,
+    /// Shop currency.
+    pub currency: Option<String>,
+    /// Buyer's currency.
+    pub presentment_currency: Option<String>,
+    /// Total, shop currency.
+    pub total_price: Option<Money>,
+    /// Total, both currencies.
+    pub total_price_set: Option<MoneySet>,
+    /// Subtotal, both currencies.
+    pub subtotal_price_set: Option<MoneySet>,
+    /// Discounts, both currencies.
+    pub total_discounts_set: Option<MoneySet>,
+    /// Tax, both currencies.
+    pub total_tax_set: Option<MoneySet>,
+    /// Shipping, both currencies.
+    pub total_shipping_price_set: Option<MoneySet>,
+    /// `pending|authorized|partially_paid|paid|partially_refunded|refunded|voided`.
+    pub financial_status: Option<String>,
+    /// `null|partial|fulfilled|restocked`.
+    pub fulfillment_status: Option<String>,
+    /// Token of the checkout this order completed.
+    pub checkout_token: Option<String>,
+    /// `web`, `pos`, ...
+    pub source_name: Option<String>,
+    /// Order status page.
+    pub order_status_url: Option<String>,
+    /// Checkout marketing checkbox.
+    pub buyer_accepts_marketing: Option<bool>,
+    /// The customer (absent or null for guests).
+    pub customer: Option<Customer>,
+    /// Lines.
+    #[serde(default)]
+    pub line_items: Vec<LineItem>,
+    /// Discount codes.
+    #[serde(default)]
+    pub discount_codes: Vec<DiscountCode>,
+    /// Refunds so far (newer payloads of a refunded order carry them).
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
+    /// Fulfillments.
+    #[serde(default)]
+    pub fulfillments: Vec<Fulfillment>,
+}
+
+impl Order {
+    /// The contact email: order email, then contact email, then the customer's.
+    pub fn contact(&self) -> Option<&str> {
+        [
+            self.email.as_deref(),
+            self.contact_email.as_deref(),
+            self.customer.as_ref().and_then(|c| c.email.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|e| !e.is_empty())
+    }
+
+    /// The total in shop money.
+    pub fn total_shop(&self) -> Option<Decimal> {
+        self.total_price_set
+            .as_ref()
+            .and_then(MoneySet::shop)
+            .or(self.total_price.map(|m| m.0))
+    }
+
+    /// The total in presentment money, when the buyer saw another currency.
+    pub fn total_presentment(&self) -> Option<Decimal> {
+        let shop = self.currency.as_deref()?;
+        let pres = self.presentment_currency.as_deref()?;
+        if shop.eq_ignore_ascii_case(pres) {
+            return None;
+        }
+        self.total_price_set
+            .as_ref()
+            .and_then(MoneySet::presentment)
+    }
+}
+
+/// `orders/delete`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderDelete {
+    /// Order id.
+    pub id: Id,
+}
+
+/// `checkouts/create`, `checkouts/update`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Checkout {
+    /// Token (the stable key of a checkout).
+    pub token: Option<String>,
+    /// Numeric id (older versions; what `checkouts/delete` carries).
+    pub id: Option<Id>,
+    /// Cart token.
+    pub cart_token: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// SMS phone.
+    pub sms_marketing_phone: Option<String>,
+    /// Created.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub created_at: Option<Ts>,
+    /// Last updated: the abandonment clock starts here.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub updated_at: Option<Ts>,
+    /// Set when converted to an order.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub completed_at: Option<Ts>,
+    /// Recovery URL.
+    pub abandoned_checkout_url: Option<String>,
+    /// Shop currency.
+    pub currency: Option<String>,
+    /// Buyer's currency.
+    pub presentment_currency: Option<String>,
+    /// Total.
+    pub total_price: Option<Money>,
+    /// Subtotal.
+    pub subtotal_price: Option<Money>,
+    /// Marketing checkbox.
+    pub buyer_accepts_marketing: Option<bool>,
+    /// The customer, when logged in.
+    pub customer: Option<Customer>,
+    /// Lines.
+    #[serde(default)]
+    pub line_items: Vec<LineItem>,
+    /// Discount codes.
+    #[serde(default)]
+    pub discount_codes: Vec<DiscountCode>,
+}
+
+impl Checkout {
+    /// The contact email: checkout email, then the customer's.
+    pub fn email(&self) -> Option<&str> {
+        [
+            self.email.as_deref(),
+            self.customer.as_ref().and_then(|c| c.email.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|e| !e.is_empty())
+    }
+
+    /// The contact phone.
+    pub fn phone(&self) -> Option<&str> {
+        [
+            self.phone.as_deref(),
+            self.sms_marketing_phone.as_deref(),
+            self.customer.as_ref().and_then(|c| c.phone.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|e| !e.is_empty())
+    }
+}
+
+/// `checkouts/delete`: minimal, with the numeric id and no token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckoutDelete {
+    /// Checkout id.
+    pub id: Option<Id>,
+    /// Token, when present.
+    pub token: Option<String>,
+    /// Cart token.
+    pub cart_token: Option<String>,
+}
+
+/// `customers_email_marketing_consent/update`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailConsentUpdate {
+    /// Customer id.
+    pub customer_id: Id,
+    /// The address the consent is about.
+    pub email_address: Option<String>,
+    /// The consent (may be null).
+    pub email_marketing_consent: Option<Consent>,
+}
+
+/// `customers_marketing_consent/update` (SMS, despite the name).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmsConsentUpdate {
+    /// Customer id.
+    pub id: Id,
+    /// Phone.
+    pub phone: Option<String>,
+    /// The consent (may be null).
+    pub sms_marketing_consent: Option<Consent>,
+}
+
+/// The person in a compliance payload.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct CompliancePerson {
+    /// Customer id.
+    pub id: Option<Id>,
+    /// Email.
+    pub email: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+}
+
+/// The data request reference.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct DataRequestRef {
+    /// Request id.
+    pub id: Option<Id>,
+}
+
+/// `customers/redact`, `customers/data_request`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Compliance {
+    /// The customer.
+    #[serde(default)]
+    pub customer: Option<CompliancePerson>,
+    /// Orders to redact.
+    #[serde(default)]
+    pub orders_to_redact: Vec<Id>,
+    /// Orders requested.
+    #[serde(default)]
+    pub orders_requested: Vec<Id>,
+    /// The request.
+    pub data_request: Option<DataRequestRef>,
+}
+
+/// `customer.tags_added` / `customer.tags_removed` (2025-01+).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TagsChange {
+    /// The tags.
+    #[serde(default, deserialize_with = "tags")]
+    pub tags: Option<Vec<String>>,
+    /// When.
+    #[serde(default, rename = "occurredAt", deserialize_with = "lenient_ts")]
+    pub occurred_at: Option<Ts>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_never_go_through_floats() {
+        let o: Order = serde_json::from_str(r#"{"id":820982911946154508}"#).unwrap();
+        assert_eq!(o.id, Id(820_982_911_946_154_508));
+        let o: Order =
+            serde_json::from_str(r#"{"id":"gid://shopify/Order/820982911946154509"}"#).unwrap();
+        assert_eq!(o.id, Id(820_982_911_946_154_509));
+        assert!(serde_json::from_str::<Order>(r#"{"id":1.5}"#).is_err());
+        assert!(serde_json::from_str::<Order>(r#"{"id":-3}"#).is_err());
+    }
+
+    #[test]
+    fn money_and_time() {
+        let r: RefundLineItem = serde_json::from_str(
+            r#"{"subtotal_set":{"shop_money":{"amount":89.99,"currency_code":"USD"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.subtotal_set.unwrap().shop(), Some(Decimal::new(8999, 2)));
+        assert_eq!(
+            parse_ts("2021-12-31T19:00:00-05:00"),
+            Some(1_640_995_200_000)
+        );
+        assert_eq!(
+            parse_ts("2022-01-01T00:00:00.000Z"),
+            Some(1_640_995_200_000)
+        );
+        assert!(is_legacy_api(Some("2024-10")));
+        assert!(!is_legacy_api(Some("2025-01")));
+        assert!(!is_legacy_api(Some("unstable")));
+        assert!(!is_legacy_api(None));
+    }
+}
