@@ -1,0 +1,1388 @@
+//! Timeline generation: per-person funnels (sign-up, carts, checkouts, orders, refunds,
+//! consent and email changes, redaction) producing webhook actions plus a truth ledger.
+//!
+//! Each person draws from their own ChaCha stream (`set_stream`), so adding a customer or
+//! changing one person's draws never shifts anyone else's traffic, and ids come from
+//! disjoint per-person ranges so they are unique without a global counter.
+
+use chrono::{Duration, FixedOffset};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::ScenarioConfig;
+use crate::error::SimError;
+use crate::model::{
+    Action, Address, Amt, Basket, Cart, Checkout, Consent, ConsentState, CustomerSnap,
+    FOREIGN_CURRENCIES, Fulfillment, Line, Order, Pres, Product, Refund, RefundLine, Subject,
+    Topic, Transaction, Ts, catalogue,
+};
+
+/// RNG stream numbers; persons use `PERSON_STREAM_BASE + index`.
+pub(crate) const CATALOGUE_STREAM: u64 = 1;
+pub(crate) const DELIVERY_STREAM: u64 = 2;
+const SHOP_STREAM: u64 = 3;
+const PERSON_STREAM_BASE: u64 = 1 << 32;
+
+/// Truth about one order, as needed by the expected-outcome rules.
+#[derive(Debug, Clone)]
+pub(crate) struct OrderTruth {
+    pub(crate) id: u64,
+    pub(crate) processed_at: Ts,
+    pub(crate) paid_at: Option<Ts>,
+    pub(crate) test: bool,
+    pub(crate) cancelled: bool,
+    pub(crate) cancelled_at: Option<Ts>,
+    pub(crate) deleted: bool,
+    pub(crate) deleted_at: Option<Ts>,
+    pub(crate) total_shop: i64,
+    pub(crate) refunded_shop: i64,
+    /// (time, shop cents) of each refund.
+    pub(crate) refunds: Vec<(Ts, i64)>,
+}
+
+/// Truth about one checkout.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckoutTruth {
+    pub(crate) token: String,
+    /// `created_at` followed by every update's `updated_at` (including the completing one).
+    pub(crate) updates: Vec<Ts>,
+    pub(crate) completed_at: Option<Ts>,
+    pub(crate) deleted_at: Option<Ts>,
+    /// Whether the checkout ever carried an email or phone.
+    pub(crate) contact: bool,
+}
+
+/// Truth about one person (registered customer or guest).
+#[derive(Debug, Clone)]
+pub(crate) struct PersonTruth {
+    pub(crate) key: String,
+    pub(crate) customer_id: Option<u64>,
+    pub(crate) email: String,
+    pub(crate) email_consent: Option<ConsentState>,
+    pub(crate) sms_consent: Option<ConsentState>,
+    pub(crate) redacted_at: Option<Ts>,
+    pub(crate) orders: Vec<OrderTruth>,
+    pub(crate) checkouts: Vec<CheckoutTruth>,
+}
+
+/// Output of timeline generation.
+#[derive(Debug)]
+pub(crate) struct Timeline {
+    pub(crate) start: Ts,
+    pub(crate) end: Ts,
+    pub(crate) catalogue: Vec<Product>,
+    pub(crate) actions: Vec<Action>,
+    pub(crate) people: Vec<PersonTruth>,
+    /// Checkouts that can't be attributed to anyone (no email, no phone).
+    pub(crate) unattributed: Vec<CheckoutTruth>,
+}
+
+const FIRST: [&str; 16] = [
+    "Ava", "Liam", "Noah", "Emma", "Olivia", "Mateo", "Chloé", "Zoë", "Ren", "Priya", "Kofi",
+    "Ingrid", "Diego", "Hana", "Omar", "Maeve",
+];
+const LAST: [&str; 16] = [
+    "Smith", "García", "O'Brien", "Nguyen", "Kowalski", "Okafor", "Jensen", "Müller", "Silva",
+    "Tanaka", "Haddad", "Dubois", "Rossi", "Patel", "Byrne", "Novak",
+];
+const CITIES: [(&str, &str, &str); 4] = [
+    ("Ottawa", "Ontario", "ON"),
+    ("Toronto", "Ontario", "ON"),
+    ("Montréal", "Quebec", "QC"),
+    ("Vancouver", "British Columbia", "BC"),
+];
+const DOMAINS: [&str; 3] = ["example.com", "example.net", "example.org"];
+const TAX_BP: i64 = 825; // 8.25 % in basis points
+const FREE_SHIPPING_CENTS: i64 = 10_000;
+const SHIPPING_CENTS: i64 = 895;
+
+/// Generate the timeline for a validated config.
+pub(crate) fn build(cfg: &ScenarioConfig) -> Result<Timeline, SimError> {
+    cfg.validate()?;
+    let offset = cfg.shop_offset()?;
+    let start = cfg.start_time()?;
+    let end = start + Duration::days(i64::from(cfg.days));
+    let mut cat_rng = stream(cfg.seed, CATALOGUE_STREAM);
+    let cat = catalogue(&mut cat_rng);
+
+    let mut actions = Vec::new();
+    let mut people = Vec::new();
+    let mut unattributed = Vec::new();
+    for person in 0..cfg.customers {
+        let mut g = Gen {
+            cfg,
+            cat: &cat,
+            rng: stream(cfg.seed, PERSON_STREAM_BASE + u64::from(person)),
+            person,
+            ids: 0,
+            groups: 0,
+            seq: 0,
+            start,
+            end,
+            offset,
+            actions: Vec::new(),
+            unattributed: Vec::new(),
+            customer: None,
+            orders_created: Vec::new(),
+            money: Vec::new(),
+            truth: PersonTruth {
+                key: String::new(),
+                customer_id: None,
+                email: String::new(),
+                email_consent: None,
+                sms_consent: None,
+                redacted_at: None,
+                orders: Vec::new(),
+                checkouts: Vec::new(),
+            },
+        };
+        g.run();
+        actions.append(&mut g.actions);
+        unattributed.append(&mut g.unattributed);
+        people.push(g.truth);
+    }
+    if cfg.shop_redact {
+        let mut rng = stream(cfg.seed, SHOP_STREAM);
+        let at = end - Duration::seconds(rng.random_range(60..3600));
+        actions.push(Action {
+            at,
+            topic: Topic::ShopRedact,
+            subject: Subject::ShopRedact,
+            group: u64::MAX,
+            person: u32::MAX,
+            seq: 0,
+        });
+    }
+    Ok(Timeline {
+        start,
+        end,
+        catalogue: cat,
+        actions,
+        people,
+        unattributed,
+    })
+}
+
+/// A ChaCha RNG for `seed` on an independent stream.
+pub(crate) fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Keep,
+    Cancel,
+    FullRefund,
+    PartialRefund,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Intent {
+    Session,
+    EmailChange,
+    ConsentChange,
+    SmsChange,
+    DataRequest,
+}
+
+struct Gen<'a> {
+    cfg: &'a ScenarioConfig,
+    cat: &'a [Product],
+    rng: ChaCha8Rng,
+    person: u32,
+    ids: u64,
+    groups: u64,
+    seq: u32,
+    start: Ts,
+    end: Ts,
+    offset: FixedOffset,
+    actions: Vec<Action>,
+    unattributed: Vec<CheckoutTruth>,
+    /// Current state of a registered customer (None for guests).
+    customer: Option<CustomerSnap>,
+    /// Non-test order creation times (for Shopify's legacy `orders_count`).
+    orders_created: Vec<Ts>,
+    /// (time, signed shop cents) payments and refunds (for legacy `total_spent`).
+    money: Vec<(Ts, i64)>,
+    truth: PersonTruth,
+}
+
+impl Gen<'_> {
+    // ---- primitives -------------------------------------------------------------------
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    fn secs(&mut self, lo: i64, hi: i64) -> Duration {
+        Duration::seconds(self.rng.random_range(lo..=hi))
+    }
+
+    fn mins(&mut self, lo: i64, hi: i64) -> Duration {
+        self.secs(lo * 60, hi * 60)
+    }
+
+    fn hours(&mut self, lo: i64, hi: i64) -> Duration {
+        self.secs(lo * 3600, hi * 3600)
+    }
+
+    fn days(&mut self, lo: i64, hi: i64) -> Duration {
+        self.secs(lo * 86_400, hi * 86_400)
+    }
+
+    /// A fresh id: production-looking (13 digits) or above 2^53 (18 digits), from a
+    /// per-person range so ids never collide across people.
+    fn id(&mut self) -> u64 {
+        self.ids += 1;
+        let slot =
+            u64::from(self.person) * 1_000_000 + self.ids * 11 + self.rng.random_range(0..11);
+        if self.chance(self.cfg.big_id_fraction) {
+            820_982_911_946_154_508 + slot
+        } else {
+            6_004_604_174_410 + slot
+        }
+    }
+
+    fn hex_token(&mut self) -> String {
+        let a: u64 = self.rng.random();
+        let b: u64 = self.rng.random();
+        format!("{a:016x}{b:016x}")
+    }
+
+    fn group(&mut self) -> u64 {
+        self.groups += 1;
+        u64::from(self.person) << 24 | self.groups
+    }
+
+    fn emit(&mut self, at: Ts, topic: Topic, subject: Subject, group: u64) {
+        // Follow-ups scheduled past the end of the timeline never happen.
+        if at >= self.end {
+            return;
+        }
+        self.seq += 1;
+        self.actions.push(Action {
+            at,
+            topic,
+            subject,
+            group,
+            person: self.person,
+            seq: self.seq,
+        });
+    }
+
+    fn round_time(&self, t: Ts) -> Ts {
+        t.with_timezone(&self.offset)
+    }
+
+    // ---- people -----------------------------------------------------------------------
+
+    fn run(&mut self) {
+        let guest = self.chance(self.cfg.guest_fraction);
+        let first = FIRST[self.rng.random_range(0..FIRST.len())].to_owned();
+        let last = LAST[self.rng.random_range(0..LAST.len())].to_owned();
+        let domain = DOMAINS[self.rng.random_range(0..DOMAINS.len())];
+        let local = format!(
+            "{}.{}{}",
+            ascii_slug(&first),
+            ascii_slug(&last),
+            self.person
+        );
+        if guest {
+            // Guests sometimes type their email with capitals: keys must be lower-cased.
+            let email = if self.chance(0.3) {
+                format!("{}@{}", capitalise(&local), capitalise(domain))
+            } else {
+                format!("{local}@{domain}")
+            };
+            self.truth.key = format!("email:{}", email.to_lowercase());
+            self.truth.email = email.clone();
+            self.run_guest(email, first, last);
+        } else {
+            self.run_registered(format!("{local}@{domain}"), first, last);
+        }
+    }
+
+    fn address(&mut self, first: &str, last: &str, phone: Option<String>) -> Address {
+        let (city, province, code) = CITIES[self.rng.random_range(0..CITIES.len())];
+        Address {
+            id: self.id(),
+            first_name: first.to_owned(),
+            last_name: last.to_owned(),
+            address1: format!("{} Rue Sainte-Catherine", self.rng.random_range(1..999)),
+            city,
+            province,
+            province_code: code,
+            zip: format!(
+                "K{}A 0B{}",
+                self.rng.random_range(1..9),
+                self.rng.random_range(1..9)
+            ),
+            phone,
+        }
+    }
+
+    /// Session start times: a wide gap distribution (some gaps exceed the lapse period)
+    /// plus extra sessions inside rate phases, at least a day apart so the only orders
+    /// near an abandoned checkout are the deliberate "ordered-in-between" ones.
+    fn session_times(&mut self, from: Ts, mean_days: f64, max_sessions: usize) -> Vec<Ts> {
+        let last_start = self.end - Duration::days(2);
+        let mut times = Vec::new();
+        let mut t = from + self.hours(1, 48);
+        while t < last_start && times.len() < max_sessions {
+            times.push(t);
+            let gap = if self.chance(0.7) {
+                self.rng.random_range(1.0..mean_days.max(1.5))
+            } else {
+                self.rng.random_range(mean_days..mean_days * 3.0)
+            };
+            t += Duration::seconds((gap * 86_400.0) as i64);
+        }
+        let total_secs = (self.end - self.start).num_seconds() as f64;
+        for phase in &self.cfg.phases {
+            if phase.multiplier <= 1.0 {
+                continue;
+            }
+            let ws = self.start + Duration::seconds((phase.at_fraction * total_secs) as i64);
+            let we = ws + Duration::seconds((phase.duration_fraction * total_secs) as i64);
+            let ws = ws.max(from);
+            let we = we.min(last_start);
+            if we <= ws {
+                continue;
+            }
+            let len_days = (we - ws).num_seconds() as f64 / 86_400.0;
+            let extra = (phase.multiplier - 1.0) * len_days / mean_days;
+            let mut n = extra.floor() as u32;
+            if self.rng.random::<f64>() < extra.fract() {
+                n += 1;
+            }
+            for _ in 0..n.min(50) {
+                let off = self.rng.random_range(0..=(we - ws).num_seconds());
+                times.push(ws + Duration::seconds(off));
+            }
+        }
+        times.sort();
+        let mut kept: Vec<Ts> = Vec::with_capacity(times.len());
+        for t in times {
+            if kept.last().is_none_or(|p| t - *p >= Duration::days(1)) {
+                kept.push(t);
+            }
+        }
+        kept
+    }
+
+    fn run_registered(&mut self, email: String, first: String, last: String) {
+        let span = (self.end - self.start).num_seconds();
+        let off = Duration::seconds(self.rng.random_range(0..=span * 6 / 10));
+        let signup = self.round_time(self.start + off);
+        let whale = self.chance(self.cfg.whale_fraction);
+        let phone = self
+            .chance(self.cfg.sms_fraction)
+            .then(|| format!("+1613555{:04}", self.rng.random_range(0..10_000)));
+        let address = self.address(&first, &last, phone.clone());
+        let subscribed = self.chance(0.55);
+        let id = self.id();
+        let email_consent = Consent {
+            state: if subscribed {
+                ConsentState::Subscribed
+            } else {
+                ConsentState::NotSubscribed
+            },
+            opt_in_level: "single_opt_in",
+            updated_at: subscribed.then_some(signup),
+        };
+        let sms_consent = if phone.is_some() {
+            let sub = self.chance(0.5);
+            Some(Consent {
+                state: if sub {
+                    ConsentState::Subscribed
+                } else {
+                    ConsentState::NotSubscribed
+                },
+                opt_in_level: "single_opt_in",
+                updated_at: sub.then_some(signup),
+            })
+        } else {
+            None
+        };
+        let mut tags = vec!["newsletter"];
+        if whale {
+            tags.push("vip");
+        }
+        let customer = CustomerSnap {
+            id,
+            email: email.clone(),
+            phone,
+            first_name: first,
+            last_name: last,
+            created_at: signup,
+            updated_at: signup,
+            address,
+            email_consent,
+            sms_consent,
+            tags,
+            orders_count: 0,
+            total_spent: 0,
+            last_order_id: None,
+        };
+        self.truth.key = id.to_string();
+        self.truth.customer_id = Some(id);
+        self.truth.email = email;
+        self.truth.email_consent = Some(customer.email_consent.state);
+        self.truth.sms_consent = customer.sms_consent.as_ref().map(|c| c.state);
+        self.customer = Some(customer.clone());
+
+        let g = self.group();
+        self.emit(
+            signup,
+            Topic::CustomersCreate,
+            Subject::Customer(Box::new(customer.clone())),
+            g,
+        );
+        if subscribed {
+            self.emit(
+                signup,
+                Topic::EmailConsentUpdate,
+                Subject::Customer(Box::new(customer.clone())),
+                g,
+            );
+        }
+        if customer
+            .sms_consent
+            .as_ref()
+            .is_some_and(|c| c.state == ConsentState::Subscribed)
+        {
+            self.emit(
+                signup,
+                Topic::SmsConsentUpdate,
+                Subject::Customer(Box::new(customer)),
+                g,
+            );
+        }
+
+        let mean = self.cfg.mean_days_between_sessions / if whale { 4.0 } else { 1.0 };
+        let mut intents: Vec<(Ts, Intent)> = self
+            .session_times(signup, mean, 400)
+            .into_iter()
+            .map(|t| (t, Intent::Session))
+            .collect();
+        let life = (self.end - signup).num_seconds().max(1);
+        let side = |g: &mut Self, p: f64, intent: Intent, out: &mut Vec<(Ts, Intent)>| {
+            if g.chance(p) {
+                let t = signup + Duration::seconds(g.rng.random_range(3600..=life.max(3601)));
+                out.push((t, intent));
+            }
+        };
+        let mut extra = Vec::new();
+        side(
+            self,
+            self.cfg.email_change_fraction,
+            Intent::EmailChange,
+            &mut extra,
+        );
+        side(
+            self,
+            self.cfg.consent_change_fraction,
+            Intent::ConsentChange,
+            &mut extra,
+        );
+        if self.customer.as_ref().is_some_and(|c| c.phone.is_some()) {
+            side(
+                self,
+                self.cfg.consent_change_fraction,
+                Intent::SmsChange,
+                &mut extra,
+            );
+        }
+        side(
+            self,
+            self.cfg.data_request_fraction,
+            Intent::DataRequest,
+            &mut extra,
+        );
+        intents.append(&mut extra);
+        intents.sort_by_key(|(t, _)| *t);
+
+        // Redaction: the customer asks to be forgotten at some point and goes quiet; the
+        // redact request arrives at the later of request+10d and last order+60d.
+        let redact_request = if self.chance(self.cfg.redact_fraction) {
+            let lo = span * 3 / 10;
+            let t = signup + Duration::seconds(self.rng.random_range(lo.min(life)..=life));
+            intents.retain(|(it, _)| *it < t);
+            Some(t)
+        } else {
+            None
+        };
+
+        for (t, intent) in intents {
+            match intent {
+                Intent::Session => self.registered_session(t),
+                Intent::EmailChange => self.email_change(t),
+                Intent::ConsentChange => self.consent_change(t, false),
+                Intent::SmsChange => self.consent_change(t, true),
+                Intent::DataRequest => self.compliance(t, Topic::CustomersDataRequest),
+            }
+        }
+
+        if let Some(req) = redact_request {
+            if self.chance(0.5) {
+                self.compliance(req, Topic::CustomersDataRequest);
+            }
+            let last_order = self.truth.orders.iter().map(|o| o.processed_at).max();
+            let last_activity = self.actions.iter().map(|a| a.at).max().unwrap_or(signup);
+            let mut at = req + Duration::days(10);
+            if let Some(lo) = last_order {
+                at = at.max(lo + Duration::days(60));
+            }
+            at = at.max(last_activity + Duration::days(1)) + self.mins(1, 600);
+            if at < self.end {
+                self.compliance(at, Topic::CustomersRedact);
+                self.truth.redacted_at = Some(at);
+            }
+        }
+    }
+
+    fn run_guest(&mut self, email: String, first: String, last: String) {
+        let span = (self.end - self.start).num_seconds();
+        let from = self.start + Duration::seconds(self.rng.random_range(0..=span * 8 / 10));
+        let mean = self.cfg.mean_days_between_sessions * 1.5;
+        for t in self.session_times(from, mean, 6) {
+            self.guest_session(t, &email, &first, &last);
+        }
+    }
+
+    /// Customer snapshot as of `t`, with Shopify's own running stats for legacy payloads.
+    fn snapshot(&self, t: Ts) -> Option<Box<CustomerSnap>> {
+        let mut c = self.customer.clone()?;
+        c.orders_count = self.orders_created.iter().filter(|o| **o <= t).count() as u32;
+        c.total_spent = self
+            .money
+            .iter()
+            .filter(|(at, _)| *at <= t)
+            .map(|(_, m)| m)
+            .sum();
+        c.last_order_id = self
+            .truth
+            .orders
+            .iter()
+            .filter(|o| !o.test && o.processed_at <= t)
+            .max_by_key(|o| o.processed_at)
+            .map(|o| o.id);
+        Some(Box::new(c))
+    }
+
+    fn touch_customer(&mut self, t: Ts) {
+        if let Some(c) = self.customer.as_mut() {
+            c.updated_at = c.updated_at.max(t);
+        }
+    }
+
+    fn email_change(&mut self, t: Ts) {
+        let Some(c) = self.customer.as_mut() else {
+            return;
+        };
+        let domain = DOMAINS[(self.person as usize + 1) % DOMAINS.len()];
+        c.email = format!(
+            "{}.{}+new{}@{}",
+            ascii_slug(&c.first_name),
+            ascii_slug(&c.last_name),
+            self.person,
+            domain
+        );
+        self.truth.email = c.email.clone();
+        self.touch_customer(t);
+        if let Some(snap) = self.snapshot(t) {
+            let g = self.group();
+            self.emit(t, Topic::CustomersUpdate, Subject::Customer(snap), g);
+        }
+    }
+
+    fn consent_change(&mut self, t: Ts, sms: bool) {
+        let confirmed = self.chance(0.2);
+        let Some(c) = self.customer.as_mut() else {
+            return;
+        };
+        let consent = if sms {
+            match c.sms_consent.as_mut() {
+                Some(s) => s,
+                None => return,
+            }
+        } else {
+            &mut c.email_consent
+        };
+        consent.state = match consent.state {
+            ConsentState::Subscribed => ConsentState::Unsubscribed,
+            ConsentState::NotSubscribed | ConsentState::Unsubscribed => ConsentState::Subscribed,
+        };
+        consent.opt_in_level = if confirmed {
+            "confirmed_opt_in"
+        } else {
+            "single_opt_in"
+        };
+        consent.updated_at = Some(t);
+        let state = consent.state;
+        if sms {
+            self.truth.sms_consent = Some(state);
+        } else {
+            self.truth.email_consent = Some(state);
+        }
+        self.touch_customer(t);
+        if let Some(snap) = self.snapshot(t) {
+            let g = self.group();
+            let topic = if sms {
+                Topic::SmsConsentUpdate
+            } else {
+                Topic::EmailConsentUpdate
+            };
+            self.emit(t, topic, Subject::Customer(snap.clone()), g);
+            self.emit(t, Topic::CustomersUpdate, Subject::Customer(snap), g);
+        }
+    }
+
+    fn compliance(&mut self, t: Ts, topic: Topic) {
+        let Some(snap) = self.snapshot(t) else { return };
+        let orders = self
+            .truth
+            .orders
+            .iter()
+            .filter(|o| o.processed_at <= t)
+            .map(|o| o.id)
+            .collect();
+        let data_request_id =
+            (topic == Topic::CustomersDataRequest).then(|| self.id() % 100_000_000);
+        let g = self.group();
+        self.emit(
+            t,
+            topic,
+            Subject::Compliance {
+                customer: snap,
+                orders,
+                data_request_id,
+            },
+            g,
+        );
+    }
+
+    // ---- baskets, carts, checkouts ----------------------------------------------------
+
+    fn basket(&mut self, whale: bool) -> Basket {
+        let pres = if self.chance(self.cfg.multi_currency_fraction) {
+            FOREIGN_CURRENCIES[self.rng.random_range(0..FOREIGN_CURRENCIES.len())]
+        } else {
+            Pres {
+                code: "",
+                rate_milli: 1000,
+            }
+        };
+        let discount_code = self
+            .chance(self.cfg.discount_fraction)
+            .then_some("WELCOME10");
+        let n_lines = if whale {
+            self.rng.random_range(2..=5)
+        } else {
+            self.rng.random_range(1..=3)
+        };
+        let mut lines: Vec<Line> = Vec::new();
+        for _ in 0..n_lines {
+            let product = self.rng.random_range(0..self.cat.len());
+            if lines.iter().any(|l| l.product == product) {
+                continue;
+            }
+            let quantity = if self.chance(0.25) {
+                self.rng.random_range(2..=3)
+            } else {
+                1
+            };
+            let unit = self.cat.get(product).map_or(1000, |p| p.price);
+            let price = Amt::new(unit, pres.convert(unit));
+            let q = i64::from(quantity);
+            let gross = Amt::new(price.shop * q, price.pres * q);
+            let discount = if discount_code.is_some() {
+                Amt::new(round_div(gross.shop, 10), round_div(gross.pres, 10))
+            } else {
+                Amt::default()
+            };
+            let net = gross.sub(discount);
+            let tax = Amt::new(
+                round_div(net.shop * TAX_BP, 10_000),
+                round_div(net.pres * TAX_BP, 10_000),
+            );
+            lines.push(Line {
+                id: self.id(),
+                product,
+                quantity,
+                price,
+                discount,
+                tax,
+            });
+        }
+        let mut basket = Basket {
+            lines,
+            shipping: Amt::default(),
+            discount_code,
+            pres,
+        };
+        if basket.subtotal().shop < FREE_SHIPPING_CENTS {
+            basket.shipping = Amt::new(SHIPPING_CENTS, pres.convert(SHIPPING_CENTS));
+        }
+        basket
+    }
+
+    /// Optional `carts/create` + `carts/update`; returns the cart token and the time the
+    /// checkout starts.
+    fn maybe_cart(&mut self, t: Ts, basket: &Basket) -> (String, Ts) {
+        let token = self.hex_token();
+        if !self.chance(self.cfg.cart_fraction) {
+            return (token, t);
+        }
+        let mut cart = Cart {
+            token: token.clone(),
+            created_at: t,
+            updated_at: t,
+            lines: basket.lines.iter().take(1).cloned().collect(),
+        };
+        let g = self.group();
+        self.emit(
+            t,
+            Topic::CartsCreate,
+            Subject::Cart(Box::new(cart.clone())),
+            g,
+        );
+        let t2 = t + self.mins(1, 5);
+        cart.updated_at = t2;
+        cart.lines = basket.lines.clone();
+        let g = self.group();
+        self.emit(t2, Topic::CartsUpdate, Subject::Cart(Box::new(cart)), g);
+        (token, t2 + self.mins(1, 8))
+    }
+
+    fn new_checkout(
+        &mut self,
+        t: Ts,
+        basket: Basket,
+        cart_token: String,
+        email: Option<String>,
+    ) -> Checkout {
+        let customer = self.snapshot(t);
+        let phone = customer.as_ref().and_then(|c| c.phone.clone());
+        Checkout {
+            id: self.id(),
+            token: self.hex_token(),
+            cart_token,
+            email,
+            phone,
+            customer,
+            created_at: t,
+            updated_at: t,
+            completed_at: None,
+            basket,
+            buyer_accepts_marketing: false,
+            shipping_address: None,
+        }
+    }
+
+    fn emit_checkout(&mut self, topic: Topic, co: &Checkout) -> u64 {
+        let g = self.group();
+        self.emit(
+            co.updated_at,
+            topic,
+            Subject::Checkout(Box::new(co.clone())),
+            g,
+        );
+        g
+    }
+
+    /// Create a checkout, then 1–2 updates (contact/shipping step). Returns the truth
+    /// record so far.
+    fn checkout_steps(
+        &mut self,
+        co: &mut Checkout,
+        email_on_update: Option<String>,
+        first: &str,
+        last: &str,
+    ) -> CheckoutTruth {
+        self.emit_checkout(Topic::CheckoutsCreate, co);
+        let mut truth = CheckoutTruth {
+            token: co.token.clone(),
+            updates: vec![co.created_at],
+            completed_at: None,
+            deleted_at: None,
+            contact: co.email.is_some() || co.phone.is_some(),
+        };
+        let t = co.updated_at + self.mins(1, 6);
+        if let Some(e) = email_on_update {
+            co.email = Some(e);
+        }
+        co.shipping_address = Some(self.address(first, last, co.phone.clone()));
+        co.buyer_accepts_marketing = self.chance(0.4);
+        co.updated_at = t;
+        self.emit_checkout(Topic::CheckoutsUpdate, co);
+        truth.updates.push(t);
+        truth.contact = co.email.is_some() || co.phone.is_some();
+        if self.chance(0.5) {
+            co.updated_at = t + self.mins(1, 4);
+            self.emit_checkout(Topic::CheckoutsUpdate, co);
+            truth.updates.push(co.updated_at);
+        }
+        truth
+    }
+
+    /// Complete a checkout at `t`: `checkouts/update` with `completed_at`, then the order.
+    fn complete(&mut self, co: &mut Checkout, truth: &mut CheckoutTruth, t: Ts) {
+        if t >= self.end {
+            return;
+        }
+        co.completed_at = Some(t);
+        co.updated_at = t;
+        let g = self.emit_checkout(Topic::CheckoutsUpdate, co);
+        truth.completed_at = Some(t);
+        truth.updates.push(t);
+        self.place_order(t, co, g);
+    }
+
+    fn abandon_followups(&mut self, truth: &mut CheckoutTruth, co: &Checkout) {
+        if self.chance(self.cfg.checkout_delete_fraction) {
+            let at = co.updated_at + self.mins(10, 600);
+            if at < self.end {
+                let g = self.group();
+                self.emit(
+                    at,
+                    Topic::CheckoutsDelete,
+                    Subject::Checkout(Box::new(co.clone())),
+                    g,
+                );
+                truth.deleted_at = Some(at);
+            }
+        }
+    }
+
+    fn registered_session(&mut self, t0: Ts) {
+        let Some(c) = self.customer.clone() else {
+            return;
+        };
+        let whale = c.tags.contains(&"vip");
+        let basket = self.basket(whale);
+        let (cart, t) = self.maybe_cart(t0, &basket);
+        let mut co = self.new_checkout(t, basket, cart, Some(c.email.clone()));
+        let mut truth = self.checkout_steps(&mut co, None, &c.first_name, &c.last_name);
+        if !self.chance(self.cfg.abandonment_fraction) {
+            let done = co.updated_at + self.mins(2, 10);
+            self.complete(&mut co, &mut truth, done);
+            self.truth.checkouts.push(truth);
+            return;
+        }
+        self.abandon_followups(&mut truth, &co);
+        let last_update = co.updated_at;
+        self.truth.checkouts.push(truth);
+        if self.chance(self.cfg.order_after_abandon_fraction) {
+            // A second checkout that converts before the first one's abandonment is due.
+            let t2 = last_update + self.mins(5, 25);
+            let basket = self.basket(whale);
+            let cart = self.hex_token();
+            let mut co2 = self.new_checkout(t2, basket, cart, Some(c.email.clone()));
+            let mut truth2 = self.checkout_steps(&mut co2, None, &c.first_name, &c.last_name);
+            let done = co2.updated_at + self.mins(1, 5);
+            self.complete(&mut co2, &mut truth2, done);
+            self.truth.checkouts.push(truth2);
+        }
+    }
+
+    fn guest_session(&mut self, t0: Ts, email: &str, first: &str, last: &str) {
+        let basket = self.basket(false);
+        let (cart, t) = self.maybe_cart(t0, &basket);
+        // Guests reach the contact step only after checkout creation.
+        let mut co = self.new_checkout(t, basket, cart, None);
+        let abandon = self.chance(self.cfg.abandonment_fraction);
+        if abandon && self.chance(self.cfg.no_contact_fraction) {
+            self.emit_checkout(Topic::CheckoutsCreate, &co);
+            let mut truth = CheckoutTruth {
+                token: co.token.clone(),
+                updates: vec![co.created_at],
+                completed_at: None,
+                deleted_at: None,
+                contact: false,
+            };
+            self.abandon_followups(&mut truth, &co);
+            self.unattributed.push(truth);
+            return;
+        }
+        let mut truth = self.checkout_steps(&mut co, Some(email.to_owned()), first, last);
+        if !abandon {
+            let done = co.updated_at + self.mins(2, 10);
+            self.complete(&mut co, &mut truth, done);
+        } else if self.chance(self.cfg.guest_complete_later_fraction) {
+            // Recovered days later (after the abandonment was due).
+            let done = co.updated_at + self.days(1, 3);
+            self.complete(&mut co, &mut truth, done);
+        } else {
+            self.abandon_followups(&mut truth, &co);
+        }
+        self.truth.checkouts.push(truth);
+    }
+
+    // ---- orders -----------------------------------------------------------------------
+
+    fn place_order(&mut self, t: Ts, co: &Checkout, group: u64) {
+        let cfg = self.cfg;
+        let test = self.chance(cfg.test_order_fraction);
+        let pending = !test && self.chance(cfg.pending_payment_fraction);
+        let customer = self.snapshot(t);
+        let email = co.email.clone().unwrap_or_default();
+        let ship = co
+            .shipping_address
+            .clone()
+            .unwrap_or_else(|| self.address("Guest", "Buyer", None));
+        let mut o = Order {
+            id: self.id(),
+            checkout_id: co.id,
+            checkout_token: co.token.clone(),
+            cart_token: co.cart_token.clone(),
+            token: self.hex_token(),
+            customer,
+            email,
+            created_at: t,
+            updated_at: t,
+            closed_at: None,
+            cancelled_at: None,
+            cancel_reason: None,
+            basket: co.basket.clone(),
+            test,
+            financial_status: if pending { "pending" } else { "paid" },
+            fulfillment_status: None,
+            fulfillments: Vec::new(),
+            refunds: Vec::new(),
+            buyer_accepts_marketing: co.buyer_accepts_marketing,
+            gateway: if test {
+                "bogus"
+            } else if pending {
+                "manual"
+            } else {
+                "shopify_payments"
+            },
+            confirmation_number: self.confirmation(),
+            shipping_address: ship,
+        };
+        let total = o.basket.total();
+        let idx = self.truth.orders.len();
+        self.truth.orders.push(OrderTruth {
+            id: o.id,
+            processed_at: t,
+            paid_at: None,
+            test,
+            cancelled: false,
+            deleted: false,
+            total_shop: total.shop,
+            refunded_shop: 0,
+            cancelled_at: None,
+            deleted_at: None,
+            refunds: Vec::new(),
+        });
+        if !test {
+            self.orders_created.push(t);
+        }
+        self.emit(
+            t,
+            Topic::OrdersCreate,
+            Subject::Order(Box::new(o.clone())),
+            group,
+        );
+
+        let outcome = if test {
+            Outcome::Keep
+        } else {
+            let r: f64 = self.rng.random();
+            if r < cfg.cancellation_fraction {
+                Outcome::Cancel
+            } else if r < cfg.cancellation_fraction + cfg.refund_fraction {
+                Outcome::FullRefund
+            } else if r < cfg.cancellation_fraction
+                + cfg.refund_fraction
+                + cfg.partial_refund_fraction
+            {
+                Outcome::PartialRefund
+            } else {
+                Outcome::Keep
+            }
+        };
+        let delete = matches!(outcome, Outcome::Keep | Outcome::Cancel)
+            && self.chance(if test { 0.3 } else { cfg.order_delete_fraction });
+
+        let paid_at = if pending {
+            if outcome == Outcome::Cancel {
+                // Never paid: voided.
+                let at = t + self.hours(6, 48);
+                if at < self.end {
+                    o.financial_status = "voided";
+                    o.cancelled_at = Some(at);
+                    o.cancel_reason = Some("declined");
+                    o.closed_at = Some(at);
+                    o.updated_at = at;
+                    let g = self.group();
+                    self.emit(
+                        at,
+                        Topic::OrdersCancelled,
+                        Subject::Order(Box::new(o.clone())),
+                        g,
+                    );
+                    self.emit(
+                        at,
+                        Topic::OrdersUpdated,
+                        Subject::Order(Box::new(o.clone())),
+                        g,
+                    );
+                    if let Some(tr) = self.truth.orders.get_mut(idx) {
+                        tr.cancelled = true;
+                        tr.cancelled_at = Some(at);
+                    }
+                }
+                self.maybe_delete(&o, idx, delete);
+                return;
+            }
+            let at = t + self.hours(1, 24);
+            if at >= self.end {
+                return;
+            }
+            o.financial_status = "paid";
+            o.updated_at = at;
+            let g = self.group();
+            self.emit(
+                at,
+                Topic::OrdersPaid,
+                Subject::Order(Box::new(o.clone())),
+                g,
+            );
+            self.emit(
+                at,
+                Topic::OrdersUpdated,
+                Subject::Order(Box::new(o.clone())),
+                g,
+            );
+            (at, g)
+        } else {
+            self.emit(
+                t,
+                Topic::OrdersPaid,
+                Subject::Order(Box::new(o.clone())),
+                group,
+            );
+            self.emit(
+                t,
+                Topic::OrdersUpdated,
+                Subject::Order(Box::new(o.clone())),
+                group,
+            );
+            (t, group)
+        };
+        let (paid_at, paid_group) = paid_at;
+        if let Some(tr) = self.truth.orders.get_mut(idx) {
+            tr.paid_at = Some(paid_at);
+        }
+        if !test {
+            self.money.push((paid_at, total.shop));
+        }
+        // Shopify refreshes the customer (legacy orders_count/total_spent) after an order.
+        self.touch_customer(paid_at);
+        if let Some(snap) = self.snapshot(paid_at) {
+            self.emit(
+                paid_at,
+                Topic::CustomersUpdate,
+                Subject::Customer(snap),
+                paid_group,
+            );
+        }
+
+        match outcome {
+            Outcome::Cancel => {
+                let at = paid_at + self.hours(1, 48);
+                if at < self.end {
+                    let refund = self.refund(&o, at, true);
+                    o.financial_status = "refunded";
+                    o.cancelled_at = Some(at);
+                    o.cancel_reason =
+                        Some(["customer", "inventory", "fraud"][self.rng.random_range(0..3)]);
+                    o.closed_at = Some(at);
+                    o.updated_at = at;
+                    o.refunds.push(refund.clone());
+                    self.record_refund(idx, &refund);
+                    if let Some(tr) = self.truth.orders.get_mut(idx) {
+                        tr.cancelled = true;
+                        tr.cancelled_at = Some(at);
+                    }
+                    let g = self.group();
+                    self.emit(
+                        at,
+                        Topic::RefundsCreate,
+                        Subject::Refund(Box::new(refund), Box::new(o.clone())),
+                        g,
+                    );
+                    self.emit(
+                        at,
+                        Topic::OrdersCancelled,
+                        Subject::Order(Box::new(o.clone())),
+                        g,
+                    );
+                    self.emit(
+                        at,
+                        Topic::OrdersUpdated,
+                        Subject::Order(Box::new(o.clone())),
+                        g,
+                    );
+                }
+            }
+            Outcome::Keep | Outcome::FullRefund | Outcome::PartialRefund => {
+                if !delete && self.chance(cfg.fulfillment_fraction) {
+                    let at = paid_at + self.days(1, 4);
+                    if at < self.end {
+                        o.fulfillment_status = Some("fulfilled");
+                        o.fulfillments.push(Fulfillment {
+                            id: self.id(),
+                            created_at: at,
+                            tracking_number: format!("1Z{:016X}", self.rng.random::<u64>()),
+                        });
+                        o.closed_at = Some(at);
+                        o.updated_at = at;
+                        let g = self.group();
+                        self.emit(
+                            at,
+                            Topic::OrdersFulfilled,
+                            Subject::Order(Box::new(o.clone())),
+                            g,
+                        );
+                        self.emit(
+                            at,
+                            Topic::OrdersUpdated,
+                            Subject::Order(Box::new(o.clone())),
+                            g,
+                        );
+                    }
+                }
+                if matches!(outcome, Outcome::FullRefund | Outcome::PartialRefund) {
+                    let at = o.updated_at + self.days(3, 30);
+                    let full = outcome == Outcome::FullRefund;
+                    let refund = if full {
+                        Some(self.refund(&o, at, false))
+                    } else {
+                        self.partial_refund(&o, at)
+                    };
+                    if let Some(refund) = refund.filter(|_| at < self.end) {
+                        o.financial_status = if full {
+                            "refunded"
+                        } else {
+                            "partially_refunded"
+                        };
+                        o.updated_at = at;
+                        o.refunds.push(refund.clone());
+                        self.record_refund(idx, &refund);
+                        let g = self.group();
+                        self.emit(
+                            at,
+                            Topic::RefundsCreate,
+                            Subject::Refund(Box::new(refund), Box::new(o.clone())),
+                            g,
+                        );
+                        self.emit(
+                            at,
+                            Topic::OrdersUpdated,
+                            Subject::Order(Box::new(o.clone())),
+                            g,
+                        );
+                    }
+                }
+            }
+        }
+        self.maybe_delete(&o, idx, delete);
+    }
+
+    fn maybe_delete(&mut self, o: &Order, idx: usize, delete: bool) {
+        if !delete {
+            return;
+        }
+        let at = o.created_at + self.days(4, 7);
+        if at < self.end && at > o.updated_at {
+            let g = self.group();
+            self.emit(at, Topic::OrdersDelete, Subject::OrderDelete(o.id), g);
+            if let Some(tr) = self.truth.orders.get_mut(idx) {
+                tr.deleted = true;
+                tr.deleted_at = Some(at);
+            }
+        }
+    }
+
+    fn record_refund(&mut self, idx: usize, refund: &Refund) {
+        if let Some(tr) = self.truth.orders.get_mut(idx) {
+            tr.refunded_shop += refund.amount.shop;
+            tr.refunds.push((refund.created_at, refund.amount.shop));
+            if !tr.test {
+                self.money.push((refund.created_at, -refund.amount.shop));
+            }
+        }
+    }
+
+    fn confirmation(&mut self) -> String {
+        const ALPHA: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        (0..9)
+            .map(|_| char::from(ALPHA[self.rng.random_range(0..ALPHA.len())]))
+            .collect()
+    }
+
+    /// Full refund of every line and the shipping (cancellation or return).
+    fn refund(&mut self, o: &Order, at: Ts, cancel: bool) -> Refund {
+        let lines: Vec<RefundLine> = o
+            .basket
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.quantity, l.net(), l.tax))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|(i, quantity, subtotal, tax)| RefundLine {
+                id: self.id(),
+                line_index: i,
+                quantity,
+                subtotal,
+                tax,
+            })
+            .collect();
+        let shipping = (o.basket.shipping.shop > 0).then_some(o.basket.shipping);
+        let amount = lines
+            .iter()
+            .fold(Amt::default(), |a, l| a.add(l.subtotal).add(l.tax))
+            .add(shipping.unwrap_or_default());
+        let transactions = self.transactions(o, at, amount);
+        Refund {
+            id: self.id(),
+            order_id: o.id,
+            created_at: at,
+            note: Some(if cancel {
+                "Order canceled"
+            } else {
+                "Returned: changed mind"
+            }),
+            restock: true,
+            lines,
+            shipping,
+            transactions,
+            amount,
+        }
+    }
+
+    /// Part of one line, or (shop-currency orders with a single unit) a goodwill amount
+    /// with no lines — refunds need not match their line subtotals.
+    fn partial_refund(&mut self, o: &Order, at: Ts) -> Option<Refund> {
+        let foreign = !o.basket.pres.code.is_empty();
+        let single_unit =
+            o.basket.lines.len() == 1 && o.basket.lines.iter().all(|l| l.quantity == 1);
+        let (lines, amount, note) = if single_unit {
+            if foreign {
+                return None;
+            }
+            let total = o.basket.total().shop;
+            let pct = self.rng.random_range(10..=50);
+            let amt = round_div(total * pct, 100).max(1);
+            (Vec::new(), Amt::new(amt, amt), "Goodwill: late delivery")
+        } else {
+            let i = self.rng.random_range(0..o.basket.lines.len());
+            let l = o.basket.lines.get(i)?;
+            let q = self.rng.random_range(1..=l.quantity);
+            let (subtotal, tax) = if q == l.quantity {
+                (l.net(), l.tax)
+            } else {
+                let qq = i64::from(q);
+                let n = i64::from(l.quantity);
+                let net = l.net();
+                (
+                    Amt::new(round_div(net.shop * qq, n), round_div(net.pres * qq, n)),
+                    Amt::new(round_div(l.tax.shop * qq, n), round_div(l.tax.pres * qq, n)),
+                )
+            };
+            let rl = RefundLine {
+                id: self.id(),
+                line_index: i,
+                quantity: q,
+                subtotal,
+                tax,
+            };
+            (vec![rl], subtotal.add(tax), "Returned: damaged item")
+        };
+        let transactions = self.transactions(o, at, amount);
+        Some(Refund {
+            id: self.id(),
+            order_id: o.id,
+            created_at: at,
+            note: Some(note),
+            restock: !lines.is_empty(),
+            lines,
+            shipping: None,
+            transactions,
+            amount,
+        })
+    }
+
+    /// Refund transactions summing (successful ones) to `amount` in the presentment
+    /// currency: sometimes split in two, sometimes preceded by a failed attempt.
+    fn transactions(&mut self, o: &Order, at: Ts, amount: Amt) -> Vec<Transaction> {
+        let foreign = !o.basket.pres.code.is_empty();
+        let currency = if foreign { o.basket.pres.code } else { "" };
+        let value = if foreign { amount.pres } else { amount.shop };
+        let parent_id = self.id();
+        let mut out = Vec::new();
+        if self.chance(0.1) {
+            out.push(Transaction {
+                id: self.id(),
+                success: false,
+                amount: value,
+                currency,
+                gateway: o.gateway,
+                parent_id,
+                created_at: at,
+                test: o.test,
+            });
+        }
+        let parts = if value >= 200 && self.chance(0.3) {
+            let first = round_div(value * 8, 10);
+            vec![first, value - first]
+        } else {
+            vec![value]
+        };
+        for part in parts {
+            out.push(Transaction {
+                id: self.id(),
+                success: true,
+                amount: part,
+                currency,
+                gateway: o.gateway,
+                parent_id,
+                created_at: at,
+                test: o.test,
+            });
+        }
+        out
+    }
+}
+
+/// `a / b` rounded half away from zero, for non-negative `a` and positive `b`.
+fn round_div(a: i64, b: i64) -> i64 {
+    if b == 0 { 0 } else { (a + b / 2).div_euclid(b) }
+}
+
+fn ascii_slug(s: &str) -> String {
+    s.chars()
+        .filter_map(|c| match c {
+            'é' | 'è' => Some('e'),
+            'ë' => Some('e'),
+            'í' => Some('i'),
+            'ü' => Some('u'),
+            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
