@@ -1,0 +1,550 @@
+//! Delivery tasks: one unit over the single endpoint, or a batch over a bulk endpoint, with
+//! limiter, retries, splitting and dead letters; each reports back what is done.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Path, assemble};
+use crate::client::IterableClient;
+use crate::config::{IterableConfig, RetryConfig};
+use crate::dlq::{Aborted, DeadLetters, Failure, Source};
+use crate::limits::Limiters;
+use crate::mapping::{Endpoint, Family, Identity, Method, Request};
+use crate::metrics::Metrics;
+use crate::retry::{
+    Attempt, Backoff, BulkLogic, ItemFailure, RetryAction, RetryLogic, SingleLogic,
+};
+
+/// What the delivery side keeps of a command: enough to complete its offset, measure its
+/// age and dead-letter it.
+#[derive(Debug, Clone)]
+pub(crate) struct JobMeta {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) event_time_ms: i64,
+    pub(crate) command_id: Option<String>,
+    pub(crate) family: Option<Family>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// One request item: a command, or several coalesced profile updates of one user.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub(crate) jobs: Vec<JobMeta>,
+    pub(crate) request: Request,
+    /// Serialised body: the single request, and the bulk item.
+    pub(crate) body: Vec<u8>,
+    pub(crate) identity: Identity,
+    pub(crate) event_name: Option<String>,
+    /// The separate items a coalesced item was built from, tried one by one if Iterable
+    /// rejects the merged one, so one bad update does not take the others down with it.
+    pub(crate) parts: Vec<Item>,
+}
+
+/// The consecutive commands of one user dispatched together.
+#[derive(Debug)]
+pub(crate) struct Unit {
+    pub(crate) user: Arc<str>,
+    pub(crate) items: Vec<Item>,
+}
+
+/// Reports from delivery tasks to the dispatcher.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// These commands are finished: delivered or dead-lettered.
+    Done { jobs: Vec<JobMeta> },
+    /// The user's dispatched commands are all finished; the next may go.
+    Release {
+        user: Arc<str>,
+        path: Option<(Family, Path)>,
+    },
+}
+
+/// Shared by all delivery tasks.
+pub(crate) struct Deliverer {
+    pub(crate) client: IterableClient,
+    pub(crate) limiters: Limiters,
+    pub(crate) metrics: Metrics,
+    pub(crate) backoff: Backoff,
+    pub(crate) retry: RetryConfig,
+    pub(crate) timeouts: (Duration, Duration),
+    pub(crate) dlq: DeadLetters,
+    pub(crate) events: UnboundedSender<Event>,
+    /// Cancelled at the shutdown deadline: tasks stop where they are, reporting nothing,
+    /// so their commands stay uncommitted and are redelivered.
+    pub(crate) abort: CancellationToken,
+    /// Bulk batches per family that have not yet passed the rate limiter; a partly filled
+    /// batch is only flushed on its timer when this is zero, so batches fill up while the
+    /// limiter is the bottleneck.
+    pub(crate) bulk_waiting: [Arc<AtomicUsize>; 2],
+}
+
+fn family_index(f: Family) -> usize {
+    match f {
+        Family::Users => 0,
+        Family::Events => 1,
+    }
+}
+
+impl Deliverer {
+    pub(crate) fn new(
+        client: IterableClient,
+        limiters: Limiters,
+        metrics: Metrics,
+        retry: RetryConfig,
+        iterable: &IterableConfig,
+        dlq: DeadLetters,
+        events: UnboundedSender<Event>,
+    ) -> Self {
+        Self {
+            client,
+            limiters,
+            metrics,
+            backoff: Backoff::new(&retry),
+            retry,
+            timeouts: (iterable.request_timeout, iterable.bulk_request_timeout),
+            dlq,
+            events,
+            abort: CancellationToken::new(),
+            bulk_waiting: [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))],
+        }
+    }
+
+    pub(crate) fn bulk_waiting(&self, family: Family) -> &AtomicUsize {
+        &self.bulk_waiting[family_index(family)]
+    }
+
+    fn done(&self, jobs: Vec<JobMeta>, delivered: bool, path: Path) {
+        if delivered {
+            let now = runtime::now_ms();
+            self.metrics
+                .delivered
+                .with_label_values(&[path.label()])
+                .inc_by(jobs.len() as u64);
+            for j in &jobs {
+                // Precision loss is irrelevant for an age histogram.
+                #[allow(clippy::cast_precision_loss)]
+                let age = (now - j.event_time_ms).max(0) as f64 / 1000.0;
+                self.metrics.delivered_age.observe(age);
+            }
+        }
+        // The receiver only goes away when the dispatcher has stopped; nothing to do then.
+        let _ = self.events.send(Event::Done { jobs });
+    }
+
+    fn release(&self, user: Arc<str>, path: Option<(Family, Path)>) {
+        let _ = self.events.send(Event::Release { user, path });
+    }
+
+    async fn sleep(&self, d: Duration) -> Result<(), Aborted> {
+        tokio::select! {
+            () = tokio::time::sleep(d) => Ok(()),
+            () = self.abort.cancelled() => Err(Aborted),
+        }
+    }
+
+    /// One attempt: in-flight slot, rate limiter, request; records metrics.
+    async fn attempt(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        path: &[String],
+        body: Option<&[u8]>,
+    ) -> Result<Attempt, Aborted> {
+        let limiter = self.limiters.get(endpoint);
+        let label = endpoint.name();
+        let _permit = tokio::select! {
+            p = limiter.slot() => p,
+            () = self.abort.cancelled() => return Err(Aborted),
+        };
+        let waited = tokio::select! {
+            w = limiter.admit() => w,
+            () = self.abort.cancelled() => return Err(Aborted),
+        };
+        self.metrics
+            .limiter_wait
+            .with_label_values(&[label])
+            .observe(waited.as_secs_f64());
+        let timeout = if endpoint.is_bulk() {
+            self.timeouts.1
+        } else {
+            self.timeouts.0
+        };
+        let start = Instant::now();
+        let result = tokio::select! {
+            r = self.client.send(method, path, body, timeout) => r,
+            () = self.abort.cancelled() => return Err(Aborted),
+        };
+        self.metrics
+            .request_duration
+            .with_label_values(&[label])
+            .observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .with_label_values(&[label, &result.status_label()])
+            .inc();
+        Ok(result)
+    }
+
+    async fn dead_letter(
+        &self,
+        item: &Item,
+        kind: &str,
+        endpoint: Endpoint,
+        attempt: Option<&Attempt>,
+    ) -> Result<(), Aborted> {
+        let (status, response, detail) = match attempt {
+            Some(Attempt::Response { status, body, .. }) => {
+                (Some(*status), Some(body.as_str()), format!("HTTP {status}"))
+            }
+            Some(Attempt::Transport { message, .. }) => (None, None, message.clone()),
+            None => (None, None, String::new()),
+        };
+        for job in &item.jobs {
+            let source = Source {
+                partition: job.partition,
+                offset: job.offset,
+                key: job.key.as_deref(),
+                payload: &job.payload,
+                command_id: job.command_id.as_deref(),
+            };
+            let failure = Failure {
+                kind,
+                reason: format!(
+                    "{} rejected the command ({kind}): {detail}",
+                    endpoint.name()
+                ),
+                endpoint: Some(endpoint.name()),
+                request: Some(&item.body),
+                status,
+                response,
+            };
+            self.dlq.send(&source, &failure, &self.abort).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers one unit over single endpoints, item after item.
+    pub(crate) async fn deliver_single(self: Arc<Self>, unit: Unit) {
+        let path = unit.items.first().and_then(|i| match i.request.endpoint {
+            Endpoint::UsersUpdate => Some((Family::Users, Path::Single)),
+            Endpoint::EventsTrack => Some((Family::Events, Path::Single)),
+            _ => None,
+        });
+        let mut queue: VecDeque<Item> = unit.items.into();
+        while let Some(item) = queue.pop_front() {
+            match self.single_item(item).await {
+                Ok(Some(parts)) => {
+                    for p in parts.into_iter().rev() {
+                        queue.push_front(p);
+                    }
+                }
+                Ok(None) => {}
+                Err(Aborted) => return,
+            }
+        }
+        self.release(unit.user, path);
+    }
+
+    /// Returns the parts to try separately when a coalesced item was rejected.
+    async fn single_item(&self, item: Item) -> Result<Option<Vec<Item>>, Aborted> {
+        let endpoint = item.request.endpoint;
+        let logic = SingleLogic(endpoint);
+        let mut attempt_no = 0u32;
+        let mut not_found = 0u32;
+        loop {
+            let attempt = self
+                .attempt(
+                    endpoint,
+                    item.request.method,
+                    &item.request.path,
+                    item.request.body.as_ref().map(|_| item.body.as_slice()),
+                )
+                .await?;
+            match logic.classify(&attempt) {
+                RetryAction::Success | RetryAction::Partial(_) => {
+                    self.done(item.jobs, true, Path::Single);
+                    return Ok(None);
+                }
+                RetryAction::Retry { reason, after } => {
+                    self.metrics
+                        .retries
+                        .with_label_values(&[endpoint.name(), reason])
+                        .inc();
+                    self.sleep(self.backoff.delay(attempt_no, after)).await?;
+                    attempt_no = attempt_no.saturating_add(1);
+                }
+                RetryAction::NotFound => {
+                    not_found += 1;
+                    if not_found >= self.retry.not_found_attempts {
+                        self.dead_letter(&item, "not_found", endpoint, Some(&attempt))
+                            .await?;
+                        self.done(item.jobs, false, Path::Single);
+                        return Ok(None);
+                    }
+                    self.metrics
+                        .retries
+                        .with_label_values(&[endpoint.name(), "not_found"])
+                        .inc();
+                    self.sleep(self.backoff.delay(attempt_no, None)).await?;
+                    attempt_no = attempt_no.saturating_add(1);
+                }
+                RetryAction::Reject { reason } => {
+                    if !item.parts.is_empty() {
+                        return Ok(Some(item.parts));
+                    }
+                    self.dead_letter(&item, &reason, endpoint, Some(&attempt))
+                        .await?;
+                    self.done(item.jobs, false, Path::Single);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Delivers a batch of units over the bulk endpoint of `family`.
+    ///
+    /// Failures are handled per item: items named in `failedUpdates` are dead-lettered (or
+    /// retried when the failure is transient), the rest are done. A request rejected as a
+    /// whole (type mismatch, too large) is split in halves until the offending record is
+    /// alone; halves go in order, so a user's commands keep their order.
+    pub(crate) async fn deliver_bulk(self: Arc<Self>, family: Family, units: Vec<Unit>) {
+        let endpoint = family.bulk();
+        let logic = BulkLogic(endpoint);
+        let mut progress = Progress {
+            remaining: units.iter().map(|u| u.items.len()).collect(),
+            users: Vec::new(),
+            family,
+        };
+        let mut all = Vec::new();
+        for (i, unit) in units.into_iter().enumerate() {
+            progress.users.push(unit.user);
+            all.extend(unit.items.into_iter().map(|item| (i, item)));
+        }
+        let mut first_admission = true;
+        let mut queue: VecDeque<Chunk> = VecDeque::from([(all, 0, 0)]);
+        let bulk_path: Vec<String> = match family {
+            Family::Users => vec!["users".into(), "bulkUpdate".into()],
+            Family::Events => vec!["events".into(), "trackBulk".into()],
+        };
+        while let Some((chunk, attempt_no, not_found)) = queue.pop_front() {
+            if chunk.is_empty() {
+                continue;
+            }
+            let body = assemble(family, chunk.iter().map(|(_, i)| i.body.as_slice()));
+            self.metrics
+                .batch_records
+                .with_label_values(&[endpoint.name()])
+                .observe(chunk.len() as f64);
+            #[allow(clippy::cast_precision_loss)]
+            self.metrics
+                .batch_bytes
+                .with_label_values(&[endpoint.name()])
+                .observe(body.len() as f64);
+            let result = self
+                .attempt(endpoint, Method::Post, &bulk_path, Some(&body))
+                .await;
+            if first_admission {
+                first_admission = false;
+                self.bulk_waiting(family).fetch_sub(1, Ordering::AcqRel);
+            }
+            let Ok(attempt) = result else { return };
+            match logic.classify(&attempt) {
+                RetryAction::Success => {
+                    for (u, item) in chunk {
+                        progress.finish(&self, u, item.jobs, true);
+                    }
+                }
+                RetryAction::Partial(failures) => {
+                    let mut again = Vec::new();
+                    let mut split_parts = Vec::new();
+                    for (u, item) in chunk {
+                        match failures.failure_of(&item.identity, item.event_name.as_deref()) {
+                            None => progress.finish(&self, u, item.jobs, true),
+                            Some(ItemFailure::Permanent("invalid_data"))
+                                if !item.parts.is_empty() =>
+                            {
+                                // The unit now waits for its parts instead of the merged item.
+                                progress.replace(u, item.parts.len());
+                                split_parts.extend(item.parts.into_iter().map(|p| (u, p)));
+                            }
+                            Some(ItemFailure::Permanent(kind)) => {
+                                if self
+                                    .dead_letter(&item, kind, endpoint, Some(&attempt))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                                progress.finish(&self, u, item.jobs, false);
+                            }
+                            Some(ItemFailure::NotFound)
+                                if not_found + 1 >= self.retry.not_found_attempts =>
+                            {
+                                if self
+                                    .dead_letter(&item, "not_found", endpoint, Some(&attempt))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                                progress.finish(&self, u, item.jobs, false);
+                            }
+                            Some(ItemFailure::NotFound | ItemFailure::Transient) => {
+                                again.push((u, item))
+                            }
+                        }
+                    }
+                    if !split_parts.is_empty() {
+                        queue.push_front((split_parts, 0, not_found));
+                    }
+                    if !again.is_empty() {
+                        self.metrics
+                            .retries
+                            .with_label_values(&[endpoint.name(), "partial"])
+                            .inc();
+                        if self
+                            .sleep(self.backoff.delay(attempt_no, None))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        queue.push_front((again, attempt_no.saturating_add(1), not_found + 1));
+                    }
+                }
+                RetryAction::Retry { reason, after } => {
+                    self.metrics
+                        .retries
+                        .with_label_values(&[endpoint.name(), reason])
+                        .inc();
+                    if self
+                        .sleep(self.backoff.delay(attempt_no, after))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    queue.push_front((chunk, attempt_no.saturating_add(1), not_found));
+                }
+                RetryAction::NotFound if not_found + 1 < self.retry.not_found_attempts => {
+                    self.metrics
+                        .retries
+                        .with_label_values(&[endpoint.name(), "not_found"])
+                        .inc();
+                    if self
+                        .sleep(self.backoff.delay(attempt_no, None))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    queue.push_front((chunk, attempt_no.saturating_add(1), not_found + 1));
+                }
+                action @ (RetryAction::NotFound | RetryAction::Reject { .. }) => {
+                    let kind = match action {
+                        RetryAction::Reject { reason } => reason,
+                        _ => "not_found".to_owned(),
+                    };
+                    let mut chunk = chunk;
+                    if chunk.len() > 1 {
+                        // Bisect to isolate the record(s) Iterable rejects.
+                        self.metrics
+                            .retries
+                            .with_label_values(&[endpoint.name(), "split"])
+                            .inc();
+                        let second = chunk.split_off(chunk.len() / 2);
+                        queue.push_front((second, 0, not_found));
+                        queue.push_front((chunk, 0, not_found));
+                    } else if let Some((u, item)) = chunk.pop() {
+                        if item.parts.is_empty() {
+                            if self
+                                .dead_letter(&item, &kind, endpoint, Some(&attempt))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            progress.finish(&self, u, item.jobs, false);
+                        } else {
+                            progress.replace(u, item.parts.len());
+                            queue.push_front((
+                                item.parts.into_iter().map(|p| (u, p)).collect(),
+                                0,
+                                not_found,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dead-letters a command that never reached Iterable (undecodable, unmappable).
+    pub(crate) async fn dead_letter_unsent(
+        self: Arc<Self>,
+        job: JobMeta,
+        kind: &'static str,
+        reason: String,
+        user: Option<Arc<str>>,
+    ) {
+        let source = Source {
+            partition: job.partition,
+            offset: job.offset,
+            key: job.key.as_deref(),
+            payload: &job.payload,
+            command_id: job.command_id.as_deref(),
+        };
+        let failure = Failure {
+            kind,
+            reason,
+            ..Failure::default()
+        };
+        if self.dlq.send(&source, &failure, &self.abort).await.is_err() {
+            return;
+        }
+        self.done(vec![job], false, Path::Single);
+        if let Some(user) = user {
+            self.release(user, None);
+        }
+    }
+}
+
+/// Items of a bulk request (with the index of their unit), attempts so far, and "not found"
+/// answers so far.
+type Chunk = (Vec<(usize, Item)>, u32, u32);
+
+/// Which units of a batch still have unfinished items.
+struct Progress {
+    remaining: Vec<usize>,
+    users: Vec<Arc<str>>,
+    family: Family,
+}
+
+impl Progress {
+    /// One item of `unit` is finished; the user is released with its last item.
+    fn finish(&mut self, this: &Deliverer, unit: usize, jobs: Vec<JobMeta>, delivered: bool) {
+        this.done(jobs, delivered, Path::Bulk);
+        if let Some(r) = self.remaining.get_mut(unit) {
+            *r = r.saturating_sub(1);
+            if *r == 0
+                && let Some(user) = self.users.get(unit)
+            {
+                this.release(user.clone(), Some((self.family, Path::Bulk)));
+            }
+        }
+    }
+
+    /// One item of `unit` was replaced by `parts` items.
+    fn replace(&mut self, unit: usize, parts: usize) {
+        if let Some(r) = self.remaining.get_mut(unit) {
+            *r = (*r + parts).saturating_sub(1);
+        }
+    }
+}

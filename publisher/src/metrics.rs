@@ -1,0 +1,137 @@
+//! Prometheus metrics of the publisher; labels are endpoints, statuses and reasons only.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
+};
+
+/// Every metric the publisher exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `publisher_requests_total{endpoint,status}`: attempts by outcome (status code or
+    /// `timeout`/`connect`/`other`).
+    pub requests: IntCounterVec,
+    /// `publisher_request_duration_seconds{endpoint}`.
+    pub request_duration: HistogramVec,
+    /// `publisher_limiter_wait_seconds{endpoint}`: time spent waiting for the rate limiter.
+    pub limiter_wait: HistogramVec,
+    /// `publisher_batch_records{endpoint}`: records per bulk request.
+    pub batch_records: HistogramVec,
+    /// `publisher_batch_bytes{endpoint}`: body bytes per bulk request.
+    pub batch_bytes: HistogramVec,
+    /// `publisher_retries_total{endpoint,reason}`.
+    pub retries: IntCounterVec,
+    /// `publisher_dead_letters_total{reason}`.
+    pub dead_letters: IntCounterVec,
+    /// `publisher_delivered_total{path}`: commands accepted by Iterable (`single`/`bulk`).
+    pub delivered: IntCounterVec,
+    /// `publisher_delivered_age_seconds`: now minus the command's event time at delivery.
+    pub delivered_age: Histogram,
+    /// `publisher_consumer_lag{partition}`: high watermark minus committed offset.
+    pub consumer_lag: IntGaugeVec,
+    /// `publisher_pending_commands`: read from Kafka, not yet delivered or dead-lettered.
+    pub pending: IntGauge,
+    /// `publisher_coalesced_total`: commands merged into another command's request.
+    pub coalesced: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let latency = exponential_buckets(0.001, 2.0, 16)?;
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "publisher_requests_total",
+                    "Iterable requests by endpoint and status.",
+                ),
+                &["endpoint", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "publisher_request_duration_seconds",
+                    "Iterable request latency.",
+                )
+                .buckets(latency.clone()),
+                &["endpoint"],
+            )?,
+            limiter_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "publisher_limiter_wait_seconds",
+                    "Time waiting for the rate limiter.",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 20)?),
+                &["endpoint"],
+            )?,
+            batch_records: HistogramVec::new(
+                HistogramOpts::new("publisher_batch_records", "Records per bulk request.")
+                    .buckets(exponential_buckets(1.0, 2.0, 12)?),
+                &["endpoint"],
+            )?,
+            batch_bytes: HistogramVec::new(
+                HistogramOpts::new("publisher_batch_bytes", "Body bytes per bulk request.")
+                    .buckets(exponential_buckets(1024.0, 2.0, 13)?),
+                &["endpoint"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "publisher_retries_total",
+                    "Retried requests by endpoint and reason.",
+                ),
+                &["endpoint", "reason"],
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "publisher_dead_letters_total",
+                    "Commands written to the dead-letter topic, by reason.",
+                ),
+                &["reason"],
+            )?,
+            delivered: IntCounterVec::new(
+                Opts::new(
+                    "publisher_delivered_total",
+                    "Commands accepted by Iterable.",
+                ),
+                &["path"],
+            )?,
+            delivered_age: Histogram::with_opts(
+                HistogramOpts::new(
+                    "publisher_delivered_age_seconds",
+                    "Now minus event time of delivered commands.",
+                )
+                .buckets(exponential_buckets(0.05, 2.0, 18)?),
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "publisher_consumer_lag",
+                    "High watermark minus committed offset, per partition.",
+                ),
+                &["partition"],
+            )?,
+            pending: IntGauge::new(
+                "publisher_pending_commands",
+                "Commands read and not yet delivered or dead-lettered.",
+            )?,
+            coalesced: IntCounterVec::new(
+                Opts::new(
+                    "publisher_coalesced_total",
+                    "Commands merged into the request of an earlier command.",
+                ),
+                &["family"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.limiter_wait.clone()))?;
+        registry.register(Box::new(m.batch_records.clone()))?;
+        registry.register(Box::new(m.batch_bytes.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        registry.register(Box::new(m.delivered.clone()))?;
+        registry.register(Box::new(m.delivered_age.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.pending.clone()))?;
+        registry.register(Box::new(m.coalesced.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,147 @@
+//! Crash safety: the publisher binary is killed with SIGKILL mid-stream and restarted; every
+//! command still reaches the simulator (the uncommitted tail is redelivered).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use iterable_sim::{FaultSpec, SimConfig};
+use serde_json::json;
+
+fn spawn_publisher(config_path: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_publisher"))
+        .arg("--config")
+        .arg(config_path)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_batch_loses_nothing() {
+    let kafka = runtime::testing::kafka();
+    let topics = runtime::testing::fresh_topics(&kafka, 3).await;
+    let mut sc = SimConfig::default();
+    sc.behaviour.track_creates_unknown_users = true;
+    // Slow answers so that requests and batches are in flight when the process dies.
+    sc.faults = FaultSpec {
+        latency_ms: 30,
+        latency_jitter_ms: 30,
+        ..FaultSpec::default()
+    };
+    let sim = iterable_sim::spawn(sc).await.unwrap();
+
+    let dir = std::env::temp_dir().join(runtime::testing::unique("publisher-kill9"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("publisher.toml");
+    let group = runtime::testing::unique("publisher-kill9");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"group_id = "{group}"
+[kafka]
+bootstrap_servers = "{servers}"
+[kafka.properties]
+# The killed member stays in the group until its session expires; keep that short.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+[topics]
+commands = "{commands}"
+publisher_dlq = "{dlq}"
+[http]
+listen = "127.0.0.1:0"
+[iterable]
+base_url = "{base}"
+api_key = "{KEY}"
+[batching]
+backlog_threshold = 300
+flush_interval = "200ms"
+[retry]
+initial_backoff = "20ms"
+max_backoff = "500ms"
+[pipeline]
+commit_interval = "300ms"
+"#,
+            servers = kafka.bootstrap_servers,
+            commands = topics.commands,
+            dlq = topics.publisher_dlq,
+            base = sim.base_url(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("publisher.log");
+
+    let mut commands = Vec::new();
+    for u in 0..300 {
+        commands.push(upsert(&format!("up-{u}"), u, json!({"n": u})));
+        for s in 0..10 {
+            commands.push(event(&format!("ev-{u}-{s}"), u, s));
+        }
+    }
+    let expected: BTreeSet<String> = (0..300)
+        .flat_map(|u| (0..10).map(move |s| format!("ev-{u}-{s}")))
+        .collect();
+    produce(&producer(&kafka), &topics.commands, &commands).await;
+
+    let mut child = spawn_publisher(&config_path, &log);
+    wait_for(
+        "some progress before the kill",
+        Duration::from_secs(60),
+        || (sim_event_ids(&sim).len() >= 600).then_some(()),
+    )
+    .await;
+    // SIGKILL: no drain, no final commit.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let seen_at_kill = sim_event_ids(&sim).len();
+    assert!(
+        seen_at_kill < expected.len(),
+        "killed too late to prove anything ({seen_at_kill})"
+    );
+
+    let mut child = spawn_publisher(&config_path, &log);
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        wait_for(
+            "every event after the restart",
+            Duration::from_secs(120),
+            || (sim_event_ids(&sim) == expected).then_some(()),
+        )
+        .await;
+        wait_for("every profile", Duration::from_secs(60), || {
+            (sim.state().profiles(&iterable_sim::Filter::default()).len() == 300).then_some(())
+        })
+        .await;
+    })
+    .await;
+    // Stop the second instance gracefully (SIGTERM) before asserting, so it never outlives the test.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        result.is_ok(),
+        "not every command arrived; log at {}",
+        log.display()
+    );
+    assert!(
+        status.success(),
+        "graceful exit after SIGTERM: {status:?}; log at {}",
+        log.display()
+    );
+    // Redelivery of the uncommitted tail only updates records by id: no duplicates exist.
+    let events = sim.state().events(&iterable_sim::Filter::default());
+    assert_eq!(events.len(), expected.len());
+    assert_eq!(sim_429s(&sim), 0);
+}
