@@ -42,14 +42,14 @@ impl Metrics {
         let m = Self {
             requests: IntCounterVec::new(
                 Opts::new(
-                    "publisher_requests_total",
+                    "tillstream_publisher_requests_total",
                     "Iterable requests by endpoint and status.",
                 ),
                 &["endpoint", "status"],
             )?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
-                    "publisher_request_duration_seconds",
+                    "tillstream_publisher_request_duration_seconds",
                     "Iterable request latency.",
                 )
                 .buckets(latency.clone()),
@@ -57,64 +57,64 @@ impl Metrics {
             )?,
             limiter_wait: HistogramVec::new(
                 HistogramOpts::new(
-                    "publisher_limiter_wait_seconds",
+                    "tillstream_publisher_limiter_wait_seconds",
                     "Time waiting for the rate limiter.",
                 )
                 .buckets(exponential_buckets(0.0001, 2.0, 20)?),
                 &["endpoint"],
             )?,
             batch_records: HistogramVec::new(
-                HistogramOpts::new("publisher_batch_records", "Records per bulk request.")
+                HistogramOpts::new("tillstream_publisher_batch_records", "Records per bulk request.")
                     .buckets(exponential_buckets(1.0, 2.0, 12)?),
                 &["endpoint"],
             )?,
             batch_bytes: HistogramVec::new(
-                HistogramOpts::new("publisher_batch_bytes", "Body bytes per bulk request.")
+                HistogramOpts::new("tillstream_publisher_batch_bytes", "Body bytes per bulk request.")
                     .buckets(exponential_buckets(1024.0, 2.0, 13)?),
                 &["endpoint"],
             )?,
             retries: IntCounterVec::new(
                 Opts::new(
-                    "publisher_retries_total",
+                    "tillstream_publisher_retries_total",
                     "Retried requests by endpoint and reason.",
                 ),
                 &["endpoint", "reason"],
             )?,
             dead_letters: IntCounterVec::new(
                 Opts::new(
-                    "publisher_dead_letters_total",
+                    "tillstream_publisher_dead_letters_total",
                     "Commands written to the dead-letter topic, by reason.",
                 ),
                 &["reason"],
             )?,
             delivered: IntCounterVec::new(
                 Opts::new(
-                    "publisher_delivered_total",
+                    "tillstream_publisher_delivered_total",
                     "Commands accepted by Iterable.",
                 ),
                 &["path"],
             )?,
             delivered_age: Histogram::with_opts(
                 HistogramOpts::new(
-                    "publisher_delivered_age_seconds",
+                    "tillstream_publisher_command_age_seconds",
                     "Now minus event time of delivered commands.",
                 )
                 .buckets(exponential_buckets(0.05, 2.0, 18)?),
             )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new(
-                    "publisher_consumer_lag",
+                    "tillstream_publisher_consumer_lag",
                     "High watermark minus committed offset, per partition.",
                 ),
                 &["partition"],
             )?,
             pending: IntGauge::new(
-                "publisher_pending_commands",
+                "tillstream_publisher_pending_commands",
                 "Commands read and not yet delivered or dead-lettered.",
             )?,
             coalesced: IntCounterVec::new(
                 Opts::new(
-                    "publisher_coalesced_total",
+                    "tillstream_publisher_coalesced_total",
                     "Commands merged into the request of an earlier command.",
                 ),
                 &["family"],

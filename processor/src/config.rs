@@ -1,0 +1,138 @@
+//! The processor's configuration: Kafka, topics, the engine's timings, and which rules to run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use runtime::{ConfigError, KafkaConfig, TopicsConfig};
+use serde::Deserialize;
+
+/// Everything the processor reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Consumer group id and prefix of the transactional id. Two deployments with different
+    /// ids (e.g. a replay into fresh state) never share offsets or fence each other.
+    pub application_id: String,
+    /// This instance's stable name; `transactional.id = {application_id}-{instance_id}`. It must
+    /// survive restarts (so a restarted instance fences and aborts its predecessor's open
+    /// transaction at once) and differ between live instances. Empty = the host name.
+    pub instance_id: String,
+    /// Emit logs as JSON lines.
+    #[serde(default)]
+    pub log_json: bool,
+    /// Kafka connection.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Topic names and partition counts (must match `tillstream topics apply`).
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// The HTTP server: `/customers/{key}`, `/healthz`, `/readyz`, `/metrics`.
+    pub http: HttpConfig,
+    /// Transaction, dedup and timer settings.
+    pub engine: EngineConfig,
+    /// Which rules to run.
+    pub rules: RulesSelection,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address, e.g. `0.0.0.0:8081`.
+    pub listen: String,
+    /// The URL other instances and the CLI can reach this one at; sent in the consumer's
+    /// client id so any instance can say where a key's owner lives. Empty = `http://{listen}`.
+    pub advertised_url: String,
+}
+
+/// Engine timings and bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Commit the open transaction at least this often (latency of commands vs. throughput).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// ... or once this many input records are in it.
+    pub commit_max_records: usize,
+    /// How long, in event time, a delivery id or content fingerprint is remembered.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// At most this many fingerprints per key (oldest dropped first): bounds memory.
+    pub dedup_max_per_key: usize,
+    /// Kafka `transaction.timeout.ms`: how long a crashed instance's open transaction can
+    /// block readers of its partitions before the broker aborts it.
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+    /// A partition counts as caught up (wall-clock timers fire) when its lag, summed over the
+    /// raw and repartition topics, is at most this. The default 2 absorbs the transaction
+    /// commit marker that can sit after the last readable record of each topic.
+    pub caught_up_lag: i64,
+    /// Longest wait for new records before checking timers and queries again.
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    /// Consumer group session timeout: how soon a dead instance's partitions move.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+}
+
+/// The rule set: the marketing rules (default) or the engine's diagnostic order counter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSelection {
+    /// `marketing` (tillstream's rules) or `order-counter` (counts orders per key and arms a
+    /// timer; used to prove and benchmark the engine on its own).
+    pub kind: RulesKind,
+    /// The rules TOML (see rules/tillstream-rules.example.toml); defaults apply when absent.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// For `order-counter`: the timer delay after each order.
+    #[serde(default = "default_counter_delay", with = "humantime_serde")]
+    pub counter_timer_delay: Duration,
+}
+
+fn default_counter_delay() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// Which rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RulesKind {
+    /// tillstream's marketing rules.
+    Marketing,
+    /// The diagnostic order counter.
+    OrderCounter,
+}
+
+impl ProcessorConfig {
+    /// Loads defaults, then `file`, then `TILLSTREAM_*` environment overrides.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut c: Self = runtime::load_config(include_str!("defaults.toml"), file)?;
+        if c.instance_id.is_empty() {
+            c.instance_id = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+                .unwrap_or_else(|| "processor".into());
+        }
+        if c.http.advertised_url.is_empty() {
+            // A wildcard listen address is not reachable by peers: advertise the host name.
+            let port = c.http.listen.rsplit(':').next().unwrap_or("8081");
+            let host = if c.http.listen.starts_with("0.0.0.0") || c.http.listen.starts_with("[::]") {
+                c.instance_id.clone()
+            } else {
+                c.http.listen.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default()
+            };
+            c.http.advertised_url = format!("http://{host}:{port}");
+        }
+        if c.engine.commit_max_records == 0 {
+            return Err(ConfigError::Rejected("engine.commit_max_records must be at least 1".into()));
+        }
+        Ok(c)
+    }
+
+    /// The transactional id of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.application_id, self.instance_id)
+    }
+}

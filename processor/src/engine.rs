@@ -1,0 +1,819 @@
+//! The exactly-once engine: consume, run the rules, write everything in one Kafka transaction.
+//!
+//! # The cycle
+//! One thread owns a `BaseConsumer` (group = `application_id`, `read_committed`, no auto
+//! commit, range assignment so partition *p* of the raw and repartition topics go to the same
+//! instance) and a transactional producer. For every input record it:
+//! 1. advances the partition's stream time and fires the timers that are due *before* the
+//!    input (so "an order after the checkout's due time" does not cancel an abandonment that
+//!    was already due);
+//! 2. drops it if its delivery id or content fingerprint is in the key's dedup window;
+//! 3. runs the rules and queues their effects: commands, forwards to other keys, timers;
+//! 4. marks the key dirty.
+//!
+//! Every `commit_interval` or `commit_max_records` inputs it writes each dirty key's full state
+//! to the compacted changelog, adds the consumed offsets with the consumer's group metadata
+//! (`send_offsets_to_transaction`) and commits. Outputs, state and offsets become visible
+//! together or not at all, so a crash at any instant replays exactly the uncommitted inputs
+//! against exactly the committed state: no command is lost or duplicated.
+//!
+//! # Failures
+//! * retriable transaction errors are retried;
+//! * abortable ones abort, seek every owned partition back to its committed offset and rebuild
+//!   the in-memory state from the committed changelog;
+//! * fatal ones (this instance was fenced by a newer one with the same transactional id, or the
+//!   group moved on without it) end the engine with an error, and the process exits non-zero
+//!   so the orchestrator restarts it.
+//!
+//! # Rebalances
+//! Before partitions are revoked the open transaction is committed (or aborted) and their state
+//! dropped; when partitions are assigned their state is restored from the changelog before any
+//! of their records is processed (the restore runs inside the assignment callback, which
+//! librdkafka calls before it fetches for the new assignment).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use rules::{Ctx, Effect, Rules, Timer};
+use runtime::{Health, KafkaConfig, TopicsConfig};
+use schemas::{Action, CustomerKey, ShopifyEnvelope};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EngineConfig;
+use crate::metrics::Metrics;
+use crate::partitioner::partition_for;
+use crate::state::{PartitionState, fingerprint};
+
+/// How long a single Kafka admin or transaction call may take before it counts as failed.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A Kafka call failed in a way the engine cannot recover from.
+    #[error("kafka error: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The producer was fenced or hit a fatal error: another instance owns this work now.
+    #[error("fatal transaction error, exiting so the orchestrator restarts this instance: {0}")]
+    Fatal(String),
+    /// A partition's state could not be restored from the changelog.
+    #[error("cannot restore partition {partition} from the changelog: {message}")]
+    Restore {
+        /// The partition.
+        partition: i32,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A question to the engine about one key (`GET /customers/{key}`).
+pub struct Query {
+    /// The key asked about.
+    pub key: String,
+    /// Where to send the answer.
+    pub reply: tokio::sync::oneshot::Sender<QueryAnswer>,
+}
+
+/// The engine's answer to a [`Query`].
+#[derive(Debug)]
+pub enum QueryAnswer {
+    /// This instance owns the key's partition; the key's state (or `null` if unknown).
+    Owned {
+        /// The partition.
+        partition: i32,
+        /// The key's aggregate, timers and dedup size, as JSON.
+        state: serde_json::Value,
+    },
+    /// Another instance owns the partition (or nobody does yet).
+    NotOwned {
+        /// The partition.
+        partition: i32,
+    },
+}
+
+/// Where a transaction step failed and what to do about it.
+enum TxnFailure {
+    Abort(String),
+    Fatal(String),
+}
+
+fn classify(error: KafkaError) -> Result<TxnFailure, KafkaError> {
+    match &error {
+        KafkaError::Transaction(e) if e.is_fatal() => Ok(TxnFailure::Fatal(e.to_string())),
+        KafkaError::Transaction(e) if e.txn_requires_abort() => Ok(TxnFailure::Abort(e.to_string())),
+        KafkaError::Transaction(e) if e.is_retriable() => Err(error),
+        _ => Ok(TxnFailure::Abort(error.to_string())),
+    }
+}
+
+/// Runs a transactional call, retrying while librdkafka says the error is retriable.
+fn with_retries<T>(mut op: impl FnMut() -> Result<T, KafkaError>) -> Result<T, TxnFailure> {
+    let mut attempts = 0;
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) => match classify(e) {
+                Err(retriable) if attempts < 10 => {
+                    attempts += 1;
+                    tracing::warn!(error = %retriable, attempts, "Retriable transaction error; retrying.");
+                    std::thread::sleep(Duration::from_millis(100 * attempts));
+                }
+                Err(retriable) => return Err(TxnFailure::Abort(retriable.to_string())),
+                Ok(failure) => return Err(failure),
+            },
+        }
+    }
+}
+
+/// Fields used for the content fingerprint (two subscriptions deliver one change twice).
+#[derive(Deserialize)]
+struct ContentFields {
+    id: Option<serde_json::Value>,
+    token: Option<serde_json::Value>,
+    updated_at: Option<String>,
+    created_at: Option<String>,
+}
+
+/// Fingerprints of an input: its delivery, and its content when the body names a resource and
+/// a timestamp (topic + resource id + `updated_at`).
+fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
+    let mut prints = vec![fingerprint(&format!("d:{}:{}", env.shop_domain, env.delivery_id))];
+    if env.topic.starts_with("tillstream/") {
+        return prints;
+    }
+    if let Ok(f) = serde_json::from_slice::<ContentFields>(&env.body) {
+        let id = f.id.or(f.token).filter(|v| !v.is_null());
+        let at = f.updated_at.or(f.created_at);
+        if let (Some(id), Some(at)) = (id, at) {
+            prints.push(fingerprint(&format!("c:{}:{}:{}:{}", env.shop_domain, env.topic, id, at)));
+        }
+    }
+    prints
+}
+
+/// The engine state shared between the poll loop and the rebalance callbacks (both run on the
+/// engine thread, so the lock is never contended; it exists to satisfy the callback API).
+pub struct Engine<R: Rules> {
+    rules: Arc<R>,
+    cfg: EngineConfig,
+    topics: TopicsConfig,
+    kafka: KafkaConfig,
+    application_id: String,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    partitions: HashMap<i32, PartitionState<R::State>>,
+    in_txn: bool,
+    txn_records: usize,
+    txn_started: Instant,
+    offsets: BTreeMap<(String, i32), i64>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    fatal: Option<EngineError>,
+    clock: fn() -> i64,
+}
+
+/// The consumer context: routes rebalance callbacks into the engine and keeps the latest
+/// per-partition lag from librdkafka's statistics.
+pub struct EngineContext<R: Rules> {
+    engine: Arc<Mutex<Engine<R>>>,
+    lags: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl<R: Rules> ClientContext for EngineContext<R> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lags = self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        lags.clear();
+        for (topic, t) in statistics.topics {
+            for (p, part) in t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" bucket. The lag is the
+                // last stable offset (what read_committed can reach) minus the position: the
+                // next offset the application will see, else the committed offset, else the
+                // start of the log. Negative offsets mean "not known yet".
+                let end = if part.ls_offset >= 0 { part.ls_offset } else { part.hi_offset };
+                let pos = [part.app_offset, part.committed_offset, part.lo_offset].into_iter().find(|o| *o >= 0);
+                tracing::trace!(topic = %topic, p, end, app = part.app_offset, committed = part.committed_offset, lo = part.lo_offset, state = %part.fetch_state, "Partition statistics.");
+                if let (true, Some(pos)) = (p >= 0 && end >= 0, pos) {
+                    lags.insert((topic.clone(), p), (end - pos).max(0));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Rules> EngineContext<R> {
+    fn lags(&self) -> HashMap<(String, i32), i64> {
+        self.lags.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Engine<R>> {
+        // A poisoned lock means a panic on the engine thread; keep going with the data as is,
+        // the engine will stop on its own fatal flag.
+        self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<R: Rules> ConsumerContext for EngineContext<R> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut engine = self.lock();
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                // Finish the open transaction while this instance still belongs to the group
+                // generation, so its offsets are accepted; the new owner then starts exactly
+                // where this one stopped.
+                if let Err(e) = engine.commit(consumer) {
+                    engine.fatal.get_or_insert(e);
+                }
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                for p in revoked {
+                    engine.partitions.remove(&p);
+                }
+                engine.health.set_ready(false, "rebalancing");
+                engine.update_gauges();
+            }
+            Rebalance::Error(e) => {
+                tracing::error!(error = %e, "Rebalance error; aborting the open transaction.");
+                engine.abort_quietly();
+                engine.partitions.clear();
+            }
+            Rebalance::Assign(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut engine = self.lock();
+            let raw = engine.topics.raw.clone();
+            let mut assigned: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == raw).map(|e| e.partition()).collect();
+            assigned.sort_unstable();
+            for p in assigned {
+                match engine.restore(p) {
+                    Ok(state) => {
+                        engine.partitions.insert(p, state);
+                    }
+                    Err(e) => {
+                        engine.fatal.get_or_insert(e);
+                        return;
+                    }
+                }
+            }
+            engine.update_gauges();
+            let owned = engine.partitions.len();
+            engine.health.set_ready(true, "");
+            tracing::info!(partitions = owned, "Partitions assigned and restored.");
+        }
+    }
+}
+
+impl<R: Rules> Engine<R> {
+    fn ensure_txn(&mut self) -> Result<(), EngineError> {
+        if self.in_txn {
+            return Ok(());
+        }
+        self.producer.begin_transaction().map_err(|e| EngineError::Fatal(format!("begin_transaction: {e}")))?;
+        self.in_txn = true;
+        self.txn_records = 0;
+        self.txn_started = Instant::now();
+        Ok(())
+    }
+
+    /// Queues a record in the open transaction, waiting while the local queue is full.
+    fn send(&self, topic: &str, key: &str, payload: Option<&[u8]>, headers: Option<OwnedHeaders>) -> Result<(), EngineError> {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    // The background thread drains the queue; back off briefly.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, kind: &str, message: &str) -> Result<(), EngineError> {
+        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), kind, error = message, "Dead-lettering a record.");
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "tillstream.error.kind", value: Some(kind) })
+            .insert(Header { key: "tillstream.error.message", value: Some(message) })
+            .insert(Header { key: "tillstream.source.topic", value: Some(msg.topic()) })
+            .insert(Header { key: "tillstream.source.partition", value: Some(&msg.partition().to_string()) })
+            .insert(Header { key: "tillstream.source.offset", value: Some(&msg.offset().to_string()) });
+        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let dlq = self.topics.processor_dlq.clone();
+        self.send(&dlq, &key, msg.payload(), Some(headers))?;
+        self.metrics.dead_letters.with_label_values(&[kind]).inc();
+        Ok(())
+    }
+
+    /// Processes one consumed record inside the open transaction.
+    fn on_message(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), EngineError> {
+        let p = msg.partition();
+        if !self.partitions.contains_key(&p) {
+            // Fetched just before a revoke: not ours any more; the new owner reads it.
+            return Ok(());
+        }
+        self.ensure_txn()?;
+        self.offsets.insert((msg.topic().to_owned(), p), msg.offset() + 1);
+        self.txn_records += 1;
+        let source = if msg.topic() == self.topics.raw { "raw" } else { "repartition" };
+        self.metrics.events.with_label_values(&[source]).inc();
+
+        let env = match ShopifyEnvelope::decode(msg.payload().unwrap_or_default()) {
+            Ok(env) => env,
+            Err(e) => return self.dead_letter(msg, "undecodable_envelope", &e.to_string()),
+        };
+        let key = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| CustomerKey::parse(k).ok())
+            .or_else(|| CustomerKey::parse(&env.routing_key).ok());
+        let Some(key) = key else {
+            return self.dead_letter(msg, "bad_key", "record key is not a tillstream key");
+        };
+        let event_time = env.triggered_at_ms.unwrap_or(env.received_at_ms);
+        let wall = (self.clock)();
+
+        let Some(mut state) = self.partitions.remove(&p) else { return Ok(()) };
+        state.stream_time_ms = state.stream_time_ms.max(event_time);
+        let result = self.fire_due_timers(&mut state, wall).and_then(|()| self.apply_input(&mut state, msg, &key, &env, event_time, wall));
+        self.partitions.insert(p, state);
+        result
+    }
+
+    fn apply_input(
+        &mut self,
+        state: &mut PartitionState<R::State>,
+        msg: &BorrowedMessage<'_>,
+        key: &CustomerKey,
+        env: &ShopifyEnvelope,
+        event_time: i64,
+        wall: i64,
+    ) -> Result<(), EngineError> {
+        let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
+        if state.seen_before(key.as_str(), &env.shop_domain, &fingerprints(env), event_time, window, self.cfg.dedup_max_per_key) {
+            self.metrics.dedup_hits.inc();
+            return Ok(());
+        }
+        state.dirty.insert(key.as_str().to_owned());
+        let ctx = Ctx { now_ms: state.now(wall), event_time_ms: event_time, wall_clock_ms: wall };
+        let entry = state.entry(key.as_str(), &env.shop_domain);
+        let before = entry.aggregate.clone();
+        match self.rules.on_event(key, &mut entry.aggregate, env, &ctx) {
+            Ok(effects) => {
+                entry.updated_at_ms = entry.updated_at_ms.max(event_time);
+                self.apply_effects(state, key, &env.shop_domain, effects)
+            }
+            Err(e) => {
+                // Rules are not transactional: put the aggregate back as it was.
+                entry.aggregate = before;
+                self.dead_letter(msg, "rule_error", &e.to_string())
+            }
+        }
+    }
+
+    fn apply_effects(&mut self, state: &mut PartitionState<R::State>, key: &CustomerKey, shop: &str, effects: Vec<Effect>) -> Result<(), EngineError> {
+        let mut purge = false;
+        for effect in effects {
+            match effect {
+                Effect::Command(cmd) => {
+                    let bytes = cmd.encode().map_err(|e| EngineError::Fatal(format!("cannot encode a command: {e}")))?;
+                    let kind = match &cmd.action {
+                        Action::TrackEvent { event_name, .. } => event_name.as_str(),
+                        other => other.kind(),
+                    };
+                    self.metrics.commands.with_label_values(&[kind]).inc();
+                    let topic = self.topics.commands.clone();
+                    self.send(&topic, &cmd.customer_key, Some(&bytes), None)?;
+                }
+                Effect::SetTimer(t) => state.set_timer(key.as_str(), shop, t),
+                Effect::CancelTimer { timer_id } => state.cancel_timer(key.as_str(), &timer_id),
+                Effect::Forward { to, envelope } => {
+                    let mut env = *envelope;
+                    env.routing_key = to.as_str().to_owned();
+                    let bytes = env.encode().map_err(|e| EngineError::Fatal(format!("cannot encode a forward: {e}")))?;
+                    let topic = self.topics.repartition.clone();
+                    self.send(&topic, to.as_str(), Some(&bytes), None)?;
+                }
+                Effect::DataReport(report) => {
+                    let topic = self.topics.data_requests.clone();
+                    self.send(&topic, key.as_str(), Some(report.to_string().as_bytes()), None)?;
+                }
+                Effect::Purge => purge = true,
+            }
+        }
+        if purge {
+            state.purge(key.as_str());
+        } else {
+            state.dirty.insert(key.as_str().to_owned());
+        }
+        Ok(())
+    }
+
+    /// Fires every timer of the partition due at or before its "now", in due order.
+    fn fire_due_timers(&mut self, state: &mut PartitionState<R::State>, wall: i64) -> Result<(), EngineError> {
+        let now = state.now(wall);
+        while let Some((key_text, timer)) = state.pop_due(now) {
+            self.ensure_txn()?;
+            self.metrics.timers_fired.inc();
+            let Ok(key) = CustomerKey::parse(&key_text) else { continue };
+            state.dirty.insert(key_text.clone());
+            let shop = key.shop().to_owned();
+            let ctx = Ctx { now_ms: now, event_time_ms: timer.due_ms, wall_clock_ms: wall };
+            let entry = state.entry(&key_text, &shop);
+            let before = entry.aggregate.clone();
+            match self.rules.on_timer(&key, &mut entry.aggregate, &timer, &ctx) {
+                Ok(effects) => {
+                    entry.updated_at_ms = entry.updated_at_ms.max(timer.due_ms);
+                    self.apply_effects(state, &key, &shop, effects)?;
+                }
+                Err(e) => {
+                    entry.aggregate = before;
+                    self.timer_dead_letter(&key_text, &timer, &e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn timer_dead_letter(&mut self, key: &str, timer: &Timer, message: &str) -> Result<(), EngineError> {
+        tracing::warn!(key, timer = %timer.timer_id, error = message, "Timer rule failed; dead-lettering the timer.");
+        let body = serde_json::json!({"timer_id": timer.timer_id, "kind": timer.kind, "due_ms": timer.due_ms, "payload": timer.payload});
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "tillstream.error.kind", value: Some("timer_rule_error") })
+            .insert(Header { key: "tillstream.error.message", value: Some(message) });
+        let dlq = self.topics.processor_dlq.clone();
+        self.send(&dlq, key, Some(body.to_string().as_bytes()), Some(headers))?;
+        self.metrics.dead_letters.with_label_values(&["timer_rule_error"]).inc();
+        Ok(())
+    }
+
+    /// Between polls: refresh "caught up" from the consumer's positions and fire wall-clock
+    /// timers of caught-up partitions (an idle partition still fires on time).
+    fn on_idle(&mut self, consumer: &BaseConsumer<EngineContext<R>>) -> Result<(), EngineError> {
+        let wall = (self.clock)();
+        // Lag comes from librdkafka's statistics (read_committed aware: measured against the
+        // last stable offset), refreshed every statistics interval.
+        let lags = consumer.context().lags();
+        tracing::trace!(?lags, "Partition lags.");
+        let mut lag_by_partition: HashMap<i32, i64> = HashMap::new();
+        for ((topic, p), lag) in &lags {
+            if !self.partitions.contains_key(p) {
+                continue;
+            }
+            *lag_by_partition.entry(*p).or_default() += *lag;
+            let source = if *topic == self.topics.raw { "raw" } else { "repartition" };
+            self.metrics.lag.with_label_values(&[source, &p.to_string()]).set(*lag);
+        }
+        for (p, state) in &mut self.partitions {
+            if let Some(lag) = lag_by_partition.get(p) {
+                // Both topics contribute; a transaction's commit marker can leave one unread
+                // offset per topic, which `caught_up_lag` absorbs.
+                state.caught_up = *lag <= self.cfg.caught_up_lag;
+            }
+        }
+        let owned: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in owned {
+            let Some(mut state) = self.partitions.remove(&p) else { continue };
+            let due = state.caught_up && state.timer_index.first().is_some_and(|(due, _, _)| *due <= state.now(wall));
+            let result = if due { self.fire_due_timers(&mut state, wall) } else { Ok(()) };
+            self.partitions.insert(p, state);
+            result?;
+        }
+        Ok(())
+    }
+
+    fn should_commit(&self) -> bool {
+        self.in_txn && (self.txn_records >= self.cfg.commit_max_records || self.txn_started.elapsed() >= self.cfg.commit_interval)
+    }
+
+    /// Writes dirty state, adds the offsets and commits the open transaction.
+    fn commit(&mut self, consumer: &BaseConsumer<EngineContext<R>>) -> Result<(), EngineError> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.try_commit(consumer) {
+            Ok(()) => {
+                self.metrics.transactions.with_label_values(&["commit"]).inc();
+                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.in_txn = false;
+                self.offsets.clear();
+                self.update_gauges();
+                Ok(())
+            }
+            Err(TxnFailure::Fatal(m)) => Err(EngineError::Fatal(m)),
+            Err(TxnFailure::Abort(m)) => {
+                tracing::warn!(error = %m, "Transaction failed; aborting and rewinding to the last commit.");
+                self.abort_and_rewind(consumer)
+            }
+        }
+    }
+
+    fn try_commit(&mut self, consumer: &BaseConsumer<EngineContext<R>>) -> Result<(), TxnFailure> {
+        let changelog = self.topics.changelog.clone();
+        let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for state in self.partitions.values_mut() {
+            for key in state.purged.drain() {
+                if !state.keys.contains_key(&key) {
+                    writes.push((key, None));
+                }
+            }
+            let dirty: Vec<String> = state.dirty.drain().collect();
+            for key in dirty {
+                if let Some(record) = state.record(&key) {
+                    let bytes = record.encode().map_err(|e| TxnFailure::Fatal(format!("cannot encode state: {e}")))?;
+                    writes.push((key, Some(bytes)));
+                }
+            }
+        }
+        for (key, bytes) in &writes {
+            self.send(&changelog, key, bytes.as_deref(), None).map_err(|e| TxnFailure::Abort(e.to_string()))?;
+        }
+        if !self.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, p), offset) in &self.offsets {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(*offset)).map_err(|e| TxnFailure::Abort(e.to_string()))?;
+            }
+            let meta = consumer.group_metadata().ok_or_else(|| TxnFailure::Abort("no consumer group metadata".into()))?;
+            with_retries(|| self.producer.send_offsets_to_transaction(&tpl, &meta, KAFKA_TIMEOUT))?;
+        }
+        with_retries(|| self.producer.commit_transaction(KAFKA_TIMEOUT))
+    }
+
+    fn abort_quietly(&mut self) {
+        if self.in_txn {
+            if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
+                tracing::error!(error = %e, "Abort failed.");
+            }
+            self.metrics.transactions.with_label_values(&["abort"]).inc();
+            self.in_txn = false;
+            self.offsets.clear();
+        }
+    }
+
+    /// Aborts the open transaction, rebuilds every owned partition's state from the committed
+    /// changelog and seeks the consumer back to the committed offsets: the engine then redoes
+    /// the aborted work from exactly the state it was based on.
+    fn abort_and_rewind(&mut self, consumer: &BaseConsumer<EngineContext<R>>) -> Result<(), EngineError> {
+        if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
+            return Err(match classify(e) {
+                Ok(TxnFailure::Fatal(m)) => EngineError::Fatal(m),
+                Ok(TxnFailure::Abort(m)) => EngineError::Fatal(format!("abort failed: {m}")),
+                Err(e) => EngineError::Fatal(format!("abort failed: {e}")),
+            });
+        }
+        self.metrics.transactions.with_label_values(&["abort"]).inc();
+        self.in_txn = false;
+        self.offsets.clear();
+        let owned: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in owned {
+            let state = self.restore(p)?;
+            self.partitions.insert(p, state);
+        }
+        let assignment = consumer.assignment()?;
+        let committed = consumer.committed_offsets(assignment, KAFKA_TIMEOUT)?;
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            consumer.seek(e.topic(), e.partition(), offset, KAFKA_TIMEOUT)?;
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Reads a changelog partition from the beginning to its end (read_committed: only state
+    /// of committed transactions) into a fresh partition state.
+    fn restore(&self, p: i32) -> Result<PartitionState<R::State>, EngineError> {
+        let started = Instant::now();
+        let changelog = &self.topics.changelog;
+        let fail = |message: String| EngineError::Restore { partition: p, message };
+        let mut cfg = self.kafka.client(&format!("{}-restore", self.application_id));
+        cfg.set("group.id", format!("{}-restore", self.application_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true");
+        let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
+        let mut state = PartitionState::default();
+        let (low, high) = reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT)?;
+        if high > low {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(changelog, p, Offset::Beginning)?;
+            reader.assign(&tpl)?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                match reader.poll(Duration::from_millis(500)) {
+                    Some(Ok(m)) => {
+                        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).ok_or_else(|| fail("record without key".into()))?;
+                        let record = match m.payload() {
+                            None => None,
+                            Some(bytes) => Some(schemas::KeyStateRecord::decode(bytes).map_err(|e| fail(format!("{key}: {e}")))?),
+                        };
+                        state.load(&key, record).map_err(|e| fail(e.to_string()))?;
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(fail(e.to_string())),
+                    None if Instant::now() > deadline => return Err(fail("timed out reading the changelog".into())),
+                    None => {}
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.restore_seconds.observe(secs);
+        tracing::info!(partition = p, keys = state.keys.len(), seconds = secs, "Restored partition state.");
+        Ok(state)
+    }
+
+    fn update_gauges(&self) {
+        let keys: usize = self.partitions.values().map(|s| s.keys.len()).sum();
+        let timers: usize = self.partitions.values().map(|s| s.timer_index.len()).sum();
+        self.metrics.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.metrics.timers_pending.set(i64::try_from(timers).unwrap_or(i64::MAX));
+    }
+
+    fn answer(&self, q: Query) {
+        let partition = partition_for(&q.key, self.topics.partitions);
+        let answer = match self.partitions.get(&partition) {
+            None => QueryAnswer::NotOwned { partition },
+            Some(state) => {
+                let value = match state.keys.get(&q.key) {
+                    None => serde_json::Value::Null,
+                    Some(e) => serde_json::json!({
+                        "key": q.key,
+                        "shop": e.shop,
+                        "updated_at_ms": e.updated_at_ms,
+                        "aggregate": e.aggregate,
+                        "timers": e.timers.iter().map(|t| serde_json::json!({"kind": t.kind, "timer_id": t.timer_id, "due_ms": t.due_ms, "payload": t.payload})).collect::<Vec<_>>(),
+                        "dedup_entries": e.dedup.len(),
+                    }),
+                };
+                QueryAnswer::Owned { partition, state: value }
+            }
+        };
+        let _ = q.reply.send(answer);
+    }
+}
+
+/// Context of the restore reader: end-of-partition is how it knows it is done, not an error.
+struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "Changelog reader error.");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
+/// Everything the engine thread needs.
+pub struct EngineParts<R: Rules> {
+    /// The rules.
+    pub rules: R,
+    /// Engine settings.
+    pub cfg: EngineConfig,
+    /// Topic names.
+    pub topics: TopicsConfig,
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Group id / transactional id prefix.
+    pub application_id: String,
+    /// Transactional id of this instance.
+    pub transactional_id: String,
+    /// Consumer client id (carries the advertised URL so peers can point at the owner).
+    pub client_id: String,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Queries from the HTTP server.
+    pub queries: Receiver<Query>,
+    /// Stop signal.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
+pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
+    let mut producer_cfg = parts.kafka.transactional_producer(&parts.client_id, &parts.transactional_id);
+    producer_cfg.set("transaction.timeout.ms", parts.cfg.transaction_timeout.as_millis().to_string());
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
+    // Fences any older producer with this transactional id and aborts its open transaction.
+    producer.init_transactions(KAFKA_TIMEOUT).map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+
+    let engine = Arc::new(Mutex::new(Engine {
+        rules: Arc::new(parts.rules),
+        cfg: parts.cfg.clone(),
+        topics: parts.topics.clone(),
+        kafka: parts.kafka.clone(),
+        application_id: parts.application_id.clone(),
+        producer,
+        partitions: HashMap::new(),
+        in_txn: false,
+        txn_records: 0,
+        txn_started: Instant::now(),
+        offsets: BTreeMap::new(),
+        metrics: parts.metrics,
+        health: parts.health.clone(),
+        fatal: None,
+        clock: runtime::now_ms,
+    }));
+    let mut consumer_cfg = parts.kafka.consumer(&parts.client_id, &parts.application_id, true);
+    consumer_cfg
+        // Range assignment keeps partition p of the raw and repartition topics together.
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", parts.cfg.session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", (parts.cfg.session_timeout.as_millis() / 4).max(100).to_string())
+        .set("max.poll.interval.ms", "600000")
+        .set("statistics.interval.ms", "500");
+    let consumer: BaseConsumer<EngineContext<R>> = consumer_cfg.create_with_context(EngineContext { engine: engine.clone(), lags: Mutex::new(HashMap::new()) })?;
+    consumer.subscribe(&[&parts.topics.raw, &parts.topics.repartition])?;
+    tracing::info!(group = %parts.application_id, transactional_id = %parts.transactional_id, "Processor engine started.");
+
+    let lock = || engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut last_idle = Instant::now();
+    loop {
+        if parts.shutdown.is_cancelled() {
+            let mut e = lock();
+            tracing::info!("Shutting down: committing the open transaction.");
+            let result = e.commit(&consumer);
+            e.health.set_ready(false, "shutting down");
+            drop(e);
+            // Leave the group now so partitions move at once instead of after a session timeout.
+            consumer.unsubscribe();
+            return result;
+        }
+        let polled = consumer.poll(parts.cfg.poll_timeout);
+        let idle = polled.is_none();
+        let mut e = lock();
+        if let Some(fatal) = e.fatal.take() {
+            return Err(fatal);
+        }
+        while let Ok(q) = parts.queries.try_recv() {
+            e.answer(q);
+        }
+        match polled {
+            Some(Ok(msg)) => e.on_message(&msg)?,
+            Some(Err(error)) => tracing::warn!(%error, "Consumer error."),
+            None => {}
+        }
+        if idle || last_idle.elapsed() >= Duration::from_millis(200) {
+            e.on_idle(&consumer)?;
+            last_idle = Instant::now();
+        }
+        if e.should_commit() {
+            e.commit(&consumer)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(topic: &str, delivery: &str, body: &str) -> ShopifyEnvelope {
+        ShopifyEnvelope {
+            delivery_id: delivery.into(),
+            event_id: None,
+            topic: topic.into(),
+            shop_domain: "s.myshopify.com".into(),
+            api_version: None,
+            triggered_at_ms: Some(1),
+            received_at_ms: 1,
+            routing_key: "s.myshopify.com/c/1".into(),
+            source: schemas::EventSource::Webhook,
+            webhook_name: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn content_fingerprint_ignores_the_delivery_id() {
+        let body = r#"{"id":5,"updated_at":"2026-01-01T00:00:00-05:00"}"#;
+        let a = fingerprints(&env("orders/updated", "d1", body));
+        let b = fingerprints(&env("orders/updated", "d2", body));
+        assert_ne!(a[0], b[0], "different deliveries");
+        assert_eq!(a[1], b[1], "same content");
+        let c = fingerprints(&env("orders/paid", "d2", body));
+        assert_ne!(a[1], c[1], "another topic is another change");
+        assert_eq!(fingerprints(&env("orders/paid", "d3", "not json")).len(), 1);
+        assert_eq!(fingerprints(&env("tillstream/order-link", "d4", body)).len(), 1);
+    }
+}

@@ -1,0 +1,67 @@
+//! The processor's Prometheus metrics (names are the contract used by the Grafana dashboard).
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// All processor metrics, registered once per process.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Input records consumed, by source topic kind (`raw`, `repartition`).
+    pub events: IntCounterVec,
+    /// Inputs skipped as duplicates (delivery id or content fingerprint seen before).
+    pub dedup_hits: IntCounter,
+    /// Records sent to the dead-letter topic, by error kind.
+    pub dead_letters: IntCounterVec,
+    /// Commands written, by kind (event name for tracked events, else the action kind).
+    pub commands: IntCounterVec,
+    /// Transactions ended, by outcome (`commit`, `abort`).
+    pub transactions: IntCounterVec,
+    /// Time to commit a transaction.
+    pub commit_seconds: Histogram,
+    /// Timers pending across owned partitions.
+    pub timers_pending: IntGauge,
+    /// Timers fired.
+    pub timers_fired: IntCounter,
+    /// Time to restore one partition from the changelog.
+    pub restore_seconds: Histogram,
+    /// Keys held in memory.
+    pub keys: IntGauge,
+    /// Consumer lag per partition (raw + repartition).
+    pub lag: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            events: IntCounterVec::new(Opts::new("tillstream_processor_events_total", "Input records consumed."), &["source"])?,
+            dedup_hits: IntCounter::new("tillstream_processor_dedup_hits_total", "Inputs skipped as duplicates.")?,
+            dead_letters: IntCounterVec::new(Opts::new("tillstream_processor_dead_letters_total", "Records dead-lettered."), &["kind"])?,
+            commands: IntCounterVec::new(Opts::new("tillstream_processor_commands_total", "Commands written."), &["kind"])?,
+            transactions: IntCounterVec::new(Opts::new("tillstream_processor_transactions_total", "Transactions ended."), &["outcome"])?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new("tillstream_processor_commit_seconds", "Transaction commit latency.")
+                    .buckets(vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+            )?,
+            timers_pending: IntGauge::new("tillstream_processor_timers_pending", "Timers pending.")?,
+            timers_fired: IntCounter::new("tillstream_processor_timers_fired_total", "Timers fired.")?,
+            restore_seconds: Histogram::with_opts(
+                HistogramOpts::new("tillstream_processor_restore_seconds", "Partition restore duration.")
+                    .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0]),
+            )?,
+            keys: IntGauge::new("tillstream_processor_keys", "Keys held in memory.")?,
+            lag: IntGaugeVec::new(Opts::new("tillstream_processor_lag", "Consumer lag in records."), &["topic", "partition"])?,
+        };
+        registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.dedup_hits.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        registry.register(Box::new(m.commands.clone()))?;
+        registry.register(Box::new(m.transactions.clone()))?;
+        registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.timers_pending.clone()))?;
+        registry.register(Box::new(m.timers_fired.clone()))?;
+        registry.register(Box::new(m.restore_seconds.clone()))?;
+        registry.register(Box::new(m.keys.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        Ok(m)
+    }
+}

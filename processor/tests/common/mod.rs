@@ -1,0 +1,244 @@
+//! Harness for the processor's real-Kafka tests: topics, input records, child processes, reads.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use runtime::{KafkaConfig, TopicsConfig};
+use schemas::{Action, CustomerKey, EventSource, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope};
+
+pub const SHOP: &str = "test-shop.myshopify.com";
+
+pub fn shop() -> ShopDomain {
+    ShopDomain::parse(SHOP).unwrap()
+}
+
+/// An input event for the raw topic.
+pub fn envelope(topic: &str, delivery: &str, event_time_ms: i64, body: &str) -> ShopifyEnvelope {
+    let key = schemas::routing_key(&shop(), topic, body.as_bytes());
+    ShopifyEnvelope {
+        delivery_id: delivery.into(),
+        event_id: None,
+        topic: topic.into(),
+        shop_domain: SHOP.into(),
+        api_version: Some("2026-07".into()),
+        triggered_at_ms: Some(event_time_ms),
+        received_at_ms: event_time_ms,
+        routing_key: key.as_str().to_owned(),
+        source: EventSource::Webhook,
+        webhook_name: None,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+pub fn order(customer: u64, order_id: u64, delivery: &str, at: i64) -> ShopifyEnvelope {
+    envelope("orders/paid", delivery, at, &format!(r#"{{"id":{order_id},"customer":{{"id":{customer}}},"updated_at":"{at}"}}"#))
+}
+
+pub fn refund(order_id: u64, refund_id: u64, delivery: &str, at: i64) -> ShopifyEnvelope {
+    envelope("refunds/create", delivery, at, &format!(r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{at}"}}"#))
+}
+
+pub fn customer_key(customer: u64) -> String {
+    CustomerKey::new(&shop(), KeyKind::Customer, &customer.to_string()).as_str().to_owned()
+}
+
+/// Produces envelopes to the raw topic with the idempotent producer, keyed by routing key.
+pub async fn produce(kafka: &KafkaConfig, topic: &str, events: &[ShopifyEnvelope]) {
+    let p: FutureProducer = kafka.producer("test-ingest").create().unwrap();
+    for e in events {
+        let bytes = e.encode().unwrap();
+        p.send(FutureRecord::to(topic).key(&e.routing_key).payload(&bytes), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// Produces raw bytes (poison) to a topic.
+pub async fn produce_raw(kafka: &KafkaConfig, topic: &str, key: &str, payload: &[u8]) {
+    let p: FutureProducer = kafka.producer("test-poison").create().unwrap();
+    p.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+}
+
+/// Reads every committed record of a topic (all partitions) from the beginning to its end.
+pub fn read_all(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, String)>)> {
+    let mut cfg = kafka.client("test-reader");
+    cfg.set("group.id", runtime::testing::unique("reader")).set("isolation.level", "read_committed").set("enable.partition.eof", "true").set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut eof = 0;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while eof < partitions && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                use rdkafka::message::Headers;
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())).collect())
+                    .unwrap_or_default();
+                out.push((m.partition(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), headers));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Decoded commands of a commands topic.
+pub fn commands(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<IterableCommand> {
+    read_all(kafka, &topics.commands, topics.partitions)
+        .into_iter()
+        .filter_map(|(_, _, v, _)| v.map(|v| IterableCommand::decode(&v).unwrap()))
+        .collect()
+}
+
+/// Polls until `f` returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Command ids with their multiplicity.
+pub fn id_counts(cmds: &[IterableCommand]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for c in cmds {
+        *m.entry(c.command_id.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The count carried by each customer's latest `order_counted`.
+pub fn event_field(c: &IterableCommand, field: &str) -> Option<i64> {
+    match &c.action {
+        Action::TrackEvent { data_fields, .. } => data_fields.get(field).and_then(serde_json::Value::as_i64),
+        _ => None,
+    }
+}
+
+pub fn event_name(c: &IterableCommand) -> &str {
+    match &c.action {
+        Action::TrackEvent { event_name, .. } => event_name,
+        other => other.kind(),
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A processor child process running the order-counter rules.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+/// Settings of one processor deployment under test.
+#[derive(Clone)]
+pub struct Deployment {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub application_id: String,
+    pub timer_delay: String,
+}
+
+impl Deployment {
+    pub fn spawn(&self, instance: &str) -> Proc {
+        let port = free_port();
+        let dir = std::env::temp_dir().join("tillstream-processor-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{}-{instance}-{port}.log", self.application_id));
+        let out = std::fs::File::create(&log).unwrap();
+        let t = &self.topics;
+        let child = Command::new(env!("CARGO_BIN_EXE_processor"))
+            .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &self.kafka.bootstrap_servers)
+            .env("TILLSTREAM_APPLICATION_ID", &self.application_id)
+            .env("TILLSTREAM_INSTANCE_ID", instance)
+            .env("TILLSTREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("TILLSTREAM_RULES__KIND", "order-counter")
+            .env("TILLSTREAM_RULES__COUNTER_TIMER_DELAY", &self.timer_delay)
+            .env("TILLSTREAM_ENGINE__TRANSACTION_TIMEOUT", "10s")
+            .env("TILLSTREAM_ENGINE__SESSION_TIMEOUT", "6s")
+            .env("TILLSTREAM_ENGINE__COMMIT_INTERVAL", "50ms")
+            .env("TILLSTREAM_ENGINE__COMMIT_MAX_RECORDS", "200")
+            .env("TILLSTREAM_TOPICS__PARTITIONS", t.partitions.to_string())
+            .env("TILLSTREAM_TOPICS__RAW", &t.raw)
+            .env("TILLSTREAM_TOPICS__COMMANDS", &t.commands)
+            .env("TILLSTREAM_TOPICS__CHANGELOG", &t.changelog)
+            .env("TILLSTREAM_TOPICS__REPARTITION", &t.repartition)
+            .env("TILLSTREAM_TOPICS__PROCESSOR_DLQ", &t.processor_dlq)
+            .env("TILLSTREAM_TOPICS__DATA_REQUESTS", &t.data_requests)
+            .env("RUST_LOG", "info,processor=debug")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Proc { child, port, log }
+    }
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                panic!("processor did not stop on SIGTERM; log: {}", self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        probe::get_ok(&format!("http://127.0.0.1:{}/readyz", self.port))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod probe {
+    /// A tiny blocking GET over a raw socket (the tests avoid pulling in a blocking client).
+    pub fn get_ok(url: &str) -> bool {
+        use std::io::{Read, Write};
+        let Some(rest) = url.strip_prefix("http://") else { return false };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Ok(mut s) = std::net::TcpStream::connect(host) else { return false };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.starts_with("HTTP/1.1 200")
+    }
+}

@@ -1,0 +1,84 @@
+//! `tillstream`: operations on a tillstream deployment (topics, replay, dead letters, queries).
+
+mod customer;
+mod topics;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use runtime::{KafkaConfig, TopicsConfig};
+use serde::Deserialize;
+
+/// Operations CLI for tillstream.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML) with `[kafka]` and `[topics]` sections, as the services use;
+    /// `TILLSTREAM_*` environment variables override it.
+    #[arg(long, global = true, env = "TILLSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Topic catalogue.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCmd,
+    },
+    /// Show a customer's aggregate and timers from the processor instance that owns it.
+    Customer {
+        /// The key, e.g. `demo.myshopify.com/c/123` (or just the id with `--shop`).
+        key: String,
+        /// Shop domain, when `key` is a bare customer id.
+        #[arg(long)]
+        shop: Option<String>,
+        /// Any processor instance; the CLI follows the answer to the owner.
+        #[arg(long, default_value = "http://127.0.0.1:8081", env = "TILLSTREAM_PROCESSOR_URL")]
+        processor: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Create missing topics and verify existing ones (partitions, configs); never changes an
+    /// existing topic: a mismatch is reported as an error.
+    Apply,
+    /// Print the catalogue without touching the cluster.
+    List,
+}
+
+/// The sections of a service config the CLI needs; other sections are ignored.
+#[derive(Deserialize, Default)]
+struct CliConfig {
+    #[serde(default)]
+    kafka: KafkaConfig,
+    #[serde(default)]
+    topics: TopicsConfig,
+}
+
+fn load(file: Option<&std::path::Path>) -> anyhow::Result<CliConfig> {
+    // Not deny_unknown_fields: one file can serve a service and the CLI.
+    Ok(runtime::load_config("", file)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::telemetry::init(false);
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Topics { action } => {
+            let cfg = load(cli.config.as_deref())?;
+            match action {
+                TopicsCmd::Apply => topics::apply(&cfg.kafka, &cfg.topics).await,
+                TopicsCmd::List => {
+                    topics::list(&cfg.topics);
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Customer { key, shop, processor } => customer::show(&processor, &key, shop.as_deref()).await,
+    }
+}
