@@ -4,7 +4,8 @@
 //! `quiet_period` timer after each order (re-armed by the next one) that emits
 //! `quiet_period_ended` when it fires; and it exercises the cross-key path the marketing rules
 //! use: an order forwards a link to its order key, and a refund arriving on the order key is
-//! forwarded to the key that placed the order, where it is counted.
+//! forwarded to the key that placed the order, where it is counted. `shop/redact` purges the
+//! whole shop, on every partition.
 
 use rules::{Ctx, Effect, RuleError, Rules, Timer};
 use schemas::{Action, CustomerKey, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope, UserRef, iterable_id};
@@ -74,6 +75,7 @@ impl Rules for OrderCounter {
         let shop = env.shop_domain.as_str();
         let mut out = Vec::new();
         match (env.topic.as_str(), key.kind()) {
+            ("shop/redact", KeyKind::Shop) => out.push(Effect::Purge),
             ("tillstream/order-link", KeyKind::Order) => {
                 let link: Link = serde_json::from_slice(&env.body).map_err(|e| unparseable(env, &e))?;
                 state.owner = Some(link.owner.clone());

@@ -44,7 +44,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use rules::{Ctx, Effect, Rules, Timer};
 use runtime::{Health, KafkaConfig, TopicsConfig};
-use schemas::{Action, CustomerKey, ShopifyEnvelope};
+use schemas::{Action, CustomerKey, KeyKind, ShopifyEnvelope};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +52,9 @@ use crate::config::EngineConfig;
 use crate::metrics::Metrics;
 use crate::partitioner::partition_for;
 use crate::state::{PartitionState, fingerprint};
+
+/// Internal topic of the message that purges one shop's keys on one partition (shop/redact).
+const SHOP_PURGE: &str = "tillstream/shop-purge";
 
 /// How long a single Kafka admin or transaction call may take before it counts as failed.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -370,6 +373,15 @@ impl<R: Rules> Engine<R> {
             self.metrics.dedup_hits.inc();
             return Ok(());
         }
+        if env.topic == SHOP_PURGE {
+            let prefix = format!("{}/", env.shop_domain);
+            let doomed: Vec<String> = state.keys.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+            tracing::info!(shop = %env.shop_domain, keys = doomed.len(), "Purging a shop's state on this partition (shop/redact).");
+            for k in doomed {
+                state.purge(&k);
+            }
+            return Ok(());
+        }
         state.dirty.insert(key.as_str().to_owned());
         let ctx = Ctx { now_ms: state.now(wall), event_time_ms: event_time, wall_clock_ms: wall };
         let entry = state.entry(key.as_str(), &env.shop_domain);
@@ -377,7 +389,7 @@ impl<R: Rules> Engine<R> {
         match self.rules.on_event(key, &mut entry.aggregate, env, &ctx) {
             Ok(effects) => {
                 entry.updated_at_ms = entry.updated_at_ms.max(event_time);
-                self.apply_effects(state, key, &env.shop_domain, effects)
+                self.apply_effects(state, key, &env.shop_domain, &env.delivery_id, effects)
             }
             Err(e) => {
                 // Rules are not transactional: put the aggregate back as it was.
@@ -387,7 +399,30 @@ impl<R: Rules> Engine<R> {
         }
     }
 
-    fn apply_effects(&mut self, state: &mut PartitionState<R::State>, key: &CustomerKey, shop: &str, effects: Vec<Effect>) -> Result<(), EngineError> {
+    fn broadcast_shop_purge(&self, key: &CustomerKey, shop: &str, source_delivery: &str) -> Result<(), EngineError> {
+        let topic = self.topics.repartition.clone();
+        for p in 0..self.topics.partitions {
+            let env = ShopifyEnvelope {
+                delivery_id: format!("{source_delivery}:shop-purge:{p}"),
+                event_id: None,
+                topic: SHOP_PURGE.into(),
+                shop_domain: shop.to_owned(),
+                api_version: None,
+                triggered_at_ms: None,
+                received_at_ms: 0,
+                routing_key: key.as_str().to_owned(),
+                source: schemas::EventSource::Webhook,
+                webhook_name: None,
+                body: b"{}".to_vec(),
+            };
+            let bytes = env.encode().map_err(|e| EngineError::Fatal(format!("cannot encode a purge: {e}")))?;
+            let record = BaseRecord::<str, [u8]>::to(&topic).key(key.as_str()).payload(&bytes).partition(p);
+            self.producer.send(record).map_err(|(e, _)| EngineError::Kafka(e))?;
+        }
+        Ok(())
+    }
+
+    fn apply_effects(&mut self, state: &mut PartitionState<R::State>, key: &CustomerKey, shop: &str, source_delivery: &str, effects: Vec<Effect>) -> Result<(), EngineError> {
         let mut purge = false;
         for effect in effects {
             match effect {
@@ -417,7 +452,12 @@ impl<R: Rules> Engine<R> {
                 Effect::Purge => purge = true,
             }
         }
-        if purge {
+        if purge && key.kind() == KeyKind::Shop {
+            // shop/redact: every key of the shop, on every partition, must go. The shop key
+            // lives on one partition, so tell all of them through the repartition topic.
+            self.broadcast_shop_purge(key, shop, source_delivery)?;
+            state.purge(key.as_str());
+        } else if purge {
             state.purge(key.as_str());
         } else {
             state.dirty.insert(key.as_str().to_owned());
@@ -440,7 +480,8 @@ impl<R: Rules> Engine<R> {
             match self.rules.on_timer(&key, &mut entry.aggregate, &timer, &ctx) {
                 Ok(effects) => {
                     entry.updated_at_ms = entry.updated_at_ms.max(timer.due_ms);
-                    self.apply_effects(state, &key, &shop, effects)?;
+                    let source = format!("timer-{}-{}", timer.timer_id, timer.due_ms);
+                    self.apply_effects(state, &key, &shop, &source, effects)?;
                 }
                 Err(e) => {
                     entry.aggregate = before;

@@ -263,3 +263,43 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     let garbage = dlq.iter().find(|(_, _, v, _)| v.as_deref() == Some(&b"definitely not avro"[..]));
     assert!(garbage.is_some(), "the original bytes are kept");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shop_redact_purges_every_key_of_the_shop_on_every_partition() {
+    let k = kafka();
+    let topics = fresh_topics(&k, 4).await;
+    let (inputs, n) = workload(12, 2, "before");
+    produce(&k, &topics.raw, &inputs).await;
+    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("purge"), timer_delay: "1day".into() };
+    let mut p = d.spawn("p");
+    wait_commands(&k, &topics, n, "orders before the redaction");
+    produce(&k, &topics.raw, &[envelope("shop/redact", "redact-1", runtime::now_ms(), r#"{"shop_id":1,"shop_domain":"test-shop.myshopify.com"}"#)]).await;
+    // After the purge every customer starts from zero again.
+    let (after, m) = workload(12, 1, "after");
+    // Wait until the purge has been applied everywhere: the customer query answers 404.
+    wait_for("the purge", Duration::from_secs(60), || {
+        let url = format!("127.0.0.1:{}", p.port);
+        let key = customer_key(9_007_199_254_740_993);
+        probe_status(&url, &format!("/customers/{key}")).filter(|s| *s == 404)
+    });
+    produce(&k, &topics.raw, &after).await;
+    let cmds = wait_commands(&k, &topics, n + m, "orders after the redaction");
+    p.terminate();
+    let counts: BTreeSet<i64> = cmds
+        .iter()
+        .filter(|c| event_name(c) == "order_counted" && c.source_ids.iter().any(|s| s.starts_with("after-")))
+        .map(|c| event_field(c, "orders").unwrap())
+        .collect();
+    assert_eq!(counts, BTreeSet::from([1]), "state was purged on every partition");
+}
+
+/// HTTP status of a GET, over a raw socket.
+fn probe_status(host: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.get(9..12)?.parse().ok()
+}
