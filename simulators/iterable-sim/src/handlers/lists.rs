@@ -1,0 +1,165 @@
+//! `lists/subscribe` and `lists/unsubscribe` (static lists; unknown list → 400 with code
+//! `Success`, reference §3.10).
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::ProjectType;
+use crate::endpoint::Endpoint;
+use crate::error::ApiError;
+use crate::handlers::users::{UserUpdate, bulk_user_response, check_user, write_user};
+use crate::handlers::{FailedUpdates, check_record_cap, lock, parse, type_mismatch};
+use crate::server::SimState;
+use crate::store::profiles::{Create, Ident};
+use crate::store::types::{TypeCheck, commit};
+use crate::store::{ProjectStore, now_secs};
+
+/// `400 {"msg":"error.lists.invalidListId(<id>)","code":"Success",...}` — yes, `Success`.
+pub(crate) fn invalid_list(ps: &ProjectStore, list_id: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "Success",
+        format!("error.lists.invalidListId({list_id})"),
+    )
+    .with_params(json!({"projectId": ps.id, "listId": list_id}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Subscribe {
+    list_id: Option<u64>,
+    subscribers: Option<Vec<UserUpdate>>,
+    update_existing_users_only: Option<bool>,
+}
+
+/// `POST /api/lists/subscribe`
+pub(crate) fn subscribe(
+    state: &SimState,
+    project: usize,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: Subscribe = parse(body)?;
+    let list_id = req
+        .list_id
+        .ok_or_else(|| ApiError::bad_params("listId is required"))?;
+    let subscribers = req
+        .subscribers
+        .ok_or_else(|| ApiError::bad_params("subscribers is required"))?;
+    check_record_cap(state, subscribers.len())?;
+    let mut ps = lock(state, project)?;
+    if !ps.list_exists(list_id) {
+        return Err(invalid_list(&ps, list_id));
+    }
+    let mut tc = TypeCheck::new(&ps.types, ps.id);
+    let drops: Vec<Vec<String>> = subscribers
+        .iter()
+        .map(|u| {
+            let create_new = u.create_new_fields.unwrap_or(ps.create_new_fields);
+            check_user(&mut tc, u, create_new)
+        })
+        .collect();
+    tc.result().map_err(type_mismatch)?;
+    let (created, filtered) = tc.created_and_filtered();
+    let pending = tc.into_pending();
+    // updateExistingUsersOnly is honoured in userID-based and hybrid projects only.
+    let create =
+        if req.update_existing_users_only.unwrap_or(false) && ps.ptype != ProjectType::Email {
+            Create::No
+        } else {
+            Create::Yes
+        };
+    let now = now_secs();
+    let mut failed = FailedUpdates::default();
+    let mut ok = 0u64;
+    for (u, drop) in subscribers.into_iter().zip(drops) {
+        let key = u.ident().key();
+        let result = if u.data_fields.is_some() {
+            write_user(&mut ps, u, &drop, create, now)
+        } else {
+            let ptype = ps.ptype;
+            ps.profiles.resolve(ptype, &u.ident(), create, now)
+        };
+        match result {
+            Ok(id) => {
+                if let Some(p) = ps.profiles.get_mut(id) {
+                    p.lists.insert(list_id);
+                }
+                ok += 1;
+            }
+            Err(f) => failed.record(f, key),
+        }
+    }
+    commit(&mut ps.types, pending);
+    drop(ps);
+    state
+        .inner
+        .stats
+        .records(Endpoint::ListsSubscribe, ok, failed.count);
+    Ok(bulk_user_response(ok, &failed, created, filtered))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Subscriber {
+    email: Option<String>,
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Unsubscribe {
+    list_id: Option<u64>,
+    subscribers: Option<Vec<Subscriber>>,
+    #[allow(dead_code)]
+    campaign_id: Option<i64>,
+    #[allow(dead_code)]
+    channel_unsubscribe: Option<bool>,
+}
+
+/// `POST /api/lists/unsubscribe`
+pub(crate) fn unsubscribe(
+    state: &SimState,
+    project: usize,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: Unsubscribe = parse(body)?;
+    let list_id = req
+        .list_id
+        .ok_or_else(|| ApiError::bad_params("listId is required"))?;
+    let subscribers = req
+        .subscribers
+        .ok_or_else(|| ApiError::bad_params("subscribers is required"))?;
+    check_record_cap(state, subscribers.len())?;
+    let mut ps = lock(state, project)?;
+    if !ps.list_exists(list_id) {
+        return Err(invalid_list(&ps, list_id));
+    }
+    let now = now_secs();
+    let mut failed = FailedUpdates::default();
+    let mut ok = 0u64;
+    for s in &subscribers {
+        let ident = Ident {
+            email: s.email.as_deref(),
+            user_id: s.user_id.as_deref(),
+            prefer_user_id: false,
+        };
+        let ptype = ps.ptype;
+        match ps.profiles.resolve(ptype, &ident, Create::No, now) {
+            Ok(id) => {
+                if let Some(p) = ps.profiles.get_mut(id) {
+                    p.lists.remove(&list_id);
+                }
+                ok += 1;
+            }
+            Err(f) => failed.record(f, ident.key()),
+        }
+    }
+    drop(ps);
+    state
+        .inner
+        .stats
+        .records(Endpoint::ListsUnsubscribe, ok, failed.count);
+    Ok(bulk_user_response(ok, &failed, Vec::new(), Vec::new()))
+}

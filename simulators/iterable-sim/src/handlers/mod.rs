@@ -1,0 +1,558 @@
+//! `/api/...` routes and the request pipeline every endpoint goes through.
+//!
+//! Pipeline, in order (each step may answer and stop):
+//! 1. count the request; read the body up to the endpoint's cap → `413`/`400 BatchTooLarge`;
+//! 2. outage fault → `503` (plain text, like a load balancer page);
+//! 3. API key → project, else `401 BadApiKey`;
+//! 4. 429 storm fault, then the exact rate limiter → `429 RateLimitExceeded`;
+//! 5. random 5xx / held request / latency faults;
+//! 6. parse (`400 BadJsonBody` for malformed JSON, `400 BadParams` for wrong shapes) and apply
+//!    under the project's lock.
+
+pub(crate) mod commerce;
+pub(crate) mod events;
+pub(crate) mod lists;
+pub(crate) mod users;
+
+use std::net::SocketAddr;
+use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::config::{RateLimitBody, TooLargeResponse};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, json_response};
+use crate::faults::Injected;
+use crate::ratelimit::Decision;
+use crate::server::SimState;
+use crate::store::ProjectStore;
+use crate::store::profiles::{Failure, Key};
+
+/// The synchronous part of an endpoint: project index and body in, answer out.
+type Handler<'a> =
+    Box<dyn FnOnce(&SimState, usize, &[u8]) -> Result<Response, ApiError> + Send + 'a>;
+
+macro_rules! post_endpoint {
+    ($name:ident, $ep:expr, $f:path) => {
+        async fn $name(State(s): State<SimState>, req: Request) -> Response {
+            dispatch(s, $ep, req, Box::new($f)).await
+        }
+    };
+}
+
+post_endpoint!(users_update, Endpoint::UsersUpdate, users::update);
+post_endpoint!(
+    users_bulk_update,
+    Endpoint::UsersBulkUpdate,
+    users::bulk_update
+);
+post_endpoint!(
+    users_update_email,
+    Endpoint::UsersUpdateEmail,
+    users::update_email
+);
+post_endpoint!(
+    users_update_subscriptions,
+    Endpoint::UsersUpdateSubscriptions,
+    users::update_subscriptions
+);
+post_endpoint!(
+    users_bulk_update_subscriptions,
+    Endpoint::UsersBulkUpdateSubscriptions,
+    users::bulk_update_subscriptions
+);
+post_endpoint!(users_forget, Endpoint::UsersForget, users::forget);
+post_endpoint!(users_unforget, Endpoint::UsersUnforget, users::unforget);
+post_endpoint!(events_track, Endpoint::EventsTrack, events::track);
+post_endpoint!(
+    events_track_bulk,
+    Endpoint::EventsTrackBulk,
+    events::track_bulk
+);
+post_endpoint!(
+    commerce_track_purchase,
+    Endpoint::CommerceTrackPurchase,
+    commerce::track_purchase
+);
+post_endpoint!(
+    commerce_update_cart,
+    Endpoint::CommerceUpdateCart,
+    commerce::update_cart
+);
+post_endpoint!(lists_subscribe, Endpoint::ListsSubscribe, lists::subscribe);
+post_endpoint!(
+    lists_unsubscribe,
+    Endpoint::ListsUnsubscribe,
+    lists::unsubscribe
+);
+
+async fn delete_by_email(
+    State(s): State<SimState>,
+    Path(email): Path<String>,
+    req: Request,
+) -> Response {
+    dispatch(
+        s,
+        Endpoint::UsersDeleteByEmail,
+        req,
+        Box::new(move |s, p, _| users::delete_by_email(s, p, &email)),
+    )
+    .await
+}
+
+async fn delete_by_user_id(
+    State(s): State<SimState>,
+    Path(user_id): Path<String>,
+    req: Request,
+) -> Response {
+    dispatch(
+        s,
+        Endpoint::UsersDeleteByUserId,
+        req,
+        Box::new(move |s, p, _| users::delete_by_user_id(s, p, &user_id)),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct EmailQuery {
+    email: Option<String>,
+}
+
+async fn get_by_email_query(
+    State(s): State<SimState>,
+    Query(q): Query<EmailQuery>,
+    req: Request,
+) -> Response {
+    dispatch(
+        s,
+        Endpoint::UsersGetByEmail,
+        req,
+        Box::new(move |s, p, _| match q.email {
+            Some(e) => users::get_by_email(s, p, &e),
+            None => Err(ApiError::bad_params("email query parameter is required")),
+        }),
+    )
+    .await
+}
+
+async fn get_by_email_path(
+    State(s): State<SimState>,
+    Path(email): Path<String>,
+    req: Request,
+) -> Response {
+    dispatch(
+        s,
+        Endpoint::UsersGetByEmail,
+        req,
+        Box::new(move |s, p, _| users::get_by_email(s, p, &email)),
+    )
+    .await
+}
+
+async fn get_by_user_id(
+    State(s): State<SimState>,
+    Path(user_id): Path<String>,
+    req: Request,
+) -> Response {
+    dispatch(
+        s,
+        Endpoint::UsersGetByUserId,
+        req,
+        Box::new(move |s, p, _| users::get_by_user_id(s, p, &user_id)),
+    )
+    .await
+}
+
+/// The Iterable API router.
+pub(crate) fn router() -> Router<SimState> {
+    Router::new()
+        .route("/api/users/update", post(users_update))
+        .route("/api/users/bulkUpdate", post(users_bulk_update))
+        .route("/api/users/updateEmail", post(users_update_email))
+        .route(
+            "/api/users/updateSubscriptions",
+            post(users_update_subscriptions),
+        )
+        .route(
+            "/api/users/bulkUpdateSubscriptions",
+            post(users_bulk_update_subscriptions),
+        )
+        .route("/api/users/forget", post(users_forget))
+        .route("/api/users/unforget", post(users_unforget))
+        .route("/api/users/getByEmail", get(get_by_email_query))
+        .route(
+            "/api/users/byUserId/{user_id}",
+            get(get_by_user_id).delete(delete_by_user_id),
+        )
+        .route(
+            "/api/users/{email}",
+            get(get_by_email_path).delete(delete_by_email),
+        )
+        .route("/api/events/track", post(events_track))
+        .route("/api/events/trackBulk", post(events_track_bulk))
+        .route("/api/commerce/trackPurchase", post(commerce_track_purchase))
+        .route("/api/commerce/updateCart", post(commerce_update_cart))
+        .route("/api/lists/subscribe", post(lists_subscribe))
+        .route("/api/lists/unsubscribe", post(lists_unsubscribe))
+}
+
+/// Unknown routes: 404 with an HTML body, as Iterable's edge answers (reference §4.1).
+pub(crate) async fn not_found(State(s): State<SimState>) -> Response {
+    s.inner.stats.unknown_route();
+    (
+        StatusCode::NOT_FOUND,
+        Html(
+            "<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>",
+        ),
+    )
+        .into_response()
+}
+
+async fn dispatch(state: SimState, ep: Endpoint, req: Request, f: Handler<'_>) -> Response {
+    state.inner.stats.received(ep);
+    let resp = pipeline(&state, ep, req, f).await;
+    let status = resp.status().as_u16();
+    state.inner.stats.finished(ep, status);
+    if !ep.is_bulk() && (200..300).contains(&status) {
+        state.inner.stats.records(ep, 1, 0);
+    }
+    resp
+}
+
+async fn pipeline(state: &SimState, ep: Endpoint, req: Request, f: Handler<'_>) -> Response {
+    let inner = &state.inner;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (parts, body) = req.into_parts();
+
+    let limits = &inner.config.body_limits;
+    let cap = if ep.is_bulk() {
+        limits.bulk_max_bytes
+    } else {
+        limits.single_max_bytes
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return too_large(limits.too_large, cap);
+    }
+    // Reading fails only when the body exceeds the cap (chunked uploads) or the client went
+    // away; in the latter case nobody reads the answer, so 413 is right for both.
+    let body = match axum::body::to_bytes(body, cap).await {
+        Ok(b) => b,
+        Err(_) => return too_large(limits.too_large, cap),
+    };
+
+    if inner.faults.outage(ep) {
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return r;
+    }
+    let project = match inner.keys.authenticate(&parts.headers, ep, peer) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if inner.faults.storm(ep) {
+        return rate_limited(state, ep, project, None);
+    }
+    if let Decision::Reject { retry_after } = inner.limiter.check(project, ep) {
+        return rate_limited(state, ep, project, Some(retry_after));
+    }
+    inner.stats.admitted(ep);
+
+    match inner.faults.inject(ep) {
+        Injected::Error(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return json_response(
+                status,
+                &json!({"msg": "Internal error (injected fault)", "code": "GenericError", "params": null}),
+            );
+        }
+        Injected::Hold(hold) => {
+            tokio::select! {
+                _ = tokio::time::sleep(hold) => {}
+                _ = inner.shutdown.cancelled() => {}
+            }
+            return json_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &json!({"msg": "Gateway timeout (injected fault)", "code": "GenericError", "params": null}),
+            );
+        }
+        Injected::Proceed { delay } => {
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = inner.shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    match f(state, project, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn too_large(style: TooLargeResponse, cap: usize) -> Response {
+    let status = match style {
+        TooLargeResponse::Status413 => StatusCode::PAYLOAD_TOO_LARGE,
+        TooLargeResponse::BatchTooLarge400 => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(
+        status,
+        "BatchTooLarge",
+        format!("Request body exceeds the maximum of {cap} bytes"),
+    )
+    .into_response()
+}
+
+fn rate_limited(
+    state: &SimState,
+    ep: Endpoint,
+    project: usize,
+    retry_after: Option<std::time::Duration>,
+) -> Response {
+    let inner = &state.inner;
+    let cfg = &inner.config.rate_limits.response;
+    let project_id = inner
+        .config
+        .projects
+        .get(project)
+        .map(|p| p.id)
+        .unwrap_or_default();
+    let n = inner.served_429.fetch_add(1, Ordering::Relaxed);
+    let text = match cfg.body {
+        RateLimitBody::Json => false,
+        RateLimitBody::Text => true,
+        RateLimitBody::Alternate => n % 2 == 1,
+    };
+    let mut resp = if text {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit exceeded. Please try again later.",
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    } else {
+        json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({
+                "msg": format!("Exceeded rate limit for endpoint: {}, project: {} ", ep.path(), project_id),
+                "code": "RateLimitExceeded",
+                "params": {},
+            }),
+        )
+    };
+    let secs = cfg.retry_after_secs.or_else(|| {
+        cfg.retry_after_computed
+            .then(|| retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64))
+            .flatten()
+    });
+    if let Some(secs) = secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// Parses a JSON body: syntax errors → `BadJsonBody`, shape/type errors → `BadParams`.
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_params(format!("Invalid params: {e}")),
+        _ => ApiError::bad_json(format!("Could not parse JSON body: {e}")),
+    })
+}
+
+/// Locks the project (index comes from authentication, so it exists).
+pub(crate) fn lock(
+    state: &SimState,
+    project: usize,
+) -> Result<MutexGuard<'_, ProjectStore>, ApiError> {
+    state.inner.store.project(project).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "GenericError",
+            "unknown project",
+        )
+    })
+}
+
+/// The single-endpoint answer for a user failure.
+pub(crate) fn failure_error(f: Failure) -> ApiError {
+    match f {
+        Failure::Missing(msg) => ApiError::bad_params(msg),
+        Failure::InvalidEmail(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidEmailAddressError",
+            format!("Invalid email: {e}"),
+        ),
+        Failure::InvalidUserId(u) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidUserIdError",
+            format!("Invalid userId: {u:?}"),
+        ),
+        Failure::Forgotten(_) => ApiError::forgotten(),
+        Failure::Conflict(_, msg) => ApiError::conflict(msg),
+        Failure::NotFound(Key::Email(e)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownEmailError",
+            format!("No user exists with email {e}"),
+        ),
+        Failure::NotFound(Key::UserId(u)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownUserIdError",
+            format!("No user exists with userId {u}"),
+        ),
+        Failure::EmailExists(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "EmailAlreadyExists",
+            format!("Email already exists: {e}"),
+        ),
+    }
+}
+
+/// The whole-request answer for a type mismatch.
+pub(crate) fn type_mismatch((msg, params): (String, Value)) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "RequestFieldsTypesMismatched", msg).with_params(params)
+}
+
+/// Rejects bulk requests above `bulk_max_records`.
+pub(crate) fn check_record_cap(state: &SimState, n: usize) -> Result<(), ApiError> {
+    match state.inner.config.body_limits.bulk_max_records {
+        Some(max) if n > max => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BatchTooLarge",
+            format!("Batch of {n} records exceeds the maximum of {max}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `failedUpdates` of bulk answers: identifiers (not indices) per failure kind.
+#[derive(Debug, Default)]
+pub(crate) struct FailedUpdates {
+    conflict_emails: Vec<String>,
+    conflict_user_ids: Vec<String>,
+    forgotten_emails: Vec<String>,
+    forgotten_user_ids: Vec<String>,
+    invalid_data_emails: Vec<String>,
+    invalid_data_user_ids: Vec<String>,
+    invalid_emails: Vec<String>,
+    invalid_user_ids: Vec<String>,
+    not_found_emails: Vec<String>,
+    not_found_user_ids: Vec<String>,
+    pub(crate) count: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Conflict,
+    Forgotten,
+    InvalidData,
+    Invalid,
+    NotFound,
+}
+
+impl FailedUpdates {
+    /// Files `failure` of a record; `fallback` names the record when the failure carries no
+    /// identifier of its own.
+    pub(crate) fn record(&mut self, failure: Failure, fallback: Key) {
+        self.count += 1;
+        let (kind, key) = match failure {
+            Failure::InvalidEmail(e) => (Kind::Invalid, Key::Email(e)),
+            Failure::InvalidUserId(u) => (Kind::Invalid, Key::UserId(u)),
+            Failure::Forgotten(k) => (Kind::Forgotten, k),
+            Failure::Conflict(k, _) => (Kind::Conflict, k),
+            Failure::EmailExists(e) => (Kind::Conflict, Key::Email(e)),
+            Failure::NotFound(k) => (Kind::NotFound, k),
+            Failure::Missing(_) => (Kind::InvalidData, fallback),
+        };
+        let (emails, user_ids) = match kind {
+            Kind::Conflict => (&mut self.conflict_emails, &mut self.conflict_user_ids),
+            Kind::Forgotten => (&mut self.forgotten_emails, &mut self.forgotten_user_ids),
+            Kind::InvalidData => (
+                &mut self.invalid_data_emails,
+                &mut self.invalid_data_user_ids,
+            ),
+            Kind::Invalid => (&mut self.invalid_emails, &mut self.invalid_user_ids),
+            Kind::NotFound => (&mut self.not_found_emails, &mut self.not_found_user_ids),
+        };
+        match key {
+            Key::Email(e) => emails.push(e),
+            Key::UserId(u) => user_ids.push(u),
+        }
+    }
+
+    /// `failedUpdates` of `UserBulkUpdateListResponse` (users/bulkUpdate, lists/*).
+    pub(crate) fn users_json(&self) -> Value {
+        json!({
+            "conflictEmails": self.conflict_emails,
+            "conflictUserIds": self.conflict_user_ids,
+            "forgottenEmails": self.forgotten_emails,
+            "forgottenUserIds": self.forgotten_user_ids,
+            "invalidDataEmails": self.invalid_data_emails,
+            "invalidDataUserIds": self.invalid_data_user_ids,
+            "invalidEmails": self.invalid_emails,
+            "invalidUserIds": self.invalid_user_ids,
+            "notFoundEmails": self.not_found_emails,
+            "notFoundUserIds": self.not_found_user_ids,
+        })
+    }
+
+    /// `failedUpdates` of `BulkTrackResponse`, which has no conflict/invalidData buckets:
+    /// those identifiers are reported as invalid.
+    pub(crate) fn events_json(&self) -> Value {
+        json!({
+            "invalidEmails": self.all_invalid_emails(),
+            "invalidUserIds": self.all_invalid_user_ids(),
+            "notFoundEmails": self.not_found_emails,
+            "notFoundUserIds": self.not_found_user_ids,
+            "forgottenEmails": self.forgotten_emails,
+            "forgottenUserIds": self.forgotten_user_ids,
+        })
+    }
+
+    /// Deprecated top-level `invalidEmails`.
+    pub(crate) fn invalid_emails(&self) -> &[String] {
+        &self.invalid_emails
+    }
+
+    /// Deprecated top-level `invalidUserIds`.
+    pub(crate) fn invalid_user_ids(&self) -> &[String] {
+        &self.invalid_user_ids
+    }
+
+    /// Invalid, conflicting and invalid-data emails together.
+    pub(crate) fn all_invalid_emails(&self) -> Vec<String> {
+        let mut v = self.invalid_emails.clone();
+        v.extend(self.conflict_emails.iter().cloned());
+        v.extend(self.invalid_data_emails.iter().cloned());
+        v
+    }
+
+    /// Invalid, conflicting and invalid-data userIds together.
+    pub(crate) fn all_invalid_user_ids(&self) -> Vec<String> {
+        let mut v = self.invalid_user_ids.clone();
+        v.extend(self.conflict_user_ids.iter().cloned());
+        v.extend(self.invalid_data_user_ids.iter().cloned());
+        v
+    }
+}

@@ -1,0 +1,423 @@
+//! Inspection API under `/_sim/` for tests and demos (never rate-limited, never faulted).
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET /_sim/profiles[?email=&userId=&project=]` | `[ProfileView]` |
+//! | `GET /_sim/events[?email=&userId=&name=&id=&project=]` | `[EventView]` |
+//! | `GET /_sim/purchases[?email=&userId=&id=&project=]` | `[PurchaseView]` |
+//! | `GET /_sim/carts[?email=&userId=&project=]` | `[CartView]` |
+//! | `GET /_sim/lists[?project=]` | `[ListView]` |
+//! | `GET /_sim/stats` | [`StatsView`] |
+//! | `GET /_sim/faults` | [`FaultStatus`] |
+//! | `POST /_sim/faults` | body [`FaultSpec`] (replaces the whole spec; `{}` clears) → [`FaultStatus`] |
+//! | `POST /_sim/reset` | clears data, stats, rate-limit buckets; restores start-up faults |
+//! | `GET /_sim/config` | the effective [`crate::SimConfig`] |
+//! | `GET /_sim/health` | `{"ok":true}` |
+//!
+//! Views list records in first-write order. Records of deleted or forgotten users are not shown.
+//! The same types are returned in-process by the `SimState` accessors.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::error::json_response;
+use crate::faults::{FaultSpec, FaultStatus};
+use crate::server::SimState;
+use crate::stats::StatsView;
+use crate::store::profiles::Profile;
+use crate::store::{ProjectStore, format_ts};
+
+/// Identifiers of the user a record belongs to (current values: an `updateEmail` shows up).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    /// Email, if the profile has one.
+    pub email: Option<String>,
+    /// userId, if the profile has one.
+    pub user_id: Option<String>,
+}
+
+/// A user profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileView {
+    /// Project id.
+    pub project: u64,
+    /// Email (placeholder addresses end in `@placeholder.email`).
+    pub email: Option<String>,
+    /// userId.
+    pub user_id: Option<String>,
+    /// Custom profile fields as merged so far.
+    pub data_fields: Map<String, Value>,
+    /// `shoppingCartItems` (`None` if no cart was ever written; `[]` after a purchase).
+    pub shopping_cart_items: Option<Vec<Value>>,
+    /// Static lists the user is subscribed to (`userListIds`/`emailListIds` in Iterable).
+    pub list_ids: Vec<u64>,
+    /// From updateSubscriptions.
+    pub unsubscribed_channel_ids: Vec<i64>,
+    /// From updateSubscriptions.
+    pub unsubscribed_message_type_ids: Vec<i64>,
+    /// From updateSubscriptions.
+    pub subscribed_message_type_ids: Vec<i64>,
+    /// `yyyy-MM-dd HH:mm:ss +00:00`.
+    pub signup_date: String,
+    /// `yyyy-MM-dd HH:mm:ss +00:00`.
+    pub profile_updated_at: String,
+    /// Writes to this profile's fields (users/update, bulkUpdate, purchase user, subscribe).
+    pub update_count: u64,
+}
+
+/// A custom event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    /// Project id.
+    pub project: u64,
+    /// Event id (given or generated).
+    pub id: String,
+    /// `eventName` (`updateCart` for cart updates).
+    pub name: String,
+    /// Owner.
+    pub user: UserRef,
+    /// Unix seconds (converted if sent in ms).
+    pub created_at: i64,
+    /// Whether `createdAt` arrived in milliseconds.
+    pub created_at_was_millis: bool,
+    /// Event fields of the last write.
+    pub data_fields: Map<String, Value>,
+    /// `campaignId` of the last write.
+    pub campaign_id: Option<i64>,
+    /// `templateId` of the last write.
+    pub template_id: Option<i64>,
+    /// Times this id was written (1 = never updated).
+    pub update_count: u64,
+    /// Journey triggers: `updateCount` if updates count as occurrences (default), else 1.
+    pub occurrences: u64,
+    /// Endpoint of the last write (`events/track`, `events/trackBulk`, `commerce/updateCart`).
+    pub endpoint: String,
+}
+
+/// A purchase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchaseView {
+    /// Project id.
+    pub project: u64,
+    /// Purchase id (given or generated).
+    pub id: String,
+    /// Buyer.
+    pub user: UserRef,
+    /// `items` of the last write.
+    pub items: Vec<Value>,
+    /// `total` of the last write.
+    pub total: f64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Whether `createdAt` arrived in milliseconds.
+    pub created_at_was_millis: bool,
+    /// Purchase `dataFields`.
+    pub data_fields: Map<String, Value>,
+    /// `campaignId`.
+    pub campaign_id: Option<i64>,
+    /// `templateId`.
+    pub template_id: Option<i64>,
+    /// Times this id was written.
+    pub update_count: u64,
+    /// As for events.
+    pub occurrences: u64,
+}
+
+/// A shopping cart (profiles on which a cart was ever written).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartView {
+    /// Project id.
+    pub project: u64,
+    /// Owner.
+    pub user: UserRef,
+    /// Current `shoppingCartItems` (empty after a purchase).
+    pub items: Vec<Value>,
+    /// Number of `updateCart` calls for this user.
+    pub update_count: u64,
+}
+
+/// A static list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListView {
+    /// Project id.
+    pub project: u64,
+    /// List id.
+    pub list_id: u64,
+    /// Members.
+    pub members: Vec<UserRef>,
+    /// `members.len()`.
+    pub size: usize,
+}
+
+/// Filters accepted by the record views.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    /// Only this user's records.
+    pub email: Option<String>,
+    /// Only this user's records.
+    pub user_id: Option<String>,
+    /// Only this project.
+    pub project: Option<u64>,
+    /// Events: only this `eventName`.
+    pub name: Option<String>,
+    /// Events/purchases: only this id.
+    pub id: Option<String>,
+}
+
+impl Filter {
+    fn project(&self, p: &ProjectStore) -> bool {
+        self.project.is_none_or(|id| id == p.id)
+    }
+
+    fn user(&self, p: &Profile) -> bool {
+        self.email
+            .as_deref()
+            .is_none_or(|e| p.email.as_deref() == Some(e))
+            && self
+                .user_id
+                .as_deref()
+                .is_none_or(|u| p.user_id.as_deref() == Some(u))
+    }
+}
+
+fn user_ref(p: &Profile) -> UserRef {
+    UserRef {
+        email: p.email.clone(),
+        user_id: p.user_id.clone(),
+    }
+}
+
+fn occurrences(state: &SimState, update_count: u64) -> u64 {
+    if state.config().behaviour.count_updates_as_occurrences {
+        update_count
+    } else {
+        update_count.min(1)
+    }
+}
+
+pub(crate) fn profiles(state: &SimState, f: &Filter) -> Vec<ProfileView> {
+    let mut out = Vec::new();
+    state.for_each_project(|ps| {
+        if !f.project(ps) {
+            return;
+        }
+        for p in ps.profiles.by_id.values().filter(|p| f.user(p)) {
+            out.push(ProfileView {
+                project: ps.id,
+                email: p.email.clone(),
+                user_id: p.user_id.clone(),
+                data_fields: p.data.clone(),
+                shopping_cart_items: p.cart.clone(),
+                list_ids: p.lists.iter().copied().collect(),
+                unsubscribed_channel_ids: p.unsubscribed_channel_ids.clone(),
+                unsubscribed_message_type_ids: p.unsubscribed_message_type_ids.clone(),
+                subscribed_message_type_ids: p.subscribed_message_type_ids.clone(),
+                signup_date: format_ts(p.signup_at),
+                profile_updated_at: format_ts(p.updated_at),
+                update_count: p.update_count,
+            });
+        }
+    });
+    out
+}
+
+pub(crate) fn events(state: &SimState, f: &Filter) -> Vec<EventView> {
+    let mut out = Vec::new();
+    state.for_each_project(|ps| {
+        if !f.project(ps) {
+            return;
+        }
+        for e in &ps.events.items {
+            let Some(p) = ps.profiles.get(e.profile) else {
+                continue;
+            };
+            if !f.user(p)
+                || f.name.as_deref().is_some_and(|n| n != e.name)
+                || f.id.as_deref().is_some_and(|i| i != e.id)
+            {
+                continue;
+            }
+            out.push(EventView {
+                project: ps.id,
+                id: e.id.clone(),
+                name: e.name.clone(),
+                user: user_ref(p),
+                created_at: e.created_at,
+                created_at_was_millis: e.created_at_was_millis,
+                data_fields: e.data.clone(),
+                campaign_id: e.campaign_id,
+                template_id: e.template_id,
+                update_count: e.update_count,
+                occurrences: occurrences(state, e.update_count),
+                endpoint: e.endpoint.name().to_string(),
+            });
+        }
+    });
+    out
+}
+
+pub(crate) fn purchases(state: &SimState, f: &Filter) -> Vec<PurchaseView> {
+    let mut out = Vec::new();
+    state.for_each_project(|ps| {
+        if !f.project(ps) {
+            return;
+        }
+        for r in &ps.purchases.items {
+            let Some(p) = ps.profiles.get(r.profile) else {
+                continue;
+            };
+            if !f.user(p) || f.id.as_deref().is_some_and(|i| i != r.id) {
+                continue;
+            }
+            out.push(PurchaseView {
+                project: ps.id,
+                id: r.id.clone(),
+                user: user_ref(p),
+                items: r.items.clone(),
+                total: r.total,
+                created_at: r.created_at,
+                created_at_was_millis: r.created_at_was_millis,
+                data_fields: r.data.clone(),
+                campaign_id: r.campaign_id,
+                template_id: r.template_id,
+                update_count: r.update_count,
+                occurrences: occurrences(state, r.update_count),
+            });
+        }
+    });
+    out
+}
+
+pub(crate) fn carts(state: &SimState, f: &Filter) -> Vec<CartView> {
+    let mut out = Vec::new();
+    state.for_each_project(|ps| {
+        if !f.project(ps) {
+            return;
+        }
+        for p in ps.profiles.by_id.values().filter(|p| f.user(p)) {
+            if let Some(items) = &p.cart {
+                out.push(CartView {
+                    project: ps.id,
+                    user: user_ref(p),
+                    items: items.clone(),
+                    update_count: p.cart_updates,
+                });
+            }
+        }
+    });
+    out
+}
+
+pub(crate) fn lists(state: &SimState, f: &Filter) -> Vec<ListView> {
+    let mut out = Vec::new();
+    state.for_each_project(|ps| {
+        if !f.project(ps) {
+            return;
+        }
+        let mut ids = ps.configured_lists().clone();
+        for p in ps.profiles.by_id.values() {
+            ids.extend(p.lists.iter().copied());
+        }
+        for list_id in ids {
+            let members: Vec<UserRef> = ps
+                .profiles
+                .by_id
+                .values()
+                .filter(|p| p.lists.contains(&list_id))
+                .map(user_ref)
+                .collect();
+            out.push(ListView {
+                project: ps.id,
+                list_id,
+                size: members.len(),
+                members,
+            });
+        }
+    });
+    out
+}
+
+/// The `/_sim` router.
+pub(crate) fn router() -> Router<SimState> {
+    Router::new()
+        .route(
+            "/_sim/profiles",
+            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
+                Json(profiles(&s, &f))
+            }),
+        )
+        .route(
+            "/_sim/events",
+            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
+                Json(events(&s, &f))
+            }),
+        )
+        .route(
+            "/_sim/purchases",
+            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
+                Json(purchases(&s, &f))
+            }),
+        )
+        .route(
+            "/_sim/carts",
+            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
+                Json(carts(&s, &f))
+            }),
+        )
+        .route(
+            "/_sim/lists",
+            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
+                Json(lists(&s, &f))
+            }),
+        )
+        .route(
+            "/_sim/stats",
+            get(|State(s): State<SimState>| async move { Json::<StatsView>(s.stats()) }),
+        )
+        .route(
+            "/_sim/faults",
+            get(|State(s): State<SimState>| async move { Json::<FaultStatus>(s.faults()) })
+                .post(set_faults),
+        )
+        .route(
+            "/_sim/reset",
+            post(|State(s): State<SimState>| async move {
+                s.reset();
+                Json(json!({"ok": true}))
+            }),
+        )
+        .route(
+            "/_sim/config",
+            get(|State(s): State<SimState>| async move { Json(s.config().clone()) }),
+        )
+        .route("/_sim/health", get(|| async { Json(json!({"ok": true})) }))
+}
+
+async fn set_faults(State(s): State<SimState>, body: axum::body::Bytes) -> Response {
+    let spec: FaultSpec = match serde_json::from_slice(&body) {
+        Ok(spec) => spec,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": format!("invalid fault spec: {e}")}),
+            );
+        }
+    };
+    match s.set_faults(spec) {
+        Ok(()) => Json(s.faults()).into_response(),
+        Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+    }
+}
