@@ -112,21 +112,32 @@ impl ProcessorConfig {
             c.instance_id = std::env::var("HOSTNAME")
                 .ok()
                 .filter(|h| !h.is_empty())
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                })
                 .unwrap_or_else(|| "processor".into());
         }
         if c.http.advertised_url.is_empty() {
             // A wildcard listen address is not reachable by peers: advertise the host name.
             let port = c.http.listen.rsplit(':').next().unwrap_or("8081");
-            let host = if c.http.listen.starts_with("0.0.0.0") || c.http.listen.starts_with("[::]") {
+            let host = if c.http.listen.starts_with("0.0.0.0") || c.http.listen.starts_with("[::]")
+            {
                 c.instance_id.clone()
             } else {
-                c.http.listen.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default()
+                c.http
+                    .listen
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.to_owned())
+                    .unwrap_or_default()
             };
             c.http.advertised_url = format!("http://{host}:{port}");
         }
         if c.engine.commit_max_records == 0 {
-            return Err(ConfigError::Rejected("engine.commit_max_records must be at least 1".into()));
+            return Err(ConfigError::Rejected(
+                "engine.commit_max_records must be at least 1".into(),
+            ));
         }
         Ok(c)
     }

@@ -8,7 +8,10 @@
 //! whole shop, on every partition.
 
 use rules::{Ctx, Effect, RuleError, Rules, Timer};
-use schemas::{Action, CustomerKey, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope, UserRef, iterable_id};
+use schemas::{
+    Action, CustomerKey, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope, UserRef,
+    iterable_id,
+};
 use serde::{Deserialize, Serialize};
 
 /// The order counter rules.
@@ -47,17 +50,31 @@ struct Link {
 }
 
 fn unparseable(env: &ShopifyEnvelope, e: &serde_json::Error) -> RuleError {
-    RuleError::Unparseable { topic: env.topic.clone(), message: e.to_string() }
+    RuleError::Unparseable {
+        topic: env.topic.clone(),
+        message: e.to_string(),
+    }
 }
 
-fn event(key: &CustomerKey, env_shop: &str, name: &str, id_parts: &[&str], at_ms: i64, sources: Vec<String>, fields: serde_json::Value) -> Effect {
+fn event(
+    key: &CustomerKey,
+    env_shop: &str,
+    name: &str,
+    id_parts: &[&str],
+    at_ms: i64,
+    sources: Vec<String>,
+    fields: serde_json::Value,
+) -> Effect {
     let mut parts = vec![env_shop, name];
     parts.extend_from_slice(id_parts);
     Effect::Command(IterableCommand {
         command_id: iterable_id(&parts),
         shop_domain: env_shop.to_owned(),
         customer_key: key.as_str().to_owned(),
-        user: UserRef { user_id: Some(key.id().to_owned()), email: None },
+        user: UserRef {
+            user_id: Some(key.id().to_owned()),
+            email: None,
+        },
         event_time_ms: at_ms,
         source_ids: sources,
         action: Action::TrackEvent {
@@ -71,44 +88,85 @@ fn event(key: &CustomerKey, env_shop: &str, name: &str, id_parts: &[&str], at_ms
 impl Rules for OrderCounter {
     type State = CounterState;
 
-    fn on_event(&self, key: &CustomerKey, state: &mut CounterState, env: &ShopifyEnvelope, ctx: &Ctx) -> Result<Vec<Effect>, RuleError> {
+    fn on_event(
+        &self,
+        key: &CustomerKey,
+        state: &mut CounterState,
+        env: &ShopifyEnvelope,
+        ctx: &Ctx,
+    ) -> Result<Vec<Effect>, RuleError> {
         let shop = env.shop_domain.as_str();
         let mut out = Vec::new();
         match (env.topic.as_str(), key.kind()) {
             ("shop/redact", KeyKind::Shop) => out.push(Effect::Purge),
             ("tillstream/order-link", KeyKind::Order) => {
-                let link: Link = serde_json::from_slice(&env.body).map_err(|e| unparseable(env, &e))?;
+                let link: Link =
+                    serde_json::from_slice(&env.body).map_err(|e| unparseable(env, &e))?;
                 state.owner = Some(link.owner.clone());
                 for parked in std::mem::take(&mut state.parked) {
                     out.push(forward_refund(&link.owner, shop, &parked, env, ctx)?);
                 }
             }
             ("refunds/create", KeyKind::Order) => match &state.owner {
-                Some(owner) => out.push(forward_refund(owner, shop, &String::from_utf8_lossy(&env.body), env, ctx)?),
-                None => state.parked.push(String::from_utf8_lossy(&env.body).into_owned()),
+                Some(owner) => out.push(forward_refund(
+                    owner,
+                    shop,
+                    &String::from_utf8_lossy(&env.body),
+                    env,
+                    ctx,
+                )?),
+                None => state
+                    .parked
+                    .push(String::from_utf8_lossy(&env.body).into_owned()),
             },
             ("refunds/create" | "tillstream/refund", _) => {
                 state.refunds += 1;
-                out.push(event(key, shop, "refund_counted", &[&env.delivery_id], ctx.event_time_ms, vec![env.delivery_id.clone()], serde_json::json!({"refunds": state.refunds})));
+                out.push(event(
+                    key,
+                    shop,
+                    "refund_counted",
+                    &[&env.delivery_id],
+                    ctx.event_time_ms,
+                    vec![env.delivery_id.clone()],
+                    serde_json::json!({"refunds": state.refunds}),
+                ));
             }
             (t, KeyKind::Customer | KeyKind::Email) if t.starts_with("orders/") => {
-                let order: Order = serde_json::from_slice(&env.body).map_err(|e| unparseable(env, &e))?;
+                let order: Order =
+                    serde_json::from_slice(&env.body).map_err(|e| unparseable(env, &e))?;
                 state.orders += 1;
-                out.push(event(key, shop, "order_counted", &[&env.delivery_id], ctx.event_time_ms, vec![env.delivery_id.clone()], serde_json::json!({"orders": state.orders, "order_id": order.id})));
+                out.push(event(
+                    key,
+                    shop,
+                    "order_counted",
+                    &[&env.delivery_id],
+                    ctx.event_time_ms,
+                    vec![env.delivery_id.clone()],
+                    serde_json::json!({"orders": state.orders, "order_id": order.id}),
+                ));
                 out.push(Effect::SetTimer(Timer {
                     kind: "quiet_period".into(),
                     timer_id: "quiet".into(),
                     due_ms: ctx.event_time_ms.saturating_add(self.timer_delay_ms),
                     payload: serde_json::json!({"after_delivery": env.delivery_id}),
                 }));
-                let shop_domain = ShopDomain::parse(shop).map_err(|e| RuleError::Failed { rule: "order_counter", message: e.to_string() })?;
-                let link = Link { order_id: order.id, owner: key.as_str().to_owned() };
+                let shop_domain = ShopDomain::parse(shop).map_err(|e| RuleError::Failed {
+                    rule: "order_counter",
+                    message: e.to_string(),
+                })?;
+                let link = Link {
+                    order_id: order.id,
+                    owner: key.as_str().to_owned(),
+                };
                 out.push(Effect::Forward {
                     to: CustomerKey::new(&shop_domain, KeyKind::Order, &order.id.to_string()),
                     envelope: Box::new(ShopifyEnvelope {
                         delivery_id: format!("link-{}", env.delivery_id),
                         topic: "tillstream/order-link".into(),
-                        body: serde_json::to_vec(&link).map_err(|e| RuleError::Failed { rule: "order_counter", message: e.to_string() })?,
+                        body: serde_json::to_vec(&link).map_err(|e| RuleError::Failed {
+                            rule: "order_counter",
+                            message: e.to_string(),
+                        })?,
                         ..env.clone()
                     }),
                 });
@@ -118,14 +176,37 @@ impl Rules for OrderCounter {
         Ok(out)
     }
 
-    fn on_timer(&self, key: &CustomerKey, state: &mut CounterState, timer: &Timer, _ctx: &Ctx) -> Result<Vec<Effect>, RuleError> {
+    fn on_timer(
+        &self,
+        key: &CustomerKey,
+        state: &mut CounterState,
+        timer: &Timer,
+        _ctx: &Ctx,
+    ) -> Result<Vec<Effect>, RuleError> {
         let due = timer.due_ms.to_string();
-        Ok(vec![event(key, key.shop(), "quiet_period_ended", &[key.id(), &due], timer.due_ms, vec![], serde_json::json!({"orders": state.orders}))])
+        Ok(vec![event(
+            key,
+            key.shop(),
+            "quiet_period_ended",
+            &[key.id(), &due],
+            timer.due_ms,
+            vec![],
+            serde_json::json!({"orders": state.orders}),
+        )])
     }
 }
 
-fn forward_refund(owner: &str, _shop: &str, body: &str, env: &ShopifyEnvelope, _ctx: &Ctx) -> Result<Effect, RuleError> {
-    let to = CustomerKey::parse(owner).map_err(|e| RuleError::Failed { rule: "order_counter", message: e.to_string() })?;
+fn forward_refund(
+    owner: &str,
+    _shop: &str,
+    body: &str,
+    env: &ShopifyEnvelope,
+    _ctx: &Ctx,
+) -> Result<Effect, RuleError> {
+    let to = CustomerKey::parse(owner).map_err(|e| RuleError::Failed {
+        rule: "order_counter",
+        message: e.to_string(),
+    })?;
     Ok(Effect::Forward {
         to,
         envelope: Box::new(ShopifyEnvelope {

@@ -112,7 +112,9 @@ enum TxnFailure {
 fn classify(error: KafkaError) -> Result<TxnFailure, KafkaError> {
     match &error {
         KafkaError::Transaction(e) if e.is_fatal() => Ok(TxnFailure::Fatal(e.to_string())),
-        KafkaError::Transaction(e) if e.txn_requires_abort() => Ok(TxnFailure::Abort(e.to_string())),
+        KafkaError::Transaction(e) if e.txn_requires_abort() => {
+            Ok(TxnFailure::Abort(e.to_string()))
+        }
         KafkaError::Transaction(e) if e.is_retriable() => Err(error),
         _ => Ok(TxnFailure::Abort(error.to_string())),
     }
@@ -149,7 +151,10 @@ struct ContentFields {
 /// Fingerprints of an input: its delivery, and its content when the body names a resource and
 /// a timestamp (topic + resource id + `updated_at`).
 fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
-    let mut prints = vec![fingerprint(&format!("d:{}:{}", env.shop_domain, env.delivery_id))];
+    let mut prints = vec![fingerprint(&format!(
+        "d:{}:{}",
+        env.shop_domain, env.delivery_id
+    ))];
     if env.topic.starts_with("tillstream/") {
         return prints;
     }
@@ -157,7 +162,10 @@ fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
         let id = f.id.or(f.token).filter(|v| !v.is_null());
         let at = f.updated_at.or(f.created_at);
         if let (Some(id), Some(at)) = (id, at) {
-            prints.push(fingerprint(&format!("c:{}:{}:{}:{}", env.shop_domain, env.topic, id, at)));
+            prints.push(fingerprint(&format!(
+                "c:{}:{}:{}:{}",
+                env.shop_domain, env.topic, id, at
+            )));
         }
     }
     prints
@@ -192,7 +200,10 @@ pub struct EngineContext<R: Rules> {
 
 impl<R: Rules> ClientContext for EngineContext<R> {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let mut lags = self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lags = self
+            .lags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         lags.clear();
         for (topic, t) in statistics.topics {
             for (p, part) in t.partitions {
@@ -200,8 +211,14 @@ impl<R: Rules> ClientContext for EngineContext<R> {
                 // last stable offset (what read_committed can reach) minus the position: the
                 // next offset the application will see, else the committed offset, else the
                 // start of the log. Negative offsets mean "not known yet".
-                let end = if part.ls_offset >= 0 { part.ls_offset } else { part.hi_offset };
-                let pos = [part.app_offset, part.committed_offset, part.lo_offset].into_iter().find(|o| *o >= 0);
+                let end = if part.ls_offset >= 0 {
+                    part.ls_offset
+                } else {
+                    part.hi_offset
+                };
+                let pos = [part.app_offset, part.committed_offset, part.lo_offset]
+                    .into_iter()
+                    .find(|o| *o >= 0);
                 tracing::trace!(topic = %topic, p, end, app = part.app_offset, committed = part.committed_offset, lo = part.lo_offset, state = %part.fetch_state, "Partition statistics.");
                 if let (true, Some(pos)) = (p >= 0 && end >= 0, pos) {
                     lags.insert((topic.clone(), p), (end - pos).max(0));
@@ -219,7 +236,9 @@ impl<R: Rules> EngineContext<R> {
     fn lock(&self) -> MutexGuard<'_, Engine<R>> {
         // A poisoned lock means a panic on the engine thread; keep going with the data as is,
         // the engine will stop on its own fatal flag.
-        self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -254,7 +273,12 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut engine = self.lock();
             let raw = engine.topics.raw.clone();
-            let mut assigned: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == raw).map(|e| e.partition()).collect();
+            let mut assigned: Vec<i32> = tpl
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == raw)
+                .map(|e| e.partition())
+                .collect();
             assigned.sort_unstable();
             for p in assigned {
                 match engine.restore(p) {
@@ -280,7 +304,9 @@ impl<R: Rules> Engine<R> {
         if self.in_txn {
             return Ok(());
         }
-        self.producer.begin_transaction().map_err(|e| EngineError::Fatal(format!("begin_transaction: {e}")))?;
+        self.producer
+            .begin_transaction()
+            .map_err(|e| EngineError::Fatal(format!("begin_transaction: {e}")))?;
         self.in_txn = true;
         self.txn_records = 0;
         self.txn_started = Instant::now();
@@ -288,7 +314,13 @@ impl<R: Rules> Engine<R> {
     }
 
     /// Queues a record in the open transaction, waiting while the local queue is full.
-    fn send(&self, topic: &str, key: &str, payload: Option<&[u8]>, headers: Option<OwnedHeaders>) -> Result<(), EngineError> {
+    fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), EngineError> {
         let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
         if let Some(p) = payload {
             record = record.payload(p);
@@ -309,15 +341,45 @@ impl<R: Rules> Engine<R> {
         }
     }
 
-    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, kind: &str, message: &str) -> Result<(), EngineError> {
-        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), kind, error = message, "Dead-lettering a record.");
+    fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), EngineError> {
+        tracing::warn!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            kind,
+            error = message,
+            "Dead-lettering a record."
+        );
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "tillstream.error.kind", value: Some(kind) })
-            .insert(Header { key: "tillstream.error.message", value: Some(message) })
-            .insert(Header { key: "tillstream.source.topic", value: Some(msg.topic()) })
-            .insert(Header { key: "tillstream.source.partition", value: Some(&msg.partition().to_string()) })
-            .insert(Header { key: "tillstream.source.offset", value: Some(&msg.offset().to_string()) });
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            .insert(Header {
+                key: "tillstream.error.kind",
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: "tillstream.error.message",
+                value: Some(message),
+            })
+            .insert(Header {
+                key: "tillstream.source.topic",
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: "tillstream.source.partition",
+                value: Some(&msg.partition().to_string()),
+            })
+            .insert(Header {
+                key: "tillstream.source.offset",
+                value: Some(&msg.offset().to_string()),
+            });
+        let key = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
         let dlq = self.topics.processor_dlq.clone();
         self.send(&dlq, &key, msg.payload(), Some(headers))?;
         self.metrics.dead_letters.with_label_values(&[kind]).inc();
@@ -332,9 +394,14 @@ impl<R: Rules> Engine<R> {
             return Ok(());
         }
         self.ensure_txn()?;
-        self.offsets.insert((msg.topic().to_owned(), p), msg.offset() + 1);
+        self.offsets
+            .insert((msg.topic().to_owned(), p), msg.offset() + 1);
         self.txn_records += 1;
-        let source = if msg.topic() == self.topics.raw { "raw" } else { "repartition" };
+        let source = if msg.topic() == self.topics.raw {
+            "raw"
+        } else {
+            "repartition"
+        };
         self.metrics.events.with_label_values(&[source]).inc();
 
         let env = match ShopifyEnvelope::decode(msg.payload().unwrap_or_default()) {
@@ -352,9 +419,13 @@ impl<R: Rules> Engine<R> {
         let event_time = env.triggered_at_ms.unwrap_or(env.received_at_ms);
         let wall = (self.clock)();
 
-        let Some(mut state) = self.partitions.remove(&p) else { return Ok(()) };
+        let Some(mut state) = self.partitions.remove(&p) else {
+            return Ok(());
+        };
         state.stream_time_ms = state.stream_time_ms.max(event_time);
-        let result = self.fire_due_timers(&mut state, wall).and_then(|()| self.apply_input(&mut state, msg, &key, &env, event_time, wall));
+        let result = self
+            .fire_due_timers(&mut state, wall)
+            .and_then(|()| self.apply_input(&mut state, msg, &key, &env, event_time, wall));
         self.partitions.insert(p, state);
         result
     }
@@ -369,13 +440,25 @@ impl<R: Rules> Engine<R> {
         wall: i64,
     ) -> Result<(), EngineError> {
         let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
-        if state.seen_before(key.as_str(), &env.shop_domain, &fingerprints(env), event_time, window, self.cfg.dedup_max_per_key) {
+        if state.seen_before(
+            key.as_str(),
+            &env.shop_domain,
+            &fingerprints(env),
+            event_time,
+            window,
+            self.cfg.dedup_max_per_key,
+        ) {
             self.metrics.dedup_hits.inc();
             return Ok(());
         }
         if env.topic == SHOP_PURGE {
             let prefix = format!("{}/", env.shop_domain);
-            let doomed: Vec<String> = state.keys.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+            let doomed: Vec<String> = state
+                .keys
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
             tracing::info!(shop = %env.shop_domain, keys = doomed.len(), "Purging a shop's state on this partition (shop/redact).");
             for k in doomed {
                 state.purge(&k);
@@ -383,7 +466,11 @@ impl<R: Rules> Engine<R> {
             return Ok(());
         }
         state.dirty.insert(key.as_str().to_owned());
-        let ctx = Ctx { now_ms: state.now(wall), event_time_ms: event_time, wall_clock_ms: wall };
+        let ctx = Ctx {
+            now_ms: state.now(wall),
+            event_time_ms: event_time,
+            wall_clock_ms: wall,
+        };
         let entry = state.entry(key.as_str(), &env.shop_domain);
         let before = entry.aggregate.clone();
         match self.rules.on_event(key, &mut entry.aggregate, env, &ctx) {
@@ -399,7 +486,12 @@ impl<R: Rules> Engine<R> {
         }
     }
 
-    fn broadcast_shop_purge(&self, key: &CustomerKey, shop: &str, source_delivery: &str) -> Result<(), EngineError> {
+    fn broadcast_shop_purge(
+        &self,
+        key: &CustomerKey,
+        shop: &str,
+        source_delivery: &str,
+    ) -> Result<(), EngineError> {
         let topic = self.topics.repartition.clone();
         for p in 0..self.topics.partitions {
             let env = ShopifyEnvelope {
@@ -415,19 +507,35 @@ impl<R: Rules> Engine<R> {
                 webhook_name: None,
                 body: b"{}".to_vec(),
             };
-            let bytes = env.encode().map_err(|e| EngineError::Fatal(format!("cannot encode a purge: {e}")))?;
-            let record = BaseRecord::<str, [u8]>::to(&topic).key(key.as_str()).payload(&bytes).partition(p);
-            self.producer.send(record).map_err(|(e, _)| EngineError::Kafka(e))?;
+            let bytes = env
+                .encode()
+                .map_err(|e| EngineError::Fatal(format!("cannot encode a purge: {e}")))?;
+            let record = BaseRecord::<str, [u8]>::to(&topic)
+                .key(key.as_str())
+                .payload(&bytes)
+                .partition(p);
+            self.producer
+                .send(record)
+                .map_err(|(e, _)| EngineError::Kafka(e))?;
         }
         Ok(())
     }
 
-    fn apply_effects(&mut self, state: &mut PartitionState<R::State>, key: &CustomerKey, shop: &str, source_delivery: &str, effects: Vec<Effect>) -> Result<(), EngineError> {
+    fn apply_effects(
+        &mut self,
+        state: &mut PartitionState<R::State>,
+        key: &CustomerKey,
+        shop: &str,
+        source_delivery: &str,
+        effects: Vec<Effect>,
+    ) -> Result<(), EngineError> {
         let mut purge = false;
         for effect in effects {
             match effect {
                 Effect::Command(cmd) => {
-                    let bytes = cmd.encode().map_err(|e| EngineError::Fatal(format!("cannot encode a command: {e}")))?;
+                    let bytes = cmd
+                        .encode()
+                        .map_err(|e| EngineError::Fatal(format!("cannot encode a command: {e}")))?;
                     let kind = match &cmd.action {
                         Action::TrackEvent { event_name, .. } => event_name.as_str(),
                         other => other.kind(),
@@ -441,13 +549,20 @@ impl<R: Rules> Engine<R> {
                 Effect::Forward { to, envelope } => {
                     let mut env = *envelope;
                     env.routing_key = to.as_str().to_owned();
-                    let bytes = env.encode().map_err(|e| EngineError::Fatal(format!("cannot encode a forward: {e}")))?;
+                    let bytes = env
+                        .encode()
+                        .map_err(|e| EngineError::Fatal(format!("cannot encode a forward: {e}")))?;
                     let topic = self.topics.repartition.clone();
                     self.send(&topic, to.as_str(), Some(&bytes), None)?;
                 }
                 Effect::DataReport(report) => {
                     let topic = self.topics.data_requests.clone();
-                    self.send(&topic, key.as_str(), Some(report.to_string().as_bytes()), None)?;
+                    self.send(
+                        &topic,
+                        key.as_str(),
+                        Some(report.to_string().as_bytes()),
+                        None,
+                    )?;
                 }
                 Effect::Purge => purge = true,
             }
@@ -466,18 +581,31 @@ impl<R: Rules> Engine<R> {
     }
 
     /// Fires every timer of the partition due at or before its "now", in due order.
-    fn fire_due_timers(&mut self, state: &mut PartitionState<R::State>, wall: i64) -> Result<(), EngineError> {
+    fn fire_due_timers(
+        &mut self,
+        state: &mut PartitionState<R::State>,
+        wall: i64,
+    ) -> Result<(), EngineError> {
         let now = state.now(wall);
         while let Some((key_text, timer)) = state.pop_due(now) {
             self.ensure_txn()?;
             self.metrics.timers_fired.inc();
-            let Ok(key) = CustomerKey::parse(&key_text) else { continue };
+            let Ok(key) = CustomerKey::parse(&key_text) else {
+                continue;
+            };
             state.dirty.insert(key_text.clone());
             let shop = key.shop().to_owned();
-            let ctx = Ctx { now_ms: now, event_time_ms: timer.due_ms, wall_clock_ms: wall };
+            let ctx = Ctx {
+                now_ms: now,
+                event_time_ms: timer.due_ms,
+                wall_clock_ms: wall,
+            };
             let entry = state.entry(&key_text, &shop);
             let before = entry.aggregate.clone();
-            match self.rules.on_timer(&key, &mut entry.aggregate, &timer, &ctx) {
+            match self
+                .rules
+                .on_timer(&key, &mut entry.aggregate, &timer, &ctx)
+            {
                 Ok(effects) => {
                     entry.updated_at_ms = entry.updated_at_ms.max(timer.due_ms);
                     let source = format!("timer-{}-{}", timer.timer_id, timer.due_ms);
@@ -492,15 +620,29 @@ impl<R: Rules> Engine<R> {
         Ok(())
     }
 
-    fn timer_dead_letter(&mut self, key: &str, timer: &Timer, message: &str) -> Result<(), EngineError> {
+    fn timer_dead_letter(
+        &mut self,
+        key: &str,
+        timer: &Timer,
+        message: &str,
+    ) -> Result<(), EngineError> {
         tracing::warn!(key, timer = %timer.timer_id, error = message, "Timer rule failed; dead-lettering the timer.");
         let body = serde_json::json!({"timer_id": timer.timer_id, "kind": timer.kind, "due_ms": timer.due_ms, "payload": timer.payload});
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "tillstream.error.kind", value: Some("timer_rule_error") })
-            .insert(Header { key: "tillstream.error.message", value: Some(message) });
+            .insert(Header {
+                key: "tillstream.error.kind",
+                value: Some("timer_rule_error"),
+            })
+            .insert(Header {
+                key: "tillstream.error.message",
+                value: Some(message),
+            });
         let dlq = self.topics.processor_dlq.clone();
         self.send(&dlq, key, Some(body.to_string().as_bytes()), Some(headers))?;
-        self.metrics.dead_letters.with_label_values(&["timer_rule_error"]).inc();
+        self.metrics
+            .dead_letters
+            .with_label_values(&["timer_rule_error"])
+            .inc();
         Ok(())
     }
 
@@ -518,8 +660,15 @@ impl<R: Rules> Engine<R> {
                 continue;
             }
             *lag_by_partition.entry(*p).or_default() += *lag;
-            let source = if *topic == self.topics.raw { "raw" } else { "repartition" };
-            self.metrics.lag.with_label_values(&[source, &p.to_string()]).set(*lag);
+            let source = if *topic == self.topics.raw {
+                "raw"
+            } else {
+                "repartition"
+            };
+            self.metrics
+                .lag
+                .with_label_values(&[source, &p.to_string()])
+                .set(*lag);
         }
         for (p, state) in &mut self.partitions {
             if let Some(lag) = lag_by_partition.get(p) {
@@ -530,9 +679,19 @@ impl<R: Rules> Engine<R> {
         }
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         for p in owned {
-            let Some(mut state) = self.partitions.remove(&p) else { continue };
-            let due = state.caught_up && state.timer_index.first().is_some_and(|(due, _, _)| *due <= state.now(wall));
-            let result = if due { self.fire_due_timers(&mut state, wall) } else { Ok(()) };
+            let Some(mut state) = self.partitions.remove(&p) else {
+                continue;
+            };
+            let due = state.caught_up
+                && state
+                    .timer_index
+                    .first()
+                    .is_some_and(|(due, _, _)| *due <= state.now(wall));
+            let result = if due {
+                self.fire_due_timers(&mut state, wall)
+            } else {
+                Ok(())
+            };
             self.partitions.insert(p, state);
             result?;
         }
@@ -540,7 +699,9 @@ impl<R: Rules> Engine<R> {
     }
 
     fn should_commit(&self) -> bool {
-        self.in_txn && (self.txn_records >= self.cfg.commit_max_records || self.txn_started.elapsed() >= self.cfg.commit_interval)
+        self.in_txn
+            && (self.txn_records >= self.cfg.commit_max_records
+                || self.txn_started.elapsed() >= self.cfg.commit_interval)
     }
 
     /// Writes dirty state, adds the offsets and commits the open transaction.
@@ -551,8 +712,13 @@ impl<R: Rules> Engine<R> {
         let started = Instant::now();
         match self.try_commit(consumer) {
             Ok(()) => {
-                self.metrics.transactions.with_label_values(&["commit"]).inc();
-                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .transactions
+                    .with_label_values(&["commit"])
+                    .inc();
+                self.metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.in_txn = false;
                 self.offsets.clear();
                 self.update_gauges();
@@ -578,21 +744,30 @@ impl<R: Rules> Engine<R> {
             let dirty: Vec<String> = state.dirty.drain().collect();
             for key in dirty {
                 if let Some(record) = state.record(&key) {
-                    let bytes = record.encode().map_err(|e| TxnFailure::Fatal(format!("cannot encode state: {e}")))?;
+                    let bytes = record
+                        .encode()
+                        .map_err(|e| TxnFailure::Fatal(format!("cannot encode state: {e}")))?;
                     writes.push((key, Some(bytes)));
                 }
             }
         }
         for (key, bytes) in &writes {
-            self.send(&changelog, key, bytes.as_deref(), None).map_err(|e| TxnFailure::Abort(e.to_string()))?;
+            self.send(&changelog, key, bytes.as_deref(), None)
+                .map_err(|e| TxnFailure::Abort(e.to_string()))?;
         }
         if !self.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((topic, p), offset) in &self.offsets {
-                tpl.add_partition_offset(topic, *p, Offset::Offset(*offset)).map_err(|e| TxnFailure::Abort(e.to_string()))?;
+                tpl.add_partition_offset(topic, *p, Offset::Offset(*offset))
+                    .map_err(|e| TxnFailure::Abort(e.to_string()))?;
             }
-            let meta = consumer.group_metadata().ok_or_else(|| TxnFailure::Abort("no consumer group metadata".into()))?;
-            with_retries(|| self.producer.send_offsets_to_transaction(&tpl, &meta, KAFKA_TIMEOUT))?;
+            let meta = consumer
+                .group_metadata()
+                .ok_or_else(|| TxnFailure::Abort("no consumer group metadata".into()))?;
+            with_retries(|| {
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &meta, KAFKA_TIMEOUT)
+            })?;
         }
         with_retries(|| self.producer.commit_transaction(KAFKA_TIMEOUT))
     }
@@ -602,7 +777,10 @@ impl<R: Rules> Engine<R> {
             if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
                 tracing::error!(error = %e, "Abort failed.");
             }
-            self.metrics.transactions.with_label_values(&["abort"]).inc();
+            self.metrics
+                .transactions
+                .with_label_values(&["abort"])
+                .inc();
             self.in_txn = false;
             self.offsets.clear();
         }
@@ -611,7 +789,10 @@ impl<R: Rules> Engine<R> {
     /// Aborts the open transaction, rebuilds every owned partition's state from the committed
     /// changelog and seeks the consumer back to the committed offsets: the engine then redoes
     /// the aborted work from exactly the state it was based on.
-    fn abort_and_rewind(&mut self, consumer: &BaseConsumer<EngineContext<R>>) -> Result<(), EngineError> {
+    fn abort_and_rewind(
+        &mut self,
+        consumer: &BaseConsumer<EngineContext<R>>,
+    ) -> Result<(), EngineError> {
         if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
             return Err(match classify(e) {
                 Ok(TxnFailure::Fatal(m)) => EngineError::Fatal(m),
@@ -619,7 +800,10 @@ impl<R: Rules> Engine<R> {
                 Err(e) => EngineError::Fatal(format!("abort failed: {e}")),
             });
         }
-        self.metrics.transactions.with_label_values(&["abort"]).inc();
+        self.metrics
+            .transactions
+            .with_label_values(&["abort"])
+            .inc();
         self.in_txn = false;
         self.offsets.clear();
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
@@ -645,8 +829,13 @@ impl<R: Rules> Engine<R> {
     fn restore(&self, p: i32) -> Result<PartitionState<R::State>, EngineError> {
         let started = Instant::now();
         let changelog = &self.topics.changelog;
-        let fail = |message: String| EngineError::Restore { partition: p, message };
-        let mut cfg = self.kafka.client(&format!("{}-restore", self.application_id));
+        let fail = |message: String| EngineError::Restore {
+            partition: p,
+            message,
+        };
+        let mut cfg = self
+            .kafka
+            .client(&format!("{}-restore", self.application_id));
         cfg.set("group.id", format!("{}-restore", self.application_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
@@ -662,31 +851,48 @@ impl<R: Rules> Engine<R> {
             loop {
                 match reader.poll(Duration::from_millis(500)) {
                     Some(Ok(m)) => {
-                        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).ok_or_else(|| fail("record without key".into()))?;
+                        let key = m
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .ok_or_else(|| fail("record without key".into()))?;
                         let record = match m.payload() {
                             None => None,
-                            Some(bytes) => Some(schemas::KeyStateRecord::decode(bytes).map_err(|e| fail(format!("{key}: {e}")))?),
+                            Some(bytes) => Some(
+                                schemas::KeyStateRecord::decode(bytes)
+                                    .map_err(|e| fail(format!("{key}: {e}")))?,
+                            ),
                         };
                         state.load(&key, record).map_err(|e| fail(e.to_string()))?;
                     }
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
                     Some(Err(e)) => return Err(fail(e.to_string())),
-                    None if Instant::now() > deadline => return Err(fail("timed out reading the changelog".into())),
+                    None if Instant::now() > deadline => {
+                        return Err(fail("timed out reading the changelog".into()));
+                    }
                     None => {}
                 }
             }
         }
         let secs = started.elapsed().as_secs_f64();
         self.metrics.restore_seconds.observe(secs);
-        tracing::info!(partition = p, keys = state.keys.len(), seconds = secs, "Restored partition state.");
+        tracing::info!(
+            partition = p,
+            keys = state.keys.len(),
+            seconds = secs,
+            "Restored partition state."
+        );
         Ok(state)
     }
 
     fn update_gauges(&self) {
         let keys: usize = self.partitions.values().map(|s| s.keys.len()).sum();
         let timers: usize = self.partitions.values().map(|s| s.timer_index.len()).sum();
-        self.metrics.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
-        self.metrics.timers_pending.set(i64::try_from(timers).unwrap_or(i64::MAX));
+        self.metrics
+            .keys
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.metrics
+            .timers_pending
+            .set(i64::try_from(timers).unwrap_or(i64::MAX));
     }
 
     fn answer(&self, q: Query) {
@@ -705,7 +911,10 @@ impl<R: Rules> Engine<R> {
                         "dedup_entries": e.dedup.len(),
                     }),
                 };
-                QueryAnswer::Owned { partition, state: value }
+                QueryAnswer::Owned {
+                    partition,
+                    state: value,
+                }
             }
         };
         let _ = q.reply.send(answer);
@@ -753,11 +962,18 @@ pub struct EngineParts<R: Rules> {
 
 /// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
 pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
-    let mut producer_cfg = parts.kafka.transactional_producer(&parts.client_id, &parts.transactional_id);
-    producer_cfg.set("transaction.timeout.ms", parts.cfg.transaction_timeout.as_millis().to_string());
+    let mut producer_cfg = parts
+        .kafka
+        .transactional_producer(&parts.client_id, &parts.transactional_id);
+    producer_cfg.set(
+        "transaction.timeout.ms",
+        parts.cfg.transaction_timeout.as_millis().to_string(),
+    );
     let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
     // Fences any older producer with this transactional id and aborts its open transaction.
-    producer.init_transactions(KAFKA_TIMEOUT).map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
 
     let engine = Arc::new(Mutex::new(Engine {
         rules: Arc::new(parts.rules),
@@ -776,19 +992,37 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         fatal: None,
         clock: runtime::now_ms,
     }));
-    let mut consumer_cfg = parts.kafka.consumer(&parts.client_id, &parts.application_id, true);
+    let mut consumer_cfg = parts
+        .kafka
+        .consumer(&parts.client_id, &parts.application_id, true);
     consumer_cfg
         // Range assignment keeps partition p of the raw and repartition topics together.
         .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", parts.cfg.session_timeout.as_millis().to_string())
-        .set("heartbeat.interval.ms", (parts.cfg.session_timeout.as_millis() / 4).max(100).to_string())
+        .set(
+            "session.timeout.ms",
+            parts.cfg.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (parts.cfg.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        )
         .set("max.poll.interval.ms", "600000")
         .set("statistics.interval.ms", "500");
-    let consumer: BaseConsumer<EngineContext<R>> = consumer_cfg.create_with_context(EngineContext { engine: engine.clone(), lags: Mutex::new(HashMap::new()) })?;
+    let consumer: BaseConsumer<EngineContext<R>> =
+        consumer_cfg.create_with_context(EngineContext {
+            engine: engine.clone(),
+            lags: Mutex::new(HashMap::new()),
+        })?;
     consumer.subscribe(&[&parts.topics.raw, &parts.topics.repartition])?;
     tracing::info!(group = %parts.application_id, transactional_id = %parts.transactional_id, "Processor engine started.");
 
-    let lock = || engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lock = || {
+        engine
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     let mut last_idle = Instant::now();
     loop {
         if parts.shutdown.is_cancelled() {
@@ -855,6 +1089,9 @@ mod tests {
         let c = fingerprints(&env("orders/paid", "d2", body));
         assert_ne!(a[1], c[1], "another topic is another change");
         assert_eq!(fingerprints(&env("orders/paid", "d3", "not json")).len(), 1);
-        assert_eq!(fingerprints(&env("tillstream/order-link", "d4", body)).len(), 1);
+        assert_eq!(
+            fingerprints(&env("tillstream/order-link", "d4", body)).len(),
+            1
+        );
     }
 }

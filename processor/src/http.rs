@@ -7,11 +7,11 @@
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use axum::Router;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use runtime::KafkaConfig;
 use schemas::CustomerKey;
@@ -33,7 +33,9 @@ pub struct QueryState {
 
 /// Routes of the query API.
 pub fn query_router(state: QueryState) -> Router {
-    Router::new().route("/customers/{key}", get(customer)).with_state(state)
+    Router::new()
+        .route("/customers/{key}", get(customer))
+        .with_state(state)
 }
 
 async fn customer(State(s): State<QueryState>, Path(key): Path<String>) -> Response {
@@ -42,8 +44,18 @@ async fn customer(State(s): State<QueryState>, Path(key): Path<String>) -> Respo
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if s.queries.send(Query { key: key.clone(), reply: tx }).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "engine stopped"}))).into_response();
+    if s.queries
+        .send(Query {
+            key: key.clone(),
+            reply: tx,
+        })
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "engine stopped"})),
+        )
+            .into_response();
     }
     match tokio::time::timeout(Duration::from_secs(10), rx).await {
         Ok(Ok(QueryAnswer::Owned { partition, state })) if state.is_null() => {
@@ -65,11 +77,18 @@ async fn customer(State(s): State<QueryState>, Path(key): Path<String>) -> Respo
 /// raw topic's `partition`, by decoding the members' assignments.
 fn owner_of(kafka: &KafkaConfig, group: &str, raw_topic: &str, partition: i32) -> Option<String> {
     let client: BaseConsumer = kafka.client("tillstream-processor-lookup").create().ok()?;
-    let groups = client.fetch_group_list(Some(group), Duration::from_secs(5)).ok()?;
+    let groups = client
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()?;
     for g in groups.groups() {
         for m in g.members() {
-            let Some(assignment) = m.assignment() else { continue };
-            if decode_assignment(assignment).iter().any(|(t, p)| t == raw_topic && *p == partition) {
+            let Some(assignment) = m.assignment() else {
+                continue;
+            };
+            if decode_assignment(assignment)
+                .iter()
+                .any(|(t, p)| t == raw_topic && *p == partition)
+            {
                 return Some(m.client_id().to_owned());
             }
         }
@@ -114,7 +133,10 @@ mod tests {
         let mut b = vec![0, 1, 0, 0, 0, 1, 0, 3];
         b.extend_from_slice(b"raw");
         b.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 0]);
-        assert_eq!(decode_assignment(&b), vec![("raw".into(), 4), ("raw".into(), 7)]);
+        assert_eq!(
+            decode_assignment(&b),
+            vec![("raw".into(), 4), ("raw".into(), 7)]
+        );
         assert!(decode_assignment(&[0xff; 3]).is_empty());
         assert!(decode_assignment(&[0, 1, 0x7f, 0xff, 0xff, 0xff]).is_empty());
     }

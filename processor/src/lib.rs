@@ -50,34 +50,66 @@ pub enum ProcessorError {
 }
 
 /// Runs the processor until `shutdown` is cancelled or the engine fails.
-pub async fn run(config: ProcessorConfig, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+pub async fn run(
+    config: ProcessorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
     let listener = TcpListener::bind(&config.http.listen)
         .await
-        .map_err(|source| ProcessorError::Listen { addr: config.http.listen.clone(), source })?;
+        .map_err(|source| ProcessorError::Listen {
+            addr: config.http.listen.clone(),
+            source,
+        })?;
     run_with_listener(config, listener, shutdown).await
 }
 
 /// Like [`run`] with an already bound listener (tests bind port 0).
-pub async fn run_with_listener(config: ProcessorConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+pub async fn run_with_listener(
+    config: ProcessorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
     match config.rules.kind {
         RulesKind::OrderCounter => {
-            let delay = i64::try_from(config.rules.counter_timer_delay.as_millis()).unwrap_or(i64::MAX);
-            serve(config, listener, shutdown, counter::OrderCounter { timer_delay_ms: delay }).await
+            let delay =
+                i64::try_from(config.rules.counter_timer_delay.as_millis()).unwrap_or(i64::MAX);
+            serve(
+                config,
+                listener,
+                shutdown,
+                counter::OrderCounter {
+                    timer_delay_ms: delay,
+                },
+            )
+            .await
         }
         RulesKind::Marketing => {
             let rules_config = match &config.rules.file {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| ProcessorError::Rules(format!("{}: {e}", path.display())))?;
-                    rules::RulesConfig::from_toml_str(&text).map_err(|e| ProcessorError::Rules(e.to_string()))?
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| ProcessorError::Rules(format!("{}: {e}", path.display())))?;
+                    rules::RulesConfig::from_toml_str(&text)
+                        .map_err(|e| ProcessorError::Rules(e.to_string()))?
                 }
                 None => rules::RulesConfig::default(),
             };
-            serve(config, listener, shutdown, rules::MarketingRules::new(rules_config)).await
+            serve(
+                config,
+                listener,
+                shutdown,
+                rules::MarketingRules::new(rules_config),
+            )
+            .await
         }
     }
 }
 
-async fn serve<R: Rules>(config: ProcessorConfig, listener: TcpListener, shutdown: CancellationToken, rules: R) -> Result<(), ProcessorError> {
+async fn serve<R: Rules>(
+    config: ProcessorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    rules: R,
+) -> Result<(), ProcessorError> {
     let registry = Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
     let health = runtime::Health::new();

@@ -1,6 +1,8 @@
 //! The processor's Prometheus metrics (names are the contract used by the Grafana dashboard).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// All processor metrics, registered once per process.
 #[derive(Clone)]
@@ -33,23 +35,64 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
-            events: IntCounterVec::new(Opts::new("tillstream_processor_events_total", "Input records consumed."), &["source"])?,
-            dedup_hits: IntCounter::new("tillstream_processor_dedup_hits_total", "Inputs skipped as duplicates.")?,
-            dead_letters: IntCounterVec::new(Opts::new("tillstream_processor_dead_letters_total", "Records dead-lettered."), &["kind"])?,
-            commands: IntCounterVec::new(Opts::new("tillstream_processor_commands_total", "Commands written."), &["kind"])?,
-            transactions: IntCounterVec::new(Opts::new("tillstream_processor_transactions_total", "Transactions ended."), &["outcome"])?,
-            commit_seconds: Histogram::with_opts(
-                HistogramOpts::new("tillstream_processor_commit_seconds", "Transaction commit latency.")
-                    .buckets(vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+            events: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_events_total",
+                    "Input records consumed.",
+                ),
+                &["source"],
             )?,
-            timers_pending: IntGauge::new("tillstream_processor_timers_pending", "Timers pending.")?,
-            timers_fired: IntCounter::new("tillstream_processor_timers_fired_total", "Timers fired.")?,
+            dedup_hits: IntCounter::new(
+                "tillstream_processor_dedup_hits_total",
+                "Inputs skipped as duplicates.",
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_dead_letters_total",
+                    "Records dead-lettered.",
+                ),
+                &["kind"],
+            )?,
+            commands: IntCounterVec::new(
+                Opts::new("tillstream_processor_commands_total", "Commands written."),
+                &["kind"],
+            )?,
+            transactions: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_transactions_total",
+                    "Transactions ended.",
+                ),
+                &["outcome"],
+            )?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tillstream_processor_commit_seconds",
+                    "Transaction commit latency.",
+                )
+                .buckets(vec![
+                    0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
+            )?,
+            timers_pending: IntGauge::new(
+                "tillstream_processor_timers_pending",
+                "Timers pending.",
+            )?,
+            timers_fired: IntCounter::new(
+                "tillstream_processor_timers_fired_total",
+                "Timers fired.",
+            )?,
             restore_seconds: Histogram::with_opts(
-                HistogramOpts::new("tillstream_processor_restore_seconds", "Partition restore duration.")
-                    .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0]),
+                HistogramOpts::new(
+                    "tillstream_processor_restore_seconds",
+                    "Partition restore duration.",
+                )
+                .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0]),
             )?,
             keys: IntGauge::new("tillstream_processor_keys", "Keys held in memory.")?,
-            lag: IntGaugeVec::new(Opts::new("tillstream_processor_lag", "Consumer lag in records."), &["topic", "partition"])?,
+            lag: IntGaugeVec::new(
+                Opts::new("tillstream_processor_lag", "Consumer lag in records."),
+                &["topic", "partition"],
+            )?,
         };
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.dedup_hits.clone()))?;

@@ -27,7 +27,13 @@ pub struct KeyEntry<S> {
 
 impl<S: Default> KeyEntry<S> {
     fn new(shop: &str) -> Self {
-        Self { shop: shop.to_owned(), aggregate: S::default(), timers: Vec::new(), dedup: Vec::new(), updated_at_ms: 0 }
+        Self {
+            shop: shop.to_owned(),
+            aggregate: S::default(),
+            timers: Vec::new(),
+            dedup: Vec::new(),
+            updated_at_ms: 0,
+        }
     }
 }
 
@@ -83,17 +89,31 @@ impl<S: Default + Clone + serde::Serialize + serde::de::DeserializeOwned> Partit
     /// The partition's "now": stream time while lagging; the later of stream time and the
     /// wall clock once caught up (so an idle partition still fires timers on time).
     pub fn now(&self, wall_clock_ms: i64) -> i64 {
-        if self.caught_up { self.stream_time_ms.max(wall_clock_ms) } else { self.stream_time_ms }
+        if self.caught_up {
+            self.stream_time_ms.max(wall_clock_ms)
+        } else {
+            self.stream_time_ms
+        }
     }
 
     /// The entry for `key`, created empty if absent.
     pub fn entry(&mut self, key: &str, shop: &str) -> &mut KeyEntry<S> {
-        self.keys.entry(key.to_owned()).or_insert_with(|| KeyEntry::new(shop))
+        self.keys
+            .entry(key.to_owned())
+            .or_insert_with(|| KeyEntry::new(shop))
     }
 
     /// Checks the fingerprints against the key's dedup window and records them when new.
     /// Returns true when any was seen before (the input is a duplicate).
-    pub fn seen_before(&mut self, key: &str, shop: &str, prints: &[u64], event_time_ms: i64, window_ms: i64, max: usize) -> bool {
+    pub fn seen_before(
+        &mut self,
+        key: &str,
+        shop: &str,
+        prints: &[u64],
+        event_time_ms: i64,
+        window_ms: i64,
+        max: usize,
+    ) -> bool {
         let horizon = self.stream_time_ms.saturating_sub(window_ms);
         let e = self.entry(key, shop);
         // Expire by event time first, so a restart (which restores the window) forgets exactly
@@ -115,17 +135,19 @@ impl<S: Default + Clone + serde::Serialize + serde::de::DeserializeOwned> Partit
     /// Arms (or replaces by id) a timer on `key`.
     pub fn set_timer(&mut self, key: &str, shop: &str, timer: Timer) {
         self.cancel_timer(key, &timer.timer_id);
-        self.timer_index.insert((timer.due_ms, key.to_owned(), timer.timer_id.clone()));
+        self.timer_index
+            .insert((timer.due_ms, key.to_owned(), timer.timer_id.clone()));
         self.entry(key, shop).timers.push(timer);
     }
 
     /// Cancels a timer on `key` by id; absent timers are ignored.
     pub fn cancel_timer(&mut self, key: &str, timer_id: &str) {
-        if let Some(e) = self.keys.get_mut(key) {
-            if let Some(pos) = e.timers.iter().position(|t| t.timer_id == timer_id) {
-                let t = e.timers.remove(pos);
-                self.timer_index.remove(&(t.due_ms, key.to_owned(), t.timer_id));
-            }
+        if let Some(e) = self.keys.get_mut(key)
+            && let Some(pos) = e.timers.iter().position(|t| t.timer_id == timer_id)
+        {
+            let t = e.timers.remove(pos);
+            self.timer_index
+                .remove(&(t.due_ms, key.to_owned(), t.timer_id));
         }
     }
 
@@ -145,7 +167,8 @@ impl<S: Default + Clone + serde::Serialize + serde::de::DeserializeOwned> Partit
     pub fn purge(&mut self, key: &str) {
         if let Some(e) = self.keys.remove(key) {
             for t in e.timers {
-                self.timer_index.remove(&(t.due_ms, key.to_owned(), t.timer_id));
+                self.timer_index
+                    .remove(&(t.due_ms, key.to_owned(), t.timer_id));
             }
         }
         self.dirty.remove(key);
@@ -174,7 +197,10 @@ impl<S: Default + Clone + serde::Serialize + serde::de::DeserializeOwned> Partit
             dedup: e
                 .dedup
                 .iter()
-                .map(|(h, t)| DedupRecord { fingerprint: format!("{h:016x}"), event_time_ms: *t })
+                .map(|(h, t)| DedupRecord {
+                    fingerprint: format!("{h:016x}"),
+                    event_time_ms: *t,
+                })
                 .collect(),
         })
     }
@@ -184,32 +210,54 @@ impl<S: Default + Clone + serde::Serialize + serde::de::DeserializeOwned> Partit
         // Remove any earlier version of the key first: the changelog holds full snapshots.
         if let Some(old) = self.keys.remove(key) {
             for t in old.timers {
-                self.timer_index.remove(&(t.due_ms, key.to_owned(), t.timer_id));
+                self.timer_index
+                    .remove(&(t.due_ms, key.to_owned(), t.timer_id));
             }
         }
         let Some(r) = record else { return Ok(()) };
-        let err = |message: String| RestoreError { key: key.to_owned(), message };
-        let aggregate: S = serde_json::from_str(&r.aggregate_json).map_err(|e| err(format!("aggregate: {e}")))?;
+        let err = |message: String| RestoreError {
+            key: key.to_owned(),
+            message,
+        };
+        let aggregate: S =
+            serde_json::from_str(&r.aggregate_json).map_err(|e| err(format!("aggregate: {e}")))?;
         let timers = r
             .timers
             .into_iter()
             .map(|t| {
-                let payload = serde_json::from_str(&t.payload_json).unwrap_or(serde_json::Value::Null);
-                Timer { kind: t.kind, timer_id: t.timer_id, due_ms: t.due_ms, payload }
+                let payload =
+                    serde_json::from_str(&t.payload_json).unwrap_or(serde_json::Value::Null);
+                Timer {
+                    kind: t.kind,
+                    timer_id: t.timer_id,
+                    due_ms: t.due_ms,
+                    payload,
+                }
             })
             .collect::<Vec<_>>();
         let dedup = r
             .dedup
             .into_iter()
-            .filter_map(|d| u64::from_str_radix(&d.fingerprint, 16).ok().map(|h| (h, d.event_time_ms)))
+            .filter_map(|d| {
+                u64::from_str_radix(&d.fingerprint, 16)
+                    .ok()
+                    .map(|h| (h, d.event_time_ms))
+            })
             .collect();
         for t in &timers {
-            self.timer_index.insert((t.due_ms, key.to_owned(), t.timer_id.clone()));
+            self.timer_index
+                .insert((t.due_ms, key.to_owned(), t.timer_id.clone()));
         }
         self.stream_time_ms = self.stream_time_ms.max(r.updated_at_ms);
         self.keys.insert(
             key.to_owned(),
-            KeyEntry { shop: r.shop_domain, aggregate, timers, dedup, updated_at_ms: r.updated_at_ms },
+            KeyEntry {
+                shop: r.shop_domain,
+                aggregate,
+                timers,
+                dedup,
+                updated_at_ms: r.updated_at_ms,
+            },
         );
         Ok(())
     }
@@ -222,7 +270,12 @@ mod tests {
     type P = PartitionState<u64>;
 
     fn timer(id: &str, due: i64) -> Timer {
-        Timer { kind: "k".into(), timer_id: id.into(), due_ms: due, payload: serde_json::json!({"x": 1}) }
+        Timer {
+            kind: "k".into(),
+            timer_id: id.into(),
+            due_ms: due,
+            payload: serde_json::json!({"x": 1}),
+        }
     }
 
     #[test]
@@ -234,14 +287,21 @@ mod tests {
         p.set_timer("a", "s", timer("t1", 40)); // re-arm replaces a/t1@30
         assert_eq!(p.timer_index.len(), 3);
         assert!(p.pop_due(5).is_none());
-        let order: Vec<_> = std::iter::from_fn(|| p.pop_due(100)).map(|(k, t)| (k, t.due_ms)).collect();
-        assert_eq!(order, vec![("b".into(), 10), ("a".into(), 20), ("a".into(), 40)]);
+        let order: Vec<_> = std::iter::from_fn(|| p.pop_due(100))
+            .map(|(k, t)| (k, t.due_ms))
+            .collect();
+        assert_eq!(
+            order,
+            vec![("b".into(), 10), ("a".into(), 20), ("a".into(), 40)]
+        );
     }
 
     #[test]
     fn dedup_is_windowed_in_event_time_and_bounded() {
-        let mut p = P::default();
-        p.stream_time_ms = 1_000;
+        let mut p = P {
+            stream_time_ms: 1_000,
+            ..P::default()
+        };
         assert!(!p.seen_before("k", "s", &[1, 2], 1_000, 500, 8));
         assert!(p.seen_before("k", "s", &[2], 1_000, 500, 8));
         p.stream_time_ms = 2_000; // past the window: forgotten
@@ -254,17 +314,26 @@ mod tests {
 
     #[test]
     fn changelog_record_round_trips_through_load() {
-        let mut p = P::default();
+        let mut p = P {
+            stream_time_ms: 50,
+            ..P::default()
+        };
         p.entry("k", "shop").aggregate = 7;
         p.set_timer("k", "shop", timer("t", 99));
-        p.stream_time_ms = 50;
         p.seen_before("k", "shop", &[u64::MAX], 50, 1000, 8);
         let rec = p.record("k").unwrap();
         let mut q = P::default();
-        q.load("k", Some(KeyStateRecord::decode(&rec.encode().unwrap()).unwrap())).unwrap();
+        q.load(
+            "k",
+            Some(KeyStateRecord::decode(&rec.encode().unwrap()).unwrap()),
+        )
+        .unwrap();
         assert_eq!(q.keys["k"].aggregate, 7);
         assert_eq!(q.keys["k"].dedup, vec![(u64::MAX, 50)]);
-        assert_eq!(q.pop_due(100).unwrap().1.payload, serde_json::json!({"x": 1}));
+        assert_eq!(
+            q.pop_due(100).unwrap().1.payload,
+            serde_json::json!({"x": 1})
+        );
         q.load("k", None).unwrap();
         assert!(q.keys.is_empty());
     }

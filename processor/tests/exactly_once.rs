@@ -27,7 +27,12 @@ fn workload(customers: u64, orders_each: u64, tag: &str) -> (Vec<schemas::Shopif
             let at = base + (o * customers + c) as i64;
             out.push(order(customer, order_id, &format!("{tag}-o-{c}-{o}"), at));
             if (c + o) % 3 == 0 {
-                out.push(refund(order_id, order_id + 7, &format!("{tag}-r-{c}-{o}"), at + 1));
+                out.push(refund(
+                    order_id,
+                    order_id + 7,
+                    &format!("{tag}-r-{c}-{o}"),
+                    at + 1,
+                ));
                 refunds += 1;
             }
         }
@@ -41,22 +46,42 @@ fn workload(customers: u64, orders_each: u64, tag: &str) -> (Vec<schemas::Shopif
 /// interleave with the customer's own events depends on timing (rules must be insensitive to
 /// that order; the counter deliberately is not, which makes the interleaving visible).
 fn content(cmds: &[schemas::IterableCommand]) -> BTreeSet<(String, String, Option<i64>, String)> {
-    cmds.iter().map(|c| (c.command_id.clone(), event_name(c).to_owned(), event_field(c, "orders"), c.customer_key.clone())).collect()
+    cmds.iter()
+        .map(|c| {
+            (
+                c.command_id.clone(),
+                event_name(c).to_owned(),
+                event_field(c, "orders"),
+                c.customer_key.clone(),
+            )
+        })
+        .collect()
 }
 
 fn assert_same(a: &[schemas::IterableCommand], b: &[schemas::IterableCommand], what: &str) {
     let (a, b) = (content(a), content(b));
     let only_a: Vec<_> = a.difference(&b).take(5).collect();
     let only_b: Vec<_> = b.difference(&a).take(5).collect();
-    assert!(only_a.is_empty() && only_b.is_empty(), "{what}: only in first {only_a:?}; only in second {only_b:?}");
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "{what}: only in first {only_a:?}; only in second {only_b:?}"
+    );
 }
 
 fn assert_no_duplicates(cmds: &[schemas::IterableCommand]) {
-    let dups: Vec<_> = id_counts(cmds).into_iter().filter(|(_, n)| *n > 1).collect();
+    let dups: Vec<_> = id_counts(cmds)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
     assert!(dups.is_empty(), "duplicate commands: {dups:?}");
 }
 
-fn wait_commands(k: &runtime::KafkaConfig, t: &runtime::TopicsConfig, n: usize, what: &str) -> Vec<schemas::IterableCommand> {
+fn wait_commands(
+    k: &runtime::KafkaConfig,
+    t: &runtime::TopicsConfig,
+    n: usize,
+    what: &str,
+) -> Vec<schemas::IterableCommand> {
     wait_for(what, Duration::from_secs(180), || {
         let c = commands(k, t);
         (c.len() >= n).then_some(c)
@@ -71,7 +96,12 @@ async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
     produce(&k, &reference.raw, &inputs).await;
 
     // 1. An uninterrupted run.
-    let d1 = Deployment { kafka: k.clone(), topics: reference.clone(), application_id: unique("ref"), timer_delay: "1day".into() };
+    let d1 = Deployment {
+        kafka: k.clone(),
+        topics: reference.clone(),
+        application_id: unique("ref"),
+        timer_delay: "1day".into(),
+    };
     let mut p = d1.spawn("ref");
     let ref_cmds = wait_commands(&k, &reference, expected, "the uninterrupted run");
     assert!(p.terminate().success(), "clean shutdown exits 0");
@@ -81,7 +111,12 @@ async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
     // 2. The same raw topic into fresh state, killed with SIGKILL at random points.
     let mut crashed = fresh_topics(&k, 4).await;
     crashed.raw = reference.raw.clone();
-    let d2 = Deployment { kafka: k.clone(), topics: crashed.clone(), application_id: unique("crash"), timer_delay: "1day".into() };
+    let d2 = Deployment {
+        kafka: k.clone(),
+        topics: crashed.clone(),
+        application_id: unique("crash"),
+        timer_delay: "1day".into(),
+    };
     let mut seen = 0usize;
     let mut rng = 0x9e37_79b9_u64 ^ std::process::id() as u64;
     for round in 0..5 {
@@ -90,10 +125,14 @@ async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
         let step = 1 + (rng >> 33) as usize % (expected / 6);
         let target = (seen + step).min(expected - 1);
         // Kill once the committed output has grown past a random point.
-        seen = wait_for(&format!("progress in round {round}"), Duration::from_secs(120), || {
-            let n = commands(&k, &crashed).len();
-            (n >= target).then_some(n)
-        });
+        seen = wait_for(
+            &format!("progress in round {round}"),
+            Duration::from_secs(120),
+            || {
+                let n = commands(&k, &crashed).len();
+                (n >= target).then_some(n)
+            },
+        );
         p.kill9();
     }
     let mut p = d2.spawn("crash");
@@ -106,23 +145,39 @@ async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
     // 3. Replay from offset 0 into a fresh group and changelog: same commands, ids included.
     let mut replay = fresh_topics(&k, 4).await;
     replay.raw = reference.raw.clone();
-    let d3 = Deployment { kafka: k.clone(), topics: replay.clone(), application_id: unique("replay"), timer_delay: "1day".into() };
+    let d3 = Deployment {
+        kafka: k.clone(),
+        topics: replay.clone(),
+        application_id: unique("replay"),
+        timer_delay: "1day".into(),
+    };
     let mut p = d3.spawn("replay");
     let replay_cmds = wait_commands(&k, &replay, expected, "the replay");
     p.terminate();
     assert_same(&replay_cmds, &ref_cmds, "replay vs first run");
 
     // Refunds reached the customer who placed the order, through the repartition topic.
-    let refunds: Vec<_> = ref_cmds.iter().filter(|c| event_name(c) == "refund_counted").collect();
+    let refunds: Vec<_> = ref_cmds
+        .iter()
+        .filter(|c| event_name(c) == "refund_counted")
+        .collect();
     assert!(!refunds.is_empty());
-    assert!(refunds.iter().all(|c| c.customer_key.contains("/c/")), "refunds counted on customer keys");
+    assert!(
+        refunds.iter().all(|c| c.customer_key.contains("/c/")),
+        "refunds counted on customer keys"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partitions_and_state_move_when_instances_join_and_leave() {
     let k = kafka();
     let topics = fresh_topics(&k, 6).await;
-    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("scale"), timer_delay: "1day".into() };
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("scale"),
+        timer_delay: "1day".into(),
+    };
     let mut a = d.spawn("a");
     let mut b = d.spawn("b");
     let mut total = 0;
@@ -142,7 +197,11 @@ async fn partitions_and_state_move_when_instances_join_and_leave() {
     wait_commands(&k, &topics, n, "batch 1 with two instances");
 
     let mut c = d.spawn("c");
-    wait_for("the third instance to join and restore", Duration::from_secs(60), || c.ready().then_some(()));
+    wait_for(
+        "the third instance to join and restore",
+        Duration::from_secs(60),
+        || c.ready().then_some(()),
+    );
     let (inputs, n) = batch("b2");
     produce(&k, &topics.raw, &inputs).await;
     wait_commands(&k, &topics, n, "batch 2 with three instances");
@@ -163,7 +222,10 @@ async fn partitions_and_state_move_when_instances_join_and_leave() {
     // State moved with its partitions: every customer's counts run 1..=n with no gap or repeat.
     let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for cmd in cmds.iter().filter(|c| event_name(c) == "order_counted") {
-        counts.entry(cmd.customer_key.clone()).or_default().push(event_field(cmd, "orders").unwrap());
+        counts
+            .entry(cmd.customer_key.clone())
+            .or_default()
+            .push(event_field(cmd, "orders").unwrap());
     }
     for (key, mut seen) in counts {
         seen.sort_unstable();
@@ -180,14 +242,27 @@ async fn lagging_replay_fires_historical_timers_in_event_time_order() {
     let t0 = 1_767_225_600_000; // 2026-01-01, long before the wall clock
     let c = 4242;
     let times = [t0, t0 + 2 * day, t0 + 2 * day + 3_600_000, t0 + 5 * day];
-    let inputs: Vec<_> = times.iter().enumerate().map(|(i, at)| order(c, 10 + i as u64, &format!("hist-{i}"), *at)).collect();
+    let inputs: Vec<_> = times
+        .iter()
+        .enumerate()
+        .map(|(i, at)| order(c, 10 + i as u64, &format!("hist-{i}"), *at))
+        .collect();
     produce(&k, &topics.raw, &inputs).await;
-    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("hist"), timer_delay: "1day".into() };
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("hist"),
+        timer_delay: "1day".into(),
+    };
     let mut p = d.spawn("h");
     let cmds = wait_commands(&k, &topics, 7, "orders and timers");
     p.terminate();
     let key = customer_key(c);
-    let seq: Vec<(String, i64)> = cmds.iter().filter(|c| c.customer_key == key).map(|c| (event_name(c).to_owned(), c.event_time_ms)).collect();
+    let seq: Vec<(String, i64)> = cmds
+        .iter()
+        .filter(|c| c.customer_key == key)
+        .map(|c| (event_name(c).to_owned(), c.event_time_ms))
+        .collect();
     let want = vec![
         ("order_counted".to_owned(), times[0]),
         ("quiet_period_ended".to_owned(), times[0] + day),
@@ -205,14 +280,22 @@ async fn lagging_replay_fires_historical_timers_in_event_time_order() {
 async fn caught_up_idle_partition_fires_by_the_wall_clock() {
     let k = kafka();
     let topics = fresh_topics(&k, 2).await;
-    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("wall"), timer_delay: "3s".into() };
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("wall"),
+        timer_delay: "3s".into(),
+    };
     let mut p = d.spawn("w");
     wait_for("ready", Duration::from_secs(60), || p.ready().then_some(()));
     let now = runtime::now_ms();
     produce(&k, &topics.raw, &[order(77, 7700, "wall-1", now)]).await;
     let cmds = wait_commands(&k, &topics, 2, "the wall-clock timer");
     p.terminate();
-    let fired = cmds.iter().find(|c| event_name(c) == "quiet_period_ended").expect("timer fired with no further traffic");
+    let fired = cmds
+        .iter()
+        .find(|c| event_name(c) == "quiet_period_ended")
+        .expect("timer fired with no further traffic");
     assert_eq!(fired.event_time_ms, now + 3_000);
 }
 
@@ -220,14 +303,27 @@ async fn caught_up_idle_partition_fires_by_the_wall_clock() {
 async fn a_stale_instance_is_fenced_and_exits_non_zero() {
     let k = kafka();
     let topics = fresh_topics(&k, 2).await;
-    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("fence"), timer_delay: "1day".into() };
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("fence"),
+        timer_delay: "1day".into(),
+    };
     let mut old = d.spawn("same");
-    wait_for("first instance ready", Duration::from_secs(60), || old.ready().then_some(()));
+    wait_for("first instance ready", Duration::from_secs(60), || {
+        old.ready().then_some(())
+    });
     let mut new = d.spawn("same");
-    wait_for("second instance ready", Duration::from_secs(60), || new.ready().then_some(()));
+    wait_for("second instance ready", Duration::from_secs(60), || {
+        new.ready().then_some(())
+    });
     let (inputs, n) = workload(10, 2, "fence");
     produce(&k, &topics.raw, &inputs).await;
-    let status = wait_for("the stale instance to exit", Duration::from_secs(90), || old.child.try_wait().unwrap());
+    let status = wait_for(
+        "the stale instance to exit",
+        Duration::from_secs(90),
+        || old.child.try_wait().unwrap(),
+    );
     assert!(!status.success(), "a fenced instance must exit non-zero");
     let cmds = wait_commands(&k, &topics, n, "all records processed by the new instance");
     new.terminate();
@@ -240,12 +336,32 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     let k = kafka();
     let topics = fresh_topics(&k, 1).await;
     produce_raw(&k, &topics.raw, &customer_key(1), b"definitely not avro").await;
-    produce(&k, &topics.raw, &[envelope("orders/paid", "bad-json", runtime::now_ms(), "{not json")]).await;
+    produce(
+        &k,
+        &topics.raw,
+        &[envelope(
+            "orders/paid",
+            "bad-json",
+            runtime::now_ms(),
+            "{not json",
+        )],
+    )
+    .await;
     let mut bad_body = order(1, 100, "bad-body", runtime::now_ms());
     bad_body.routing_key = customer_key(1);
     bad_body.body = br#"{"id":"not-a-number","customer":{"id":1}}"#.to_vec();
-    produce(&k, &topics.raw, &[bad_body, order(1, 101, "good", runtime::now_ms())]).await;
-    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("poison"), timer_delay: "1day".into() };
+    produce(
+        &k,
+        &topics.raw,
+        &[bad_body, order(1, 101, "good", runtime::now_ms())],
+    )
+    .await;
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("poison"),
+        timer_delay: "1day".into(),
+    };
     let mut p = d.spawn("p");
     let cmds = wait_commands(&k, &topics, 1, "the good record after the poison");
     let dlq = wait_for("dead letters", Duration::from_secs(60), || {
@@ -256,11 +372,18 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     assert_eq!(cmds.len(), 1);
     let kinds: BTreeSet<String> = dlq
         .iter()
-        .map(|(_, _, _, h)| h.iter().find(|(k, _)| k == "tillstream.error.kind").map(|(_, v)| v.clone()).unwrap_or_default())
+        .map(|(_, _, _, h)| {
+            h.iter()
+                .find(|(k, _)| k == "tillstream.error.kind")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        })
         .collect();
     assert!(kinds.contains("undecodable_envelope"), "{kinds:?}");
     assert!(kinds.contains("rule_error"), "{kinds:?}");
-    let garbage = dlq.iter().find(|(_, _, v, _)| v.as_deref() == Some(&b"definitely not avro"[..]));
+    let garbage = dlq
+        .iter()
+        .find(|(_, _, v, _)| v.as_deref() == Some(&b"definitely not avro"[..]));
     assert!(garbage.is_some(), "the original bytes are kept");
 }
 
@@ -270,10 +393,25 @@ async fn shop_redact_purges_every_key_of_the_shop_on_every_partition() {
     let topics = fresh_topics(&k, 4).await;
     let (inputs, n) = workload(12, 2, "before");
     produce(&k, &topics.raw, &inputs).await;
-    let d = Deployment { kafka: k.clone(), topics: topics.clone(), application_id: unique("purge"), timer_delay: "1day".into() };
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("purge"),
+        timer_delay: "1day".into(),
+    };
     let mut p = d.spawn("p");
     wait_commands(&k, &topics, n, "orders before the redaction");
-    produce(&k, &topics.raw, &[envelope("shop/redact", "redact-1", runtime::now_ms(), r#"{"shop_id":1,"shop_domain":"test-shop.myshopify.com"}"#)]).await;
+    produce(
+        &k,
+        &topics.raw,
+        &[envelope(
+            "shop/redact",
+            "redact-1",
+            runtime::now_ms(),
+            r#"{"shop_id":1,"shop_domain":"test-shop.myshopify.com"}"#,
+        )],
+    )
+    .await;
     // After the purge every customer starts from zero again.
     let (after, m) = workload(12, 1, "after");
     // Wait until the purge has been applied everywhere: the customer query answers 404.
@@ -287,10 +425,16 @@ async fn shop_redact_purges_every_key_of_the_shop_on_every_partition() {
     p.terminate();
     let counts: BTreeSet<i64> = cmds
         .iter()
-        .filter(|c| event_name(c) == "order_counted" && c.source_ids.iter().any(|s| s.starts_with("after-")))
+        .filter(|c| {
+            event_name(c) == "order_counted" && c.source_ids.iter().any(|s| s.starts_with("after-"))
+        })
         .map(|c| event_field(c, "orders").unwrap())
         .collect();
-    assert_eq!(counts, BTreeSet::from([1]), "state was purged on every partition");
+    assert_eq!(
+        counts,
+        BTreeSet::from([1]),
+        "state was purged on every partition"
+    );
 }
 
 /// HTTP status of a GET, over a raw socket.
@@ -298,7 +442,11 @@ fn probe_status(host: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.get(9..12)?.parse().ok()

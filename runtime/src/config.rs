@@ -38,13 +38,18 @@ pub enum ConfigError {
 }
 
 /// Loads a service configuration from defaults, an optional file and the environment.
-pub fn load_config<T: DeserializeOwned>(defaults_toml: &str, file: Option<&Path>) -> Result<T, ConfigError> {
+pub fn load_config<T: DeserializeOwned>(
+    defaults_toml: &str,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
     let mut figment = Figment::new().merge(Toml::string(defaults_toml));
     if let Some(path) = file {
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment.merge(Env::prefixed("TILLSTREAM_").split("__").ignore(&["config"]));
-    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    figment
+        .extract()
+        .map_err(|e| ConfigError::Invalid(Box::new(e)))
 }
 
 /// A secret string (API key, HMAC secret): printed as `**REDACTED**` in logs and debug output.
@@ -71,13 +76,20 @@ impl Secret {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         std::fs::read_to_string(path)
             .map(|s| Self(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|source| ConfigError::SecretFile { path: path.display().to_string(), source })
+            .map_err(|source| ConfigError::SecretFile {
+                path: path.display().to_string(),
+                source,
+            })
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "**REDACTED**" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "**REDACTED**"
+        })
     }
 }
 
@@ -121,6 +133,7 @@ impl Serialize for Secret {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error.
 mod tests {
     use super::*;
     use figment::Jail;
@@ -144,10 +157,11 @@ mod tests {
             jail.create_file("c.toml", "key = \"from-file\"\n")?;
             jail.set_env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092");
             let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
-            let c: Demo = load_config(defaults, Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            let c: Demo =
+                load_config(defaults, Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
             assert_eq!(c.key.expose(), "from-file");
-            assert_eq!(format!("{c:?}").contains("from-file"), false);
+            assert!(!format!("{c:?}").contains("from-file"));
             Ok(())
         });
     }

@@ -22,7 +22,10 @@ pub struct Health {
 impl Health {
     /// A new, not-yet-ready health state.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { ready: AtomicBool::new(false), reason: std::sync::Mutex::new("starting".into()) })
+        Arc::new(Self {
+            ready: AtomicBool::new(false),
+            reason: std::sync::Mutex::new("starting".into()),
+        })
     }
 
     /// Marks the service ready (or not, with a reason shown by `/readyz`).
@@ -63,20 +66,34 @@ async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
     if s.health.is_ready() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", s.health.reason()))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", s.health.reason()),
+        )
     }
 }
 
 async fn metrics(State(s): State<OpsState>) -> impl IntoResponse {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&s.registry.gather(), &mut buf) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            buf,
+        )
+            .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
 /// finish (axum's graceful shutdown).
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

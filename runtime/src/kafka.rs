@@ -30,7 +30,10 @@ pub struct KafkaConfig {
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        Self { bootstrap_servers: "127.0.0.1:9092".into(), properties: BTreeMap::new() }
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            properties: BTreeMap::new(),
+        }
     }
 }
 
@@ -54,13 +57,17 @@ impl fmt::Debug for KafkaConfig {
 impl KafkaConfig {
     /// A config for the given brokers with no extra properties (tests, tools).
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        Self { bootstrap_servers: bootstrap_servers.into(), properties: BTreeMap::new() }
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// The base client config: brokers plus the user's extra properties.
     pub fn client(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap_servers).set("client.id", client_id);
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id);
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -89,7 +96,8 @@ impl KafkaConfig {
     /// fences its predecessor.
     pub fn transactional_producer(&self, client_id: &str, transactional_id: &str) -> ClientConfig {
         let mut c = self.producer(client_id);
-        c.set("transactional.id", transactional_id).set("transaction.timeout.ms", "60000");
+        c.set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", "60000");
         c
     }
 
@@ -100,7 +108,14 @@ impl KafkaConfig {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" });
+            .set(
+                "isolation.level",
+                if read_committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            );
         c
     }
 }

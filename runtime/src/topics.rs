@@ -119,21 +119,58 @@ impl TopicsConfig {
         };
         vec![
             // The system of record: never expire, replays and backfills start from offset 0.
-            spec(&self.raw, self.partitions, &[("cleanup.policy", "delete"), ("retention.ms", "-1"), ("retention.bytes", "-1")]),
-            spec(&self.commands, self.partitions, &[("cleanup.policy", "delete"), ("retention.ms", &transient)]),
+            spec(
+                &self.raw,
+                self.partitions,
+                &[
+                    ("cleanup.policy", "delete"),
+                    ("retention.ms", "-1"),
+                    ("retention.bytes", "-1"),
+                ],
+            ),
+            spec(
+                &self.commands,
+                self.partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", &transient)],
+            ),
             // Compacted: the latest state per key survives; tombstones erase (GDPR).
-            spec(&self.changelog, self.partitions, &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", "0"), ("delete.retention.ms", "86400000")]),
-            spec(&self.repartition, self.partitions, &[("cleanup.policy", "delete"), ("retention.ms", &transient)]),
-            spec(&self.processor_dlq, self.side_partitions, &[("cleanup.policy", "delete"), ("retention.ms", "-1")]),
-            spec(&self.publisher_dlq, self.side_partitions, &[("cleanup.policy", "delete"), ("retention.ms", "-1")]),
-            spec(&self.data_requests, self.side_partitions, &[("cleanup.policy", "delete"), ("retention.ms", "2592000000")]),
+            spec(
+                &self.changelog,
+                self.partitions,
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", "0"),
+                    ("delete.retention.ms", "86400000"),
+                ],
+            ),
+            spec(
+                &self.repartition,
+                self.partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", &transient)],
+            ),
+            spec(
+                &self.processor_dlq,
+                self.side_partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", "-1")],
+            ),
+            spec(
+                &self.publisher_dlq,
+                self.side_partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", "-1")],
+            ),
+            spec(
+                &self.data_requests,
+                self.side_partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", "2592000000")],
+            ),
         ]
     }
 
     /// Creates missing topics and verifies existing ones; an existing topic with another
     /// partition count or config is an error and nothing is changed.
     pub async fn apply(&self, kafka: &KafkaConfig) -> Result<Vec<TopicOutcome>, TopicError> {
-        let admin: AdminClient<DefaultClientContext> = kafka.client("tillstream-topics").create()?;
+        let admin: AdminClient<DefaultClientContext> =
+            kafka.client("tillstream-topics").create()?;
         let timeout = Duration::from_secs(30);
         let specs = self.specs();
         let metadata = admin.inner().fetch_metadata(None, timeout)?;
@@ -141,29 +178,54 @@ impl TopicsConfig {
             .topics()
             .iter()
             .filter(|t| t.error().is_none())
-            .map(|t| (t.name().to_owned(), i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)))
+            .map(|t| {
+                (
+                    t.name().to_owned(),
+                    i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+                )
+            })
             .collect();
 
         let mut problems = Vec::new();
-        let present: Vec<&TopicSpec> = specs.iter().filter(|s| existing.contains_key(&s.name)).collect();
+        let present: Vec<&TopicSpec> = specs
+            .iter()
+            .filter(|s| existing.contains_key(&s.name))
+            .collect();
         if !present.is_empty() {
-            let resources: Vec<ResourceSpecifier<'_>> = present.iter().map(|s| ResourceSpecifier::Topic(&s.name)).collect();
-            let described = admin.describe_configs(&resources, &AdminOptions::new().request_timeout(Some(timeout))).await?;
+            let resources: Vec<ResourceSpecifier<'_>> = present
+                .iter()
+                .map(|s| ResourceSpecifier::Topic(&s.name))
+                .collect();
+            let described = admin
+                .describe_configs(
+                    &resources,
+                    &AdminOptions::new().request_timeout(Some(timeout)),
+                )
+                .await?;
             for (spec, result) in present.iter().zip(described) {
                 let partitions = existing.get(&spec.name).copied().unwrap_or_default();
                 if partitions != spec.partitions {
-                    problems.push(format!("{}: {} partitions, expected {}", spec.name, partitions, spec.partitions));
+                    problems.push(format!(
+                        "{}: {} partitions, expected {}",
+                        spec.name, partitions, spec.partitions
+                    ));
                 }
                 match result {
                     Ok(resource) => {
                         for (key, want) in &spec.configs {
-                            let have = resource.get(key).and_then(|e| e.value.clone()).unwrap_or_default();
+                            let have = resource
+                                .get(key)
+                                .and_then(|e| e.value.clone())
+                                .unwrap_or_default();
                             if &have != want {
-                                problems.push(format!("{}: {key}={have}, expected {want}", spec.name));
+                                problems
+                                    .push(format!("{}: {key}={have}, expected {want}", spec.name));
                             }
                         }
                     }
-                    Err(code) => problems.push(format!("{}: cannot describe configs: {code}", spec.name)),
+                    Err(code) => {
+                        problems.push(format!("{}: cannot describe configs: {code}", spec.name))
+                    }
                 }
             }
         }
@@ -171,27 +233,42 @@ impl TopicsConfig {
             return Err(TopicError::Mismatch(problems));
         }
 
-        let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains_key(&s.name)).collect();
+        let missing: Vec<&TopicSpec> = specs
+            .iter()
+            .filter(|s| !existing.contains_key(&s.name))
+            .collect();
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|s| {
-                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(self.replication_factor));
+                let mut t = NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(self.replication_factor),
+                );
                 for (k, v) in &s.configs {
                     t = t.set(k, v);
                 }
                 t
             })
             .collect();
-        let mut outcomes: Vec<TopicOutcome> = present.iter().map(|s| TopicOutcome::Verified(s.name.clone())).collect();
+        let mut outcomes: Vec<TopicOutcome> = present
+            .iter()
+            .map(|s| TopicOutcome::Verified(s.name.clone()))
+            .collect();
         if !new_topics.is_empty() {
             let results = admin
-                .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(timeout)))
+                .create_topics(
+                    &new_topics,
+                    &AdminOptions::new().operation_timeout(Some(timeout)),
+                )
                 .await?;
             for result in results {
                 match result {
                     Ok(name) => outcomes.push(TopicOutcome::Created(name)),
                     // Another instance created it between our metadata read and now.
-                    Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => outcomes.push(TopicOutcome::Verified(name)),
+                    Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        outcomes.push(TopicOutcome::Verified(name))
+                    }
                     Err((topic, code)) => return Err(TopicError::Create { topic, code }),
                 }
             }

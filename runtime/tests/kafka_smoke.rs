@@ -11,7 +11,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 use runtime::KafkaConfig;
 use runtime::testing::{kafka, unique};
@@ -21,7 +23,10 @@ const T: Duration = Duration::from_secs(30);
 async fn create_topic(k: &KafkaConfig, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = k.client("smoke-admin").create().unwrap();
     let res = admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
     for r in res {
@@ -34,7 +39,10 @@ async fn produce(k: &KafkaConfig, topic: &str, n: usize) {
     for i in 0..n {
         let payload = format!("v{i}");
         let key = format!("k{i}");
-        p.send(FutureRecord::to(topic).key(&key).payload(&payload), T).await.map_err(|(e, _)| e).unwrap();
+        p.send(FutureRecord::to(topic).key(&key).payload(&payload), T)
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
 }
 
@@ -51,7 +59,10 @@ fn drain(consumer: &BaseConsumer, want: usize, deadline: Duration) -> Vec<String
 }
 
 fn reader(k: &KafkaConfig, topic: &str, read_committed: bool) -> BaseConsumer {
-    let c: BaseConsumer = k.consumer("smoke-reader", &unique("smoke-reader"), read_committed).create().unwrap();
+    let c: BaseConsumer = k
+        .consumer("smoke-reader", &unique("smoke-reader"), read_committed)
+        .create()
+        .unwrap();
     c.subscribe(&[topic]).unwrap();
     c
 }
@@ -71,7 +82,11 @@ async fn idempotent_produce_and_group_consume() {
     // Offsets are stored explicitly in tillstream (auto store is off): commit the positions.
     c.commit(&c.position().unwrap(), CommitMode::Sync).unwrap();
     let committed = c.committed(T).unwrap();
-    let total: i64 = committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0)).sum();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(0))
+        .sum();
     assert_eq!(total, 50, "group offsets cover all records");
 }
 
@@ -91,17 +106,26 @@ async fn read_process_write(commit: bool) -> (usize, i64) {
     let inputs = drain(&consumer, 10, T);
     assert_eq!(inputs.len(), 10);
 
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        k.transactional_producer("smoke-tx-p", &unique("smoke-txid")).create().unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = k
+        .transactional_producer("smoke-tx-p", &unique("smoke-txid"))
+        .create()
+        .unwrap();
     producer.init_transactions(T).unwrap();
     producer.begin_transaction().unwrap();
     for v in &inputs {
         let out = format!("processed-{v}");
-        producer.send(BaseRecord::<str, str>::to(&output).payload(&out)).map_err(|(e, _)| e).unwrap();
+        producer
+            .send(BaseRecord::<str, str>::to(&output).payload(&out))
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
     let mut offsets = TopicPartitionList::new();
-    offsets.add_partition_offset(&input, 0, Offset::Offset(10)).unwrap();
-    producer.send_offsets_to_transaction(&offsets, &consumer.group_metadata().unwrap(), T).unwrap();
+    offsets
+        .add_partition_offset(&input, 0, Offset::Offset(10))
+        .unwrap();
+    producer
+        .send_offsets_to_transaction(&offsets, &consumer.group_metadata().unwrap(), T)
+        .unwrap();
     if commit {
         producer.commit_transaction(T).unwrap();
     } else {
@@ -116,7 +140,11 @@ async fn read_process_write(commit: bool) -> (usize, i64) {
     tpl.add_partition(&input, 0);
     let probe: BaseConsumer = k.consumer("smoke-probe", &group, true).create().unwrap();
     let committed = probe.committed_offsets(tpl, T).unwrap();
-    let off = committed.elements()[0].offset().to_raw().unwrap_or(-1).max(0);
+    let off = committed.elements()[0]
+        .offset()
+        .to_raw()
+        .unwrap_or(-1)
+        .max(0);
     (seen, off)
 }
 
@@ -140,13 +168,21 @@ async fn read_uncommitted_reader_does_see_aborted_records() {
     let k = kafka();
     let output = unique("smoke-tx-dirty");
     create_topic(&k, &output, 1).await;
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        k.transactional_producer("smoke-dirty-p", &unique("smoke-txid")).create().unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = k
+        .transactional_producer("smoke-dirty-p", &unique("smoke-txid"))
+        .create()
+        .unwrap();
     producer.init_transactions(T).unwrap();
     producer.begin_transaction().unwrap();
-    producer.send(BaseRecord::<str, str>::to(&output).payload("dirty")).map_err(|(e, _)| e).unwrap();
+    producer
+        .send(BaseRecord::<str, str>::to(&output).payload("dirty"))
+        .map_err(|(e, _)| e)
+        .unwrap();
     producer.flush(T).unwrap();
     producer.abort_transaction(T).unwrap();
     assert_eq!(drain(&reader(&k, &output, false), 1, T).len(), 1);
-    assert_eq!(drain(&reader(&k, &output, true), 1, Duration::from_secs(5)).len(), 0);
+    assert_eq!(
+        drain(&reader(&k, &output, true), 1, Duration::from_secs(5)).len(),
+        0
+    );
 }

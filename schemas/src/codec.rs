@@ -100,7 +100,12 @@ impl Codec {
                 known.push((fp, s));
             }
         }
-        Self { name, current, current_fingerprint, known }
+        Self {
+            name,
+            current,
+            current_fingerprint,
+            known,
+        }
     }
 
     /// The schema's name, for messages.
@@ -124,7 +129,10 @@ impl Codec {
     }
 
     fn avro(&self, source: apache_avro::Error) -> CodecError {
-        CodecError::Avro { schema: self.name, source: Box::new(source) }
+        CodecError::Avro {
+            schema: self.name,
+            source: Box::new(source),
+        }
     }
 
     /// Encodes a value with the current schema, framed as a single object.
@@ -155,7 +163,11 @@ impl Codec {
             .map(|(_, s)| s)
             .ok_or(CodecError::UnknownSchema(fp, self.name))?;
         let mut datum = &bytes[10..];
-        let reader = if fp == self.current_fingerprint { None } else { Some(&self.current) };
+        let reader = if fp == self.current_fingerprint {
+            None
+        } else {
+            Some(&self.current)
+        };
         apache_avro::from_avro_datum(writer, &mut datum, reader).map_err(|e| self.avro(e))
     }
 }

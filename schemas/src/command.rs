@@ -176,16 +176,32 @@ fn json_text(fields: &DataFields) -> Value {
     Value::String(Json::Object(fields.clone()).to_string())
 }
 
-fn parse_fields(record: &'static str, field: &'static str, text: &str) -> Result<DataFields, CodecError> {
+fn parse_fields(
+    record: &'static str,
+    field: &'static str,
+    text: &str,
+) -> Result<DataFields, CodecError> {
     match serde_json::from_str::<Json>(text) {
         Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(CodecError::Json { record, field, message: "not a JSON object".into() }),
-        Err(e) => Err(CodecError::Json { record, field, message: e.to_string() }),
+        Ok(_) => Err(CodecError::Json {
+            record,
+            field,
+            message: "not a JSON object".into(),
+        }),
+        Err(e) => Err(CodecError::Json {
+            record,
+            field,
+            message: e.to_string(),
+        }),
     }
 }
 
 fn decimal(record: &'static str, field: &'static str, text: String) -> Result<Decimal, CodecError> {
-    Decimal::from_str(&text).map_err(|_| CodecError::Decimal { record, field, value: text })
+    Decimal::from_str(&text).map_err(|_| CodecError::Decimal {
+        record,
+        field,
+        value: text,
+    })
 }
 
 fn item_value(i: &CommerceItem) -> Value {
@@ -232,14 +248,24 @@ fn items_from(values: Vec<Value>) -> Result<Vec<CommerceItem>, CodecError> {
 impl Action {
     fn to_value(&self) -> Value {
         let (index, body) = match self {
-            Self::UpsertUser { data_fields, merge_nested_objects } => (
+            Self::UpsertUser {
+                data_fields,
+                merge_nested_objects,
+            } => (
                 0,
                 record(vec![
                     ("data_fields_json", json_text(data_fields)),
-                    ("merge_nested_objects", Value::Boolean(*merge_nested_objects)),
+                    (
+                        "merge_nested_objects",
+                        Value::Boolean(*merge_nested_objects),
+                    ),
                 ]),
             ),
-            Self::TrackEvent { event_name, created_at_s, data_fields } => (
+            Self::TrackEvent {
+                event_name,
+                created_at_s,
+                data_fields,
+            } => (
                 1,
                 record(vec![
                     ("event_name", Value::String(event_name.clone())),
@@ -247,32 +273,60 @@ impl Action {
                     ("data_fields_json", json_text(data_fields)),
                 ]),
             ),
-            Self::TrackPurchase { created_at_s, total, items, data_fields } => (
+            Self::TrackPurchase {
+                created_at_s,
+                total,
+                items,
+                data_fields,
+            } => (
                 2,
                 record(vec![
                     ("created_at_s", Value::Long(*created_at_s)),
                     ("total", Value::String(total.to_string())),
-                    ("items", Value::Array(items.iter().map(item_value).collect())),
+                    (
+                        "items",
+                        Value::Array(items.iter().map(item_value).collect()),
+                    ),
                     ("data_fields_json", json_text(data_fields)),
                 ]),
             ),
-            Self::UpdateCart { items } => {
-                (3, record(vec![("items", Value::Array(items.iter().map(item_value).collect()))]))
-            }
+            Self::UpdateCart { items } => (
+                3,
+                record(vec![(
+                    "items",
+                    Value::Array(items.iter().map(item_value).collect()),
+                )]),
+            ),
             Self::UpdateSubscriptions(s) => (
                 4,
                 record(vec![
                     ("email_list_ids", opt_long_array(&s.email_list_ids)),
-                    ("unsubscribed_channel_ids", opt_long_array(&s.unsubscribed_channel_ids)),
-                    ("unsubscribed_message_type_ids", opt_long_array(&s.unsubscribed_message_type_ids)),
-                    ("subscribed_message_type_ids", opt_long_array(&s.subscribed_message_type_ids)),
+                    (
+                        "unsubscribed_channel_ids",
+                        opt_long_array(&s.unsubscribed_channel_ids),
+                    ),
+                    (
+                        "unsubscribed_message_type_ids",
+                        opt_long_array(&s.unsubscribed_message_type_ids),
+                    ),
+                    (
+                        "subscribed_message_type_ids",
+                        opt_long_array(&s.subscribed_message_type_ids),
+                    ),
                 ]),
             ),
             Self::ListMembership { list_id, subscribe } => (
                 5,
-                record(vec![("list_id", Value::Long(*list_id)), ("subscribe", Value::Boolean(*subscribe))]),
+                record(vec![
+                    ("list_id", Value::Long(*list_id)),
+                    ("subscribe", Value::Boolean(*subscribe)),
+                ]),
             ),
-            Self::ChangeEmail { current_email, current_user_id, new_email } => (
+            Self::ChangeEmail {
+                current_email,
+                current_user_id,
+                new_email,
+            } => (
                 6,
                 record(vec![
                     ("current_email", opt_string(current_email)),
@@ -293,13 +347,21 @@ impl Action {
 
     fn from_value(v: Value) -> Result<Self, CodecError> {
         let Value::Union(index, body) = v else {
-            return Err(CodecError::Shape { record: "IterableCommand", field: "action", expected: "union" });
+            return Err(CodecError::Shape {
+                record: "IterableCommand",
+                field: "action",
+                expected: "union",
+            });
         };
         Ok(match index {
             0 => {
                 let mut f = Fields::new("UpsertUser", *body)?;
                 Self::UpsertUser {
-                    data_fields: parse_fields("UpsertUser", "data_fields_json", &f.string("data_fields_json")?)?,
+                    data_fields: parse_fields(
+                        "UpsertUser",
+                        "data_fields_json",
+                        &f.string("data_fields_json")?,
+                    )?,
                     merge_nested_objects: f.boolean("merge_nested_objects")?,
                 }
             }
@@ -308,7 +370,11 @@ impl Action {
                 Self::TrackEvent {
                     event_name: f.string("event_name")?,
                     created_at_s: f.long("created_at_s")?,
-                    data_fields: parse_fields("TrackEvent", "data_fields_json", &f.string("data_fields_json")?)?,
+                    data_fields: parse_fields(
+                        "TrackEvent",
+                        "data_fields_json",
+                        &f.string("data_fields_json")?,
+                    )?,
                 }
             }
             2 => {
@@ -317,25 +383,35 @@ impl Action {
                     created_at_s: f.long("created_at_s")?,
                     total: decimal("TrackPurchase", "total", f.string("total")?)?,
                     items: items_from(f.array("items")?)?,
-                    data_fields: parse_fields("TrackPurchase", "data_fields_json", &f.string("data_fields_json")?)?,
+                    data_fields: parse_fields(
+                        "TrackPurchase",
+                        "data_fields_json",
+                        &f.string("data_fields_json")?,
+                    )?,
                 }
             }
             3 => {
                 let mut f = Fields::new("UpdateCart", *body)?;
-                Self::UpdateCart { items: items_from(f.array("items")?)? }
+                Self::UpdateCart {
+                    items: items_from(f.array("items")?)?,
+                }
             }
             4 => {
                 let mut f = Fields::new("UpdateSubscriptions", *body)?;
                 Self::UpdateSubscriptions(SubscriptionUpdate {
                     email_list_ids: f.opt_long_array("email_list_ids")?,
                     unsubscribed_channel_ids: f.opt_long_array("unsubscribed_channel_ids")?,
-                    unsubscribed_message_type_ids: f.opt_long_array("unsubscribed_message_type_ids")?,
+                    unsubscribed_message_type_ids: f
+                        .opt_long_array("unsubscribed_message_type_ids")?,
                     subscribed_message_type_ids: f.opt_long_array("subscribed_message_type_ids")?,
                 })
             }
             5 => {
                 let mut f = Fields::new("ListMembership", *body)?;
-                Self::ListMembership { list_id: f.long("list_id")?, subscribe: f.boolean("subscribe")? }
+                Self::ListMembership {
+                    list_id: f.long("list_id")?,
+                    subscribe: f.boolean("subscribe")?,
+                }
             }
             6 => {
                 let mut f = Fields::new("ChangeEmail", *body)?;
@@ -353,7 +429,13 @@ impl Action {
                 };
                 Self::DeleteUser { mode }
             }
-            _ => return Err(CodecError::Shape { record: "IterableCommand", field: "action", expected: "a known branch" }),
+            _ => {
+                return Err(CodecError::Shape {
+                    record: "IterableCommand",
+                    field: "action",
+                    expected: "a known branch",
+                });
+            }
         })
     }
 }
@@ -372,7 +454,10 @@ impl IterableCommand {
             ("customer_key", Value::String(self.customer_key.clone())),
             (
                 "user",
-                record(vec![("user_id", opt_string(&self.user.user_id)), ("email", opt_string(&self.user.email))]),
+                record(vec![
+                    ("user_id", opt_string(&self.user.user_id)),
+                    ("email", opt_string(&self.user.email)),
+                ]),
             ),
             ("event_time_ms", Value::Long(self.event_time_ms)),
             ("source_ids", strings(&self.source_ids)),
@@ -387,11 +472,22 @@ impl IterableCommand {
         let shop_domain = f.string("shop_domain")?;
         let customer_key = f.string("customer_key")?;
         let mut u = Fields::new("UserRef", f.raw("user")?)?;
-        let user = UserRef { user_id: u.opt_string("user_id")?, email: u.opt_string("email")? };
+        let user = UserRef {
+            user_id: u.opt_string("user_id")?,
+            email: u.opt_string("email")?,
+        };
         let event_time_ms = f.long("event_time_ms")?;
         let source_ids = f.strings("source_ids")?;
         let action = Action::from_value(f.raw("action")?)?;
-        Ok(Self { command_id, shop_domain, customer_key, user, event_time_ms, source_ids, action })
+        Ok(Self {
+            command_id,
+            shop_domain,
+            customer_key,
+            user,
+            event_time_ms,
+            source_ids,
+            action,
+        })
     }
 }
 
@@ -432,7 +528,10 @@ mod tests {
 
     #[test]
     fn iterable_ids_are_safe() {
-        assert_eq!(iterable_id(&["demo.myshopify.com", "purchase", "gid://shopify/Order/42"]), "demo-myshopify-com-purchase-shopify-Order-42");
+        assert_eq!(
+            iterable_id(&["demo.myshopify.com", "purchase", "gid://shopify/Order/42"]),
+            "demo-myshopify-com-purchase-shopify-Order-42"
+        );
         let long = "x".repeat(2000);
         let id = iterable_id(&[&long]);
         assert_eq!(id.len(), 512);

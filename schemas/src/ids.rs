@@ -23,10 +23,15 @@ impl ShopDomain {
         let d = raw.trim().to_ascii_lowercase();
         let ok = !d.is_empty()
             && d.len() <= 255
-            && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             && !d.starts_with('.')
             && !d.ends_with('.');
-        if ok { Ok(Self(d)) } else { Err(IdError::ShopDomain(raw.to_owned())) }
+        if ok {
+            Ok(Self(d))
+        } else {
+            Err(IdError::ShopDomain(raw.to_owned()))
+        }
     }
 
     /// The domain as a string slice.
@@ -106,7 +111,11 @@ pub struct CustomerKey(String);
 impl CustomerKey {
     /// Builds a key; e-mail ids are lower-cased so one person has one key.
     pub fn new(shop: &ShopDomain, kind: KeyKind, id: &str) -> Self {
-        let id = if kind == KeyKind::Email { id.trim().to_lowercase() } else { id.to_owned() };
+        let id = if kind == KeyKind::Email {
+            id.trim().to_lowercase()
+        } else {
+            id.to_owned()
+        };
         Self(format!("{}/{}/{}", shop.as_str(), kind.tag(), id))
     }
 
@@ -115,7 +124,9 @@ impl CustomerKey {
         let mut parts = raw.splitn(3, '/');
         let (shop, kind, id) = (parts.next(), parts.next(), parts.next());
         match (shop, kind.and_then(KeyKind::from_tag), id) {
-            (Some(s), Some(_), Some(id)) if !s.is_empty() && !id.is_empty() => Ok(Self(raw.to_owned())),
+            (Some(s), Some(_), Some(id)) if !s.is_empty() && !id.is_empty() => {
+                Ok(Self(raw.to_owned()))
+            }
             _ => Err(IdError::Key(raw.to_owned())),
         }
     }
@@ -173,6 +184,9 @@ mod tests {
         assert!(ShopDomain::parse("").is_err());
         assert!(ShopDomain::parse("evil/../x").is_err());
         assert!(ShopDomain::parse("a b.myshopify.com").is_err());
-        assert_eq!(ShopDomain::parse("x-1.myshopify.com").unwrap().as_str(), "x-1.myshopify.com");
+        assert_eq!(
+            ShopDomain::parse("x-1.myshopify.com").unwrap().as_str(),
+            "x-1.myshopify.com"
+        );
     }
 }

@@ -15,8 +15,9 @@ pub mod state;
 mod value;
 
 pub use codec::{Codec, CodecError};
-pub use command::{iterable_id, DataFields, 
-    Action, CommerceItem, DeleteMode, IterableCommand, SubscriptionUpdate, UserRef,
+pub use command::{
+    Action, CommerceItem, DataFields, DeleteMode, IterableCommand, SubscriptionUpdate, UserRef,
+    iterable_id,
 };
 pub use envelope::{EventSource, ShopifyEnvelope};
 pub use ids::{CustomerKey, DeliveryId, IdError, KeyKind, ShopDomain};

@@ -82,7 +82,11 @@ pub fn routing_key(shop: &ShopDomain, topic: &str, body: &[u8]) -> CustomerKey {
     let Ok(f) = serde_json::from_slice::<Fields>(body) else {
         return shop_key();
     };
-    let key = |kind, id: &Option<Id>| id.as_ref().and_then(Id::text).map(|id| CustomerKey::new(shop, kind, &id));
+    let key = |kind, id: &Option<Id>| {
+        id.as_ref()
+            .and_then(Id::text)
+            .map(|id| CustomerKey::new(shop, kind, &id))
+    };
     let person = |f: &Fields| {
         let customer = f.customer.as_ref();
         customer
@@ -100,18 +104,30 @@ pub fn routing_key(shop: &ShopDomain, topic: &str, body: &[u8]) -> CustomerKey {
         "customer.tags_added" | "customer.tags_removed" | "customers/purchasing_summary" => {
             key(KeyKind::Customer, &f.customer_id_camel)
         }
-        t if t.starts_with("customers/") && t != "customers/redact" && t != "customers/data_request" => {
+        t if t.starts_with("customers/")
+            && t != "customers/redact"
+            && t != "customers/data_request" =>
+        {
             key(KeyKind::Customer, &f.id)
         }
         "customers_marketing_consent/update" => key(KeyKind::Customer, &f.id),
         "customers/redact" | "customers/data_request" => person(&f),
         "orders/delete" => key(KeyKind::Order, &f.id),
-        "orders/edited" => key(KeyKind::Order, &f.order_edit.as_ref().and_then(|o| o.order_id.as_ref()).and_then(Id::text).map(Id::Text)),
+        "orders/edited" => key(
+            KeyKind::Order,
+            &f.order_edit
+                .as_ref()
+                .and_then(|o| o.order_id.as_ref())
+                .and_then(Id::text)
+                .map(Id::Text),
+        ),
         "refunds/create" | "order_transactions/create" => key(KeyKind::Order, &f.order_id),
         t if t.starts_with("orders/") => person(&f).or_else(|| key(KeyKind::Order, &f.id)),
         "checkouts/delete" => key(KeyKind::Checkout, &f.id),
         t if t.starts_with("checkouts/") => person(&f).or_else(|| key(KeyKind::Checkout, &f.token)),
-        t if t.starts_with("carts/") => key(KeyKind::Cart, &f.token).or_else(|| key(KeyKind::Cart, &f.id)),
+        t if t.starts_with("carts/") => {
+            key(KeyKind::Cart, &f.token).or_else(|| key(KeyKind::Cart, &f.id))
+        }
         t if t.starts_with("products/") => key(KeyKind::Product, &f.id),
         _ => None,
     };
@@ -124,36 +140,101 @@ mod tests {
 
     fn route(topic: &str, body: &str) -> String {
         let shop = ShopDomain::parse("demo.myshopify.com").unwrap();
-        routing_key(&shop, topic, body.as_bytes()).as_str().to_owned()
+        routing_key(&shop, topic, body.as_bytes())
+            .as_str()
+            .to_owned()
     }
 
     #[test]
     fn orders_go_to_their_customer_then_email_then_order() {
-        assert_eq!(route("orders/paid", r#"{"id":1,"customer":{"id":820982911946154508},"email":"a@b.c"}"#), "demo.myshopify.com/c/820982911946154508");
-        assert_eq!(route("orders/paid", r#"{"id":1,"customer":null,"email":"A@B.c"}"#), "demo.myshopify.com/e/a@b.c");
-        assert_eq!(route("orders/paid", r#"{"id":7,"email":""}"#), "demo.myshopify.com/o/7");
-        assert_eq!(route("refunds/create", r#"{"id":9,"order_id":7}"#), "demo.myshopify.com/o/7");
-        assert_eq!(route("orders/delete", r#"{"id":7}"#), "demo.myshopify.com/o/7");
+        assert_eq!(
+            route(
+                "orders/paid",
+                r#"{"id":1,"customer":{"id":820982911946154508},"email":"a@b.c"}"#
+            ),
+            "demo.myshopify.com/c/820982911946154508"
+        );
+        assert_eq!(
+            route("orders/paid", r#"{"id":1,"customer":null,"email":"A@B.c"}"#),
+            "demo.myshopify.com/e/a@b.c"
+        );
+        assert_eq!(
+            route("orders/paid", r#"{"id":7,"email":""}"#),
+            "demo.myshopify.com/o/7"
+        );
+        assert_eq!(
+            route("refunds/create", r#"{"id":9,"order_id":7}"#),
+            "demo.myshopify.com/o/7"
+        );
+        assert_eq!(
+            route("orders/delete", r#"{"id":7}"#),
+            "demo.myshopify.com/o/7"
+        );
     }
 
     #[test]
     fn customers_consent_checkouts_carts() {
-        assert_eq!(route("customers/update", r#"{"id":5,"email":"x@y.z"}"#), "demo.myshopify.com/c/5");
-        assert_eq!(route("customers_email_marketing_consent/update", r#"{"customer_id":5}"#), "demo.myshopify.com/c/5");
-        assert_eq!(route("customers_marketing_consent/update", r#"{"id":5,"phone":"+1"}"#), "demo.myshopify.com/c/5");
-        assert_eq!(route("customer.tags_added", r#"{"customerId":"gid://shopify/Customer/5"}"#), "demo.myshopify.com/c/5");
-        assert_eq!(route("checkouts/update", r#"{"token":"abc","email":"g@h.i"}"#), "demo.myshopify.com/e/g@h.i");
-        assert_eq!(route("checkouts/create", r#"{"token":"abc"}"#), "demo.myshopify.com/k/abc");
-        assert_eq!(route("carts/update", r#"{"id":"tok","token":"tok"}"#), "demo.myshopify.com/t/tok");
-        assert_eq!(route("customers/redact", r#"{"customer":{"id":5,"email":"x@y.z"}}"#), "demo.myshopify.com/c/5");
+        assert_eq!(
+            route("customers/update", r#"{"id":5,"email":"x@y.z"}"#),
+            "demo.myshopify.com/c/5"
+        );
+        assert_eq!(
+            route(
+                "customers_email_marketing_consent/update",
+                r#"{"customer_id":5}"#
+            ),
+            "demo.myshopify.com/c/5"
+        );
+        assert_eq!(
+            route(
+                "customers_marketing_consent/update",
+                r#"{"id":5,"phone":"+1"}"#
+            ),
+            "demo.myshopify.com/c/5"
+        );
+        assert_eq!(
+            route(
+                "customer.tags_added",
+                r#"{"customerId":"gid://shopify/Customer/5"}"#
+            ),
+            "demo.myshopify.com/c/5"
+        );
+        assert_eq!(
+            route("checkouts/update", r#"{"token":"abc","email":"g@h.i"}"#),
+            "demo.myshopify.com/e/g@h.i"
+        );
+        assert_eq!(
+            route("checkouts/create", r#"{"token":"abc"}"#),
+            "demo.myshopify.com/k/abc"
+        );
+        assert_eq!(
+            route("carts/update", r#"{"id":"tok","token":"tok"}"#),
+            "demo.myshopify.com/t/tok"
+        );
+        assert_eq!(
+            route(
+                "customers/redact",
+                r#"{"customer":{"id":5,"email":"x@y.z"}}"#
+            ),
+            "demo.myshopify.com/c/5"
+        );
     }
 
     #[test]
     fn anything_else_goes_to_the_shop_key() {
-        assert_eq!(route("shop/redact", r#"{"shop_id":1}"#), "demo.myshopify.com/s/-");
+        assert_eq!(
+            route("shop/redact", r#"{"shop_id":1}"#),
+            "demo.myshopify.com/s/-"
+        );
         assert_eq!(route("orders/paid", "not json"), "demo.myshopify.com/s/-");
         assert_eq!(route("orders/paid", ""), "demo.myshopify.com/s/-");
-        assert_eq!(route("orders/paid", r#"{"id":1.5}"#), "demo.myshopify.com/s/-");
-        assert_eq!(route("weird/topic", r#"{"id":1}"#), "demo.myshopify.com/s/-");
+        assert_eq!(
+            route("orders/paid", r#"{"id":1.5}"#),
+            "demo.myshopify.com/s/-"
+        );
+        assert_eq!(
+            route("weird/topic", r#"{"id":1}"#),
+            "demo.myshopify.com/s/-"
+        );
     }
 }

@@ -119,9 +119,19 @@ impl KeyStateRecord {
             .into_iter()
             .map(|v| {
                 let mut d = Fields::new("DedupRecord", v)?;
-                Ok(DedupRecord { fingerprint: d.string("fingerprint")?, event_time_ms: d.long("event_time_ms")? })
+                Ok(DedupRecord {
+                    fingerprint: d.string("fingerprint")?,
+                    event_time_ms: d.long("event_time_ms")?,
+                })
             })
             .collect::<Result<_, CodecError>>()?;
-        Ok(Self { key, shop_domain, updated_at_ms, aggregate_json, timers, dedup })
+        Ok(Self {
+            key,
+            shop_domain,
+            updated_at_ms,
+            aggregate_json,
+            timers,
+            dedup,
+        })
     }
 }

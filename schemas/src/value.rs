@@ -19,26 +19,36 @@ impl Fields {
     }
 
     fn take(&mut self, name: &'static str) -> Result<Value, CodecError> {
-        let pos = self.fields.iter().position(|(n, _)| n == name).ok_or(CodecError::Shape {
-            record: self.record,
-            field: name,
-            expected: "present",
-        })?;
+        let pos = self
+            .fields
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or(CodecError::Shape {
+                record: self.record,
+                field: name,
+                expected: "present",
+            })?;
         Ok(std::mem::replace(&mut self.fields[pos].1, Value::Null))
     }
 
     pub(crate) fn string(&mut self, name: &'static str) -> Result<String, CodecError> {
         let record = self.record;
-        into_string(self.take(name)?).ok_or(CodecError::Shape { record, field: name, expected: "string" })
+        into_string(self.take(name)?).ok_or(CodecError::Shape {
+            record,
+            field: name,
+            expected: "string",
+        })
     }
 
     pub(crate) fn opt_string(&mut self, name: &'static str) -> Result<Option<String>, CodecError> {
         let record = self.record;
         match unwrap_union(self.take(name)?) {
             Value::Null => Ok(None),
-            v => into_string(v)
-                .map(Some)
-                .ok_or(CodecError::Shape { record, field: name, expected: "string or null" }),
+            v => into_string(v).map(Some).ok_or(CodecError::Shape {
+                record,
+                field: name,
+                expected: "string or null",
+            }),
         }
     }
 
@@ -47,7 +57,11 @@ impl Fields {
         match unwrap_union(self.take(name)?) {
             Value::Long(v) => Ok(v),
             Value::Int(v) => Ok(i64::from(v)),
-            _ => Err(CodecError::Shape { record, field: name, expected: "long" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "long",
+            }),
         }
     }
 
@@ -57,7 +71,11 @@ impl Fields {
             Value::Null => Ok(None),
             Value::Long(v) => Ok(Some(v)),
             Value::Int(v) => Ok(Some(i64::from(v))),
-            _ => Err(CodecError::Shape { record, field: name, expected: "long or null" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "long or null",
+            }),
         }
     }
 
@@ -65,7 +83,11 @@ impl Fields {
         let record = self.record;
         match self.take(name)? {
             Value::Boolean(b) => Ok(b),
-            _ => Err(CodecError::Shape { record, field: name, expected: "boolean" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "boolean",
+            }),
         }
     }
 
@@ -73,7 +95,11 @@ impl Fields {
         let record = self.record;
         match self.take(name)? {
             Value::Bytes(b) => Ok(b),
-            _ => Err(CodecError::Shape { record, field: name, expected: "bytes" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "bytes",
+            }),
         }
     }
 
@@ -81,7 +107,11 @@ impl Fields {
         let record = self.record;
         match self.take(name)? {
             Value::Enum(_, s) => Ok(s),
-            _ => Err(CodecError::Shape { record, field: name, expected: "enum" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "enum",
+            }),
         }
     }
 
@@ -89,11 +119,18 @@ impl Fields {
         let record = self.record;
         match self.take(name)? {
             Value::Array(items) => Ok(items),
-            _ => Err(CodecError::Shape { record, field: name, expected: "array" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "array",
+            }),
         }
     }
 
-    pub(crate) fn opt_long_array(&mut self, name: &'static str) -> Result<Option<Vec<i64>>, CodecError> {
+    pub(crate) fn opt_long_array(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Option<Vec<i64>>, CodecError> {
         let record = self.record;
         match unwrap_union(self.take(name)?) {
             Value::Null => Ok(None),
@@ -101,11 +138,19 @@ impl Fields {
                 .into_iter()
                 .map(|v| match v {
                     Value::Long(l) => Ok(l),
-                    _ => Err(CodecError::Shape { record, field: name, expected: "array of long" }),
+                    _ => Err(CodecError::Shape {
+                        record,
+                        field: name,
+                        expected: "array of long",
+                    }),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            _ => Err(CodecError::Shape { record, field: name, expected: "array or null" }),
+            _ => Err(CodecError::Shape {
+                record,
+                field: name,
+                expected: "array or null",
+            }),
         }
     }
 
@@ -113,7 +158,13 @@ impl Fields {
         let record = self.record;
         self.array(name)?
             .into_iter()
-            .map(|v| into_string(v).ok_or(CodecError::Shape { record, field: name, expected: "array of string" }))
+            .map(|v| {
+                into_string(v).ok_or(CodecError::Shape {
+                    record,
+                    field: name,
+                    expected: "array of string",
+                })
+            })
             .collect()
     }
 
@@ -139,7 +190,11 @@ pub(crate) fn unwrap_union(v: Value) -> Value {
 }
 
 fn shape(record: &'static str, expected: &'static str, _got: &Value) -> CodecError {
-    CodecError::Shape { record, field: "", expected }
+    CodecError::Shape {
+        record,
+        field: "",
+        expected,
+    }
 }
 
 /// `["null", "string"]` as a union value.
@@ -162,7 +217,12 @@ pub(crate) fn opt_long(v: Option<i64>) -> Value {
 pub(crate) fn opt_long_array(v: &Option<Vec<i64>>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
-        Some(items) => Value::Union(1, Box::new(Value::Array(items.iter().map(|l| Value::Long(*l)).collect()))),
+        Some(items) => Value::Union(
+            1,
+            Box::new(Value::Array(
+                items.iter().map(|l| Value::Long(*l)).collect(),
+            )),
+        ),
     }
 }
 

@@ -7,13 +7,13 @@
 
 use std::path::PathBuf;
 
-use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use schemas::{
-    Action, CommerceItem, DedupRecord, DeleteMode, EventSource, IterableCommand, KeyStateRecord, ShopifyEnvelope,
-    SubscriptionUpdate, TimerRecord, UserRef,
+    Action, CommerceItem, DedupRecord, DeleteMode, EventSource, IterableCommand, KeyStateRecord,
+    ShopifyEnvelope, SubscriptionUpdate, TimerRecord, UserRef,
 };
 
 fn envelope() -> ShopifyEnvelope {
@@ -51,21 +51,74 @@ fn commands() -> Vec<IterableCommand> {
         command_id: id.into(),
         shop_domain: "demo.myshopify.com".into(),
         customer_key: "demo.myshopify.com/c/5".into(),
-        user: UserRef { user_id: Some("5".into()), email: Some("a@example.com".into()) },
+        user: UserRef {
+            user_id: Some("5".into()),
+            email: Some("a@example.com".into()),
+        },
         event_time_ms: 1_767_621_600_000,
         source_ids: vec!["d1".into(), "d2".into()],
         action,
     };
     let fields = |t: &str| serde_json::from_str(t).unwrap();
     vec![
-        base("u1", Action::UpsertUser { data_fields: fields(r#"{"shopify_lifetime_value":412.5}"#), merge_nested_objects: true }),
-        base("e1", Action::TrackEvent { event_name: "first_purchase".into(), created_at_s: 1_767_621_600, data_fields: fields("{}") }),
-        base("p1", Action::TrackPurchase { created_at_s: 1_767_621_600, total: Decimal::new(41250, 2), items: vec![item()], data_fields: fields(r##"{"order_name":"#1001"}"##) }),
-        base("c1", Action::UpdateCart { items: vec![item(), item()] }),
-        base("s1", Action::UpdateSubscriptions(SubscriptionUpdate { unsubscribed_channel_ids: Some(vec![1, 2]), ..Default::default() })),
-        base("l1", Action::ListMembership { list_id: 77, subscribe: false }),
-        base("m1", Action::ChangeEmail { current_email: Some("a@example.com".into()), current_user_id: None, new_email: "b@example.com".into() }),
-        base("f1", Action::DeleteUser { mode: DeleteMode::Forget }),
+        base(
+            "u1",
+            Action::UpsertUser {
+                data_fields: fields(r#"{"shopify_lifetime_value":412.5}"#),
+                merge_nested_objects: true,
+            },
+        ),
+        base(
+            "e1",
+            Action::TrackEvent {
+                event_name: "first_purchase".into(),
+                created_at_s: 1_767_621_600,
+                data_fields: fields("{}"),
+            },
+        ),
+        base(
+            "p1",
+            Action::TrackPurchase {
+                created_at_s: 1_767_621_600,
+                total: Decimal::new(41250, 2),
+                items: vec![item()],
+                data_fields: fields(r##"{"order_name":"#1001"}"##),
+            },
+        ),
+        base(
+            "c1",
+            Action::UpdateCart {
+                items: vec![item(), item()],
+            },
+        ),
+        base(
+            "s1",
+            Action::UpdateSubscriptions(SubscriptionUpdate {
+                unsubscribed_channel_ids: Some(vec![1, 2]),
+                ..Default::default()
+            }),
+        ),
+        base(
+            "l1",
+            Action::ListMembership {
+                list_id: 77,
+                subscribe: false,
+            },
+        ),
+        base(
+            "m1",
+            Action::ChangeEmail {
+                current_email: Some("a@example.com".into()),
+                current_user_id: None,
+                new_email: "b@example.com".into(),
+            },
+        ),
+        base(
+            "f1",
+            Action::DeleteUser {
+                mode: DeleteMode::Forget,
+            },
+        ),
     ]
 }
 
@@ -75,8 +128,16 @@ fn state() -> KeyStateRecord {
         shop_domain: "demo.myshopify.com".into(),
         updated_at_ms: 1_767_621_600_000,
         aggregate_json: r#"{"orders":2}"#.into(),
-        timers: vec![TimerRecord { kind: "lapse".into(), timer_id: "lapse".into(), due_ms: 1_775_000_000_000, payload_json: "{}".into() }],
-        dedup: vec![DedupRecord { fingerprint: "d1".into(), event_time_ms: 1_767_621_600_000 }],
+        timers: vec![TimerRecord {
+            kind: "lapse".into(),
+            timer_id: "lapse".into(),
+            due_ms: 1_775_000_000_000,
+            payload_json: "{}".into(),
+        }],
+        dedup: vec![DedupRecord {
+            fingerprint: "d1".into(),
+            event_time_ms: 1_767_621_600_000,
+        }],
     }
 }
 
@@ -85,18 +146,26 @@ fn every_record_type_round_trips() {
     let e = envelope();
     assert_eq!(ShopifyEnvelope::decode(&e.encode().unwrap()).unwrap(), e);
     for c in commands() {
-        assert_eq!(IterableCommand::decode(&c.encode().unwrap()).unwrap(), c, "{}", c.action.kind());
+        assert_eq!(
+            IterableCommand::decode(&c.encode().unwrap()).unwrap(),
+            c,
+            "{}",
+            c.action.kind()
+        );
     }
     let s = state();
     assert_eq!(KeyStateRecord::decode(&s.encode().unwrap()).unwrap(), s);
 }
 
 fn golden(name: &str, bytes: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, bytes).unwrap();
     }
-    let want = std::fs::read(&path).unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1 once", path.display()));
+    let want = std::fs::read(&path)
+        .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_GOLDEN=1 once", path.display()));
     assert_eq!(bytes, want.as_slice(), "wire format of {name} changed");
 }
 
@@ -104,24 +173,39 @@ fn golden(name: &str, bytes: &[u8]) {
 fn golden_vectors_pin_the_wire_format() {
     golden("envelope.bin", &envelope().encode().unwrap());
     for c in commands() {
-        golden(&format!("command-{}.bin", c.action.kind()), &c.encode().unwrap());
+        golden(
+            &format!("command-{}.bin", c.action.kind()),
+            &c.encode().unwrap(),
+        );
     }
     golden("state.bin", &state().encode().unwrap());
     // And they decode back to the same values (reading old bytes is what replays do).
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    assert_eq!(ShopifyEnvelope::decode(&std::fs::read(dir.join("envelope.bin")).unwrap()).unwrap(), envelope());
+    assert_eq!(
+        ShopifyEnvelope::decode(&std::fs::read(dir.join("envelope.bin")).unwrap()).unwrap(),
+        envelope()
+    );
 }
 
 #[test]
 fn framing_is_single_object_encoding() {
     let bytes = envelope().encode().unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
-    assert_eq!(&bytes[2..10], &ShopifyEnvelope::codec().fingerprint().to_le_bytes());
+    assert_eq!(
+        &bytes[2..10],
+        &ShopifyEnvelope::codec().fingerprint().to_le_bytes()
+    );
 }
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    for bad in [&b""[..], b"{}", b"\xC3\x01", b"\xC3\x01\0\0\0\0\0\0\0\0\x01", &[0xC3, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]] {
+    for bad in [
+        &b""[..],
+        b"{}",
+        b"\xC3\x01",
+        b"\xC3\x01\0\0\0\0\0\0\0\0\x01",
+        &[0xC3, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    ] {
         assert!(ShopifyEnvelope::decode(bad).is_err());
         assert!(IterableCommand::decode(bad).is_err());
         assert!(KeyStateRecord::decode(bad).is_err());
@@ -141,12 +225,18 @@ fn current_schemas_read_every_released_version() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         let base = file.split('.').next().unwrap();
-        let current = Schema::parse_str(&std::fs::read_to_string(dir.join(format!("{base}.avsc"))).unwrap()).unwrap();
+        let current =
+            Schema::parse_str(&std::fs::read_to_string(dir.join(format!("{base}.avsc"))).unwrap())
+                .unwrap();
         let old = Schema::parse_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        SchemaCompatibility::can_read(&old, &current).unwrap_or_else(|e| panic!("{file} is not readable by {base}.avsc: {e}"));
+        SchemaCompatibility::can_read(&old, &current)
+            .unwrap_or_else(|e| panic!("{file} is not readable by {base}.avsc: {e}"));
         checked += 1;
     }
-    assert!(checked >= 3, "released versions of all three schemas are checked");
+    assert!(
+        checked >= 3,
+        "released versions of all three schemas are checked"
+    );
 }
 
 #[test]
@@ -154,8 +244,12 @@ fn the_compatibility_check_catches_a_breaking_change() {
     // A new required field without a default breaks old data: the checker must say so, or
     // the test above proves nothing.
     let old = Schema::parse_str(include_str!("../avro/released/shopify_event.v1.avsc")).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(include_str!("../avro/shopify_event.avsc")).unwrap();
-    json["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "new_required", "type": "string"}));
+    let mut json: serde_json::Value =
+        serde_json::from_str(include_str!("../avro/shopify_event.avsc")).unwrap();
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "new_required", "type": "string"}));
     let broken = Schema::parse_str(&json.to_string()).unwrap();
     assert!(SchemaCompatibility::can_read(&old, &broken).is_err());
 }

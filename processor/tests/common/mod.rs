@@ -10,7 +10,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use runtime::{KafkaConfig, TopicsConfig};
-use schemas::{Action, CustomerKey, EventSource, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope};
+use schemas::{
+    Action, CustomerKey, EventSource, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope,
+};
 
 pub const SHOP: &str = "test-shop.myshopify.com";
 
@@ -37,15 +39,27 @@ pub fn envelope(topic: &str, delivery: &str, event_time_ms: i64, body: &str) -> 
 }
 
 pub fn order(customer: u64, order_id: u64, delivery: &str, at: i64) -> ShopifyEnvelope {
-    envelope("orders/paid", delivery, at, &format!(r#"{{"id":{order_id},"customer":{{"id":{customer}}},"updated_at":"{at}"}}"#))
+    envelope(
+        "orders/paid",
+        delivery,
+        at,
+        &format!(r#"{{"id":{order_id},"customer":{{"id":{customer}}},"updated_at":"{at}"}}"#),
+    )
 }
 
 pub fn refund(order_id: u64, refund_id: u64, delivery: &str, at: i64) -> ShopifyEnvelope {
-    envelope("refunds/create", delivery, at, &format!(r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{at}"}}"#))
+    envelope(
+        "refunds/create",
+        delivery,
+        at,
+        &format!(r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{at}"}}"#),
+    )
 }
 
 pub fn customer_key(customer: u64) -> String {
-    CustomerKey::new(&shop(), KeyKind::Customer, &customer.to_string()).as_str().to_owned()
+    CustomerKey::new(&shop(), KeyKind::Customer, &customer.to_string())
+        .as_str()
+        .to_owned()
 }
 
 /// Produces envelopes to the raw topic with the idempotent producer, keyed by routing key.
@@ -53,24 +67,43 @@ pub async fn produce(kafka: &KafkaConfig, topic: &str, events: &[ShopifyEnvelope
     let p: FutureProducer = kafka.producer("test-ingest").create().unwrap();
     for e in events {
         let bytes = e.encode().unwrap();
-        p.send(FutureRecord::to(topic).key(&e.routing_key).payload(&bytes), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        p.send(
+            FutureRecord::to(topic).key(&e.routing_key).payload(&bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
     }
 }
 
 /// Produces raw bytes (poison) to a topic.
 pub async fn produce_raw(kafka: &KafkaConfig, topic: &str, key: &str, payload: &[u8]) {
     let p: FutureProducer = kafka.producer("test-poison").create().unwrap();
-    p.send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    p.send(
+        FutureRecord::to(topic).key(key).payload(payload),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
 }
 
+/// One record read back: partition, key, value, headers.
+pub type Record = (i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, String)>);
+
 /// Reads every committed record of a topic (all partitions) from the beginning to its end.
-pub fn read_all(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, String)>)> {
+pub fn read_all(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<Record> {
     let mut cfg = kafka.client("test-reader");
-    cfg.set("group.id", runtime::testing::unique("reader")).set("isolation.level", "read_committed").set("enable.partition.eof", "true").set("enable.auto.commit", "false");
+    cfg.set("group.id", runtime::testing::unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false");
     let c: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut eof = 0;
@@ -82,9 +115,24 @@ pub fn read_all(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<(i32, 
                 use rdkafka::message::Headers;
                 let headers = m
                     .headers()
-                    .map(|h| h.iter().map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned())).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
-                out.push((m.partition(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), headers));
+                out.push((
+                    m.partition(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                    headers,
+                ));
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
             _ => {}
@@ -125,7 +173,9 @@ pub fn id_counts(cmds: &[IterableCommand]) -> BTreeMap<String, usize> {
 /// The count carried by each customer's latest `order_counted`.
 pub fn event_field(c: &IterableCommand, field: &str) -> Option<i64> {
     match &c.action {
-        Action::TrackEvent { data_fields, .. } => data_fields.get(field).and_then(serde_json::Value::as_i64),
+        Action::TrackEvent { data_fields, .. } => {
+            data_fields.get(field).and_then(serde_json::Value::as_i64)
+        }
         _ => None,
     }
 }
@@ -139,7 +189,11 @@ pub fn event_name(c: &IterableCommand) -> &str {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A processor child process running the order-counter rules.
@@ -167,7 +221,10 @@ impl Deployment {
         let out = std::fs::File::create(&log).unwrap();
         let t = &self.topics;
         let child = Command::new(env!("CARGO_BIN_EXE_processor"))
-            .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &self.kafka.bootstrap_servers)
+            .env(
+                "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS",
+                &self.kafka.bootstrap_servers,
+            )
             .env("TILLSTREAM_APPLICATION_ID", &self.application_id)
             .env("TILLSTREAM_INSTANCE_ID", instance)
             .env("TILLSTREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -200,7 +257,10 @@ impl Proc {
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -208,7 +268,10 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 self.kill9();
-                panic!("processor did not stop on SIGTERM; log: {}", self.log.display());
+                panic!(
+                    "processor did not stop on SIGTERM; log: {}",
+                    self.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -230,11 +293,20 @@ mod probe {
     /// A tiny blocking GET over a raw socket (the tests avoid pulling in a blocking client).
     pub fn get_ok(url: &str) -> bool {
         use std::io::{Read, Write};
-        let Some(rest) = url.strip_prefix("http://") else { return false };
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(mut s) = std::net::TcpStream::connect(host) else { return false };
+        let Ok(mut s) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-        if write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_err() {
+        if write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .is_err()
+        {
             return false;
         }
         let mut buf = String::new();
