@@ -34,7 +34,7 @@ pub struct QueryState {
 /// Routes of the query API.
 pub fn query_router(state: QueryState) -> Router {
     Router::new()
-        .route("/customers/{key}", get(customer))
+        .route("/customers/{*key}", get(customer))
         .with_state(state)
 }
 

@@ -214,6 +214,11 @@ pub struct Deployment {
 
 impl Deployment {
     pub fn spawn(&self, instance: &str) -> Proc {
+        self.spawn_with(instance, &[])
+    }
+
+    /// Like `spawn`, with extra environment (later values override earlier ones).
+    pub fn spawn_with(&self, instance: &str, extra: &[(&str, &str)]) -> Proc {
         let port = free_port();
         let dir = std::env::temp_dir().join("tillstream-processor-tests");
         std::fs::create_dir_all(&dir).unwrap();
@@ -242,6 +247,7 @@ impl Deployment {
             .env("TILLSTREAM_TOPICS__PROCESSOR_DLQ", &t.processor_dlq)
             .env("TILLSTREAM_TOPICS__DATA_REQUESTS", &t.data_requests)
             .env("RUST_LOG", "info,processor=debug")
+            .envs(extra.iter().copied())
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -277,6 +283,11 @@ impl Proc {
         }
     }
 
+    /// GET a path on this processor: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        probe::get(&format!("127.0.0.1:{}", self.port), path)
+    }
+
     pub fn ready(&self) -> bool {
         probe::get_ok(&format!("http://127.0.0.1:{}/readyz", self.port))
     }
@@ -290,6 +301,27 @@ impl Drop for Proc {
 }
 
 mod probe {
+    /// GET over a raw socket: (status, body).
+    pub fn get(host: &str, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(host).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        let status = buf.get(9..12)?.parse().ok()?;
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+
     /// A tiny blocking GET over a raw socket (the tests avoid pulling in a blocking client).
     pub fn get_ok(url: &str) -> bool {
         use std::io::{Read, Write};

@@ -1,0 +1,420 @@
+//! Processor benchmark (a command, not a test): throughput with exactly-once on, against the
+//! broker's own transactional consume→produce ceiling, plus restore time and memory per key.
+//!
+//! ```sh
+//! scripts/kafka start
+//! cargo build -p processor && cargo run -p processor --example processor-bench -- --events 20000 --customers 1000000
+//! ```
+//! Prints one JSON document. Measures, on the local broker:
+//! * `ceiling`: a stateless transactional read-process-write loop (consume raw, produce each
+//!   record to an output topic, `send_offsets_to_transaction`, commit every N records), the
+//!   best any exactly-once processor can do on this machine;
+//! * `processor`: the real processor binary with the marketing rules on shopify-sim payloads
+//!   (realistic 2-20 KB bodies, parsed), for several transaction sizes;
+//! * `restore`: a changelog of `--customers` keys with realistic aggregates, the processor's
+//!   time from start to ready (all partitions restored), and its resident memory per key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
+};
+use rdkafka::{Offset, TopicPartitionList};
+use runtime::testing::{fresh_topics, kafka, unique};
+use runtime::{KafkaConfig, TopicsConfig};
+use schemas::{EventSource, KeyStateRecord, ShopDomain, ShopifyEnvelope};
+
+const T: Duration = Duration::from_secs(30);
+const PARTITIONS: i32 = 4;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
+/// Realistic raw events: shopify-sim's store, as ingest would publish them.
+fn events(n: usize) -> Vec<ShopifyEnvelope> {
+    let mut cfg = shopify_sim::ScenarioConfig::default();
+    cfg.customers = u32::try_from(n / 50 + 10).unwrap();
+    let scenario = shopify_sim::generate(&cfg).unwrap();
+    let shop = ShopDomain::parse(&cfg.shop_domain).unwrap();
+    scenario
+        .deliveries
+        .into_iter()
+        .take(n)
+        .map(|d| {
+            let key = schemas::routing_key(&shop, &d.topic, &d.body);
+            let at = d.triggered_at.timestamp_millis();
+            ShopifyEnvelope {
+                delivery_id: d.webhook_id,
+                event_id: Some(d.event_id),
+                topic: d.topic,
+                shop_domain: shop.as_str().to_owned(),
+                api_version: Some(d.api_version),
+                triggered_at_ms: Some(at),
+                received_at_ms: at,
+                routing_key: key.as_str().to_owned(),
+                source: EventSource::Webhook,
+                webhook_name: None,
+                body: d.body,
+            }
+        })
+        .collect()
+}
+
+async fn produce(k: &KafkaConfig, topic: &str, events: &[(String, Vec<u8>)]) {
+    let p: FutureProducer = k.producer("bench-load").create().unwrap();
+    let mut pending = Vec::with_capacity(1000);
+    for (key, value) in events {
+        pending.push(
+            p.send_result(FutureRecord::to(topic).key(key).payload(value))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+        if pending.len() == 1000 {
+            for f in pending.drain(..) {
+                f.await.unwrap().map_err(|(e, _)| e).unwrap();
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// The stateless transactional pass-through: records/s.
+fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> f64 {
+    let output = unique("bench-out");
+    let mut cfg = k.client("bench-admin");
+    cfg.set("group.id", unique("bench-ceiling"));
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        k.client("bench-admin").create().unwrap();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        rt.block_on(admin.create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                &output,
+                PARTITIONS,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new(),
+        ))
+        .unwrap()
+    });
+    let group = unique("bench-ceiling");
+    let consumer: BaseConsumer = k.consumer("bench-c", &group, true).create().unwrap();
+    consumer.subscribe(&[input]).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = k
+        .transactional_producer("bench-p", &unique("bench-tx"))
+        .create()
+        .unwrap();
+    producer.init_transactions(T).unwrap();
+    let mut done = 0;
+    let mut in_txn = 0;
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let mut started: Option<Instant> = None;
+    producer.begin_transaction().unwrap();
+    let commit = |offsets: &HashMap<i32, i64>| {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(input, *p, Offset::Offset(*o))
+                .unwrap();
+        }
+        producer
+            .send_offsets_to_transaction(&tpl, &consumer.group_metadata().unwrap(), T)
+            .unwrap();
+        producer.commit_transaction(T).unwrap();
+        producer.begin_transaction().unwrap();
+    };
+    while done < n {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        started.get_or_insert_with(Instant::now);
+        let mut rec =
+            BaseRecord::<[u8], [u8]>::to(&output).payload(m.payload().unwrap_or_default());
+        if let Some(key) = m.key() {
+            rec = rec.key(key);
+        }
+        while let Err((e, r)) = producer.send(rec) {
+            assert!(
+                matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "{e}"
+            );
+            rec = r;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        offsets.insert(m.partition(), m.offset() + 1);
+        done += 1;
+        in_txn += 1;
+        if in_txn >= txn_records {
+            commit(&offsets);
+            in_txn = 0;
+        }
+    }
+    commit(&offsets);
+    n as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0)
+}
+
+fn processor_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let bin = dir.join("processor");
+    assert!(
+        bin.exists(),
+        "build the processor first: cargo build -p processor ({})",
+        bin.display()
+    );
+    bin
+}
+
+fn spawn(k: &KafkaConfig, t: &TopicsConfig, app: &str, txn_records: usize, port: u16) -> Child {
+    Command::new(processor_bin())
+        .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
+        .env("TILLSTREAM_APPLICATION_ID", app)
+        .env("TILLSTREAM_INSTANCE_ID", "bench")
+        .env("TILLSTREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "TILLSTREAM_ENGINE__COMMIT_MAX_RECORDS",
+            txn_records.to_string(),
+        )
+        .env("TILLSTREAM_ENGINE__COMMIT_INTERVAL", "10s")
+        .env("TILLSTREAM_TOPICS__PARTITIONS", t.partitions.to_string())
+        .env("TILLSTREAM_TOPICS__RAW", &t.raw)
+        .env("TILLSTREAM_TOPICS__COMMANDS", &t.commands)
+        .env("TILLSTREAM_TOPICS__CHANGELOG", &t.changelog)
+        .env("TILLSTREAM_TOPICS__REPARTITION", &t.repartition)
+        .env("TILLSTREAM_TOPICS__PROCESSOR_DLQ", &t.processor_dlq)
+        .env("TILLSTREAM_TOPICS__DATA_REQUESTS", &t.data_requests)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Sum of the group's committed offsets on `topic`.
+fn committed(k: &KafkaConfig, group: &str, topic: &str) -> i64 {
+    let c: BaseConsumer = k.consumer("bench-probe", group, true).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    c.committed_offsets(tpl, T)
+        .map(|t| {
+            t.elements()
+                .iter()
+                .filter_map(|e| e.offset().to_raw())
+                .filter(|o| *o > 0)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = write!(
+        s,
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut b = String::new();
+    let _ = s.read_to_string(&mut b);
+    b.starts_with("HTTP/1.1 200")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Events/s of the processor over the whole raw topic with `txn_records` per transaction.
+fn processor_rate(k: &KafkaConfig, raw: &str, n: i64, txn_records: usize) -> f64 {
+    let mut t = TopicsConfig::with_prefix(&format!("{}.", unique("bench-proc")));
+    t.partitions = PARTITIONS;
+    t.side_partitions = 1;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| rt.block_on(t.apply(k))).unwrap();
+    t.raw = raw.to_owned();
+    let app = unique("bench-app");
+    let port = free_port();
+    let mut child = spawn(k, &t, &app, txn_records, port);
+    let start = Instant::now();
+    while !ready(port) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let begin = Instant::now();
+    let deadline = start + Duration::from_secs(900);
+    while committed(k, &app, raw) < n {
+        assert!(Instant::now() < deadline, "processor did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = begin.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    n as f64 / secs
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let k = kafka();
+    let n_events = usize::try_from(arg("--events", 20_000)).unwrap();
+    let n_customers = arg("--customers", 1_000_000);
+
+    // Input: realistic raw events.
+    let t = fresh_topics(&k, PARTITIONS).await;
+    let evs = events(n_events);
+    let bytes: usize = evs.iter().map(|e| e.body.len()).sum();
+    let records: Vec<(String, Vec<u8>)> = evs
+        .iter()
+        .map(|e| (e.routing_key.clone(), e.encode().unwrap()))
+        .collect();
+    produce(&k, &t.raw, &records).await;
+    let n = i64::try_from(records.len()).unwrap();
+
+    let ceiling_rate = ceiling(&k, &t.raw, records.len(), 1000);
+    let mut by_txn = Vec::new();
+    for txn in [100usize, 1000, 5000] {
+        let rate = processor_rate(&k, &t.raw, n, txn);
+        by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round()}));
+    }
+    let best = by_txn
+        .iter()
+        .filter_map(|v| v["events_per_sec"].as_f64())
+        .fold(0.0, f64::max);
+
+    // Restore: a changelog of n_customers keys with a realistic aggregate.
+    let rt = fresh_topics(&k, PARTITIONS).await;
+    let sample = restore_sample();
+    let mut state = Vec::with_capacity(usize::try_from(n_customers).unwrap());
+    for i in 0..n_customers {
+        let key = format!("bench.myshopify.com/c/{}", 6_000_000_000_000 + i);
+        let rec = KeyStateRecord {
+            key: key.clone(),
+            shop_domain: "bench.myshopify.com".into(),
+            updated_at_ms: 1_767_225_600_000,
+            aggregate_json: sample.clone(),
+            timers: vec![schemas::TimerRecord {
+                kind: "lapse".into(),
+                timer_id: "lapse".into(),
+                due_ms: 1_775_000_000_000 + i as i64,
+                payload_json: "{}".into(),
+            }],
+            dedup: vec![schemas::DedupRecord {
+                fingerprint: format!("{:016x}", i * 7919),
+                event_time_ms: 1_767_225_600_000,
+            }],
+        };
+        state.push((key, rec.encode().unwrap()));
+    }
+    let changelog_bytes: usize = state.iter().map(|(_, v)| v.len()).sum();
+    produce(&k, &rt.changelog, &state).await;
+    drop(state);
+    let empty = fresh_topics(&k, PARTITIONS).await;
+    let port = free_port();
+    let mut base = spawn(&k, &empty, &unique("bench-empty"), 1000, port);
+    while !ready(port) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss_empty = rss_kib(base.id());
+    let _ = base.kill();
+    let _ = base.wait();
+    let port = free_port();
+    let started = Instant::now();
+    let mut full = spawn(&k, &rt, &unique("bench-restore"), 1000, port);
+    while !ready(port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "restore did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let restore_secs = started.elapsed().as_secs_f64();
+    let rss_full = rss_kib(full.id());
+    let _ = full.kill();
+    let _ = full.wait();
+
+    let out = serde_json::json!({
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "build": if cfg!(debug_assertions) { "debug (workspace crates opt-level 0, dependencies opt-level 1)" } else { "release" },
+        "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS},
+        "ceiling": {"what": "stateless transactional consume->produce, 1000 records per transaction", "records_per_sec": ceiling_rate.round()},
+        "processor": {"rules": "marketing (default rules config)", "by_transaction_size": by_txn, "best_events_per_sec": best.round(), "ratio_to_ceiling": (best / ceiling_rate * 1000.0).round() / 1000.0},
+        "restore": {
+            "keys": n_customers,
+            "changelog_bytes": changelog_bytes,
+            "aggregate_json_bytes": sample.len(),
+            "start_to_ready_secs": (restore_secs * 100.0).round() / 100.0,
+            "rss_empty_kib": rss_empty,
+            "rss_restored_kib": rss_full,
+            "bytes_per_key": ((rss_full.saturating_sub(rss_empty)) * 1024) / n_customers.max(1),
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+/// A realistic aggregate: what the marketing rules hold for a customer with two paid orders.
+fn restore_sample() -> String {
+    use rules::{Ctx, Rules};
+    let rules = rules::MarketingRules::new(rules::RulesConfig::default());
+    let shop = ShopDomain::parse("bench.myshopify.com").unwrap();
+    let key = schemas::CustomerKey::new(&shop, schemas::KeyKind::Customer, "6000000000000");
+    let mut state = rules::State::default();
+    for (i, total) in ["120.50", "89.99"].iter().enumerate() {
+        let body = format!(
+            r##"{{"id":{},"name":"#100{i}","email":"a@example.com","created_at":"2026-01-0{d}T10:00:00-05:00","updated_at":"2026-01-0{d}T10:00:00-05:00","processed_at":"2026-01-0{d}T10:00:00-05:00","currency":"USD","total_price":"{total}","financial_status":"paid","test":false,"customer":{{"id":6000000000000,"email":"a@example.com","first_name":"Ada","last_name":"Lovelace"}},"line_items":[{{"id":1,"product_id":2,"variant_id":3,"sku":"SKU","title":"Thing","quantity":1,"price":"{total}"}}]}}"##,
+            5_000_000 + i,
+            d = i + 1
+        );
+        let env = ShopifyEnvelope {
+            delivery_id: format!("d{i}"),
+            event_id: None,
+            topic: "orders/paid".into(),
+            shop_domain: shop.as_str().into(),
+            api_version: Some("2026-07".into()),
+            triggered_at_ms: Some(1_767_225_600_000),
+            received_at_ms: 1_767_225_600_000,
+            routing_key: key.as_str().into(),
+            source: EventSource::Webhook,
+            webhook_name: None,
+            body: body.into_bytes(),
+        };
+        let ctx = Ctx {
+            now_ms: 1_767_225_600_000,
+            event_time_ms: 1_767_225_600_000,
+            wall_clock_ms: 1_767_225_600_000,
+        };
+        let _ = rules.on_event(&key, &mut state, &env, &ctx);
+    }
+    serde_json::to_string(&state).unwrap()
+}

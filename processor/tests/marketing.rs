@@ -1,0 +1,151 @@
+//! The engine with the marketing rules: events that arrive on entity keys reach their customer.
+//!
+//! Required outcomes of the routing mechanism (issue: processor engine, item 5): a refund,
+//! keyed by its order, reaches the state of the customer who placed the order; an email-only
+//! checkout and the order that completes it meet in one state.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use runtime::testing::{fresh_topics, kafka, unique};
+use schemas::Action;
+
+fn iso(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn order_body(id: u64, customer: u64, email: &str, total: &str, token: &str, at: i64) -> String {
+    format!(
+        r##"{{"id":{id},"admin_graphql_api_id":"gid://shopify/Order/{id}","name":"#{id}","email":"{email}","created_at":"{t}","updated_at":"{t}","processed_at":"{t}","cancelled_at":null,"currency":"USD","presentment_currency":"USD","total_price":"{total}","subtotal_price":"{total}","total_tax":"0.00","total_discounts":"0.00","total_price_set":{{"shop_money":{{"amount":"{total}","currency_code":"USD"}},"presentment_money":{{"amount":"{total}","currency_code":"USD"}}}},"financial_status":"paid","fulfillment_status":null,"test":false,"checkout_token":"{token}","customer":{{"id":{customer},"email":"{email}","first_name":"Ada","last_name":"Byron","state":"enabled"}},"line_items":[{{"id":{li},"product_id":11,"variant_id":12,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","total_discount":"0.00"}}],"refunds":[]}}"##,
+        t = iso(at),
+        li = id * 10
+    )
+}
+
+fn latest_ltv(cmds: &[schemas::IterableCommand], key: &str) -> Option<f64> {
+    cmds.iter()
+        .filter(|c| c.customer_key == key)
+        .filter_map(|c| match &c.action {
+            Action::UpsertUser { data_fields, .. } => data_fields
+                .get("shopify_lifetime_value")
+                .and_then(serde_json::Value::as_f64)
+                .map(|v| (c.event_time_ms, v)),
+            _ => None,
+        })
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, v)| v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
+    let k = kafka();
+    let topics = fresh_topics(&k, 4).await;
+    let now = runtime::now_ms();
+    let customer = 820_982_911_946_154_508u64;
+    let order_id = 5_550_000_000_001u64;
+    // A registered customer's order, then its refund (keyed by the order id only).
+    let order = envelope(
+        "orders/paid",
+        "d-order",
+        now - 60_000,
+        &order_body(
+            order_id,
+            customer,
+            "ada@example.com",
+            "100.00",
+            "tok-ada",
+            now - 60_000,
+        ),
+    );
+    let refund = envelope(
+        "refunds/create",
+        "d-refund",
+        now - 30_000,
+        &format!(
+            r#"{{"id":990001,"order_id":{order_id},"created_at":"{t}","processed_at":"{t}","restock":false,"refund_line_items":[],"order_adjustments":[],"refund_shipping_lines":[],"transactions":[{{"id":880001,"order_id":{order_id},"kind":"refund","status":"success","amount":"30.00","currency":"USD","gateway":"manual","created_at":"{t}"}}]}}"#,
+            t = iso(now - 30_000)
+        ),
+    );
+    // A guest checkout (email only), completed by an order placed as a registered customer.
+    let checkout = envelope(
+        "checkouts/create",
+        "d-checkout",
+        now - 120_000,
+        &format!(
+            r##"{{"token":"tok-guest","cart_token":"cart-1","email":"guest@example.com","name":"#c1","abandoned_checkout_url":"https:\/\/shop.example\/checkouts\/tok-guest","created_at":"{t}","updated_at":"{t}","completed_at":null,"currency":"USD","presentment_currency":"USD","subtotal_price":"40.00","total_price":"40.00","total_tax":"0.00","total_discounts":"0.00","line_items":[{{"key":"l1","variant_id":12,"product_id":11,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"40.00","line_price":"40.00"}}]}}"##,
+            t = iso(now - 120_000)
+        ),
+    );
+    let completing = envelope(
+        "orders/paid",
+        "d-guest-order",
+        now - 90_000,
+        &order_body(
+            order_id + 1,
+            77,
+            "guest@example.com",
+            "40.00",
+            "tok-guest",
+            now - 90_000,
+        ),
+    );
+    // The refund is produced first on purpose: it waits on the order key until the link arrives.
+    produce(&k, &topics.raw, &[refund, checkout, order, completing]).await;
+
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique("mkt"),
+        timer_delay: "1day".into(),
+    };
+    let mut p = d.spawn_with("m", &[("TILLSTREAM_RULES__KIND", "marketing")]);
+    let ada = customer_key(customer);
+    let cmds = wait_for(
+        "the refund to correct the lifetime value",
+        Duration::from_secs(90),
+        || {
+            let c = commands(&k, &topics);
+            (latest_ltv(&c, &ada) == Some(70.0)).then_some(c)
+        },
+    );
+    assert!(cmds.iter().any(|c| c.customer_key == ada && matches!(&c.action, Action::TrackEvent { event_name, .. } if event_name == "order_refunded")));
+
+    // The guest's e-mail key learned that its checkout completed.
+    let guest = format!("{SHOP}/e/guest@example.com");
+    let state = wait_for(
+        "the completion to reach the guest's state",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = p.get(&format!("/customers/{guest}"))?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let completed = v["state"]["aggregate"]["k"]
+                .as_array()?
+                .iter()
+                .any(|c| c.get("c").is_some());
+            (status == 200 && completed).then_some(v)
+        },
+    );
+    p.terminate();
+    assert_eq!(state["owned_here"], true);
+    assert!(!cmds.iter().any(|c| matches!(&c.action, Action::TrackEvent { event_name, .. } if event_name == "checkout_abandoned")));
+}
