@@ -42,8 +42,10 @@ fn arg(name: &str, default: u64) -> u64 {
 
 /// Realistic raw events: shopify-sim's store, as ingest would publish them.
 fn events(n: usize) -> Vec<ShopifyEnvelope> {
-    let mut cfg = shopify_sim::ScenarioConfig::default();
-    cfg.customers = u32::try_from(n / 50 + 10).unwrap();
+    let cfg = shopify_sim::ScenarioConfig {
+        customers: u32::try_from(n / 50 + 10).unwrap(),
+        ..Default::default()
+    };
     let scenario = shopify_sim::generate(&cfg).unwrap();
     let shop = ShopDomain::parse(&cfg.shop_domain).unwrap();
     scenario

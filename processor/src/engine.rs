@@ -180,7 +180,7 @@ pub struct Engine<R: Rules> {
     kafka: KafkaConfig,
     application_id: String,
     producer: ThreadedProducer<DefaultProducerContext>,
-    partitions: HashMap<i32, PartitionState<R::State>>,
+    partitions: HashMap<i32, PartitionState>,
     in_txn: bool,
     txn_records: usize,
     txn_started: Instant,
@@ -432,7 +432,7 @@ impl<R: Rules> Engine<R> {
 
     fn apply_input(
         &mut self,
-        state: &mut PartitionState<R::State>,
+        state: &mut PartitionState,
         msg: &BorrowedMessage<'_>,
         key: &CustomerKey,
         env: &ShopifyEnvelope,
@@ -442,7 +442,6 @@ impl<R: Rules> Engine<R> {
         let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
         if state.seen_before(
             key.as_str(),
-            &env.shop_domain,
             &fingerprints(env),
             event_time,
             window,
@@ -457,7 +456,7 @@ impl<R: Rules> Engine<R> {
                 .keys
                 .keys()
                 .filter(|k| k.starts_with(&prefix))
-                .cloned()
+                .map(|k| k.to_string())
                 .collect();
             tracing::info!(shop = %env.shop_domain, keys = doomed.len(), "Purging a shop's state on this partition (shop/redact).");
             for k in doomed {
@@ -465,24 +464,22 @@ impl<R: Rules> Engine<R> {
             }
             return Ok(());
         }
-        state.dirty.insert(key.as_str().to_owned());
+        state.mark_dirty(key.as_str());
         let ctx = Ctx {
             now_ms: state.now(wall),
             event_time_ms: event_time,
             wall_clock_ms: wall,
         };
-        let entry = state.entry(key.as_str(), &env.shop_domain);
-        let before = entry.aggregate.clone();
-        match self.rules.on_event(key, &mut entry.aggregate, env, &ctx) {
+        let entry = state.entry(key.as_str());
+        let mut aggregate: R::State = entry.aggregate();
+        match self.rules.on_event(key, &mut aggregate, env, &ctx) {
             Ok(effects) => {
+                entry.set_aggregate(&aggregate);
                 entry.updated_at_ms = entry.updated_at_ms.max(event_time);
                 self.apply_effects(state, key, &env.shop_domain, &env.delivery_id, effects)
             }
-            Err(e) => {
-                // Rules are not transactional: put the aggregate back as it was.
-                entry.aggregate = before;
-                self.dead_letter(msg, "rule_error", &e.to_string())
-            }
+            // The stored aggregate is untouched: a failed rule changes nothing.
+            Err(e) => self.dead_letter(msg, "rule_error", &e.to_string()),
         }
     }
 
@@ -523,7 +520,7 @@ impl<R: Rules> Engine<R> {
 
     fn apply_effects(
         &mut self,
-        state: &mut PartitionState<R::State>,
+        state: &mut PartitionState,
         key: &CustomerKey,
         shop: &str,
         source_delivery: &str,
@@ -544,7 +541,7 @@ impl<R: Rules> Engine<R> {
                     let topic = self.topics.commands.clone();
                     self.send(&topic, &cmd.customer_key, Some(&bytes), None)?;
                 }
-                Effect::SetTimer(t) => state.set_timer(key.as_str(), shop, t),
+                Effect::SetTimer(t) => state.set_timer(key.as_str(), t),
                 Effect::CancelTimer { timer_id } => state.cancel_timer(key.as_str(), &timer_id),
                 Effect::Forward { to, envelope } => {
                     let mut env = *envelope;
@@ -575,7 +572,7 @@ impl<R: Rules> Engine<R> {
         } else if purge {
             state.purge(key.as_str());
         } else {
-            state.dirty.insert(key.as_str().to_owned());
+            state.mark_dirty(key.as_str());
         }
         Ok(())
     }
@@ -583,7 +580,7 @@ impl<R: Rules> Engine<R> {
     /// Fires every timer of the partition due at or before its "now", in due order.
     fn fire_due_timers(
         &mut self,
-        state: &mut PartitionState<R::State>,
+        state: &mut PartitionState,
         wall: i64,
     ) -> Result<(), EngineError> {
         let now = state.now(wall);
@@ -593,28 +590,23 @@ impl<R: Rules> Engine<R> {
             let Ok(key) = CustomerKey::parse(&key_text) else {
                 continue;
             };
-            state.dirty.insert(key_text.clone());
+            state.mark_dirty(&key_text);
             let shop = key.shop().to_owned();
             let ctx = Ctx {
                 now_ms: now,
                 event_time_ms: timer.due_ms,
                 wall_clock_ms: wall,
             };
-            let entry = state.entry(&key_text, &shop);
-            let before = entry.aggregate.clone();
-            match self
-                .rules
-                .on_timer(&key, &mut entry.aggregate, &timer, &ctx)
-            {
+            let entry = state.entry(&key_text);
+            let mut aggregate: R::State = entry.aggregate();
+            match self.rules.on_timer(&key, &mut aggregate, &timer, &ctx) {
                 Ok(effects) => {
+                    entry.set_aggregate(&aggregate);
                     entry.updated_at_ms = entry.updated_at_ms.max(timer.due_ms);
                     let source = format!("timer-{}-{}", timer.timer_id, timer.due_ms);
                     self.apply_effects(state, &key, &shop, &source, effects)?;
                 }
-                Err(e) => {
-                    entry.aggregate = before;
-                    self.timer_dead_letter(&key_text, &timer, &e.to_string())?;
-                }
+                Err(e) => self.timer_dead_letter(&key_text, &timer, &e.to_string())?,
             }
         }
         Ok(())
@@ -738,16 +730,16 @@ impl<R: Rules> Engine<R> {
         for state in self.partitions.values_mut() {
             for key in state.purged.drain() {
                 if !state.keys.contains_key(&key) {
-                    writes.push((key, None));
+                    writes.push((key.to_string(), None));
                 }
             }
-            let dirty: Vec<String> = state.dirty.drain().collect();
+            let dirty: Vec<_> = state.dirty.drain().collect();
             for key in dirty {
                 if let Some(record) = state.record(&key) {
                     let bytes = record
                         .encode()
                         .map_err(|e| TxnFailure::Fatal(format!("cannot encode state: {e}")))?;
-                    writes.push((key, Some(bytes)));
+                    writes.push((key.to_string(), Some(bytes)));
                 }
             }
         }
@@ -826,7 +818,7 @@ impl<R: Rules> Engine<R> {
 
     /// Reads a changelog partition from the beginning to its end (read_committed: only state
     /// of committed transactions) into a fresh partition state.
-    fn restore(&self, p: i32) -> Result<PartitionState<R::State>, EngineError> {
+    fn restore(&self, p: i32) -> Result<PartitionState, EngineError> {
         let started = Instant::now();
         let changelog = &self.topics.changelog;
         let fail = |message: String| EngineError::Restore {
@@ -900,14 +892,14 @@ impl<R: Rules> Engine<R> {
         let answer = match self.partitions.get(&partition) {
             None => QueryAnswer::NotOwned { partition },
             Some(state) => {
-                let value = match state.keys.get(&q.key) {
+                let value = match state.keys.get(q.key.as_str()) {
                     None => serde_json::Value::Null,
                     Some(e) => serde_json::json!({
                         "key": q.key,
-                        "shop": e.shop,
+                        "shop": crate::state::shop_of(&q.key),
                         "updated_at_ms": e.updated_at_ms,
-                        "aggregate": e.aggregate,
-                        "timers": e.timers.iter().map(|t| serde_json::json!({"kind": t.kind, "timer_id": t.timer_id, "due_ms": t.due_ms, "payload": t.payload})).collect::<Vec<_>>(),
+                        "aggregate": serde_json::from_str::<serde_json::Value>(&e.aggregate).unwrap_or_default(),
+                        "timers": e.timers.iter().map(|t| { let t = t.to_timer(); serde_json::json!({"kind": t.kind, "timer_id": t.timer_id, "due_ms": t.due_ms, "payload": t.payload}) }).collect::<Vec<_>>(),
                         "dedup_entries": e.dedup.len(),
                     }),
                 };
