@@ -1,6 +1,9 @@
 //! `tillstream`: operations on a tillstream deployment (topics, replay, dead letters, queries).
 
+mod backfill;
 mod customer;
+mod dlq;
+mod replay;
 mod topics;
 
 use std::path::PathBuf;
@@ -39,6 +42,16 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:8081", env = "TILLSTREAM_PROCESSOR_URL")]
         processor: String,
     },
+    /// Rebuild the processor's state from a point in the raw topic (processors stopped).
+    Replay(replay::ReplayArgs),
+    /// Inspect and redrive the processor's and the publisher's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqCmd,
+    },
+    /// Import the shop's customers and orders from the Admin API (bulk operations) into the
+    /// raw topic, marked as backfill (see README, "Backfill").
+    Backfill(Box<backfill::BackfillArgs>),
 }
 
 #[derive(Subcommand)]
@@ -80,5 +93,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Customer { key, shop, processor } => customer::show(&processor, &key, shop.as_deref()).await,
+        Cmd::Replay(args) => {
+            let cfg = load(cli.config.as_deref())?;
+            replay::run(&cfg.kafka, &cfg.topics, &args).await
+        }
+        Cmd::Dlq { action } => {
+            let cfg = load(cli.config.as_deref())?;
+            match action {
+                dlq::DlqCmd::Inspect(args) => dlq::inspect(&cfg.kafka, &cfg.topics, &args),
+                dlq::DlqCmd::Redrive(args) => dlq::redrive(&cfg.kafka, &cfg.topics, &args).await,
+            }
+        }
+        Cmd::Backfill(args) => {
+            let cfg = load(cli.config.as_deref())?;
+            backfill::run(*args, &cfg.kafka, &cfg.topics).await
+        }
     }
 }

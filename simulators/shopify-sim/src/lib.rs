@@ -9,6 +9,8 @@
 //!   (1 s connect / 5 s total timeout, non-2xx including 3xx = failure, up to 8 retries of
 //!   identical bytes with the same webhook id, exponential backoff with compressible time).
 //! - [`fixtures`]: one signed fixture per topic (plus edge-case variants) for ingest tests.
+//! - [`spawn_admin`]: a fake GraphQL Admin API (bulk operations, throttling, shuffled JSONL,
+//!   a failing operation with partial data) serving the same store, for backfill tests.
 //!
 //! # Truth rules (what [`ExpectedOutcome`] asserts; the processor must implement the same)
 //! People are keyed by Shopify customer id (decimal string) or, for guests,
@@ -56,6 +58,7 @@
 //! of one merchant action (e.g. `orders/create` + `orders/paid` + `orders/updated`). So
 //! deduplicate on `(shop, X-Shopify-Webhook-Id)`, never on event id alone.
 
+mod admin;
 mod config;
 mod delivery;
 mod error;
@@ -70,6 +73,10 @@ mod timeline;
 
 use std::collections::BTreeMap;
 
+pub use admin::{
+    AdminOptions, AdminServer, AdminStats, AdminStore, FinishWebhook, Resource, UpdatedRange,
+    spawn_admin,
+};
 pub use config::{Faults, RatePhase, ScenarioConfig, TierRule, TruthRules, is_legacy_api_version};
 pub use delivery::{Delivery, DeliveryKind, format_triggered_at};
 pub use error::SimError;

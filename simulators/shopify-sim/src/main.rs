@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shopify_sim::{
-    ScenarioConfig, SendOptions, fixtures, generate, send, sign, write_fixtures, write_run,
+    AdminOptions, FinishWebhook, ScenarioConfig, SendOptions, fixtures, generate, send, sign,
+    spawn_admin, write_fixtures, write_run,
 };
 
 #[derive(Parser)]
@@ -106,6 +107,39 @@ enum Cmd {
         #[arg(long, env = "SHOPIFY_API_SECRET")]
         secret: String,
     },
+    /// Serve a fake Shopify GraphQL Admin API (bulk operations) over the scenario's store.
+    Admin {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        /// Access token the fake accepts (`X-Shopify-Access-Token`).
+        #[arg(
+            long,
+            env = "SHOPIFY_ADMIN_TOKEN",
+            default_value = "shpat_fake_admin_token"
+        )]
+        token: String,
+        /// Store contents as of this time (RFC 3339); default: the whole timeline.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Leaky bucket size (cost points).
+        #[arg(long, default_value_t = 1000.0)]
+        bucket: f64,
+        /// Points restored per second.
+        #[arg(long, default_value_t = 50.0)]
+        restore_rate: f64,
+        /// Make the first orders operation fail with partial data.
+        #[arg(long)]
+        fail_first_orders: bool,
+        /// POST `bulk_operations/finish` here when an operation ends (signed with `--secret`).
+        #[arg(long)]
+        finish_webhook: Option<String>,
+        /// App secret for the finish webhook.
+        #[arg(long, env = "SHOPIFY_API_SECRET", default_value = "")]
+        secret: String,
+    },
     /// Write one signed fixture per topic (plus edge cases) for ingest tests.
     Fixtures {
         /// Output directory.
@@ -190,6 +224,44 @@ async fn main() -> Result<()> {
                 .read_to_end(&mut body)
                 .context("reading stdin")?;
             println!("{}", sign(&body, secret.as_bytes()));
+        }
+        Cmd::Admin {
+            scenario,
+            listen,
+            token,
+            as_of,
+            bucket,
+            restore_rate,
+            fail_first_orders,
+            finish_webhook,
+            secret,
+        } => {
+            let cfg = scenario.load()?;
+            let as_of = match as_of {
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .with_context(|| format!("--as-of {t:?}"))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                None => None,
+            };
+            let opts = AdminOptions {
+                access_token: token,
+                as_of,
+                maximum_available: bucket,
+                restore_rate,
+                fail_first_orders,
+                finish_webhook: finish_webhook.map(|url| FinishWebhook { url, secret }),
+                ..AdminOptions::default()
+            };
+            let server = spawn_admin(&cfg, opts, &listen).await?;
+            println!(
+                "Admin API fake for {} ({} customers, {} orders) at {}/admin/api/<version>/graphql.json",
+                cfg.shop_domain, server.customers, server.orders, server.base_url
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
         }
         Cmd::Fixtures { out, secret } => {
             let fx = fixtures(&secret)?;
