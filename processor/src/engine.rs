@@ -171,6 +171,12 @@ fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
     prints
 }
 
+/// Whether `body` is a JSON object (without building it).
+fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
 /// The engine state shared between the poll loop and the rebalance callbacks (both run on the
 /// engine thread, so the lock is never contended; it exists to satisfy the callback API).
 pub struct Engine<R: Rules> {
@@ -440,9 +446,10 @@ impl<R: Rules> Engine<R> {
         wall: i64,
     ) -> Result<(), EngineError> {
         let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let prints = fingerprints(env);
         if state.seen_before(
             key.as_str(),
-            &fingerprints(env),
+            &prints,
             event_time,
             window,
             self.cfg.dedup_max_per_key,
@@ -464,6 +471,15 @@ impl<R: Rules> Engine<R> {
             }
             return Ok(());
         }
+        if key.kind() == KeyKind::Shop
+            && !env.topic.starts_with("tillstream/")
+            && !is_json_object(&env.body)
+        {
+            // The routing rule sends bodies that are not JSON objects to the shop key; no rule
+            // can read them, so they go to the dead-letter topic with the reason.
+            state.forget(key.as_str(), &prints);
+            return self.dead_letter(msg, "unparseable_body", "body is not a JSON object");
+        }
         state.mark_dirty(key.as_str());
         let ctx = Ctx {
             now_ms: state.now(wall),
@@ -478,8 +494,13 @@ impl<R: Rules> Engine<R> {
                 entry.updated_at_ms = entry.updated_at_ms.max(event_time);
                 self.apply_effects(state, key, &env.shop_domain, &env.delivery_id, effects)
             }
-            // The stored aggregate is untouched: a failed rule changes nothing.
-            Err(e) => self.dead_letter(msg, "rule_error", &e.to_string()),
+            // The stored aggregate is untouched: a failed rule changes nothing. Forget the
+            // fingerprints too, so the record can be redriven from the dead-letter topic once
+            // the cause is fixed (otherwise the redrive would be dropped as a duplicate).
+            Err(e) => {
+                state.forget(key.as_str(), &prints);
+                self.dead_letter(msg, "rule_error", &e.to_string())
+            }
         }
     }
 
@@ -831,7 +852,9 @@ impl<R: Rules> Engine<R> {
         cfg.set("group.id", format!("{}-restore", self.application_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            // The default prefetch (64 MiB) would stay in the heap after the restore.
+            .set("queued.max.messages.kbytes", "8192");
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
         let mut state = PartitionState::default();
         let (low, high) = reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT)?;

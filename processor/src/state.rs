@@ -203,6 +203,14 @@ impl PartitionState {
         false
     }
 
+    /// Removes fingerprints recorded by [`Self::seen_before`] for an input that was then
+    /// dead-lettered, so a redrive of the same record is processed.
+    pub fn forget(&mut self, key: &str, prints: &[u64]) {
+        if let Some(e) = self.keys.get_mut(key) {
+            e.dedup.retain(|(p, _)| !prints.contains(p));
+        }
+    }
+
     /// Arms (or replaces by id) a timer on `key`.
     pub fn set_timer(&mut self, key: &str, timer: Timer) {
         self.cancel_timer(key, &timer.timer_id);

@@ -353,7 +353,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     produce(
         &k,
         &topics.raw,
-        &[bad_body, order(1, 101, "good", runtime::now_ms())],
+        &[bad_body.clone(), order(1, 101, "good", runtime::now_ms())],
     )
     .await;
     let d = Deployment {
@@ -364,9 +364,15 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
     };
     let mut p = d.spawn("p");
     let cmds = wait_commands(&k, &topics, 1, "the good record after the poison");
-    let dlq = wait_for("dead letters", Duration::from_secs(60), || {
+    wait_for("dead letters", Duration::from_secs(60), || {
+        (read_all(&k, &topics.processor_dlq, 1).len() >= 3).then_some(())
+    });
+    // A redrive of a dead-lettered record (same delivery id, same bytes) is processed again,
+    // not dropped as a duplicate: here it fails again, so it is dead-lettered a second time.
+    produce(&k, &topics.raw, &[bad_body]).await;
+    let dlq = wait_for("the redriven record", Duration::from_secs(60), || {
         let d = read_all(&k, &topics.processor_dlq, 1);
-        (d.len() >= 2).then_some(d)
+        (d.len() >= 4).then_some(d)
     });
     p.terminate();
     assert_eq!(cmds.len(), 1);
@@ -381,6 +387,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
         .collect();
     assert!(kinds.contains("undecodable_envelope"), "{kinds:?}");
     assert!(kinds.contains("rule_error"), "{kinds:?}");
+    assert!(kinds.contains("unparseable_body"), "{kinds:?}");
     let garbage = dlq
         .iter()
         .find(|(_, _, v, _)| v.as_deref() == Some(&b"definitely not avro"[..]));
