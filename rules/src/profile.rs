@@ -124,8 +124,10 @@ pub(crate) fn fields(
     if key.kind() == KeyKind::Customer {
         put(&n.customer_id, Value::String(key.id().to_owned()));
     }
-    if cfg.identity.mode == IdentityMode::UserId {
-        // UserID-based projects keep the address in the standard `email` field.
+    if cfg.identity.mode != IdentityMode::Email && key.kind() == KeyKind::Customer {
+        // UserID-based and hybrid projects identify a customer by userId; the address is set
+        // through the standard `email` profile field (iterable-api.md §3.1), so it reaches the
+        // profile and later changes follow it.
         put("email", txt(email(key, state)));
     }
     let person = state.person.as_deref();
