@@ -286,15 +286,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                 .map(|e| e.partition())
                 .collect();
             assigned.sort_unstable();
-            for p in assigned {
-                match engine.restore(p) {
-                    Ok(state) => {
-                        engine.partitions.insert(p, state);
-                    }
-                    Err(e) => {
-                        engine.fatal.get_or_insert(e);
-                        return;
-                    }
+            match engine.restore_all(&assigned) {
+                Ok(states) => engine.partitions.extend(states),
+                Err(e) => {
+                    engine.fatal.get_or_insert(e);
+                    return;
                 }
             }
             engine.update_gauges();
@@ -820,10 +816,8 @@ impl<R: Rules> Engine<R> {
         self.in_txn = false;
         self.offsets.clear();
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
-        for p in owned {
-            let state = self.restore(p)?;
-            self.partitions.insert(p, state);
-        }
+        let states = self.restore_all(&owned)?;
+        self.partitions.extend(states);
         let assignment = consumer.assignment()?;
         let committed = consumer.committed_offsets(assignment, KAFKA_TIMEOUT)?;
         for e in committed.elements() {
@@ -835,6 +829,27 @@ impl<R: Rules> Engine<R> {
         }
         self.update_gauges();
         Ok(())
+    }
+
+    /// Restores several partitions concurrently: each reads its own changelog partition, so
+    /// decoding overlaps with the broker's reads (restore time is what a rebalance costs).
+    fn restore_all(&self, partitions: &[i32]) -> Result<Vec<(i32, PartitionState)>, EngineError> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = partitions
+                .iter()
+                .map(|p| (*p, scope.spawn(move || self.restore(*p))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(p, h)| match h.join() {
+                    Ok(state) => state.map(|s| (p, s)),
+                    Err(_) => Err(EngineError::Restore {
+                        partition: p,
+                        message: "restore thread panicked".into(),
+                    }),
+                })
+                .collect()
+        })
     }
 
     /// Reads a changelog partition from the beginning to its end (read_committed: only state
