@@ -1,1 +1,1138 @@
 //! Helpers shared by the end-to-end tests: starting services, polling with deadlines.
+//!
+//! The stack under test is the three real binaries (`ingest`, `processor`, `publisher`) as
+//! child processes, the real Kafka broker, iterable-sim in-process and shopify-sim driving
+//! ingest over HTTP. [`Stack`] owns all of it; [`check_outcome`] compares what iterable-sim
+//! holds with a scenario's `expected.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use iterable_sim::{EventView, Filter, ProfileView, SimConfig, SimHandle, SimState};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use runtime::{KafkaConfig, TopicsConfig};
+use schemas::{EventSource, ShopifyEnvelope};
+use shopify_sim::{CustomerExpectation, ExpectedOutcome};
+
+/// The app secret ingest verifies and shopify-sim signs with.
+pub const SECRET: &str = "tillstream-e2e-secret";
+
+/// The grace the rules add to every timer (`timing.out_of_order_grace`, default 5 min).
+pub const TIMER_GRACE_MS: i64 = 5 * 60 * 1000;
+
+/// A rules file for historical scenarios: every freshness horizon off, so the journey events
+/// of a timeline months in the past are sent (everything else is the default rules).
+pub const HISTORICAL_RULES: &str = r#"
+[freshness]
+customer_created = "off"
+first_purchase = "off"
+purchase = "off"
+vip_tier_upgraded = "off"
+customer_lapsed = "off"
+customer_reactivated = "off"
+checkout_abandoned = "off"
+cart_updated = "off"
+order_fulfilled = "off"
+order_refunded = "off"
+order_cancelled = "off"
+"#;
+
+/// The default rules (default freshness horizons): what a replay of old history runs with.
+pub const DEFAULT_RULES: &str = "";
+
+/// Path of a sibling binary of the running executable (`target/<profile>/<name>`).
+///
+/// # Panics
+/// When the binary was not built, with the command that builds it.
+#[allow(clippy::panic)]
+pub fn bin_path(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("TILLSTREAM_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        panic!(
+            "{} does not exist: run `cargo build -p ingest -p processor -p publisher` first \
+             (same CARGO_TARGET_DIR and profile as the tests; scripts/test does it)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+///
+/// # Panics
+/// When no port can be bound.
+#[allow(clippy::expect_used)]
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or fails after `timeout` naming `what`.
+///
+/// # Errors
+/// When the deadline passes.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One service binary run as a child process, restartable with the same environment.
+#[derive(Debug)]
+pub struct Service {
+    /// `ingest`, `processor` or `publisher` (plus a suffix for a second instance).
+    pub name: String,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    /// Its HTTP port (`/readyz`, `/metrics`).
+    pub port: u16,
+    /// Where stdout and stderr go (appended across restarts).
+    pub log: PathBuf,
+    child: Option<Child>,
+    /// Whether the supervisor should restart it when it exits.
+    pub supervised: bool,
+    /// Times started.
+    pub starts: u32,
+    /// Exits the test did not cause (restarted by the supervisor), with their status.
+    pub unexpected_exits: Vec<String>,
+}
+
+impl Service {
+    /// A service that is not started yet.
+    pub fn new(
+        name: &str,
+        bin: PathBuf,
+        env: Vec<(String, String)>,
+        port: u16,
+        log_dir: &Path,
+    ) -> Self {
+        Service {
+            name: name.to_owned(),
+            bin,
+            env,
+            port,
+            log: log_dir.join(format!("{name}.log")),
+            child: None,
+            supervised: true,
+            starts: 0,
+            unexpected_exits: Vec::new(),
+        }
+    }
+
+    /// Starts the process (a no-op when it runs).
+    ///
+    /// # Panics
+    /// When the binary cannot be started.
+    #[allow(clippy::expect_used)]
+    pub fn start(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        use std::io::Write;
+        let _ = writeln!(
+            out,
+            "===== start #{} of {} =====",
+            self.starts + 1,
+            self.name
+        );
+        let mut cmd = Command::new(&self.bin);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().expect("clone log")))
+            .stderr(Stdio::from(out));
+        self.child = Some(cmd.spawn().expect("spawn service"));
+        self.starts += 1;
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to 30 s (then kill -9).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Restarts it when it exited on its own; returns whether it did.
+    pub fn restart_if_exited(&mut self) -> bool {
+        let exited = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        match exited {
+            Some(status) => {
+                self.child = None;
+                self.unexpected_exits.push(status);
+                self.start();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Base URL of its HTTP port.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A service shared between the test and the supervisor thread.
+pub type Shared = Arc<Mutex<Service>>;
+
+/// Locks a shared service (a poisoned lock is still usable).
+pub fn lock(s: &Shared) -> MutexGuard<'_, Service> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// GET `url` and return the body when the status is 200.
+pub async fn get_ok(url: &str) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let r = client.get(url).send().await.ok()?;
+    if r.status().is_success() {
+        r.text().await.ok()
+    } else {
+        None
+    }
+}
+
+/// Sums the samples of a Prometheus metric whose name (before `{`) is `name`, grouped by the
+/// full sample name with labels.
+pub fn prom_samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Settings of a stack under test.
+#[derive(Clone)]
+pub struct StackOptions {
+    /// The broker.
+    pub kafka: KafkaConfig,
+    /// Partitions of the co-partitioned topics.
+    pub partitions: i32,
+    /// The processor's rules TOML.
+    pub rules_toml: String,
+    /// Event-time mode: the processor never counts a partition as caught up
+    /// (`engine.caught_up_lag = -1`), so timers fire by the log's event time only, never by
+    /// the wall clock. Needed when a historical timeline is sent compressed into seconds.
+    pub event_time_only: bool,
+    /// iterable-sim's configuration.
+    pub sim: SimConfig,
+    /// Extra environment per service.
+    pub ingest_env: Vec<(String, String)>,
+    /// Extra environment for the processor.
+    pub processor_env: Vec<(String, String)>,
+    /// Extra environment for the publisher.
+    pub publisher_env: Vec<(String, String)>,
+    /// Log level (`RUST_LOG`) for the services.
+    pub log_level: String,
+}
+
+impl StackOptions {
+    /// Defaults for a historical scenario on the shared test broker: 4 partitions, horizons
+    /// off, event-time mode, iterable-sim counting upserts as updates only.
+    pub fn historical(kafka: KafkaConfig) -> Self {
+        let mut sim = SimConfig::default();
+        sim.behaviour.count_updates_as_occurrences = false;
+        StackOptions {
+            kafka,
+            partitions: 4,
+            rules_toml: HISTORICAL_RULES.to_owned(),
+            event_time_only: true,
+            sim,
+            ingest_env: Vec::new(),
+            processor_env: Vec::new(),
+            publisher_env: Vec::new(),
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// The whole stack: topics, iterable-sim, ingest, processor, publisher, and a supervisor that
+/// restarts a service which exits on its own (as an orchestrator would).
+pub struct Stack {
+    /// The broker.
+    pub kafka: KafkaConfig,
+    /// The unique topic catalogue of this stack.
+    pub topics: TopicsConfig,
+    /// Logs, rules file.
+    pub dir: PathBuf,
+    /// iterable-sim, in-process.
+    pub sim: SimHandle,
+    /// ingest.
+    pub ingest: Shared,
+    /// processor.
+    pub processor: Shared,
+    /// publisher.
+    pub publisher: Shared,
+    /// The processor's application id (consumer group, transactional id prefix).
+    pub application_id: String,
+    /// The publisher's consumer group.
+    pub publisher_group: String,
+    options: StackOptions,
+    stop: Arc<AtomicBool>,
+    supervisor: Option<std::thread::JoinHandle<()>>,
+}
+
+fn topic_env(t: &TopicsConfig) -> Vec<(String, String)> {
+    [
+        ("PARTITIONS", t.partitions.to_string()),
+        ("SIDE_PARTITIONS", t.side_partitions.to_string()),
+        ("RAW", t.raw.clone()),
+        ("COMMANDS", t.commands.clone()),
+        ("CHANGELOG", t.changelog.clone()),
+        ("REPARTITION", t.repartition.clone()),
+        ("PROCESSOR_DLQ", t.processor_dlq.clone()),
+        ("PUBLISHER_DLQ", t.publisher_dlq.clone()),
+        ("DATA_REQUESTS", t.data_requests.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("TILLSTREAM_TOPICS__{k}"), v))
+    .collect()
+}
+
+impl Stack {
+    /// Creates fresh topics, starts iterable-sim and the three services, and waits until all
+    /// are ready.
+    ///
+    /// # Errors
+    /// When a service does not become ready within 60 s.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        let topics = runtime::testing::fresh_topics(&options.kafka, options.partitions).await;
+        let dir = std::env::temp_dir()
+            .join("tillstream-e2e")
+            .join(runtime::testing::unique("stack"));
+        std::fs::create_dir_all(&dir)?;
+        let sim = iterable_sim::spawn(options.sim.clone()).await?;
+        let application_id = runtime::testing::unique("e2e-processor");
+        let publisher_group = runtime::testing::unique("e2e-publisher");
+        let (ingest, processor, publisher) = Self::services(
+            &options,
+            &topics,
+            &dir,
+            &sim,
+            &application_id,
+            &publisher_group,
+            "p0",
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stack = Stack {
+            kafka: options.kafka.clone(),
+            topics,
+            dir,
+            sim,
+            ingest,
+            processor,
+            publisher,
+            application_id,
+            publisher_group,
+            options,
+            stop,
+            supervisor: None,
+        };
+        for s in [&stack.ingest, &stack.processor, &stack.publisher] {
+            lock(s).start();
+        }
+        stack.supervise();
+        stack.wait_ready(Duration::from_secs(60)).await?;
+        Ok(stack)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn services(
+        o: &StackOptions,
+        topics: &TopicsConfig,
+        dir: &Path,
+        sim: &SimHandle,
+        application_id: &str,
+        publisher_group: &str,
+        instance: &str,
+    ) -> anyhow::Result<(Shared, Shared, Shared)> {
+        let rules = dir.join(format!("rules-{application_id}.toml"));
+        std::fs::write(&rules, &o.rules_toml)?;
+        let mut common = topic_env(topics);
+        common.push((
+            "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS".into(),
+            o.kafka.bootstrap_servers.clone(),
+        ));
+        common.push(("RUST_LOG".into(), o.log_level.clone()));
+        let port = |env: &mut Vec<(String, String)>| {
+            let p = free_port();
+            env.push(("TILLSTREAM_HTTP__LISTEN".into(), format!("127.0.0.1:{p}")));
+            p
+        };
+
+        let mut env = common.clone();
+        env.push((
+            "TILLSTREAM_SHOPIFY__SECRETS".into(),
+            format!("[\"{SECRET}\"]"),
+        ));
+        env.push(("TILLSTREAM_HTTP__READY_CHECK_INTERVAL".into(), "1s".into()));
+        env.extend(o.ingest_env.iter().cloned());
+        let p = port(&mut env);
+        let ingest = Service::new("ingest", bin_path("ingest"), env, p, dir);
+
+        let mut env = common.clone();
+        env.push((
+            "TILLSTREAM_APPLICATION_ID".into(),
+            application_id.to_owned(),
+        ));
+        env.push(("TILLSTREAM_INSTANCE_ID".into(), instance.to_owned()));
+        env.push(("TILLSTREAM_RULES__FILE".into(), rules.display().to_string()));
+        env.push((
+            "TILLSTREAM_ENGINE__TRANSACTION_TIMEOUT".into(),
+            "10s".into(),
+        ));
+        env.push(("TILLSTREAM_ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
+        if o.event_time_only {
+            env.push(("TILLSTREAM_ENGINE__CAUGHT_UP_LAG".into(), "-1".into()));
+        }
+        env.extend(o.processor_env.iter().cloned());
+        let p = port(&mut env);
+        let processor = Service::new(
+            &format!("processor-{application_id}"),
+            bin_path("processor"),
+            env,
+            p,
+            dir,
+        );
+
+        let mut env = common;
+        env.push(("TILLSTREAM_GROUP_ID".into(), publisher_group.to_owned()));
+        env.push(("TILLSTREAM_ITERABLE__BASE_URL".into(), sim.base_url()));
+        env.push((
+            "TILLSTREAM_ITERABLE__API_KEY".into(),
+            iterable_sim::DEFAULT_API_KEY.into(),
+        ));
+        env.push(("TILLSTREAM_PIPELINE__STATS_INTERVAL".into(), "1s".into()));
+        env.extend(o.publisher_env.iter().cloned());
+        let p = port(&mut env);
+        let publisher = Service::new("publisher", bin_path("publisher"), env, p, dir);
+
+        let wrap = |s| Arc::new(Mutex::new(s));
+        Ok((wrap(ingest), wrap(processor), wrap(publisher)))
+    }
+
+    fn supervise(&mut self) {
+        let services = vec![
+            self.ingest.clone(),
+            self.processor.clone(),
+            self.publisher.clone(),
+        ];
+        let stop = self.stop.clone();
+        self.supervisor = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for s in &services {
+                    let mut s = lock(s);
+                    if s.supervised && s.restart_if_exited() {
+                        eprintln!(
+                            "supervisor: {} exited on its own ({:?}); restarted",
+                            s.name,
+                            s.unexpected_exits.last()
+                        );
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }));
+    }
+
+    /// Replaces the processor with a new deployment (new application id, instance `p0`) that
+    /// reads the same raw topic from the beginning into fresh state (its own changelog and
+    /// repartition topics) and writes to the same commands topic, with `rules_toml`.
+    ///
+    /// # Errors
+    /// When topics or files cannot be created or it does not become ready.
+    pub async fn replace_processor_with_fresh_replay(
+        &mut self,
+        rules_toml: &str,
+    ) -> anyhow::Result<()> {
+        lock(&self.processor).terminate();
+        let fresh = runtime::testing::fresh_topics(&self.kafka, self.topics.partitions).await;
+        let mut topics = fresh;
+        topics.raw = self.topics.raw.clone();
+        topics.commands = self.topics.commands.clone();
+        let mut opts = self.options.clone();
+        opts.rules_toml = rules_toml.to_owned();
+        let app = runtime::testing::unique("e2e-replay");
+        let (_, processor, _) = Self::services(
+            &opts,
+            &topics,
+            &self.dir,
+            &self.sim,
+            &app,
+            &self.publisher_group,
+            "p0",
+        )?;
+        lock(&processor).start();
+        // The supervisor holds the old handle; the old one stays stopped (not supervised).
+        lock(&self.processor).supervised = false;
+        self.processor = processor;
+        self.application_id = app;
+        self.topics.changelog = topics.changelog;
+        self.topics.repartition = topics.repartition;
+        self.topics.processor_dlq = topics.processor_dlq;
+        self.topics.data_requests = topics.data_requests;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.supervisor.take() {
+            let _ = h.join();
+        }
+        self.stop = Arc::new(AtomicBool::new(false));
+        self.supervise();
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Waits until every service answers `/readyz` with 200.
+    ///
+    /// # Errors
+    /// On timeout, naming the services that are not ready and their logs.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        for s in [&self.ingest, &self.processor, &self.publisher] {
+            let (name, url, log) = {
+                let s = lock(s);
+                (s.name.clone(), s.url(), s.log.clone())
+            };
+            wait_until(
+                &format!("{name} ready (log {})", log.display()),
+                timeout,
+                || {
+                    let url = format!("{url}/readyz");
+                    async move { get_ok(&url).await.map(|_| ()) }
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// ingest's webhook URL.
+    pub fn webhook_url(&self) -> String {
+        format!("{}/webhooks/shopify", lock(&self.ingest).url())
+    }
+
+    /// The sim's state.
+    pub fn sim_state(&self) -> &SimState {
+        self.sim.state()
+    }
+
+    /// Produces one "clock tick" record per raw partition at event time `at_ms`: a
+    /// `products/update` for a product key the rules ignore, which advances each partition's
+    /// stream time so the timers due before it fire (event-time mode has no wall clock).
+    ///
+    /// # Errors
+    /// When the broker does not acknowledge.
+    pub async fn produce_clock_ticks(&self, at_ms: i64, shop: &str) -> anyhow::Result<()> {
+        let p: FutureProducer = self.kafka.producer("e2e-clock").create()?;
+        for part in 0..self.topics.partitions {
+            let key = format!("{shop}/p/e2e-clock-{part}");
+            let env = ShopifyEnvelope {
+                delivery_id: runtime::testing::unique("clock"),
+                event_id: None,
+                topic: "products/update".into(),
+                shop_domain: shop.into(),
+                api_version: Some("2026-07".into()),
+                triggered_at_ms: Some(at_ms),
+                received_at_ms: at_ms,
+                routing_key: key.clone(),
+                source: EventSource::Webhook,
+                webhook_name: None,
+                body: format!("{{\"id\":{},\"updated_at\":\"tick\"}}", 900_000 + part).into_bytes(),
+            };
+            let bytes = env.encode()?;
+            p.send(
+                FutureRecord::to(&self.topics.raw)
+                    .key(&key)
+                    .partition(part)
+                    .payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        }
+        Ok(())
+    }
+
+    /// High watermarks of every partition of `topic`.
+    ///
+    /// # Errors
+    /// On a broker error.
+    pub fn watermarks(&self, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+        let c: BaseConsumer = self.kafka.client("e2e-watermarks").create()?;
+        (0..partitions)
+            .map(|p| Ok(c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1))
+            .collect()
+    }
+
+    /// Committed offsets of `group` on every partition of `topic` (-1 when none).
+    ///
+    /// # Errors
+    /// On a broker error.
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+        let mut cfg = self.kafka.client("e2e-committed");
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let c: BaseConsumer = cfg.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok((0..partitions)
+            .map(|p| {
+                got.find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(-1)
+            })
+            .collect())
+    }
+
+    /// Total records in `topic` (sum of high watermarks; transaction markers included).
+    pub fn total(&self, topic: &str, partitions: i32) -> i64 {
+        self.watermarks(topic, partitions)
+            .map(|w| w.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether the pipeline is drained: the processor committed the whole raw topic and the
+    /// repartition topic, and the publisher committed the whole commands topic (a transaction
+    /// marker may sit after the last record of the transactional topics).
+    pub fn drained(&self) -> bool {
+        let n = self.topics.partitions;
+        let check = |group: &str, topic: &str, slack: i64| -> bool {
+            match (self.watermarks(topic, n), self.committed(group, topic, n)) {
+                (Ok(hw), Ok(c)) => hw.iter().zip(&c).all(|(h, c)| *h == 0 || *c >= h - slack),
+                _ => false,
+            }
+        };
+        check(&self.application_id, &self.topics.raw, 0)
+            && check(&self.application_id, &self.topics.repartition, 1)
+            && check(&self.publisher_group, &self.topics.commands, 1)
+    }
+
+    /// Waits until [`Stack::drained`] holds twice in a row with an unchanged commands topic and
+    /// unchanged iterable-sim request count, at least 2 s apart.
+    ///
+    /// # Errors
+    /// On timeout (with each service's log path).
+    pub async fn wait_drained(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last: Option<(i64, u64, Instant)> = None;
+        loop {
+            if self.drained() {
+                let snap = (
+                    self.total(&self.topics.commands, self.topics.partitions),
+                    self.sim_state().stats().totals.requests,
+                );
+                match last {
+                    Some((c, r, at))
+                        if (c, r) == snap && at.elapsed() >= Duration::from_secs(2) =>
+                    {
+                        return Ok(());
+                    }
+                    Some((c, r, _)) if (c, r) == snap => {}
+                    _ => last = Some((snap.0, snap.1, Instant::now())),
+                }
+            } else {
+                last = None;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "pipeline not drained after {timeout:?}: raw committed {:?} of {:?}, commands committed {:?} of {:?}; logs in {}",
+                    self.committed(
+                        &self.application_id,
+                        &self.topics.raw,
+                        self.topics.partitions
+                    )
+                    .ok(),
+                    self.watermarks(&self.topics.raw, self.topics.partitions)
+                        .ok(),
+                    self.committed(
+                        &self.publisher_group,
+                        &self.topics.commands,
+                        self.topics.partitions
+                    )
+                    .ok(),
+                    self.watermarks(&self.topics.commands, self.topics.partitions)
+                        .ok(),
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Records in a side topic (dead letters), all partitions.
+    pub fn side_topic_records(&self, topic: &str) -> i64 {
+        self.total(topic, self.topics.side_partitions)
+    }
+
+    /// Unexpected exits of each service so far.
+    pub fn unexpected_exits(&self) -> BTreeMap<String, Vec<String>> {
+        [&self.ingest, &self.processor, &self.publisher]
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                (s.name.clone(), s.unexpected_exits.clone())
+            })
+            .collect()
+    }
+
+    /// Stops the services with SIGTERM and the simulator.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.supervisor.take() {
+            let _ = h.join();
+        }
+        for s in [&self.ingest, &self.processor, &self.publisher] {
+            lock(s).terminate();
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Parses an RFC 3339 time into Unix milliseconds.
+pub fn rfc3339_ms(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The CI scenario shared by the end-to-end and fault suites: 40 people over 180 days of 2026
+/// (about 1,500 deliveries) with the scenario's default delivery faults (duplicates, second
+/// subscriptions, stale retries, local reordering).
+pub fn ci_scenario() -> shopify_sim::ScenarioConfig {
+    shopify_sim::ScenarioConfig {
+        seed: 11,
+        customers: 40,
+        days: 180,
+        rate_per_sec: 0.0,
+        ..Default::default()
+    }
+}
+
+/// Generates a scenario and prints its size.
+///
+/// # Errors
+/// On an invalid scenario.
+pub fn scenario(cfg: &shopify_sim::ScenarioConfig) -> anyhow::Result<shopify_sim::Scenario> {
+    let s = shopify_sim::generate(cfg)?;
+    eprintln!(
+        "scenario seed {} customers {}: {} deliveries ({} unique webhook ids), {} people in expected.json",
+        cfg.seed,
+        cfg.customers,
+        s.deliveries.len(),
+        s.expected.deliveries.unique_webhook_ids,
+        s.expected.customers.len()
+    );
+    Ok(s)
+}
+
+/// Sends deliveries to ingest one at a time (in order, so the log is in the scenario's order)
+/// with Shopify's retry semantics and enough retries to ride out a restart of ingest or of
+/// the broker.
+///
+/// # Errors
+/// When a delivery fails for good.
+pub async fn send_all(
+    url: &str,
+    deliveries: Vec<shopify_sim::Delivery>,
+    rate_per_sec: f64,
+) -> anyhow::Result<shopify_sim::SendReport> {
+    let mut o = shopify_sim::SendOptions::new(url, SECRET);
+    o.rate_per_sec = rate_per_sec;
+    o.concurrency = 1;
+    o.max_retries = 40;
+    o.backoff_base = Duration::from_millis(50);
+    o.backoff_max = Duration::from_secs(2);
+    let report = shopify_sim::send(deliveries, o).await?;
+    anyhow::ensure!(
+        report.failed == 0,
+        "{} deliveries failed for good: {:?}",
+        report.failed,
+        report.failed_webhook_ids
+    );
+    Ok(report)
+}
+
+/// The abandoned-checkout event id the rules use for a checkout token.
+pub fn checkout_event_id(shop: &str, token: &str) -> String {
+    schemas::iterable_id(&[shop, "checkout-abandoned", token])
+}
+
+/// What [`check_outcome`] found.
+#[derive(Debug, Default)]
+pub struct OutcomeReport {
+    /// Every difference from the expected outcome, one line each.
+    pub mismatches: Vec<String>,
+    /// Counts of what was compared.
+    pub compared: BTreeMap<&'static str, usize>,
+}
+
+impl OutcomeReport {
+    /// Mismatch lines that start with `prefix` (e.g. `"ltv"`).
+    pub fn of_kind(&self, prefix: &str) -> Vec<&String> {
+        self.mismatches
+            .iter()
+            .filter(|m| m.starts_with(prefix))
+            .collect()
+    }
+
+    /// A printable summary (the first `n` mismatches).
+    pub fn summary(&self, n: usize) -> String {
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in &self.mismatches {
+            *kinds.entry(m.split(':').next().unwrap_or("")).or_default() += 1;
+        }
+        let mut s = format!(
+            "compared {:?}; {} mismatches by kind {:?}\n",
+            self.compared,
+            self.mismatches.len(),
+            kinds
+        );
+        for m in self.mismatches.iter().take(n) {
+            s.push_str("  ");
+            s.push_str(m);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn field_str(p: &ProfileView, f: &str) -> Option<String> {
+    p.data_fields.get(f).map(|v| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn cents(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().map(|f| (f * 100.0).round() as i64),
+        serde_json::Value::String(s) => s.parse::<f64>().ok().map(|f| (f * 100.0).round() as i64),
+        _ => None,
+    }
+}
+
+fn str_cents(s: &str) -> Option<i64> {
+    s.parse::<f64>().ok().map(|f| (f * 100.0).round() as i64)
+}
+
+fn value_text(v: Option<&serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "-".into(),
+    }
+}
+
+/// Compares what iterable-sim holds with a scenario's expected outcome, for the default field
+/// and event names: per person the profile's lifetime value (to the cent), counted orders and
+/// VIP tier; `first_purchase` (once, the right order), `customer_lapsed` and
+/// `customer_reactivated` (as many as expected), `vip_tier_upgraded` (each tier up to the
+/// expected one, once); every must-fire abandoned checkout present once for its person and no
+/// must-not-fire one anywhere; redacted people absent; every event and purchase written once
+/// (`occurrences == 1`; needs `count_updates_as_occurrences = false`).
+pub fn check_outcome(expected: &ExpectedOutcome, sim: &SimState) -> OutcomeReport {
+    let mut r = OutcomeReport::default();
+    let shop = expected.shop_domain.as_str();
+    let all_events = sim.events(&Filter::default());
+    let events_by_id: BTreeMap<&str, &EventView> =
+        all_events.iter().map(|e| (e.id.as_str(), e)).collect();
+    let tiers: Vec<&str> = expected
+        .rules
+        .tiers
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    let base = expected.rules.base_tier.as_str();
+
+    for (key, c) in &expected.customers {
+        let filter = person_filter(c);
+        let profiles = sim.profiles(&filter);
+        *r.compared.entry("people").or_default() += 1;
+        if c.redacted {
+            *r.compared.entry("redacted").or_default() += 1;
+            if !profiles.is_empty() {
+                r.mismatches.push(format!(
+                    "redact: {key} was redacted but Iterable still has a profile"
+                ));
+            }
+            continue;
+        }
+        let Some(p) = profiles.first() else {
+            let has_something = c.orders_count > 0
+                || !c.abandoned_checkouts_must_fire.is_empty()
+                || c.first_purchase_order_id.is_some();
+            if has_something {
+                r.mismatches.push(format!(
+                    "profile: {key} has no Iterable profile (expected ltv {} orders {})",
+                    c.lifetime_value, c.orders_count
+                ));
+            }
+            continue;
+        };
+        check_profile(&mut r, key, c, p, base);
+        let events = sim.events(&filter);
+        check_events(&mut r, key, c, &events, &tiers, base);
+        for a in &c.abandoned_checkouts_must_fire {
+            *r.compared.entry("checkouts_must_fire").or_default() += 1;
+            let id = checkout_event_id(shop, &a.token);
+            match events_by_id.get(id.as_str()) {
+                None => r.mismatches.push(format!(
+                    "checkout-missing: {key} checkout {} due {} did not fire",
+                    a.token, a.due_at
+                )),
+                Some(e) if !events.iter().any(|x| x.id == e.id) => r.mismatches.push(format!(
+                    "checkout-user: {key} checkout {} fired for another user {:?}",
+                    a.token, e.user
+                )),
+                Some(_) => {}
+            }
+        }
+        for a in &c.abandoned_checkouts_must_not_fire {
+            *r.compared.entry("checkouts_must_not_fire").or_default() += 1;
+            if events_by_id.contains_key(checkout_event_id(shop, &a.token).as_str()) {
+                r.mismatches.push(format!(
+                    "checkout-unwanted: {key} checkout {} due {} fired but must not ({:?})",
+                    a.token, a.due_at, a.reason
+                ));
+            }
+        }
+    }
+    for a in &expected.unattributed_checkouts {
+        *r.compared.entry("checkouts_must_not_fire").or_default() += 1;
+        if events_by_id.contains_key(checkout_event_id(shop, &a.token).as_str()) {
+            r.mismatches.push(format!(
+                "checkout-unwanted: unattributed checkout {} fired ({:?})",
+                a.token, a.reason
+            ));
+        }
+    }
+    for e in &all_events {
+        *r.compared.entry("events").or_default() += 1;
+        if e.occurrences != 1 {
+            r.mismatches.push(format!(
+                "duplicate: event {} {} has {} occurrences",
+                e.name, e.id, e.occurrences
+            ));
+        }
+    }
+    for p in sim.purchases(&Filter::default()) {
+        *r.compared.entry("purchases").or_default() += 1;
+        if p.occurrences != 1 {
+            r.mismatches.push(format!(
+                "duplicate: purchase {} has {} occurrences",
+                p.id, p.occurrences
+            ));
+        }
+    }
+    let stats = sim.stats();
+    if stats.totals.rate_limited != 0 {
+        r.mismatches.push(format!(
+            "429: iterable-sim answered {} requests with 429",
+            stats.totals.rate_limited
+        ));
+    }
+    r
+}
+
+fn person_filter(c: &CustomerExpectation) -> Filter {
+    match c.customer_id {
+        Some(id) => Filter {
+            user_id: Some(id.to_string()),
+            ..Filter::default()
+        },
+        None => Filter {
+            email: Some(c.email.to_lowercase()),
+            ..Filter::default()
+        },
+    }
+}
+
+fn check_profile(
+    r: &mut OutcomeReport,
+    key: &str,
+    c: &CustomerExpectation,
+    p: &ProfileView,
+    base: &str,
+) {
+    *r.compared.entry("profiles").or_default() += 1;
+    let ltv = p
+        .data_fields
+        .get("shopify_lifetime_value")
+        .and_then(cents)
+        .unwrap_or(0);
+    if Some(ltv) != str_cents(&c.lifetime_value) {
+        r.mismatches.push(format!(
+            "ltv: {key} lifetime value {} in Iterable, expected {} (orders {:?})",
+            value_text(p.data_fields.get("shopify_lifetime_value")),
+            c.lifetime_value,
+            c.orders
+                .iter()
+                .map(|o| (o.id, o.value.as_str(), o.counted))
+                .collect::<Vec<_>>()
+        ));
+    }
+    let count = p
+        .data_fields
+        .get("shopify_orders_count")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    if count != i64::from(c.orders_count) {
+        r.mismatches.push(format!(
+            "orders-count: {key} {count} in Iterable, expected {}",
+            c.orders_count
+        ));
+    }
+    let tier = field_str(p, "shopify_vip_tier").unwrap_or_else(|| base.to_owned());
+    if tier != c.tier {
+        r.mismatches.push(format!(
+            "tier: {key} {tier} in Iterable, expected {} (peak ltv {}, final {})",
+            c.tier, c.peak_lifetime_value, c.lifetime_value
+        ));
+    }
+}
+
+fn check_events(
+    r: &mut OutcomeReport,
+    key: &str,
+    c: &CustomerExpectation,
+    events: &[EventView],
+    tiers: &[&str],
+    base: &str,
+) {
+    let named = |n: &str| events.iter().filter(|e| e.name == n).collect::<Vec<_>>();
+    let fp = named("first_purchase");
+    *r.compared.entry("first_purchase").or_default() +=
+        usize::from(c.first_purchase_order_id.is_some());
+    match (c.first_purchase_order_id, fp.as_slice()) {
+        (None, []) => {}
+        (Some(id), [e]) => {
+            let got = value_text(e.data_fields.get("order_id"));
+            if got != id.to_string() {
+                r.mismatches.push(format!(
+                    "first-purchase: {key} first_purchase for order {got}, expected {id}"
+                ));
+            }
+        }
+        (want, got) => r.mismatches.push(format!(
+            "first-purchase: {key} {} first_purchase events (orders {:?}), expected {want:?}",
+            got.len(),
+            got.iter()
+                .map(|e| value_text(e.data_fields.get("order_id")))
+                .collect::<Vec<_>>()
+        )),
+    }
+    let lapsed = named("customer_lapsed");
+    *r.compared.entry("lapses").or_default() += c.lapses.len();
+    if lapsed.len() != c.lapses.len() {
+        r.mismatches.push(format!(
+            "lapse: {key} {} customer_lapsed (at {:?}), expected {} (due {:?})",
+            lapsed.len(),
+            lapsed.iter().map(|e| e.created_at).collect::<Vec<_>>(),
+            c.lapses.len(),
+            c.lapses
+        ));
+    }
+    let react = named("customer_reactivated");
+    *r.compared.entry("reactivations").or_default() += c.reactivations.len();
+    if react.len() != c.reactivations.len() {
+        r.mismatches.push(format!(
+            "reactivation: {key} {} customer_reactivated, expected {} ({:?})",
+            react.len(),
+            c.reactivations.len(),
+            c.reactivations
+        ));
+    }
+    let want: BTreeSet<&str> = match tiers.iter().position(|t| *t == c.tier) {
+        Some(i) => tiers[..=i].iter().copied().collect(),
+        None if c.tier == base => BTreeSet::new(),
+        None => BTreeSet::new(),
+    };
+    let upgrades = named("vip_tier_upgraded");
+    let got: Vec<String> = upgrades
+        .iter()
+        .map(|e| value_text(e.data_fields.get("tier")))
+        .collect();
+    let got_set: BTreeSet<&str> = got.iter().map(String::as_str).collect();
+    *r.compared.entry("tier_upgrades").or_default() += want.len();
+    if got_set != want || got.len() != want.len() {
+        r.mismatches.push(format!(
+            "tier-upgrade: {key} vip_tier_upgraded {got:?}, expected {want:?}"
+        ));
+    }
+}
