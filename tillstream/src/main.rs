@@ -39,7 +39,11 @@ enum Cmd {
         #[arg(long)]
         shop: Option<String>,
         /// Any processor instance; the CLI follows the answer to the owner.
-        #[arg(long, default_value = "http://127.0.0.1:8081", env = "TILLSTREAM_PROCESSOR_URL")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:8081",
+            env = "TILLSTREAM_PROCESSOR_URL"
+        )]
         processor: String,
     },
     /// Rebuild the processor's state from a point in the raw topic (processors stopped).
@@ -92,7 +96,11 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Customer { key, shop, processor } => customer::show(&processor, &key, shop.as_deref()).await,
+        Cmd::Customer {
+            key,
+            shop,
+            processor,
+        } => customer::show(&processor, &key, shop.as_deref()).await,
         Cmd::Replay(args) => {
             let cfg = load(cli.config.as_deref())?;
             replay::run(&cfg.kafka, &cfg.topics, &args).await

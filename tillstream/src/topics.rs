@@ -19,6 +19,11 @@ pub(crate) async fn apply(kafka: &KafkaConfig, topics: &TopicsConfig) -> anyhow:
 pub(crate) fn list(topics: &TopicsConfig) {
     for s in topics.specs() {
         let configs: Vec<String> = s.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("{:<40} partitions={:<3} {}", s.name, s.partitions, configs.join(" "));
+        println!(
+            "{:<40} partitions={:<3} {}",
+            s.name,
+            s.partitions,
+            configs.join(" ")
+        );
     }
 }

@@ -18,9 +18,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use runtime::testing::{fresh_topics, kafka, unique};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{Action, EventSource, IterableCommand, ShopDomain, ShopifyEnvelope};
-use shopify_sim::{AdminOptions, Scenario, ScenarioConfig, generate, spawn_admin};
+use shopify_sim::{AdminOptions, FinishWebhook, Scenario, ScenarioConfig, generate, spawn_admin};
 
 const TOKEN: &str = "shpat_test_token";
+const WEBHOOK_SECRET: &str = "test-app-secret";
 
 fn scenario() -> ScenarioConfig {
     let cfg = ScenarioConfig {
@@ -47,9 +48,23 @@ struct Run {
     stderr: String,
 }
 
-async fn backfill(k: &KafkaConfig, t: &TopicsConfig, admin: &str, shop: &str, extra: &[&str]) -> Run {
+async fn backfill(
+    k: &KafkaConfig,
+    t: &TopicsConfig,
+    admin: &str,
+    shop: &str,
+    extra: &[&str],
+) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
-        .args(["backfill", "--shop", shop, "--admin-url", admin, "--poll-interval", "50ms"])
+        .args([
+            "backfill",
+            "--shop",
+            shop,
+            "--admin-url",
+            admin,
+            "--poll-interval",
+            "50ms",
+        ])
         .args(extra)
         .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", TOKEN)
         .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
@@ -58,8 +73,15 @@ async fn backfill(k: &KafkaConfig, t: &TopicsConfig, admin: &str, shop: &str, ex
         .output()
         .await
         .unwrap();
-    let run = Run { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() };
-    assert!(!run.stderr.contains(TOKEN), "the access token must never be logged");
+    let run = Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert!(
+        !run.stderr.contains(TOKEN),
+        "the access token must never be logged"
+    );
     run
 }
 
@@ -85,7 +107,13 @@ async fn produce_live(k: &KafkaConfig, raw: &str, run: &Scenario, from: DateTime
             body: d.body.clone(),
         };
         let bytes = env.encode().unwrap();
-        p.send(FutureRecord::to(raw).key(key.as_str()).payload(&bytes), Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        p.send(
+            FutureRecord::to(raw).key(key.as_str()).payload(&bytes),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
         n += 1;
     }
     n
@@ -93,11 +121,15 @@ async fn produce_live(k: &KafkaConfig, raw: &str, run: &Scenario, from: DateTime
 
 fn read_all(k: &KafkaConfig, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
     let mut cfg = k.client("test-reader");
-    cfg.set("group.id", unique("reader")).set("isolation.level", "read_committed").set("enable.partition.eof", "true").set("enable.auto.commit", "false");
+    cfg.set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false");
     let c: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let (mut eof, mut out) = (0, Vec::new());
@@ -113,11 +145,17 @@ fn read_all(k: &KafkaConfig, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
 }
 
 fn commands(k: &KafkaConfig, t: &TopicsConfig) -> Vec<IterableCommand> {
-    read_all(k, &t.commands, t.partitions).iter().map(|v| IterableCommand::decode(v).unwrap()).collect()
+    read_all(k, &t.commands, t.partitions)
+        .iter()
+        .map(|v| IterableCommand::decode(v).unwrap())
+        .collect()
 }
 
 fn cents(v: &serde_json::Value) -> i64 {
-    let s = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let s = v
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v.to_string());
     (s.parse::<f64>().unwrap() * 100.0).round() as i64
 }
 
@@ -148,12 +186,21 @@ fn truth(run: &Scenario, shop: &str) -> BTreeMap<String, (i64, i64)> {
                 Some(e) => format!("{shop}/e/{e}"),
                 None => format!("{shop}/c/{k}"),
             };
-            (key, (cents(&serde_json::Value::String(c.lifetime_value.clone())), i64::from(c.orders_count)))
+            (
+                key,
+                (
+                    cents(&serde_json::Value::String(c.lifetime_value.clone())),
+                    i64::from(c.orders_count),
+                ),
+            )
         })
         .collect()
 }
 
-fn differences(truth: &BTreeMap<String, (i64, i64)>, got: &BTreeMap<String, (i64, i64)>) -> Vec<String> {
+fn differences(
+    truth: &BTreeMap<String, (i64, i64)>,
+    got: &BTreeMap<String, (i64, i64)>,
+) -> Vec<String> {
     truth
         .iter()
         .filter(|(k, v)| got.get(*k).copied().unwrap_or_default() != **v)
@@ -162,7 +209,11 @@ fn differences(truth: &BTreeMap<String, (i64, i64)>, got: &BTreeMap<String, (i64
 }
 
 /// Runs the marketing rules in-process until the figures equal the truth (or the deadline).
-async fn process(k: &KafkaConfig, t: &TopicsConfig, truth: &BTreeMap<String, (i64, i64)>) -> Vec<IterableCommand> {
+async fn process(
+    k: &KafkaConfig,
+    t: &TopicsConfig,
+    truth: &BTreeMap<String, (i64, i64)>,
+) -> Vec<IterableCommand> {
     let cfg: processor::ProcessorConfig = serde_json::from_value(serde_json::json!({
         "application_id": unique("backfill-app"),
         "instance_id": "i1",
@@ -173,7 +224,10 @@ async fn process(k: &KafkaConfig, t: &TopicsConfig, truth: &BTreeMap<String, (i6
         "rules": {"kind": "marketing"},
     }))
     .unwrap();
-    let cfg = processor::ProcessorConfig { topics: t.clone(), ..cfg };
+    let cfg = processor::ProcessorConfig {
+        topics: t.clone(),
+        ..cfg
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(processor::run_with_listener(cfg, listener, stop.clone()));
@@ -185,7 +239,12 @@ async fn process(k: &KafkaConfig, t: &TopicsConfig, truth: &BTreeMap<String, (i6
         if diff.is_empty() {
             break cmds;
         }
-        assert!(Instant::now() < deadline, "{} customers differ from expected.json, e.g. {:?}", diff.len(), &diff[..diff.len().min(5)]);
+        assert!(
+            Instant::now() < deadline,
+            "{} customers differ from expected.json, e.g. {:?}",
+            diff.len(),
+            &diff[..diff.len().min(5)]
+        );
     };
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
@@ -201,12 +260,20 @@ fn assert_no_journeys(cmds: &[IterableCommand], what: &str) {
             _ => None,
         })
         .collect();
-    assert!(journeys.is_empty(), "{what}: stale journey events fired: {journeys:?}");
-    assert!(cmds.iter().any(|c| matches!(c.action, Action::TrackPurchase { .. })), "{what}: purchases are history and are sent");
+    assert!(
+        journeys.is_empty(),
+        "{what}: stale journey events fired: {journeys:?}"
+    );
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c.action, Action::TrackPurchase { .. })),
+        "{what}: purchases are history and are sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn backfill_plus_overlapping_webhooks_equals_the_truth_through_failure_resume_rerun_and_replay() {
+async fn backfill_plus_overlapping_webhooks_equals_the_truth_through_failure_resume_rerun_and_replay()
+ {
     let cfg = scenario();
     let run = generate(&cfg).unwrap();
     let shop = cfg.shop_domain.clone();
@@ -232,28 +299,77 @@ async fn backfill_plus_overlapping_webhooks_equals_the_truth_through_failure_res
     // 1. The first orders operation fails: its partial data is reported, nothing is produced.
     let r = backfill(&k, &t, &admin.base_url, &shop, &["--checkpoint", cp_arg]).await;
     assert!(!r.ok, "a failed operation fails the run: {}", r.stdout);
-    assert!(r.stderr.contains("FAILED") && r.stderr.contains("partial data at") && r.stderr.contains("NOT imported"), "{}", r.stderr);
-    assert!(read_all(&k, &t.raw, t.partitions).is_empty(), "partial data must not be imported");
+    assert!(
+        r.stderr.contains("FAILED")
+            && r.stderr.contains("partial data at")
+            && r.stderr.contains("NOT imported"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        read_all(&k, &t.raw, t.partitions).is_empty(),
+        "partial data must not be imported"
+    );
 
     // 2. Resumed (reusing the customers operation) while another app has emptied the bucket,
     // interrupted after 150 events ...
     admin.drain_bucket(Duration::from_secs(2));
-    let r = backfill(&k, &t, &admin.base_url, &shop, &["--checkpoint", cp_arg, "--max-events", "150"]).await;
-    assert!(r.ok && r.stdout.contains("stopped after 150"), "{}\n{}", r.stdout, r.stderr);
+    let r = backfill(
+        &k,
+        &t,
+        &admin.base_url,
+        &shop,
+        &["--checkpoint", cp_arg, "--max-events", "150"],
+    )
+    .await;
+    assert!(
+        r.ok && r.stdout.contains("stopped after 150"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     // ... and resumed to the end.
     let r = backfill(&k, &t, &admin.base_url, &shop, &["--checkpoint", cp_arg]).await;
-    assert!(r.ok && r.stdout.contains("backfill complete"), "{}\n{}", r.stdout, r.stderr);
-    let total: usize = r.stdout.split("backfill complete: ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
-    assert!(r.stdout.contains(&format!("({} produced in this run", total - 150)), "{}", r.stdout);
+    assert!(
+        r.ok && r.stdout.contains("backfill complete"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let total: usize = r
+        .stdout
+        .split("backfill complete: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        r.stdout
+            .contains(&format!("({} produced in this run", total - 150)),
+        "{}",
+        r.stdout
+    );
     let raw = read_all(&k, &t.raw, t.partitions);
-    assert_eq!(raw.len(), total, "interrupt + resume produced every event exactly once");
+    assert_eq!(
+        raw.len(),
+        total,
+        "interrupt + resume produced every event exactly once"
+    );
     let first = ShopifyEnvelope::decode(&raw[0]).unwrap();
     assert_eq!(first.source, EventSource::Backfill);
     assert!(first.delivery_id.starts_with("backfill-"));
     let stats = admin.stats();
     assert!(stats.throttled > 0, "the small bucket throttles: {stats:?}");
-    assert_eq!(stats.api_versions, ["2026-07"], "the pinned version is used");
-    assert_eq!(stats.operations, 3, "customers once, orders failed once then again");
+    assert_eq!(
+        stats.api_versions,
+        ["2026-07"],
+        "the pinned version is used"
+    );
+    assert_eq!(
+        stats.operations, 3,
+        "customers once, orders failed once then again"
+    );
 
     // 3. The same backfill again, from scratch: every event twice on the topic.
     let r = backfill(&k, &t, &admin.base_url, &shop, &[]).await;
@@ -265,7 +381,10 @@ async fn backfill_plus_overlapping_webhooks_equals_the_truth_through_failure_res
 
     // 5. The processor's figures equal the truth: nothing counted twice.
     let truth = truth(&run, &shop);
-    assert!(truth.values().filter(|v| v.0 > 0).count() >= 10, "the scenario has buyers");
+    assert!(
+        truth.values().filter(|v| v.0 > 0).count() >= 10,
+        "the scenario has buyers"
+    );
     let cmds = process(&k, &t, &truth).await;
     assert_no_journeys(&cmds, "first run");
 
@@ -280,25 +399,191 @@ async fn backfill_plus_overlapping_webhooks_equals_the_truth_through_failure_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_reports_what_would_be_imported_and_produces_nothing() {
     let cfg = scenario();
-    let opts = AdminOptions { access_token: TOKEN.into(), as_of: Some(cut(&cfg)), ..AdminOptions::default() };
+    let opts = AdminOptions {
+        access_token: TOKEN.into(),
+        as_of: Some(cut(&cfg)),
+        ..AdminOptions::default()
+    };
     let admin = spawn_admin(&cfg, opts, "127.0.0.1:0").await.unwrap();
     let k = kafka();
     let t = fresh_topics(&k, 1).await;
-    let r = backfill(&k, &t, &admin.base_url, &cfg.shop_domain, &["--dry-run", "--since", "2024-01-01", "--until", "2030-01-01"]).await;
+    let r = backfill(
+        &k,
+        &t,
+        &admin.base_url,
+        &cfg.shop_domain,
+        &[
+            "--dry-run",
+            "--since",
+            "2024-01-01",
+            "--until",
+            "2030-01-01",
+        ],
+    )
+    .await;
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
-    let expect = format!("dry run: would import {} customers, {} orders", admin.customers, admin.orders);
+    let expect = format!(
+        "dry run: would import {} customers, {} orders",
+        admin.customers, admin.orders
+    );
     assert!(r.stdout.contains(&expect), "{expect:?} not in {}", r.stdout);
     assert!(read_all(&k, &t.raw, 1).is_empty());
 
     // A date range the store has nothing in, and a wrong token.
-    let r = backfill(&k, &t, &admin.base_url, &cfg.shop_domain, &["--dry-run", "--since", "2031-01-01"]).await;
-    assert!(r.ok && r.stdout.contains("would import 0 customers, 0 orders"), "{}\n{}", r.stdout, r.stderr);
+    let r = backfill(
+        &k,
+        &t,
+        &admin.base_url,
+        &cfg.shop_domain,
+        &["--dry-run", "--since", "2031-01-01"],
+    )
+    .await;
+    assert!(
+        r.ok && r.stdout.contains("would import 0 customers, 0 orders"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
-        .args(["backfill", "--shop", &cfg.shop_domain, "--admin-url", &admin.base_url, "--dry-run"])
+        .args([
+            "backfill",
+            "--shop",
+            &cfg.shop_domain,
+            "--admin-url",
+            &admin.base_url,
+            "--dry-run",
+        ])
         .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", "wrong")
         .output()
         .await
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the access token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finish_webhook_ends_a_long_poll_wait_and_forged_notices_are_refused() {
+    let cfg = scenario();
+    // The port `--finish-listen` will bind, known before the fake is told where to send.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let opts = AdminOptions {
+        access_token: TOKEN.into(),
+        as_of: Some(cut(&cfg)),
+        // Only time ends an operation (2 s), never polls; only the webhook can tell the client.
+        polls_to_complete: u32::MAX,
+        run_time: Duration::from_secs(2),
+        finish_webhook: Some(FinishWebhook {
+            url: format!("http://{listen}/"),
+            secret: WEBHOOK_SECRET.into(),
+        }),
+        ..AdminOptions::default()
+    };
+    let admin = spawn_admin(&cfg, opts, "127.0.0.1:0").await.unwrap();
+    let k = kafka();
+    let t = fresh_topics(&k, 3).await;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
+        .args([
+            "backfill",
+            "--shop",
+            &cfg.shop_domain,
+            "--admin-url",
+            &admin.base_url,
+        ])
+        .args(["--poll-interval", "60s", "--finish-listen", &listen])
+        .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", TOKEN)
+        .env("TILLSTREAM_SHOPIFY__WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
+        .env("TILLSTREAM_TOPICS__RAW", &t.raw)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // The customers operation started and was polled once: the run is in its 60 s wait (the
+    // listener is bound before any operation starts).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin.stats().requests < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backfill exited before its first poll"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no bulk operation started and polled: {:?}",
+            admin.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Forged notices (wrong secret, not base64, unsigned) are refused ...
+    let body = br#"{"admin_graphql_api_id":"gid://shopify/BulkOperation/1","status":"completed","type":"query"}"#;
+    let http = reqwest::Client::new();
+    for signature in [
+        Some(shopify_sim::sign(body, b"not-the-app-secret")),
+        Some("forged".into()),
+        None,
+    ] {
+        let mut req = http
+            .post(format!("http://{listen}/"))
+            .header("X-Shopify-Topic", "bulk_operations/finish")
+            .body(body.to_vec());
+        if let Some(s) = &signature {
+            req = req.header("X-Shopify-Hmac-Sha256", s);
+        }
+        let status = req.send().await.unwrap().status();
+        assert_eq!(
+            status,
+            reqwest::StatusCode::UNAUTHORIZED,
+            "signature {signature:?}"
+        );
+    }
+
+    // ... and the fake's signed notices end both waits long before the 60 s poll would.
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the finish webhook did not end the 60 s poll wait")
+        .unwrap();
+    let took = started.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("backfill complete"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let expect = format!(
+        "importing {} customers, {} orders",
+        admin.customers, admin.orders
+    );
+    assert!(stdout.contains(&expect), "{expect:?} not in {stdout}");
+    let total: usize = stdout
+        .split("backfill complete: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > admin.customers + admin.orders, "{stdout}");
+    assert_eq!(
+        read_all(&k, &t.raw, t.partitions).len(),
+        total,
+        "every event once on the raw topic"
+    );
+    // Each operation was polled exactly twice: when started, and when its signed notice came.
+    // A forged notice that woke the wait would have added a poll of a running operation.
+    let stats = admin.stats();
+    assert_eq!(
+        (stats.operations, stats.throttled, stats.requests),
+        (2, 0, 6),
+        "start + 2 polls per operation: {stats:?}"
+    );
 }

@@ -11,7 +11,9 @@ use tokio::sync::Notify;
 use super::graphql::AdminClient;
 
 /// What a bulk query reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Resource {
     Customers,
@@ -31,7 +33,11 @@ impl Resource {
     /// transactions are a connection inside a list, which bulk queries do not support, so a
     /// refund's money is read from its own `totalRefundedSet`.
     pub(crate) fn query(self, filter: &str) -> String {
-        let filter = if filter.is_empty() { String::new() } else { format!("(query: {})", json!(filter)) };
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!("(query: {})", json!(filter))
+        };
         match self {
             Resource::Customers => format!(
                 "{{ customers{filter} {{ edges {{ node {{ id legacyResourceId firstName lastName state createdAt updatedAt tags \
@@ -83,12 +89,28 @@ pub(crate) struct Finished {
 const STATUS_FIELDS: &str = "id status errorCode objectCount rootObjectCount fileSize url partialDataUrl createdAt completedAt";
 
 /// Starts a bulk query and returns the operation id.
-pub(crate) async fn start(client: &AdminClient, resource: Resource, filter: &str) -> anyhow::Result<String> {
+pub(crate) async fn start(
+    client: &AdminClient,
+    resource: Resource,
+    filter: &str,
+) -> anyhow::Result<String> {
     let mutation = "mutation run($query: String!) { bulkOperationRunQuery(query: $query) { bulkOperation { id status } userErrors { field message } } }";
-    let data = client.query(mutation, json!({ "query": resource.query(filter) }), 10.0).await?;
-    let run = data.get("bulkOperationRunQuery").context("no bulkOperationRunQuery in the answer")?;
-    if let Some(errors) = run.get("userErrors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
-        bail!("Shopify refused the {} bulk query: {}", resource.as_str(), Value::Array(errors.clone()));
+    let data = client
+        .query(mutation, json!({ "query": resource.query(filter) }), 10.0)
+        .await?;
+    let run = data
+        .get("bulkOperationRunQuery")
+        .context("no bulkOperationRunQuery in the answer")?;
+    if let Some(errors) = run
+        .get("userErrors")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+    {
+        bail!(
+            "Shopify refused the {} bulk query: {}",
+            resource.as_str(),
+            Value::Array(errors.clone())
+        );
     }
     run.pointer("/bulkOperation/id")
         .and_then(Value::as_str)
@@ -97,21 +119,40 @@ pub(crate) async fn start(client: &AdminClient, resource: Resource, filter: &str
 }
 
 /// The operation's current state; `None` when Shopify no longer knows it.
-pub(crate) async fn status(client: &AdminClient, id: &str) -> anyhow::Result<Option<(Finished, bool)>> {
-    let q = format!("query op($id: ID!) {{ bulkOperation(id: $id) {{ ... on BulkOperation {{ {STATUS_FIELDS} }} }} }}");
+pub(crate) async fn status(
+    client: &AdminClient,
+    id: &str,
+) -> anyhow::Result<Option<(Finished, bool)>> {
+    let q = format!(
+        "query op($id: ID!) {{ bulkOperation(id: $id) {{ ... on BulkOperation {{ {STATUS_FIELDS} }} }} }}"
+    );
     let data = client.query(&q, json!({ "id": id }), 1.0).await?;
     let Some(op) = data.get("bulkOperation").filter(|o| !o.is_null()) else {
         return Ok(None);
     };
     let s = |k: &str| op.get(k).and_then(Value::as_str).map(str::to_owned);
     let status = s("status").unwrap_or_default();
-    let done = matches!(status.as_str(), "COMPLETED" | "FAILED" | "CANCELED" | "EXPIRED");
+    let done = matches!(
+        status.as_str(),
+        "COMPLETED" | "FAILED" | "CANCELED" | "EXPIRED"
+    );
     let count = op
         .get("objectCount")
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64()))
+        .and_then(|v| {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| v.as_u64())
+        })
         .unwrap_or(0);
     Ok(Some((
-        Finished { id: id.to_owned(), status, error_code: s("errorCode"), url: s("url"), partial_url: s("partialDataUrl"), object_count: count },
+        Finished {
+            id: id.to_owned(),
+            status,
+            error_code: s("errorCode"),
+            url: s("url"),
+            partial_url: s("partialDataUrl"),
+            object_count: count,
+        },
         done,
     )))
 }
@@ -147,10 +188,17 @@ pub(crate) async fn wait(
 
 /// Downloads a result (or partial data) file; the URL is pre-signed.
 pub(crate) async fn download(client: &AdminClient, url: &str) -> anyhow::Result<String> {
-    let resp = client.http().get(url).send().await.with_context(|| format!("downloading {url}"))?;
+    let resp = client
+        .http()
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("downloading {url}"))?;
     let status = resp.status();
     if !status.is_success() {
-        bail!("downloading the bulk result answered {status} (URLs expire after 7 days; run again to start a new operation)");
+        bail!(
+            "downloading the bulk result answered {status} (URLs expire after 7 days; run again to start a new operation)"
+        );
     }
     resp.text().await.context("reading the bulk result")
 }
@@ -164,7 +212,10 @@ mod tests {
         let f = search_filter(Some("2025-01-01T00:00:00Z"), None);
         assert_eq!(f, "updated_at:>='2025-01-01T00:00:00Z'");
         let q = Resource::Orders.query(&f);
-        assert!(q.starts_with("{ orders(query: \"updated_at:>='2025-01-01T00:00:00Z'\")"), "{q}");
+        assert!(
+            q.starts_with("{ orders(query: \"updated_at:>='2025-01-01T00:00:00Z'\")"),
+            "{q}"
+        );
         assert!(q.contains("lineItems") && q.contains("refunds") && q.contains("transactions"));
         assert!(Resource::Customers.query("").starts_with("{ customers {"));
     }

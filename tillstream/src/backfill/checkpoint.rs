@@ -48,12 +48,18 @@ impl CheckpointFile {
     /// Loads `path` when it exists, checking it belongs to the same shop and range.
     pub(crate) fn open(path: Option<&Path>, fresh: Checkpoint) -> anyhow::Result<Self> {
         let Some(path) = path else {
-            return Ok(Self { path: None, state: fresh });
+            return Ok(Self {
+                path: None,
+                state: fresh,
+            });
         };
         let state = match std::fs::read(path) {
             Ok(bytes) => {
-                let saved: Checkpoint = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a backfill checkpoint", path.display()))?;
-                if (&saved.shop, &saved.since, &saved.until) != (&fresh.shop, &fresh.since, &fresh.until) {
+                let saved: Checkpoint = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a backfill checkpoint", path.display()))?;
+                if (&saved.shop, &saved.since, &saved.until)
+                    != (&fresh.shop, &fresh.since, &fresh.until)
+                {
                     bail!(
                         "{} belongs to another backfill (shop {}, since {:?}, until {:?}); use another --checkpoint file",
                         path.display(),
@@ -67,16 +73,22 @@ impl CheckpointFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => fresh,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        Ok(Self { path: Some(path.to_owned()), state })
+        Ok(Self {
+            path: Some(path.to_owned()),
+            state,
+        })
     }
 
     /// Writes the state (no-op without a file).
     pub(crate) fn save(&self) -> anyhow::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(&self.state)?;
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     }
 }
 
@@ -90,14 +102,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cp.json");
         let _ = std::fs::remove_file(&path);
-        let fresh = Checkpoint { shop: "a.myshopify.com".into(), api_version: "2026-07".into(), ..Checkpoint::default() };
+        let fresh = Checkpoint {
+            shop: "a.myshopify.com".into(),
+            api_version: "2026-07".into(),
+            ..Checkpoint::default()
+        };
         let mut f = CheckpointFile::open(Some(&path), fresh.clone()).unwrap();
-        f.state.operations.insert(Resource::Orders, "gid://shopify/BulkOperation/1".into());
+        f.state
+            .operations
+            .insert(Resource::Orders, "gid://shopify/BulkOperation/1".into());
         f.state.produced = 42;
         f.save().unwrap();
         let again = CheckpointFile::open(Some(&path), fresh.clone()).unwrap();
         assert_eq!(again.state.produced, 42);
-        let other = Checkpoint { shop: "b.myshopify.com".into(), ..fresh };
+        let other = Checkpoint {
+            shop: "b.myshopify.com".into(),
+            ..fresh
+        };
         assert!(CheckpointFile::open(Some(&path), other).is_err());
     }
 }

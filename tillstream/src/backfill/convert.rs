@@ -48,7 +48,9 @@ fn opt_ms(v: &Value, field: &'static str) -> Option<i64> {
 }
 
 fn ts(ms: i64) -> Value {
-    DateTime::<Utc>::from_timestamp_millis(ms).map_or(Value::Null, |t| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or(Value::Null, |t| {
+        Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    })
 }
 
 /// A 64-bit id from `legacyResourceId` (a string in JSON), else from the gid's tail.
@@ -58,21 +60,35 @@ fn legacy_id(v: &Value) -> Option<u64> {
         Some(Value::Number(n)) => n.as_u64(),
         _ => None,
     };
-    from_legacy.or_else(|| v.get("id").and_then(Value::as_str).and_then(|g| g.rsplit('/').next()).and_then(|t| t.split('?').next()).and_then(|t| t.parse().ok()))
+    from_legacy.or_else(|| {
+        v.get("id")
+            .and_then(Value::as_str)
+            .and_then(|g| g.rsplit('/').next())
+            .and_then(|t| t.split('?').next())
+            .and_then(|t| t.parse().ok())
+    })
 }
 
 fn text(v: &Value, field: &str) -> Value {
-    v.get(field).filter(|x| x.is_string()).cloned().unwrap_or(Value::Null)
+    v.get(field)
+        .filter(|x| x.is_string())
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 fn lower(v: &Value, field: &str) -> Value {
-    v.get(field).and_then(Value::as_str).map_or(Value::Null, |s| Value::String(s.to_lowercase()))
+    v.get(field)
+        .and_then(Value::as_str)
+        .map_or(Value::Null, |s| Value::String(s.to_lowercase()))
 }
 
 /// GraphQL `MoneyBag` → REST `*_set`.
 fn money_set(bag: &Value) -> Value {
     let side = |k: &str| {
-        bag.get(k).map_or(Value::Null, |m| json!({"amount": text(m, "amount"), "currency_code": text(m, "currencyCode")}))
+        bag.get(k).map_or(
+            Value::Null,
+            |m| json!({"amount": text(m, "amount"), "currency_code": text(m, "currencyCode")}),
+        )
     };
     if bag.is_null() {
         return Value::Null;
@@ -81,11 +97,18 @@ fn money_set(bag: &Value) -> Value {
 }
 
 fn shop_amount(bag: &Value) -> Option<rust_decimal::Decimal> {
-    bag.pointer("/shopMoney/amount").and_then(Value::as_str).and_then(|s| s.parse().ok())
+    bag.pointer("/shopMoney/amount")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
 }
 
 fn sorted_event(topic: &'static str, id: u64, at_ms: i64, body: &Value) -> Event {
-    Event { topic, at_ms, delivery_id: format!("backfill-{topic}-{id}-{at_ms}"), body: body.to_string().into_bytes() }
+    Event {
+        topic,
+        at_ms,
+        delivery_id: format!("backfill-{topic}-{id}-{at_ms}"),
+        body: body.to_string().into_bytes(),
+    }
 }
 
 /// A GraphQL customer → one `customers/update`.
@@ -132,7 +155,10 @@ pub(crate) fn customer(c: &Value) -> Result<Vec<Event>, ConvertError> {
 }
 
 fn line_item(li: &Value) -> Value {
-    let price = li.get("originalUnitPriceSet").cloned().unwrap_or(Value::Null);
+    let price = li
+        .get("originalUnitPriceSet")
+        .cloned()
+        .unwrap_or(Value::Null);
     json!({
         "id": legacy_id(li),
         "admin_graphql_api_id": text(li, "id"),
@@ -153,7 +179,11 @@ fn line_item(li: &Value) -> Value {
 
 /// One refund in the `refunds/create` shape, its money as one successful transaction carrying
 /// the refund's own shop-money total (`amount_set.shop_money`, which the rules prefer).
-fn refund(r: &Value, order_id: u64, shop_currency: &Value) -> Option<(u64, i64, rust_decimal::Decimal, Value)> {
+fn refund(
+    r: &Value,
+    order_id: u64,
+    shop_currency: &Value,
+) -> Option<(u64, i64, rust_decimal::Decimal, Value)> {
     let id = legacy_id(r)?;
     let at = ms(r, "createdAt").ok()?;
     let bag = r.get("totalRefundedSet").cloned().unwrap_or(Value::Null);
@@ -200,11 +230,20 @@ pub(crate) fn order(o: &Value) -> Result<Vec<Event>, ConvertError> {
     let set = |k: &str| money_set(o.get(k).unwrap_or(&Value::Null));
     let total_bag = o.get("totalPriceSet").cloned().unwrap_or(Value::Null);
     let total = shop_amount(&total_bag).unwrap_or_default();
-    let lines: Vec<Value> = o.get("lineItems").and_then(Value::as_array).map(|l| l.iter().map(line_item).collect()).unwrap_or_default();
+    let lines: Vec<Value> = o
+        .get("lineItems")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().map(line_item).collect())
+        .unwrap_or_default();
     let codes: Vec<Value> = o
         .get("discountCodes")
         .and_then(Value::as_array)
-        .map(|c| c.iter().filter_map(Value::as_str).map(|c| json!({"code": c})).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(Value::as_str)
+                .map(|c| json!({"code": c}))
+                .collect()
+        })
         .unwrap_or_default();
     let mut refunds: Vec<(u64, i64, rust_decimal::Decimal, Value)> = o
         .get("refunds")
@@ -233,24 +272,32 @@ pub(crate) fn order(o: &Value) -> Result<Vec<Event>, ConvertError> {
         "customer": customer,
         "line_items": lines,
     });
-    let snapshot = |at: i64, fin: &str, refunds: &[Value], cancelled_at: Option<i64>, fulfillment: &Value| {
-        let mut b = base.clone();
-        if let Some(m) = b.as_object_mut() {
-            let extra: Map<String, Value> = [
-                ("updated_at", ts(at)),
-                ("financial_status", Value::from(fin)),
-                ("fulfillment_status", fulfillment.clone()),
-                ("cancelled_at", cancelled_at.map_or(Value::Null, ts)),
-                ("cancel_reason", if cancelled_at.is_some() { lower(o, "cancelReason") } else { Value::Null }),
-                ("refunds", Value::Array(refunds.to_vec())),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-            m.extend(extra);
-        }
-        b
-    };
+    let snapshot =
+        |at: i64, fin: &str, refunds: &[Value], cancelled_at: Option<i64>, fulfillment: &Value| {
+            let mut b = base.clone();
+            if let Some(m) = b.as_object_mut() {
+                let extra: Map<String, Value> = [
+                    ("updated_at", ts(at)),
+                    ("financial_status", Value::from(fin)),
+                    ("fulfillment_status", fulfillment.clone()),
+                    ("cancelled_at", cancelled_at.map_or(Value::Null, ts)),
+                    (
+                        "cancel_reason",
+                        if cancelled_at.is_some() {
+                            lower(o, "cancelReason")
+                        } else {
+                            Value::Null
+                        },
+                    ),
+                    ("refunds", Value::Array(refunds.to_vec())),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                m.extend(extra);
+            }
+            b
+        };
 
     // When the money was taken: the first successful sale or capture.
     let paid_at = o
@@ -258,18 +305,38 @@ pub(crate) fn order(o: &Value) -> Result<Vec<Event>, ConvertError> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|t| matches!(t.get("kind").and_then(Value::as_str), Some("SALE" | "CAPTURE")))
+        .filter(|t| {
+            matches!(
+                t.get("kind").and_then(Value::as_str),
+                Some("SALE" | "CAPTURE")
+            )
+        })
         .filter(|t| t.get("status").and_then(Value::as_str) == Some("SUCCESS"))
         .filter_map(|t| opt_ms(t, "processedAt"))
         .min()
-        .or_else(|| matches!(status_str.as_str(), "paid" | "partially_paid" | "partially_refunded" | "refunded").then_some(processed));
+        .or_else(|| {
+            matches!(
+                status_str.as_str(),
+                "paid" | "partially_paid" | "partially_refunded" | "refunded"
+            )
+            .then_some(processed)
+        });
 
     let mut events = Vec::new();
     let mut final_topic = "orders/updated";
     if let Some(paid) = paid_at {
         if paid < updated {
-            let fin = if status_str == "partially_paid" { "partially_paid" } else { "paid" };
-            events.push(sorted_event("orders/paid", id, paid, &snapshot(paid, fin, &[], None, &Value::Null)));
+            let fin = if status_str == "partially_paid" {
+                "partially_paid"
+            } else {
+                "paid"
+            };
+            events.push(sorted_event(
+                "orders/paid",
+                id,
+                paid,
+                &snapshot(paid, fin, &[], None, &Value::Null),
+            ));
         } else {
             final_topic = "orders/paid";
         }
@@ -281,16 +348,34 @@ pub(crate) fn order(o: &Value) -> Result<Vec<Event>, ConvertError> {
         so_far.push(body.clone());
         refunded += *amount;
         if *at < updated {
-            let fin = if refunded >= total && !total.is_zero() { "refunded" } else { "partially_refunded" };
+            let fin = if refunded >= total && !total.is_zero() {
+                "refunded"
+            } else {
+                "partially_refunded"
+            };
             let c = cancelled.filter(|c| *c <= *at);
-            events.push(sorted_event("orders/updated", id, *at, &snapshot(*at, fin, &so_far, c, &Value::Null)));
+            events.push(sorted_event(
+                "orders/updated",
+                id,
+                *at,
+                &snapshot(*at, fin, &so_far, c, &Value::Null),
+            ));
         }
     }
-    events.push(sorted_event(final_topic, id, updated, &snapshot(updated, &status_str, &so_far, cancelled, &fulfillment)));
+    events.push(sorted_event(
+        final_topic,
+        id,
+        updated,
+        &snapshot(updated, &status_str, &so_far, cancelled, &fulfillment),
+    ));
     // Two snapshots at the same millisecond would share a delivery id; the later one has
     // everything, so keep it.
     let mut seen = std::collections::BTreeSet::new();
-    let mut out: Vec<Event> = events.into_iter().rev().filter(|e| seen.insert(e.delivery_id.clone())).collect();
+    let mut out: Vec<Event> = events
+        .into_iter()
+        .rev()
+        .filter(|e| seen.insert(e.delivery_id.clone()))
+        .collect();
     out.reverse();
     Ok(out)
 }
@@ -318,17 +403,41 @@ mod tests {
         });
         let ev = order(&o).unwrap();
         let topics: Vec<_> = ev.iter().map(|e| e.topic).collect();
-        assert_eq!(topics, ["orders/paid", "refunds/create", "orders/updated", "orders/updated"]);
-        assert_eq!(ev[0].delivery_id, "backfill-orders/paid-9007199254740993-1704106800000");
+        assert_eq!(
+            topics,
+            [
+                "orders/paid",
+                "refunds/create",
+                "orders/updated",
+                "orders/updated"
+            ]
+        );
+        assert_eq!(
+            ev[0].delivery_id,
+            "backfill-orders/paid-9007199254740993-1704106800000"
+        );
         let paid: Value = serde_json::from_slice(&ev[0].body).unwrap();
-        assert_eq!(paid["id"].as_u64(), Some(9_007_199_254_740_993), "ids stay 64-bit integers");
-        assert_eq!((paid["financial_status"].as_str(), paid["refunds"].as_array().map(Vec::len)), (Some("paid"), Some(0)));
+        assert_eq!(
+            paid["id"].as_u64(),
+            Some(9_007_199_254_740_993),
+            "ids stay 64-bit integers"
+        );
+        assert_eq!(
+            (
+                paid["financial_status"].as_str(),
+                paid["refunds"].as_array().map(Vec::len)
+            ),
+            (Some("paid"), Some(0))
+        );
         assert_eq!(paid["customer"]["id"], 5);
         assert_eq!(paid["line_items"][0]["variant_id"], 8);
         let last: Value = serde_json::from_slice(&ev[3].body).unwrap();
         assert_eq!(last["financial_status"], "partially_refunded");
         assert_eq!(last["fulfillment_status"], "fulfilled");
-        assert_eq!(last["refunds"][0]["transactions"][0]["amount_set"]["shop_money"]["amount"], "25.00");
+        assert_eq!(
+            last["refunds"][0]["transactions"][0]["amount_set"]["shop_money"]["amount"],
+            "25.00"
+        );
         let r: Value = serde_json::from_slice(&ev[1].body).unwrap();
         assert_eq!(r["order_id"].as_u64(), Some(9_007_199_254_740_993));
         assert_eq!(order(&o).unwrap(), ev, "deterministic");
@@ -341,10 +450,19 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].topic, "orders/updated");
         assert_eq!(order(&json!({"createdAt": "x"})), Err(ConvertError::NoId));
-        assert_eq!(order(&json!({"legacyResourceId": "1", "updatedAt": "yesterday"})), Err(ConvertError::BadTime("updatedAt")));
+        assert_eq!(
+            order(&json!({"legacyResourceId": "1", "updatedAt": "yesterday"})),
+            Err(ConvertError::BadTime("updatedAt"))
+        );
         let c = customer(&json!({"legacyResourceId": "5", "updatedAt": "2024-01-02T10:00:00Z",
             "defaultEmailAddress": {"emailAddress": "a@b.c", "marketingState": "SUBSCRIBED", "marketingOptInLevel": "SINGLE_OPT_IN"}})).unwrap();
         let b: Value = serde_json::from_slice(&c[0].body).unwrap();
-        assert_eq!((b["email"].as_str(), b["email_marketing_consent"]["state"].as_str()), (Some("a@b.c"), Some("subscribed")));
+        assert_eq!(
+            (
+                b["email"].as_str(),
+                b["email_marketing_consent"]["state"].as_str()
+            ),
+            (Some("a@b.c"), Some("subscribed"))
+        );
     }
 }

@@ -66,7 +66,10 @@ impl AdminClient {
             .context("building the HTTP client")?;
         Ok(Self {
             http,
-            endpoint: format!("{}/admin/api/{api_version}/graphql.json", base_url.trim_end_matches('/')),
+            endpoint: format!(
+                "{}/admin/api/{api_version}/graphql.json",
+                base_url.trim_end_matches('/')
+            ),
             token,
             throttle: Mutex::new(None),
             throttled: std::sync::atomic::AtomicU64::new(0),
@@ -79,17 +82,28 @@ impl AdminClient {
     }
 
     fn last_throttle(&self) -> Option<Throttle> {
-        *self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn remember(&self, t: Option<Throttle>) {
         if let Some(t) = t {
-            *self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t);
+            *self
+                .throttle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t);
         }
     }
 
     /// Runs a query and returns its `data`; `expected_cost` is used to wait for the bucket.
-    pub(crate) async fn query(&self, query: &str, variables: Value, expected_cost: f64) -> anyhow::Result<Value> {
+    pub(crate) async fn query(
+        &self,
+        query: &str,
+        variables: Value,
+        expected_cost: f64,
+    ) -> anyhow::Result<Value> {
         let body = serde_json::json!({ "query": query, "variables": variables });
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 0;
@@ -121,7 +135,9 @@ impl AdminClient {
                 Err(e) => return Err(e).with_context(|| format!("POST {}", self.endpoint)),
             };
             let status = resp.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN
+            {
                 bail!(
                     "the Admin API refused the access token ({status}); check TILLSTREAM_SHOPIFY__ACCESS_TOKEN and the app's scopes (read_customers, read_orders, read_all_orders)"
                 );
@@ -140,31 +156,52 @@ impl AdminClient {
             }
             if !status.is_success() {
                 let text = resp.text().await.unwrap_or_default();
-                bail!("Admin API answered {status}: {}", text.chars().take(500).collect::<String>());
+                bail!(
+                    "Admin API answered {status}: {}",
+                    text.chars().take(500).collect::<String>()
+                );
             }
             let v: Value = resp.json().await.context("Admin API answer is not JSON")?;
             let throttle = Throttle::from_extensions(&v);
             self.remember(throttle);
             if let Some(errors) = v.get("errors").filter(|e| !e.is_null()) {
-                let throttled = errors
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|e| e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED")));
+                let throttled = errors.as_array().is_some_and(|a| {
+                    a.iter().any(|e| {
+                        e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED")
+                    })
+                });
                 // Throttling is Shopify saying "later", not a failure: it does not use up an
                 // attempt (bounded anyway, in case the bucket never refills).
                 if throttled && throttled_in_a_row < MAX_THROTTLED {
                     throttled_in_a_row += 1;
                     attempt -= 1;
-                    self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let requested = v.pointer("/extensions/cost/requestedQueryCost").and_then(Value::as_f64).unwrap_or(expected_cost);
+                    self.throttled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let requested = v
+                        .pointer("/extensions/cost/requestedQueryCost")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(expected_cost);
                     // Wait for what this query asked for, not a fixed plan figure.
-                    let wait = throttle.map_or(backoff, |t| t.wait_for(requested).max(Duration::from_millis(50)));
-                    tracing::info!(?wait, requested, "throttled by Shopify; waiting for the bucket");
+                    let wait = throttle.map_or(backoff, |t| {
+                        t.wait_for(requested).max(Duration::from_millis(50))
+                    });
+                    tracing::info!(
+                        ?wait,
+                        requested,
+                        "throttled by Shopify; waiting for the bucket"
+                    );
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                bail!("Admin API GraphQL errors: {}", errors.to_string().chars().take(500).collect::<String>());
+                bail!(
+                    "Admin API GraphQL errors: {}",
+                    errors.to_string().chars().take(500).collect::<String>()
+                );
             }
-            return v.get("data").cloned().context("Admin API answer has no `data`");
+            return v
+                .get("data")
+                .cloned()
+                .context("Admin API answer has no `data`");
         }
         bail!("Admin API still busy after {MAX_ATTEMPTS} attempts")
     }
@@ -176,7 +213,12 @@ mod tests {
 
     #[test]
     fn waits_for_the_missing_points_at_the_reported_rate() {
-        let t = Throttle { maximum_available: 1000.0, currently_available: 10.0, restore_rate: 50.0, seen: std::time::Instant::now() };
+        let t = Throttle {
+            maximum_available: 1000.0,
+            currently_available: 10.0,
+            restore_rate: 50.0,
+            seen: std::time::Instant::now(),
+        };
         let w = t.wait_for(110.0).as_secs_f64();
         assert!((1.9..=2.0).contains(&w), "{w}");
         assert!(t.wait_for(5.0).is_zero());

@@ -21,7 +21,10 @@ pub(crate) struct Assembled {
 /// The connection field a child is listed under on its parent: `gid://shopify/LineItem/1` →
 /// `lineItems` (lower camel case, plural).
 fn field_for(child_id: &str) -> String {
-    let kind = child_id.strip_prefix("gid://shopify/").and_then(|r| r.split('/').next()).unwrap_or("children");
+    let kind = child_id
+        .strip_prefix("gid://shopify/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("children");
     let mut out = String::with_capacity(kind.len() + 1);
     let mut chars = kind.chars();
     if let Some(c) = chars.next() {
@@ -43,7 +46,11 @@ fn sort_key(v: &Value) -> (u64, String) {
 
 fn map_key(v: &Map<String, Value>) -> (u64, String) {
     let id = id_of(v).unwrap_or_default();
-    let n = id.rsplit('/').next().and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+    let n = id
+        .rsplit('/')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(u64::MAX);
     (n, id.to_owned())
 }
 
@@ -62,9 +69,18 @@ pub(crate) fn assemble(text: &str) -> Assembled {
             _ => out.bad_lines += 1,
         }
     }
-    fn attach(obj: &mut Map<String, Value>, by_parent: &mut BTreeMap<String, Vec<Map<String, Value>>>, depth: u8, count: &mut usize) {
-        let Some(id) = id_of(obj).map(str::to_owned) else { return };
-        let Some(mut kids) = by_parent.remove(&id) else { return };
+    fn attach(
+        obj: &mut Map<String, Value>,
+        by_parent: &mut BTreeMap<String, Vec<Map<String, Value>>>,
+        depth: u8,
+        count: &mut usize,
+    ) {
+        let Some(id) = id_of(obj).map(str::to_owned) else {
+            return;
+        };
+        let Some(mut kids) = by_parent.remove(&id) else {
+            return;
+        };
         kids.sort_by_key(map_key);
         let mut groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for mut k in kids {
@@ -103,12 +119,18 @@ not json
 {"id":"gid://shopify/Order/9","name":"#1000"}
 "##;
         let a = assemble(text);
-        assert_eq!((a.roots.len(), a.children, a.orphans, a.bad_lines), (2, 2, 1, 2));
+        assert_eq!(
+            (a.roots.len(), a.children, a.orphans, a.bad_lines),
+            (2, 2, 1, 2)
+        );
         assert_eq!(a.roots[0]["id"], "gid://shopify/Order/9");
         let lines = a.roots[1]["lineItems"].as_array().unwrap();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["id"], "gid://shopify/LineItem/1");
         assert!(lines[0].get("__parentId").is_none());
-        assert_eq!(field_for("gid://shopify/ProductVariant/1"), "productVariants");
+        assert_eq!(
+            field_for("gid://shopify/ProductVariant/1"),
+            "productVariants"
+        );
     }
 }

@@ -39,7 +39,11 @@ pub(crate) struct BackfillArgs {
     #[arg(long, env = "TILLSTREAM_SHOPIFY__SHOP_DOMAIN")]
     shop: String,
     /// Admin API version, pinned (`YYYY-MM`).
-    #[arg(long, env = "TILLSTREAM_SHOPIFY__API_VERSION", default_value = "2026-07")]
+    #[arg(
+        long,
+        env = "TILLSTREAM_SHOPIFY__API_VERSION",
+        default_value = "2026-07"
+    )]
     api_version: String,
     /// Admin API base URL; default `https://{shop}` (set it to use a fake).
     #[arg(long, env = "TILLSTREAM_SHOPIFY__ADMIN_URL")]
@@ -80,8 +84,13 @@ fn bound(value: Option<&str>, end_of_day: bool) -> anyhow::Result<Option<String>
     let t: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         t.with_timezone(&Utc)
     } else {
-        let d = NaiveDate::parse_from_str(v, "%Y-%m-%d").with_context(|| format!("{v:?} is neither RFC 3339 nor YYYY-MM-DD"))?;
-        let t = if end_of_day { d.and_hms_opt(23, 59, 59) } else { d.and_hms_opt(0, 0, 0) };
+        let d = NaiveDate::parse_from_str(v, "%Y-%m-%d")
+            .with_context(|| format!("{v:?} is neither RFC 3339 nor YYYY-MM-DD"))?;
+        let t = if end_of_day {
+            d.and_hms_opt(23, 59, 59)
+        } else {
+            d.and_hms_opt(0, 0, 0)
+        };
         t.context("invalid date")?.and_utc()
     };
     Ok(Some(t.to_rfc3339_opts(SecondsFormat::Secs, true)))
@@ -95,26 +104,45 @@ fn access_token(file: Option<&std::path::Path>) -> anyhow::Result<Secret> {
     }
     match file {
         Some(p) => Ok(Secret::from_file(p)?),
-        None => bail!("no Admin API access token: set TILLSTREAM_SHOPIFY__ACCESS_TOKEN or --access-token-file"),
+        None => bail!(
+            "no Admin API access token: set TILLSTREAM_SHOPIFY__ACCESS_TOKEN or --access-token-file"
+        ),
     }
 }
 
 /// Runs the backfill.
-pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &TopicsConfig) -> anyhow::Result<()> {
-    let shop = ShopDomain::parse(&args.shop).map_err(|e| anyhow::anyhow!("--shop {:?}: {e}", args.shop))?;
+pub(crate) async fn run(
+    args: BackfillArgs,
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+) -> anyhow::Result<()> {
+    let shop = ShopDomain::parse(&args.shop)
+        .map_err(|e| anyhow::anyhow!("--shop {:?}: {e}", args.shop))?;
     let shop_name = shop.as_str().to_owned();
     let token = access_token(args.access_token_file.as_deref())?;
-    let base = args.admin_url.clone().unwrap_or_else(|| format!("https://{shop_name}"));
+    let base = args
+        .admin_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{shop_name}"));
     let client = AdminClient::new(&base, &args.api_version, token)?;
     let since = bound(args.since.as_deref(), false)?;
     let until = bound(args.until.as_deref(), true)?;
     let filter = bulk::search_filter(since.as_deref(), until.as_deref());
     tracing::info!(shop = %shop_name, api_version = %args.api_version, %base, %filter, dry_run = args.dry_run, "Starting backfill.");
 
-    let fresh = Checkpoint { shop: shop_name.clone(), api_version: args.api_version.clone(), since, until, ..Checkpoint::default() };
+    let fresh = Checkpoint {
+        shop: shop_name.clone(),
+        api_version: args.api_version.clone(),
+        since,
+        until,
+        ..Checkpoint::default()
+    };
     let mut cp = CheckpointFile::open(args.checkpoint.as_deref(), fresh)?;
     if cp.state.completed && !args.dry_run {
-        println!("backfill already complete ({} events); delete the checkpoint to run it again", cp.state.produced);
+        println!(
+            "backfill already complete ({} events); delete the checkpoint to run it again",
+            cp.state.produced
+        );
         return Ok(());
     }
     let notice = match &args.finish_listen {
@@ -135,7 +163,12 @@ pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &Topics
     for (resource, text) in &files {
         let a = jsonl::assemble(text);
         if a.bad_lines > 0 || a.orphans > 0 {
-            tracing::warn!(resource = resource.as_str(), bad_lines = a.bad_lines, orphans = a.orphans, "Unusable lines in the bulk result.");
+            tracing::warn!(
+                resource = resource.as_str(),
+                bad_lines = a.bad_lines,
+                orphans = a.orphans,
+                "Unusable lines in the bulk result."
+            );
         }
         let mut invalid = 0usize;
         for root in &a.roots {
@@ -153,7 +186,10 @@ pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &Topics
         }
         *objects.entry(resource.as_str()).or_default() += a.roots.len() - invalid;
         if invalid > 0 {
-            println!("{}: {invalid} objects skipped (no id or bad timestamps; see the log)", resource.as_str());
+            println!(
+                "{}: {invalid} objects skipped (no id or bad timestamps; see the log)",
+                resource.as_str()
+            );
         }
     }
     // Event time first; the delivery id breaks ties, so the order never depends on the file.
@@ -167,14 +203,21 @@ pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &Topics
         objects.get("customers").unwrap_or(&0),
         objects.get("orders").unwrap_or(&0),
         events.len(),
-        by_topic.iter().map(|(t, n)| format!("{t}: {n}")).collect::<Vec<_>>().join(", ")
+        by_topic
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let range = match (events.first(), events.last()) {
         (Some(f), Some(l)) => format!("{} .. {}", fmt_ms(f.at_ms), fmt_ms(l.at_ms)),
         _ => "none".into(),
     };
     if args.dry_run {
-        println!("dry run: would import {summary}; event times {range}; topic {}", topics.raw);
+        println!(
+            "dry run: would import {summary}; event times {range}; topic {}",
+            topics.raw
+        );
         return Ok(());
     }
     println!("importing {summary}; event times {range}");
@@ -185,15 +228,21 @@ pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &Topics
         cp.state.produced = 0;
     }
     cp.save()?;
-    let producer: FutureProducer = kafka.producer("tillstream-backfill").create().context("creating the Kafka producer")?;
-    let bar = ProgressBar::with_draw_target(Some(events.len() as u64), ProgressDrawTarget::stderr());
+    let producer: FutureProducer = kafka
+        .producer("tillstream-backfill")
+        .create()
+        .context("creating the Kafka producer")?;
+    let bar =
+        ProgressBar::with_draw_target(Some(events.len() as u64), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events ({per_sec}, ETA {eta}) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(cp.state.produced as u64);
     let start = cp.state.produced;
-    let stop = args.max_events.map_or(events.len(), |m| (start + m).min(events.len()));
+    let stop = args
+        .max_events
+        .map_or(events.len(), |m| (start + m).min(events.len()));
     let now = runtime::now_ms();
     for chunk in events.get(start..stop).unwrap_or_default().chunks(500) {
         let mut prepared = Vec::with_capacity(chunk.len());
@@ -212,24 +261,38 @@ pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &Topics
                 webhook_name: None,
                 body: e.body.clone(),
             };
-            prepared.push((env.encode().context("encoding an envelope")?, env.routing_key));
+            prepared.push((
+                env.encode().context("encoding an envelope")?,
+                env.routing_key,
+            ));
         }
         // `join_all` polls in order, so records are queued in event-time order (one partition
         // per key keeps it).
-        let acks = prepared
-            .iter()
-            .map(|(payload, key)| producer.send(FutureRecord::to(&topics.raw).key(key).payload(payload), Duration::from_secs(60)));
+        let acks = prepared.iter().map(|(payload, key)| {
+            producer.send(
+                FutureRecord::to(&topics.raw).key(key).payload(payload),
+                Duration::from_secs(60),
+            )
+        });
         for r in futures::future::join_all(acks).await {
-            r.map_err(|(e, _)| e).context("Kafka did not acknowledge a backfill record")?;
+            r.map_err(|(e, _)| e)
+                .context("Kafka did not acknowledge a backfill record")?;
         }
         cp.state.produced += chunk.len();
         cp.save()?;
         bar.set_position(cp.state.produced as u64);
-        bar.set_message(format!("{} throttled", client.throttled.load(std::sync::atomic::Ordering::Relaxed)));
+        bar.set_message(format!(
+            "{} throttled",
+            client.throttled.load(std::sync::atomic::Ordering::Relaxed)
+        ));
     }
     bar.finish_and_clear();
     if cp.state.produced < events.len() {
-        println!("stopped after {} of {} events (--max-events); run again with the same --checkpoint to continue", cp.state.produced, events.len());
+        println!(
+            "stopped after {} of {} events (--max-events); run again with the same --checkpoint to continue",
+            cp.state.produced,
+            events.len()
+        );
         return Ok(());
     }
     cp.state.completed = true;
@@ -245,7 +308,10 @@ pub(crate) async fn run(args: BackfillArgs, kafka: &KafkaConfig, topics: &Topics
 }
 
 fn fmt_ms(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
 }
 
 /// The JSONL of a completed operation for `resource`: the checkpoint's, else a new one.
@@ -266,7 +332,10 @@ async fn obtain(
                 println!("{}: started bulk operation {id}", resource.as_str());
                 if cp.state.produced > 0 {
                     // Another file means another order: start over (ids keep it idempotent).
-                    println!("{}: new operation, producing from the start again (already-sent events are deduplicated)", resource.as_str());
+                    println!(
+                        "{}: new operation, producing from the start again (already-sent events are deduplicated)",
+                        resource.as_str()
+                    );
                     cp.state.produced = 0;
                 }
                 cp.state.operations.insert(resource, id.clone());
@@ -279,7 +348,10 @@ async fn obtain(
         let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         let label = resource.as_str();
         let waited = bulk::wait(client, &id, args.poll_interval, notice.clone(), |op| {
-            spinner.set_message(format!("{label}: {} ({} objects)", op.status, op.object_count));
+            spinner.set_message(format!(
+                "{label}: {} ({} objects)",
+                op.status, op.object_count
+            ));
             spinner.tick();
         })
         .await;
@@ -323,7 +395,9 @@ async fn obtain(
             cp.save()?;
         }
         if retries == 0 {
-            bail!("{message}. Run the same command again to start a new operation (--retry-failed N does it automatically).");
+            bail!(
+                "{message}. Run the same command again to start a new operation (--retry-failed N does it automatically)."
+            );
         }
         retries -= 1;
     }
@@ -339,15 +413,21 @@ async fn listen_for_finish(addr: &str) -> anyhow::Result<Arc<Notify>> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(Secret::new)
-        .context("--finish-listen needs TILLSTREAM_SHOPIFY__WEBHOOK_SECRET to verify the notices")?;
+        .context(
+            "--finish-listen needs TILLSTREAM_SHOPIFY__WEBHOOK_SECRET to verify the notices",
+        )?;
     let notify = Arc::new(Notify::new());
     let n = notify.clone();
     let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
         let n = n.clone();
         let secret = secret.clone();
         async move {
-            let given = headers.get("x-shopify-hmac-sha256").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes()) else {
+            let given = headers
+                .get("x-shopify-hmac-sha256")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+            else {
                 return StatusCode::INTERNAL_SERVER_ERROR;
             };
             mac.update(&body);
@@ -357,7 +437,9 @@ async fn listen_for_finish(addr: &str) -> anyhow::Result<Arc<Notify>> {
             if mac.verify_slice(&given).is_err() {
                 return StatusCode::UNAUTHORIZED;
             }
-            if headers.get("x-shopify-topic").and_then(|v| v.to_str().ok()) == Some("bulk_operations/finish") {
+            if headers.get("x-shopify-topic").and_then(|v| v.to_str().ok())
+                == Some("bulk_operations/finish")
+            {
                 tracing::info!(notice = %String::from_utf8_lossy(&body), "bulk_operations/finish received");
                 // A stored permit: a notice arriving between two polls is not lost.
                 n.notify_one();
@@ -366,7 +448,9 @@ async fn listen_for_finish(addr: &str) -> anyhow::Result<Arc<Notify>> {
         }
     };
     let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--finish-listen {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--finish-listen {addr}"))?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "finish-notice listener stopped");
@@ -381,8 +465,16 @@ mod tests {
 
     #[test]
     fn bounds() {
-        assert_eq!(bound(Some("2025-01-31"), true).unwrap().as_deref(), Some("2025-01-31T23:59:59Z"));
-        assert_eq!(bound(Some("2025-01-31T10:00:00-05:00"), false).unwrap().as_deref(), Some("2025-01-31T15:00:00Z"));
+        assert_eq!(
+            bound(Some("2025-01-31"), true).unwrap().as_deref(),
+            Some("2025-01-31T23:59:59Z")
+        );
+        assert_eq!(
+            bound(Some("2025-01-31T10:00:00-05:00"), false)
+                .unwrap()
+                .as_deref(),
+            Some("2025-01-31T15:00:00Z")
+        );
         assert!(bound(Some("last tuesday"), false).is_err());
     }
 }

@@ -402,7 +402,12 @@ async fn graphql(
             }
         }
         let mut body = if is_run {
-            run_query(&mut s, &query, &vars)
+            let before = s.ops.len();
+            let body = run_query(&mut s, &query, &vars);
+            if s.ops.len() > before {
+                finish_on_time(shared.clone(), before, s.opts.run_time);
+            }
+            body
         } else if query.contains("bulkOperation(") {
             let id = vars
                 .get("id")
@@ -450,6 +455,25 @@ async fn graphql(
         body
     };
     (StatusCode::OK, axum::Json(response)).into_response()
+}
+
+/// Ends operation `i` once its run time is up even when nobody polls or calls the API (a
+/// client polling slowly learns of it from the finish webhook, as with Shopify).
+fn finish_on_time(shared: Shared, i: usize, run_time: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(run_time).await;
+        let send = {
+            let mut s = lock(&shared);
+            if !s.advance(i, false) {
+                return;
+            }
+            match (s.opts.finish_webhook.clone(), s.ops.get(i)) {
+                (Some(hook), Some(op)) => (hook, finish_notice(op)),
+                _ => return,
+            }
+        };
+        send_finish(send.0, send.1).await;
+    });
 }
 
 fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
