@@ -33,6 +33,19 @@ pub(crate) struct JobMeta {
     pub(crate) payload: Vec<u8>,
 }
 
+impl JobMeta {
+    /// The source record, as the dead-letter topic repeats it.
+    fn source(&self) -> Source<'_> {
+        Source {
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_deref(),
+            payload: &self.payload,
+            command_id: self.command_id.as_deref(),
+        }
+    }
+}
+
 /// One request item: a command, or several coalesced profile updates of one user.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
@@ -142,6 +155,21 @@ impl Deliverer {
         let _ = self.events.send(Event::Release { user, path });
     }
 
+    /// Counts a retry of `endpoint` for `reason`, then waits out the backoff for `attempt_no`.
+    async fn back_off(
+        &self,
+        endpoint: Endpoint,
+        reason: &str,
+        attempt_no: u32,
+        after: Option<Duration>,
+    ) -> Result<(), Aborted> {
+        self.metrics
+            .retries
+            .with_label_values(&[endpoint.name(), reason])
+            .inc();
+        self.sleep(self.backoff.delay(attempt_no, after)).await
+    }
+
     async fn sleep(&self, d: Duration) -> Result<(), Aborted> {
         tokio::select! {
             () = tokio::time::sleep(d) => Ok(()),
@@ -207,13 +235,7 @@ impl Deliverer {
             None => (None, None, String::new()),
         };
         for job in &item.jobs {
-            let source = Source {
-                partition: job.partition,
-                offset: job.offset,
-                key: job.key.as_deref(),
-                payload: &job.payload,
-                command_id: job.command_id.as_deref(),
-            };
+            let source = job.source();
             let failure = Failure {
                 kind,
                 reason: format!(
@@ -273,11 +295,7 @@ impl Deliverer {
                     return Ok(None);
                 }
                 RetryAction::Retry { reason, after } => {
-                    self.metrics
-                        .retries
-                        .with_label_values(&[endpoint.name(), reason])
-                        .inc();
-                    self.sleep(self.backoff.delay(attempt_no, after)).await?;
+                    self.back_off(endpoint, reason, attempt_no, after).await?;
                     attempt_no = attempt_no.saturating_add(1);
                 }
                 RetryAction::NotFound => {
@@ -288,11 +306,8 @@ impl Deliverer {
                         self.done(item.jobs, false, Path::Single);
                         return Ok(None);
                     }
-                    self.metrics
-                        .retries
-                        .with_label_values(&[endpoint.name(), "not_found"])
-                        .inc();
-                    self.sleep(self.backoff.delay(attempt_no, None)).await?;
+                    self.back_off(endpoint, "not_found", attempt_no, None)
+                        .await?;
                     attempt_no = attempt_no.saturating_add(1);
                 }
                 RetryAction::Reject { reason } => {
@@ -375,26 +390,24 @@ impl Deliverer {
                                 split_parts.extend(item.parts.into_iter().map(|p| (u, p)));
                             }
                             Some(ItemFailure::Permanent(kind)) => {
-                                if self
-                                    .dead_letter(&item, kind, endpoint, Some(&attempt))
+                                if progress
+                                    .dead_letter(&self, u, item, kind, endpoint, &attempt)
                                     .await
                                     .is_err()
                                 {
                                     return;
                                 }
-                                progress.finish(&self, u, item.jobs, false);
                             }
                             Some(ItemFailure::NotFound)
                                 if not_found + 1 >= self.retry.not_found_attempts =>
                             {
-                                if self
-                                    .dead_letter(&item, "not_found", endpoint, Some(&attempt))
+                                if progress
+                                    .dead_letter(&self, u, item, "not_found", endpoint, &attempt)
                                     .await
                                     .is_err()
                                 {
                                     return;
                                 }
-                                progress.finish(&self, u, item.jobs, false);
                             }
                             Some(ItemFailure::NotFound | ItemFailure::Transient) => {
                                 again.push((u, item))
@@ -405,12 +418,8 @@ impl Deliverer {
                         queue.push_front((split_parts, 0, not_found));
                     }
                     if !again.is_empty() {
-                        self.metrics
-                            .retries
-                            .with_label_values(&[endpoint.name(), "partial"])
-                            .inc();
                         if self
-                            .sleep(self.backoff.delay(attempt_no, None))
+                            .back_off(endpoint, "partial", attempt_no, None)
                             .await
                             .is_err()
                         {
@@ -420,12 +429,8 @@ impl Deliverer {
                     }
                 }
                 RetryAction::Retry { reason, after } => {
-                    self.metrics
-                        .retries
-                        .with_label_values(&[endpoint.name(), reason])
-                        .inc();
                     if self
-                        .sleep(self.backoff.delay(attempt_no, after))
+                        .back_off(endpoint, reason, attempt_no, after)
                         .await
                         .is_err()
                     {
@@ -434,12 +439,8 @@ impl Deliverer {
                     queue.push_front((chunk, attempt_no.saturating_add(1), not_found));
                 }
                 RetryAction::NotFound if not_found + 1 < self.retry.not_found_attempts => {
-                    self.metrics
-                        .retries
-                        .with_label_values(&[endpoint.name(), "not_found"])
-                        .inc();
                     if self
-                        .sleep(self.backoff.delay(attempt_no, None))
+                        .back_off(endpoint, "not_found", attempt_no, None)
                         .await
                         .is_err()
                     {
@@ -464,14 +465,13 @@ impl Deliverer {
                         queue.push_front((chunk, 0, not_found));
                     } else if let Some((u, item)) = chunk.pop() {
                         if item.parts.is_empty() {
-                            if self
-                                .dead_letter(&item, &kind, endpoint, Some(&attempt))
+                            if progress
+                                .dead_letter(&self, u, item, &kind, endpoint, &attempt)
                                 .await
                                 .is_err()
                             {
                                 return;
                             }
-                            progress.finish(&self, u, item.jobs, false);
                         } else {
                             progress.replace(u, item.parts.len());
                             queue.push_front((
@@ -494,13 +494,7 @@ impl Deliverer {
         reason: String,
         user: Option<Arc<str>>,
     ) {
-        let source = Source {
-            partition: job.partition,
-            offset: job.offset,
-            key: job.key.as_deref(),
-            payload: &job.payload,
-            command_id: job.command_id.as_deref(),
-        };
+        let source = job.source();
         let failure = Failure {
             kind,
             reason,
@@ -539,6 +533,22 @@ impl Progress {
                 this.release(user.clone(), Some((self.family, Path::Bulk)));
             }
         }
+    }
+
+    /// Dead-letters one item of `unit`, which finishes it undelivered.
+    async fn dead_letter(
+        &mut self,
+        this: &Deliverer,
+        unit: usize,
+        item: Item,
+        kind: &str,
+        endpoint: Endpoint,
+        attempt: &Attempt,
+    ) -> Result<(), Aborted> {
+        this.dead_letter(&item, kind, endpoint, Some(attempt))
+            .await?;
+        self.finish(this, unit, item.jobs, false);
+        Ok(())
     }
 
     /// One item of `unit` was replaced by `parts` items.

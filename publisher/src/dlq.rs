@@ -110,62 +110,30 @@ impl DeadLetters {
         let failed_at = runtime::now_ms().to_string();
         let status = failure.status.map(|s| s.to_string());
         let request = failure.request.map(|r| &r[..r.len().min(MAX_REQUEST)]);
+        // Every header in README order; absent optional ones are left out.
+        let fields: [(&str, Option<&[u8]>); 11] = [
+            (headers::REASON, Some(failure.reason.as_bytes())),
+            (headers::REASON_KIND, Some(failure.kind.as_bytes())),
+            (headers::SOURCE_TOPIC, Some(self.source_topic.as_bytes())),
+            (headers::SOURCE_PARTITION, Some(partition.as_bytes())),
+            (headers::SOURCE_OFFSET, Some(offset.as_bytes())),
+            (headers::FAILED_AT, Some(failed_at.as_bytes())),
+            (headers::COMMAND_ID, source.command_id.map(str::as_bytes)),
+            (headers::ENDPOINT, failure.endpoint.map(str::as_bytes)),
+            (headers::REQUEST, request),
+            (
+                headers::RESPONSE_STATUS,
+                status.as_deref().map(str::as_bytes),
+            ),
+            (headers::RESPONSE_BODY, failure.response.map(str::as_bytes)),
+        ];
         let mut attempt = 0u32;
         loop {
-            let mut h = OwnedHeaders::new()
-                .insert(Header {
-                    key: headers::REASON,
-                    value: Some(failure.reason.as_str()),
-                })
-                .insert(Header {
-                    key: headers::REASON_KIND,
-                    value: Some(failure.kind),
-                })
-                .insert(Header {
-                    key: headers::SOURCE_TOPIC,
-                    value: Some(self.source_topic.as_str()),
-                })
-                .insert(Header {
-                    key: headers::SOURCE_PARTITION,
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: headers::SOURCE_OFFSET,
-                    value: Some(offset.as_str()),
-                })
-                .insert(Header {
-                    key: headers::FAILED_AT,
-                    value: Some(failed_at.as_str()),
-                });
-            if let Some(id) = source.command_id {
-                h = h.insert(Header {
-                    key: headers::COMMAND_ID,
-                    value: Some(id),
-                });
-            }
-            if let Some(e) = failure.endpoint {
-                h = h.insert(Header {
-                    key: headers::ENDPOINT,
-                    value: Some(e),
-                });
-            }
-            if let Some(r) = request {
-                h = h.insert(Header {
-                    key: headers::REQUEST,
-                    value: Some(r),
-                });
-            }
-            if let Some(s) = &status {
-                h = h.insert(Header {
-                    key: headers::RESPONSE_STATUS,
-                    value: Some(s.as_str()),
-                });
-            }
-            if let Some(b) = failure.response {
-                h = h.insert(Header {
-                    key: headers::RESPONSE_BODY,
-                    value: Some(b),
-                });
+            let mut h = OwnedHeaders::new();
+            for (key, value) in fields {
+                if value.is_some() {
+                    h = h.insert(Header { key, value });
+                }
             }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
                 .payload(source.payload)

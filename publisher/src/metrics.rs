@@ -64,13 +64,19 @@ impl Metrics {
                 &["endpoint"],
             )?,
             batch_records: HistogramVec::new(
-                HistogramOpts::new("tillstream_publisher_batch_records", "Records per bulk request.")
-                    .buckets(exponential_buckets(1.0, 2.0, 12)?),
+                HistogramOpts::new(
+                    "tillstream_publisher_batch_records",
+                    "Records per bulk request.",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 12)?),
                 &["endpoint"],
             )?,
             batch_bytes: HistogramVec::new(
-                HistogramOpts::new("tillstream_publisher_batch_bytes", "Body bytes per bulk request.")
-                    .buckets(exponential_buckets(1024.0, 2.0, 13)?),
+                HistogramOpts::new(
+                    "tillstream_publisher_batch_bytes",
+                    "Body bytes per bulk request.",
+                )
+                .buckets(exponential_buckets(1024.0, 2.0, 13)?),
                 &["endpoint"],
             )?,
             retries: IntCounterVec::new(

@@ -202,11 +202,39 @@ impl BulkFailures {
     /// the subscription-style `valid*Failures` and `disallowedEventNames`. A body that is not
     /// JSON yields no failures: the status said the request was accepted.
     pub fn parse(body: &str) -> Self {
+        use ItemFailure::{NotFound, Permanent, Transient};
         let mut out = Self::default();
         let Ok(v) = serde_json::from_str::<Value>(body) else {
             return out;
         };
-        let mut add = |list: Option<&Value>, email: bool, failure: ItemFailure| {
+        let failed = v.get("failedUpdates");
+        let f = |name: &str| failed.and_then(|f| f.get(name));
+        // (list, holds emails, failure), in this order: for one identifier, the first failure
+        // listed stays unless a later one is permanent.
+        for (list, email, failure) in [
+            (f("notFoundEmails"), true, NotFound),
+            (f("notFoundUserIds"), false, NotFound),
+            (v.get("validEmailFailures"), true, Transient),
+            (v.get("validUserIdFailures"), false, Transient),
+            (f("conflictEmails"), true, Permanent("conflict")),
+            (f("conflictUserIds"), false, Permanent("conflict")),
+            (f("forgottenEmails"), true, Permanent("forgotten_user")),
+            (f("forgottenUserIds"), false, Permanent("forgotten_user")),
+            (f("invalidDataEmails"), true, Permanent("invalid_data")),
+            (f("invalidDataUserIds"), false, Permanent("invalid_data")),
+            (f("invalidEmails"), true, Permanent("invalid_identifier")),
+            (f("invalidUserIds"), false, Permanent("invalid_identifier")),
+            (
+                v.get("invalidEmails"),
+                true,
+                Permanent("invalid_identifier"),
+            ),
+            (
+                v.get("invalidUserIds"),
+                false,
+                Permanent("invalid_identifier"),
+            ),
+        ] {
             for id in list
                 .and_then(Value::as_array)
                 .into_iter()
@@ -220,67 +248,11 @@ impl BulkFailures {
                 };
                 // A permanent failure wins over a retryable one for the same identifier.
                 let entry = out.by_identity.entry(key).or_insert(failure);
-                if matches!(failure, ItemFailure::Permanent(_)) {
+                if matches!(failure, Permanent(_)) {
                     *entry = failure;
                 }
             }
-        };
-        let failed = v.get("failedUpdates");
-        let f = |name: &str| failed.and_then(|f| f.get(name));
-        add(f("notFoundEmails"), true, ItemFailure::NotFound);
-        add(f("notFoundUserIds"), false, ItemFailure::NotFound);
-        add(v.get("validEmailFailures"), true, ItemFailure::Transient);
-        add(v.get("validUserIdFailures"), false, ItemFailure::Transient);
-        add(
-            f("conflictEmails"),
-            true,
-            ItemFailure::Permanent("conflict"),
-        );
-        add(
-            f("conflictUserIds"),
-            false,
-            ItemFailure::Permanent("conflict"),
-        );
-        add(
-            f("forgottenEmails"),
-            true,
-            ItemFailure::Permanent("forgotten_user"),
-        );
-        add(
-            f("forgottenUserIds"),
-            false,
-            ItemFailure::Permanent("forgotten_user"),
-        );
-        add(
-            f("invalidDataEmails"),
-            true,
-            ItemFailure::Permanent("invalid_data"),
-        );
-        add(
-            f("invalidDataUserIds"),
-            false,
-            ItemFailure::Permanent("invalid_data"),
-        );
-        add(
-            f("invalidEmails"),
-            true,
-            ItemFailure::Permanent("invalid_identifier"),
-        );
-        add(
-            f("invalidUserIds"),
-            false,
-            ItemFailure::Permanent("invalid_identifier"),
-        );
-        add(
-            v.get("invalidEmails"),
-            true,
-            ItemFailure::Permanent("invalid_identifier"),
-        );
-        add(
-            v.get("invalidUserIds"),
-            false,
-            ItemFailure::Permanent("invalid_identifier"),
-        );
+        }
         out.disallowed_event_names = v
             .get("disallowedEventNames")
             .and_then(Value::as_array)

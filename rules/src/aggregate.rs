@@ -197,10 +197,10 @@ pub struct Person {
     #[serde(default, rename = "f", skip_serializing_if = "is_zero")]
     pub flags: u16,
     /// Current tier (0 = base, i = `levels[i-1]`).
-    #[serde(default, rename = "ti", skip_serializing_if = "is_zero_u8")]
+    #[serde(default, rename = "ti", skip_serializing_if = "is_zero")]
     pub tier: u8,
     /// Tiers whose upgrade event was sent (bit i = `levels[i]`).
-    #[serde(default, rename = "ta", skip_serializing_if = "is_zero_u32")]
+    #[serde(default, rename = "ta", skip_serializing_if = "is_zero")]
     pub tiers_announced: u32,
     /// The lapse in progress, if any.
     #[serde(default, rename = "la", skip_serializing_if = "Option::is_none")]
@@ -228,17 +228,9 @@ pub const P_FIRST_PURCHASE: u16 = 1 << 2;
 /// The recent-refund flag is on.
 pub const P_RECENT_REFUND: u16 = 1 << 3;
 
-fn is_zero(v: &u16) -> bool {
-    *v == 0
-}
-fn is_zero_u8(v: &u8) -> bool {
-    *v == 0
-}
-fn is_zero_u32(v: &u32) -> bool {
-    *v == 0
-}
-fn is_zero_u64(v: &u64) -> bool {
-    *v == 0
+/// Serde's skip test for counters, flags and times that default to zero.
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Shopify's `financial_status`.
@@ -331,10 +323,10 @@ pub struct OrderFact {
     #[serde(rename = "i")]
     pub id: u64,
     /// `processed_at` (else `created_at`), Unix ms.
-    #[serde(default, rename = "t", skip_serializing_if = "is_zero_i64")]
+    #[serde(default, rename = "t", skip_serializing_if = "is_zero")]
     pub placed_ms: i64,
     /// `updated_at` of the payload the mutable fields come from.
-    #[serde(default, rename = "u", skip_serializing_if = "is_zero_i64")]
+    #[serde(default, rename = "u", skip_serializing_if = "is_zero")]
     pub updated_ms: i64,
     /// Total in shop money.
     #[serde(default, rename = "v", skip_serializing_if = "Decimal::is_zero")]
@@ -355,13 +347,10 @@ pub struct OrderFact {
     #[serde(default, rename = "r", skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<RefundFact>,
     /// Content hash of the last `trackPurchase` sent (0 = none).
-    #[serde(default, rename = "h", skip_serializing_if = "is_zero_u64")]
+    #[serde(default, rename = "h", skip_serializing_if = "is_zero")]
     pub purchase_hash: u64,
 }
 
-fn is_zero_i64(v: &i64) -> bool {
-    *v == 0
-}
 fn is_unknown(s: &FinStatus) -> bool {
     *s == FinStatus::Unknown
 }
@@ -404,10 +393,10 @@ pub struct CheckoutFact {
     #[serde(default, rename = "i", skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
     /// Hash of the cart token (deletes may only carry that).
-    #[serde(default, rename = "ct", skip_serializing_if = "is_zero_u64")]
+    #[serde(default, rename = "ct", skip_serializing_if = "is_zero")]
     pub cart_hash: u64,
     /// Latest `updated_at` (Unix ms); 0 when only a completion is known.
-    #[serde(default, rename = "u", skip_serializing_if = "is_zero_i64")]
+    #[serde(default, rename = "u", skip_serializing_if = "is_zero")]
     pub updated_ms: i64,
     /// Completed (`completed_at` or an order with this token), Unix ms.
     #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
@@ -416,10 +405,10 @@ pub struct CheckoutFact {
     #[serde(default, rename = "d", skip_serializing_if = "Option::is_none")]
     pub deleted_ms: Option<i64>,
     /// Sticky flags (`K_*`).
-    #[serde(default, rename = "f", skip_serializing_if = "is_zero_u8")]
+    #[serde(default, rename = "f", skip_serializing_if = "is_zero")]
     pub flags: u8,
     /// Content hash of the last `updateCart` sent.
-    #[serde(default, rename = "ch", skip_serializing_if = "is_zero_u64")]
+    #[serde(default, rename = "ch", skip_serializing_if = "is_zero")]
     pub cart_sent_hash: u64,
 }
 
@@ -474,7 +463,7 @@ pub struct Link {
     /// Who owns the entity.
     pub owner: Owner,
     /// `at` of the link that set the owner, so the newest link wins.
-    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub at_ms: i64,
     /// Envelopes waiting for the owner, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -494,45 +483,54 @@ impl Default for Link {
 impl State {
     /// The order with this id, inserted if absent (orders stay sorted by id).
     pub fn order_mut(&mut self, id: u64) -> &mut OrderFact {
-        let i = match self.orders.binary_search_by_key(&id, |o| o.id) {
-            Ok(i) => i,
-            Err(i) => {
-                self.orders.insert(
-                    i,
-                    OrderFact {
-                        id,
-                        ..OrderFact::default()
-                    },
-                );
-                i
-            }
-        };
-        &mut self.orders[i]
+        sorted_entry(
+            &mut self.orders,
+            id,
+            |o| o.id,
+            || OrderFact {
+                id,
+                ..OrderFact::default()
+            },
+        )
     }
 
     /// The checkout with this token hash, inserted if absent.
     pub fn checkout_mut(&mut self, token_hash: u64) -> &mut CheckoutFact {
-        let i = match self
-            .checkouts
-            .binary_search_by_key(&token_hash, |c| c.token_hash)
-        {
-            Ok(i) => i,
-            Err(i) => {
-                self.checkouts.insert(
-                    i,
-                    CheckoutFact {
-                        token_hash,
-                        ..CheckoutFact::default()
-                    },
-                );
-                i
-            }
-        };
-        &mut self.checkouts[i]
+        sorted_entry(
+            &mut self.checkouts,
+            token_hash,
+            |c| c.token_hash,
+            || CheckoutFact {
+                token_hash,
+                ..CheckoutFact::default()
+            },
+        )
     }
 
     /// The person, created if absent.
     pub fn person_mut(&mut self) -> &mut Person {
         self.person.get_or_insert_with(Box::default)
     }
+}
+
+/// The entry of `items` (sorted by `key_of`) with this key, inserted from `new` if absent.
+fn sorted_entry<T>(
+    items: &mut Vec<T>,
+    key: u64,
+    key_of: impl FnMut(&T) -> u64,
+    new: impl FnOnce() -> T,
+) -> &mut T {
+    let i = match items.binary_search_by_key(&key, key_of) {
+        Ok(i) => i,
+        Err(i) => {
+            items.insert(i, new());
+            i
+        }
+    };
+    &mut items[i]
+}
+
+/// Keeps the earlier of a recorded time and `at` (facts may arrive in any order).
+pub(crate) fn keep_earliest(slot: &mut Option<i64>, at: i64) {
+    *slot = Some(slot.map_or(at, |x| x.min(at)));
 }

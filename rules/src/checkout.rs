@@ -13,7 +13,9 @@ use schemas::{Action, CommerceItem, DataFields, KeyKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::aggregate::{CheckoutFact, K_CONTACT, K_FIRED, K_LINKED, O_KNOWN, O_TEST, State};
+use crate::aggregate::{
+    CheckoutFact, K_CONTACT, K_FIRED, K_LINKED, O_KNOWN, O_TEST, State, keep_earliest,
+};
 use crate::domain::{RuleError, Timer};
 use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
@@ -137,7 +139,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         .and_then(|f| f.deleted_ms);
 
     let fact = state.checkout_mut(hash);
-    let was = fact.clone();
+    let was_armed = timer_armed(fact);
     if let Some(id) = co.id {
         fact.id = Some(id.0);
     }
@@ -145,13 +147,13 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         fact.cart_hash = cart_hash;
     }
     if let Some(d) = early_delete {
-        fact.deleted_ms = Some(fact.deleted_ms.map_or(d, |x| x.min(d)));
+        keep_earliest(&mut fact.deleted_ms, d);
     }
     if contact {
         fact.flags |= K_CONTACT;
     }
     if let Some(c) = co.completed_at {
-        fact.completed_ms = Some(fact.completed_ms.map_or(c.0, |x| x.min(c.0)));
+        keep_earliest(&mut fact.completed_ms, c.0);
     }
     let newer = updated > fact.updated_ms;
     if newer {
@@ -167,11 +169,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     }
 
     if fact.completed_ms.is_some() || fact.deleted_ms.is_some() {
-        if was.completed_ms.is_none()
-            && was.deleted_ms.is_none()
-            && was.updated_ms != 0
-            && was.flags & K_FIRED == 0
-        {
+        if was_armed {
             cx.cancel_timer(timer_id(hash));
         }
         prune(state);
@@ -236,17 +234,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
 
 /// Marks a checkout completed (by an order with its token, or a forwarded completion).
 pub(crate) fn complete(cx: &mut Cx<'_>, state: &mut State, hash: u64, at: i64) {
-    let fact = state.checkout_mut(hash);
-    let was = fact.clone();
-    fact.completed_ms = Some(fact.completed_ms.map_or(at, |x| x.min(at)));
-    if was.completed_ms.is_none()
-        && was.deleted_ms.is_none()
-        && was.updated_ms != 0
-        && was.flags & K_FIRED == 0
-    {
-        cx.cancel_timer(timer_id(hash));
-    }
-    prune(state);
+    settle(cx, state, hash, |f| &mut f.completed_ms, at);
 }
 
 /// `checkouts/delete` (directly, or forwarded by the checkout key).
@@ -276,14 +264,29 @@ pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &CheckoutDelete) 
             h
         }
     };
+    settle(cx, state, hash, |f| &mut f.deleted_ms, at);
+}
+
+/// Whether a checkout's abandonment timer is pending: seen, not settled, not yet fired.
+fn timer_armed(f: &CheckoutFact) -> bool {
+    f.completed_ms.is_none()
+        && f.deleted_ms.is_none()
+        && f.updated_ms != 0
+        && f.flags & K_FIRED == 0
+}
+
+/// Records the earliest completion or deletion (`slot` picks which) and cancels a pending timer.
+fn settle(
+    cx: &mut Cx<'_>,
+    state: &mut State,
+    hash: u64,
+    slot: fn(&mut CheckoutFact) -> &mut Option<i64>,
+    at: i64,
+) {
     let fact = state.checkout_mut(hash);
-    let was = fact.clone();
-    fact.deleted_ms = Some(fact.deleted_ms.map_or(at, |x| x.min(at)));
-    if was.completed_ms.is_none()
-        && was.deleted_ms.is_none()
-        && was.updated_ms != 0
-        && was.flags & K_FIRED == 0
-    {
+    let was_armed = timer_armed(fact);
+    keep_earliest(slot(fact), at);
+    if was_armed {
         cx.cancel_timer(timer_id(hash));
     }
     prune(state);

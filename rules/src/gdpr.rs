@@ -24,6 +24,30 @@ fn key(cx: &Cx<'_>, kind: KeyKind, id: &str) -> Option<CustomerKey> {
         .map(|s| CustomerKey::new(&s, kind, id))
 }
 
+/// The person's email key: the payload's address, else the one the state knows.
+fn email_key(cx: &Cx<'_>, state: &State, c: Option<&Compliance>) -> Option<CustomerKey> {
+    let email = c
+        .and_then(|c| c.customer.as_ref())
+        .and_then(|p| format::text(p.email.as_deref()))
+        .map(str::to_lowercase);
+    let e = email.or_else(|| profile::email(cx.key, state).map(str::to_owned))?;
+    key(cx, KeyKind::Email, &e)
+}
+
+/// Asks each entity key of `kind` to purge what it holds of this person.
+fn redact_entities(cx: &mut Cx<'_>, kind: KeyKind, label: &str, ids: Vec<u64>) {
+    for id in ids {
+        if let Some(to) = key(cx, kind, &id.to_string()) {
+            cx.send(
+                to,
+                REDACT,
+                &format!("redact-{label}-{id}"),
+                &json!({ "reason": "customers/redact" }),
+            );
+        }
+    }
+}
+
 /// `customers/redact` (or a forwarded `tillstream/redact`) on a person key.
 pub(crate) fn redact(cx: &mut Cx<'_>, state: &mut State, c: Option<&Compliance>) {
     let mode = match cx.cfg.gdpr.redact {
@@ -46,13 +70,7 @@ pub(crate) fn redact(cx: &mut Cx<'_>, state: &mut State, c: Option<&Compliance>)
     }
     if cx.key.kind() == KeyKind::Customer {
         // The same person may have shopped as a guest before registering.
-        let email = c
-            .and_then(|c| c.customer.as_ref())
-            .and_then(|p| format::text(p.email.as_deref()))
-            .map(str::to_lowercase);
-        if let Some(e) = email.or_else(|| profile::email(cx.key, state).map(str::to_owned))
-            && let Some(to) = key(cx, KeyKind::Email, &e)
-        {
+        if let Some(to) = email_key(cx, state, c) {
             cx.send(
                 to,
                 REDACT,
@@ -68,27 +86,9 @@ pub(crate) fn redact(cx: &mut Cx<'_>, state: &mut State, c: Option<&Compliance>)
     orders.extend(state.orders.iter().map(|o| o.id));
     orders.sort_unstable();
     orders.dedup();
-    for id in orders {
-        if let Some(to) = key(cx, KeyKind::Order, &id.to_string()) {
-            cx.send(
-                to,
-                REDACT,
-                &format!("redact-order-{id}"),
-                &json!({ "reason": "customers/redact" }),
-            );
-        }
-    }
+    redact_entities(cx, KeyKind::Order, "order", orders);
     let checkouts: Vec<u64> = state.checkouts.iter().filter_map(|k| k.id).collect();
-    for id in checkouts {
-        if let Some(to) = key(cx, KeyKind::Checkout, &id.to_string()) {
-            cx.send(
-                to,
-                REDACT,
-                &format!("redact-checkout-{id}"),
-                &json!({ "reason": "customers/redact" }),
-            );
-        }
-    }
+    redact_entities(cx, KeyKind::Checkout, "checkout", checkouts);
     *state = State::default();
     cx.purge = true;
 }
@@ -138,23 +138,15 @@ pub(crate) fn data_request(cx: &mut Cx<'_>, state: &State, c: Option<&Compliance
         "iterable_lists": person.map(|p| p.lists.clone()).unwrap_or_default(),
     });
     cx.tail.push(crate::domain::Effect::DataReport(report));
-    if let Some(c) = c
+    if c.is_some()
         && cx.key.kind() == KeyKind::Customer
+        && let Some(to) = email_key(cx, state, c)
     {
-        let email = c
-            .customer
-            .as_ref()
-            .and_then(|p| format::text(p.email.as_deref()))
-            .map(str::to_lowercase);
-        if let Some(e) = email.or_else(|| profile::email(cx.key, state).map(str::to_owned))
-            && let Some(to) = key(cx, KeyKind::Email, &e)
-        {
-            cx.send(
-                to,
-                DATA_REQUEST,
-                "data-request",
-                &json!({ "request_id": request_id }),
-            );
-        }
+        cx.send(
+            to,
+            DATA_REQUEST,
+            "data-request",
+            &json!({ "request_id": request_id }),
+        );
     }
 }

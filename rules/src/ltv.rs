@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 
 use crate::aggregate::{
     FinStatus, O_CANCELLED, O_DELETED, O_KNOWN, O_PAID, O_TEST, OrderFact, RefundFact, State,
+    keep_earliest,
 };
 use crate::format;
 
@@ -76,7 +77,7 @@ pub fn summary(state: &State) -> Summary {
     for o in state.orders.iter().filter(|o| counted(o)) {
         s.value += kept(o);
         s.count += 1;
-        s.first_ms = Some(s.first_ms.map_or(o.placed_ms, |f| f.min(o.placed_ms)));
+        keep_earliest(&mut s.first_ms, o.placed_ms);
         if s.last.is_none_or(|l| (o.placed_ms, o.id) > l) {
             s.last = Some((o.placed_ms, o.id));
         }

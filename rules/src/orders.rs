@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::aggregate::{
     FinStatus, O_CANCEL_SENT, O_CANCELLED, O_COMPLETION_SENT, O_DELETED, O_FULFILL_SENT,
-    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, P_FIRST_PURCHASE, State,
+    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, P_FIRST_PURCHASE, State, keep_earliest,
 };
 use crate::config::RulesConfig;
 use crate::emit::{Cx, Kind};
@@ -57,7 +57,7 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
     }
     if let Some(c) = o.cancelled_at {
         fact.flags |= O_CANCELLED;
-        fact.cancelled_ms = Some(fact.cancelled_ms.map_or(c.0, |x| x.min(c.0)));
+        keep_earliest(&mut fact.cancelled_ms, c.0);
     }
     if o.fulfillment_status.as_deref() == Some("fulfilled") || topic == "orders/fulfilled" {
         fact.flags |= O_FULFILLED;

@@ -14,7 +14,7 @@ use crate::aggregate::{O_DELETED, O_TEST, OrderFact, P_RECENT_REFUND, RefundFact
 use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
 use crate::ids;
-use crate::shopify::{Order, Refund};
+use crate::shopify::{MoneySet, Order, Refund};
 use crate::{ltv, orders};
 
 /// Timer kind that clears the recent-refund flag.
@@ -26,24 +26,16 @@ pub(crate) fn fact(
     shop_currency: Option<&str>,
     fallback_ms: i64,
 ) -> Option<RefundFact> {
+    // Refunded lines first, then transactions: the first money set that names a currency.
+    let line_sets = r.refund_line_items.iter().map(|l| l.subtotal_set.as_ref());
+    let txn_sets = r.transactions.iter().map(|t| t.amount_set.as_ref());
     let shop_cur = shop_currency
-        .map(str::to_owned)
         .or_else(|| {
-            r.refund_line_items.iter().find_map(|l| {
-                l.subtotal_set
-                    .as_ref()
-                    .and_then(|s| s.shop_currency())
-                    .map(str::to_owned)
-            })
+            line_sets
+                .chain(txn_sets)
+                .find_map(|s| s.and_then(MoneySet::shop_currency))
         })
-        .or_else(|| {
-            r.transactions.iter().find_map(|t| {
-                t.amount_set
-                    .as_ref()
-                    .and_then(|s| s.shop_currency())
-                    .map(str::to_owned)
-            })
-        });
+        .map(str::to_owned);
     let mut shop = Decimal::ZERO;
     let mut foreign = Decimal::ZERO;
     for t in &r.transactions {

@@ -146,22 +146,25 @@ fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error
         List(Vec<String>),
     }
     Ok(Option::<Raw>::deserialize(d)?.map(|r| {
-        let mut v: Vec<String> = match r {
-            Raw::Text(s) => s
-                .split(',')
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect(),
-            Raw::List(l) => l
-                .into_iter()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect(),
+        let raw: Vec<&str> = match &r {
+            Raw::Text(s) => s.split(',').collect(),
+            Raw::List(l) => l.iter().map(String::as_str).collect(),
         };
+        let mut v: Vec<String> = raw
+            .into_iter()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
         v.sort();
         v.dedup();
         v
     }))
+}
+
+/// The first candidate that is present and not blank, trimmed.
+fn first_filled<const N: usize>(candidates: [Option<&str>; N]) -> Option<&str> {
+    candidates.into_iter().find_map(crate::format::text)
 }
 
 /// `{"amount": "...", "currency_code": "USD"}` (also `currency` in a few places).
@@ -470,15 +473,11 @@ pub struct Order {
 impl Order {
     /// The contact email: order email, then contact email, then the customer's.
     pub fn contact(&self) -> Option<&str> {
-        [
+        first_filled([
             self.email.as_deref(),
             self.contact_email.as_deref(),
             self.customer.as_ref().and_then(|c| c.email.as_deref()),
-        ]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|e| !e.is_empty())
+        ])
     }
 
     /// The total in shop money.
@@ -558,27 +557,19 @@ pub struct Checkout {
 impl Checkout {
     /// The contact email: checkout email, then the customer's.
     pub fn email(&self) -> Option<&str> {
-        [
+        first_filled([
             self.email.as_deref(),
             self.customer.as_ref().and_then(|c| c.email.as_deref()),
-        ]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|e| !e.is_empty())
+        ])
     }
 
     /// The contact phone.
     pub fn phone(&self) -> Option<&str> {
-        [
+        first_filled([
             self.phone.as_deref(),
             self.sms_marketing_phone.as_deref(),
             self.customer.as_ref().and_then(|c| c.phone.as_deref()),
-        ]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|e| !e.is_empty())
+        ])
     }
 }
 

@@ -125,34 +125,25 @@ fn log(h: &History) -> Vec<ShopifyEnvelope> {
         let token = format!("tok{i}");
         if let Some(before) = p.checkout_minutes_before {
             let start = t - i64::from(before) * MIN;
-            push(
-                start,
-                "checkouts/create",
-                checkout_json(
-                    &token,
-                    900 + i as u64,
-                    Some(email),
-                    customer,
-                    start,
-                    start,
-                    None,
-                ),
-                format!("co-create-{i}"),
-            );
-            push(
-                start + MIN,
-                "checkouts/update",
-                checkout_json(
-                    &token,
-                    900 + i as u64,
-                    Some(email),
-                    customer,
-                    start,
-                    start + MIN,
-                    None,
-                ),
-                format!("co-upd-{i}"),
-            );
+            for (at, topic, label) in [
+                (start, "checkouts/create", "co-create"),
+                (start + MIN, "checkouts/update", "co-upd"),
+            ] {
+                push(
+                    at,
+                    topic,
+                    checkout_json(
+                        &token,
+                        900 + i as u64,
+                        Some(email),
+                        customer,
+                        start,
+                        at,
+                        None,
+                    ),
+                    format!("{label}-{i}"),
+                );
+            }
         }
         let mut o = OrderSpec::new(id, customer, email, t, total);
         if p.foreign {

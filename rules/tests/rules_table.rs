@@ -26,6 +26,16 @@ fn paid(h: &mut Harness, id: u64, at: i64, total: &'static str) {
     ));
 }
 
+/// The usual opening: Chloé registers at `T0` (current API shape).
+fn customer_created(h: &mut Harness) {
+    h.deliver(envelope(
+        "customers/create",
+        &customer_json(C, EMAIL, T0, T0, false),
+        "cc",
+        T0,
+    ));
+}
+
 fn num(v: &Value) -> f64 {
     v.as_f64().unwrap()
 }
@@ -298,12 +308,7 @@ fn first_purchase_and_welcome() {
         ..RulesConfig::default()
     };
     let mut h = Harness::new(cfg);
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     assert_eq!(h.events("customer_created").len(), 1);
     // No consent yet: never subscribed to the welcome list.
     assert!(
@@ -781,12 +786,7 @@ fn consent_maps_to_lists_and_channels_and_never_subscribes_without_it() {
     cfg.consent.email_channel_id = Some(21);
     cfg.consent.sms_channel_id = Some(22);
     let mut h = Harness::new(cfg);
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     let subs = |h: &Harness| -> Vec<(i64, bool)> {
         h.commands
             .iter()
@@ -861,12 +861,7 @@ fn identity_modes() {
     };
     // Hybrid: userId + email; guests by email; email change through the userId.
     let mut h = mk(IdentityMode::Hybrid);
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     assert_eq!(
         h.commands[0].user.user_id.as_deref(),
         Some(C.to_string().as_str())
@@ -904,12 +899,7 @@ fn identity_modes() {
 
     // Email mode: updateEmail from the old address.
     let mut h = mk(IdentityMode::Email);
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     h.deliver(envelope(
         "customers/update",
         &customer_json(C, "new@example.com", T0, T0 + DAY, false),
@@ -970,12 +960,7 @@ fn identity_modes() {
 #[test]
 fn gdpr_redact_data_request_and_shop_redact() {
     let mut h = Harness::default();
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     paid(&mut h, 1301, T0, "10.00");
     checkout(&mut h, "tokR", 3401, Some(EMAIL), Some(C), T0 + HOUR);
     h.deliver(envelope(
@@ -1040,12 +1025,7 @@ fn replays_do_not_start_journeys() {
     // and purchases are not.
     let mut h = Harness::default();
     h.wall = Some(T0 + 365 * DAY);
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     checkout(&mut h, "tokOld", 3501, Some(EMAIL), Some(C), T0);
     paid(&mut h, 1401, T0 + 3 * HOUR, "1200.00");
     h.finish();
@@ -1071,12 +1051,7 @@ fn replays_do_not_start_journeys() {
     );
     // Live: the same log sends the journeys.
     let mut live = Harness::default();
-    live.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut live);
     checkout(&mut live, "tokOld", 3501, Some(EMAIL), Some(C), T0);
     live.advance(T0 + 2 * HOUR);
     assert_eq!(live.events("checkout_abandoned").len(), 1);
@@ -1183,12 +1158,7 @@ fn unparseable_bodies_are_reported() {
 #[test]
 fn aggregate_stays_small() {
     let mut h = Harness::default();
-    h.deliver(envelope(
-        "customers/create",
-        &customer_json(C, EMAIL, T0, T0, false),
-        "cc",
-        T0,
-    ));
+    customer_created(&mut h);
     paid(&mut h, 1501, T0, "120.00");
     paid(&mut h, 1502, T0 + DAY, "80.00");
     let json = serde_json::to_string(h.state(&ckey())).unwrap();

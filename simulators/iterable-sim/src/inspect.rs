@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -208,12 +208,23 @@ fn occurrences(state: &SimState, update_count: u64) -> u64 {
     }
 }
 
-pub(crate) fn profiles(state: &SimState, f: &Filter) -> Vec<ProfileView> {
+/// The records `view` gathers from every project the filter admits, project by project.
+fn collect<T>(
+    state: &SimState,
+    f: &Filter,
+    mut view: impl FnMut(&ProjectStore, &mut Vec<T>),
+) -> Vec<T> {
     let mut out = Vec::new();
     state.for_each_project(|ps| {
-        if !f.project(ps) {
-            return;
+        if f.project(ps) {
+            view(ps, &mut out);
         }
+    });
+    out
+}
+
+pub(crate) fn profiles(state: &SimState, f: &Filter) -> Vec<ProfileView> {
+    collect(state, f, |ps, out| {
         for p in ps.profiles.by_id.values().filter(|p| f.user(p)) {
             out.push(ProfileView {
                 project: ps.id,
@@ -230,16 +241,11 @@ pub(crate) fn profiles(state: &SimState, f: &Filter) -> Vec<ProfileView> {
                 update_count: p.update_count,
             });
         }
-    });
-    out
+    })
 }
 
 pub(crate) fn events(state: &SimState, f: &Filter) -> Vec<EventView> {
-    let mut out = Vec::new();
-    state.for_each_project(|ps| {
-        if !f.project(ps) {
-            return;
-        }
+    collect(state, f, |ps, out| {
         for e in &ps.events.items {
             let Some(p) = ps.profiles.get(e.profile) else {
                 continue;
@@ -265,16 +271,11 @@ pub(crate) fn events(state: &SimState, f: &Filter) -> Vec<EventView> {
                 endpoint: e.endpoint.name().to_string(),
             });
         }
-    });
-    out
+    })
 }
 
 pub(crate) fn purchases(state: &SimState, f: &Filter) -> Vec<PurchaseView> {
-    let mut out = Vec::new();
-    state.for_each_project(|ps| {
-        if !f.project(ps) {
-            return;
-        }
+    collect(state, f, |ps, out| {
         for r in &ps.purchases.items {
             let Some(p) = ps.profiles.get(r.profile) else {
                 continue;
@@ -297,16 +298,11 @@ pub(crate) fn purchases(state: &SimState, f: &Filter) -> Vec<PurchaseView> {
                 occurrences: occurrences(state, r.update_count),
             });
         }
-    });
-    out
+    })
 }
 
 pub(crate) fn carts(state: &SimState, f: &Filter) -> Vec<CartView> {
-    let mut out = Vec::new();
-    state.for_each_project(|ps| {
-        if !f.project(ps) {
-            return;
-        }
+    collect(state, f, |ps, out| {
         for p in ps.profiles.by_id.values().filter(|p| f.user(p)) {
             if let Some(items) = &p.cart {
                 out.push(CartView {
@@ -317,16 +313,11 @@ pub(crate) fn carts(state: &SimState, f: &Filter) -> Vec<CartView> {
                 });
             }
         }
-    });
-    out
+    })
 }
 
 pub(crate) fn lists(state: &SimState, f: &Filter) -> Vec<ListView> {
-    let mut out = Vec::new();
-    state.for_each_project(|ps| {
-        if !f.project(ps) {
-            return;
-        }
+    collect(state, f, |ps, out| {
         let mut ids = ps.configured_lists().clone();
         for p in ps.profiles.by_id.values() {
             ids.extend(p.lists.iter().copied());
@@ -346,43 +337,17 @@ pub(crate) fn lists(state: &SimState, f: &Filter) -> Vec<ListView> {
                 members,
             });
         }
-    });
-    out
+    })
 }
 
 /// The `/_sim` router.
 pub(crate) fn router() -> Router<SimState> {
     Router::new()
-        .route(
-            "/_sim/profiles",
-            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
-                Json(profiles(&s, &f))
-            }),
-        )
-        .route(
-            "/_sim/events",
-            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
-                Json(events(&s, &f))
-            }),
-        )
-        .route(
-            "/_sim/purchases",
-            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
-                Json(purchases(&s, &f))
-            }),
-        )
-        .route(
-            "/_sim/carts",
-            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
-                Json(carts(&s, &f))
-            }),
-        )
-        .route(
-            "/_sim/lists",
-            get(|State(s): State<SimState>, Query(f): Query<Filter>| async move {
-                Json(lists(&s, &f))
-            }),
-        )
+        .route("/_sim/profiles", filtered(profiles))
+        .route("/_sim/events", filtered(events))
+        .route("/_sim/purchases", filtered(purchases))
+        .route("/_sim/carts", filtered(carts))
+        .route("/_sim/lists", filtered(lists))
         .route(
             "/_sim/stats",
             get(|State(s): State<SimState>| async move { Json::<StatsView>(s.stats()) }),
@@ -404,6 +369,13 @@ pub(crate) fn router() -> Router<SimState> {
             get(|State(s): State<SimState>| async move { Json(s.config().clone()) }),
         )
         .route("/_sim/health", get(|| async { Json(json!({"ok": true})) }))
+}
+
+/// `GET` of a record view under the query's [`Filter`].
+fn filtered<T: Serialize + Send + 'static>(
+    view: fn(&SimState, &Filter) -> Vec<T>,
+) -> MethodRouter<SimState> {
+    get(move |State(s): State<SimState>, Query(f): Query<Filter>| async move { Json(view(&s, &f)) })
 }
 
 async fn set_faults(State(s): State<SimState>, body: axum::body::Bytes) -> Response {

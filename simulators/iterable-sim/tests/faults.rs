@@ -5,21 +5,43 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Sim, eventually};
+use common::{Reply, Sim, eventually};
 use iterable_sim::{FaultSpec, SimConfig};
 use serde_json::{Value, json};
 
+async fn post_faults(sim: &Sim, spec: Value) -> Reply {
+    sim.send(
+        reqwest::Method::POST,
+        "/_sim/faults",
+        None,
+        Some(spec.to_string()),
+    )
+    .await
+}
+
 async fn set_faults(sim: &Sim, spec: Value) -> Value {
-    let r = sim
-        .send(
-            reqwest::Method::POST,
-            "/_sim/faults",
-            None,
-            Some(spec.to_string()),
-        )
-        .await;
+    let r = post_faults(sim, spec).await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json
+}
+
+/// Holds every request until shutdown (a `timeout_rate` of 1).
+fn hold_all(sim: &Sim) {
+    sim.handle
+        .state()
+        .set_faults(FaultSpec {
+            timeout_rate: 1.0,
+            ..FaultSpec::default()
+        })
+        .unwrap();
+}
+
+/// A `users/update` built by hand, so the caller controls timeouts and when it is sent.
+fn raw_update(sim: &Sim) -> reqwest::RequestBuilder {
+    sim.client
+        .post(sim.url("/api/users/update"))
+        .header("Api-Key", iterable_sim::DEFAULT_API_KEY)
+        .body(update().to_string())
 }
 
 fn update() -> Value {
@@ -32,10 +54,7 @@ async fn error_rate_at_run_time() {
     assert_eq!(sim.post("/api/users/update", update()).await.status, 200);
     set_faults(&sim, json!({"error_rate": 1.0, "error_statuses": [503]})).await;
     let r = sim.post("/api/users/update", update()).await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (503, Some("GenericError"))
-    );
+    assert_eq!(r.status_and_code(), (503, Some("GenericError")));
 
     set_faults(&sim, json!({"error_rate": 0.5})).await;
     let statuses = sim.burst("/api/users/update", update(), 200, 8).await;
@@ -90,10 +109,7 @@ async fn rate_limit_storm_and_endpoint_filter() {
     let r = sim
         .post("/api/events/trackBulk", json!({"events": []}))
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (429, Some("RateLimitExceeded"))
-    );
+    assert_eq!(r.status_and_code(), (429, Some("RateLimitExceeded")));
     assert_eq!(sim.post("/api/users/update", update()).await.status, 200);
     set_faults(&sim, json!({"rate_limit_storm_ms": 200})).await;
     assert_eq!(sim.post("/api/users/update", update()).await.status, 429);
@@ -107,19 +123,9 @@ async fn rate_limit_storm_and_endpoint_filter() {
 #[tokio::test]
 async fn held_requests_outlast_client_timeouts_and_latency_applies() {
     let sim = Sim::start(SimConfig::without_rate_limits()).await;
-    sim.handle
-        .state()
-        .set_faults(FaultSpec {
-            timeout_rate: 1.0,
-            ..FaultSpec::default()
-        })
-        .unwrap();
-    let err = sim
-        .client
-        .post(sim.url("/api/users/update"))
-        .header("Api-Key", iterable_sim::DEFAULT_API_KEY)
+    hold_all(&sim);
+    let err = raw_update(&sim)
         .timeout(Duration::from_millis(200))
-        .body(update().to_string())
         .send()
         .await
         .unwrap_err();
@@ -143,23 +149,9 @@ async fn invalid_fault_specs_are_rejected_and_startup_faults_apply() {
     config.faults.outage = true;
     let sim = Sim::start(config).await;
     assert_eq!(sim.post("/api/users/update", update()).await.status, 503);
-    let r = sim
-        .send(
-            reqwest::Method::POST,
-            "/_sim/faults",
-            None,
-            Some(json!({"error_rate": 3}).to_string()),
-        )
-        .await;
+    let r = post_faults(&sim, json!({"error_rate": 3})).await;
     assert_eq!(r.status, 400);
-    let r = sim
-        .send(
-            reqwest::Method::POST,
-            "/_sim/faults",
-            None,
-            Some(json!({"bogus": 1}).to_string()),
-        )
-        .await;
+    let r = post_faults(&sim, json!({"bogus": 1})).await;
     assert_eq!(r.status, 400);
     set_faults(&sim, json!({})).await;
     assert_eq!(sim.post("/api/users/update", update()).await.status, 200);
@@ -172,18 +164,8 @@ async fn invalid_fault_specs_are_rejected_and_startup_faults_apply() {
 #[tokio::test]
 async fn shutdown_releases_held_requests() {
     let sim = Sim::start(SimConfig::without_rate_limits()).await;
-    sim.handle
-        .state()
-        .set_faults(FaultSpec {
-            timeout_rate: 1.0,
-            ..FaultSpec::default()
-        })
-        .unwrap();
-    let req = sim
-        .client
-        .post(sim.url("/api/users/update"))
-        .header("Api-Key", iterable_sim::DEFAULT_API_KEY)
-        .body(update().to_string());
+    hold_all(&sim);
+    let req = raw_update(&sim);
     let pending = tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) });
     eventually(Duration::from_secs(5), || async {
         (sim.stats().await.endpoints["users/update"].admitted == 1).then_some(())

@@ -34,41 +34,23 @@ async fn malformed_json_and_wrong_types() {
             Some("{not json".into()),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("BadJsonBody"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("BadJsonBody")));
     let r = sim.post("/api/users/update", json!({"email": 5})).await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("BadParams"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("BadParams")));
     let r = sim.post("/api/events/trackBulk", json!({"evts": []})).await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("BadParams"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("BadParams")));
     let r = sim
         .post("/api/events/track", json!({"email": "a@example.com"}))
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("BadParams"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("BadParams")));
     let r = sim
         .post("/api/users/update", json!({"email": "not an email"}))
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("InvalidEmailAddressError"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("InvalidEmailAddressError")));
     let r = sim
         .post("/api/users/update", json!({"userId": "x".repeat(53)}))
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("InvalidUserIdError"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("InvalidUserIdError")));
 }
 
 #[tokio::test]
@@ -149,11 +131,7 @@ async fn event_upsert_by_id_counts_updates_and_validates_ids() {
                 json!({"email": "e@example.com", "eventName": "x", "id": bad}),
             )
             .await;
-        assert_eq!(
-            (r.status, r.json["code"].as_str()),
-            (400, Some("BadParams")),
-            "{bad:?}"
-        );
+        assert_eq!(r.status_and_code(), (400, Some("BadParams")), "{bad:?}");
     }
     let r = sim
         .post(
@@ -208,10 +186,7 @@ async fn events_for_unknown_users_fail_unless_configured() {
             json!({"email": "ghost@example.com", "eventName": "x"}),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("UnknownEmailError"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("UnknownEmailError")));
     let r = sim
         .post(
             "/api/events/trackBulk",
@@ -281,10 +256,7 @@ async fn purchase_upserts_by_id_and_clears_cart_and_update_cart_replaces() {
             json!({"user": user, "items": [{"id": "x"}], "total": 1}),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("BadParams"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("BadParams")));
     let r = sim
         .post(
             "/api/commerce/trackPurchase",
@@ -339,7 +311,7 @@ async fn type_mismatch_fails_the_whole_bulk_request() {
         )
         .await;
     assert_eq!(
-        (r.status, r.json["code"].as_str()),
+        r.status_and_code(),
         (400, Some("RequestFieldsTypesMismatched"))
     );
     assert_eq!(events(&sim, "?name=e2").await.len(), 0);
@@ -384,7 +356,7 @@ async fn forgotten_users_get_409_and_bulk_failed_updates() {
     ] {
         let r = sim.post(path, body).await;
         assert_eq!(
-            (r.status, r.json["code"].as_str()),
+            r.status_and_code(),
             (409, Some("ForgottenUserError")),
             "{path}"
         );
@@ -496,20 +468,14 @@ async fn hybrid_identity_conflicts_and_update_email() {
             json!({"currentUserId": "ub", "newEmail": "a2@example.com"}),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("EmailAlreadyExists"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("EmailAlreadyExists")));
     let r = sim
         .post(
             "/api/users/updateEmail",
             json!({"currentUserId": "ub", "newEmail": "nope"}),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("InvalidEmailAddressError"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("InvalidEmailAddressError")));
     let r = sim
         .post(
             "/api/users/updateEmail",
@@ -646,7 +612,7 @@ async fn deletes_and_lookups() {
     let r = sim.api_delete("/api/users/d@example.com").await;
     assert_eq!(r.status, 200);
     let r = sim.api_delete("/api/users/d@example.com").await;
-    assert_eq!((r.status, r.json["code"].as_str()), (404, Some("NotFound")));
+    assert_eq!(r.status_and_code(), (404, Some("NotFound")));
     // A delete does not block future writes.
     sim.post("/api/users/update", json!({"userId": "ud"})).await;
     let r = sim.api_delete("/api/users/byUserId/ud").await;
@@ -703,10 +669,7 @@ async fn user_id_and_email_project_types() {
     let r = sim
         .post_with_key("/api/users/update", "em", json!({"userId": "p1"}))
         .await;
-    assert_eq!(
-        (r.status, r.json["code"].as_str()),
-        (400, Some("UnknownUserIdError"))
-    );
+    assert_eq!(r.status_and_code(), (400, Some("UnknownUserIdError")));
     let r = sim
         .post_with_key(
             "/api/users/update",

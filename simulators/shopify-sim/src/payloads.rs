@@ -177,17 +177,22 @@ fn sms_consent(c: &Option<Consent>) -> J {
     }
 }
 
-/// `customers/create|update` body: 2025-01+ shape, or the legacy one with tags, consent,
-/// `orders_count`, `total_spent`, `last_order_*`.
-fn customer_full(ctx: &Ctx<'_>, c: &CustomerSnap, legacy: bool) -> J {
-    let mut f: Vec<(&'static str, J)> = vec![
+/// The fields every customer object opens with, in Shopify's order.
+fn customer_identity(c: &CustomerSnap) -> Vec<(&'static str, J)> {
+    vec![
         ("id", c.id.into()),
         ("email", c.email.as_str().into()),
         ("created_at", ts(c.created_at).into()),
         ("updated_at", ts(c.updated_at).into()),
         ("first_name", c.first_name.as_str().into()),
         ("last_name", c.last_name.as_str().into()),
-    ];
+    ]
+}
+
+/// `customers/create|update` body: 2025-01+ shape, or the legacy one with tags, consent,
+/// `orders_count`, `total_spent`, `last_order_*`.
+fn customer_full(ctx: &Ctx<'_>, c: &CustomerSnap, legacy: bool) -> J {
+    let mut f = customer_identity(c);
     if legacy {
         f.push(("orders_count", u64::from(c.orders_count).into()));
     }
@@ -222,20 +227,15 @@ fn customer_full(ctx: &Ctx<'_>, c: &CustomerSnap, legacy: bool) -> J {
 
 /// Customer as embedded in orders and checkouts (no counts; consent/tags only ≤ 2024-10).
 fn customer_embedded(ctx: &Ctx<'_>, c: &CustomerSnap, legacy: bool) -> J {
-    let mut f: Vec<(&'static str, J)> = vec![
-        ("id", c.id.into()),
-        ("email", c.email.as_str().into()),
-        ("created_at", ts(c.created_at).into()),
-        ("updated_at", ts(c.updated_at).into()),
-        ("first_name", c.first_name.as_str().into()),
-        ("last_name", c.last_name.as_str().into()),
+    let mut f = customer_identity(c);
+    f.extend([
         ("state", "enabled".into()),
         ("note", J::Null),
         ("verified_email", true.into()),
         ("multipass_identifier", J::Null),
         ("tax_exempt", false.into()),
         ("phone", c.phone.clone().into()),
-    ];
+    ]);
     if legacy {
         f.push(("email_marketing_consent", email_consent(&c.email_consent)));
         f.push(("sms_marketing_consent", sms_consent(&c.sms_consent)));

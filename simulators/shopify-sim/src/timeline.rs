@@ -256,6 +256,13 @@ impl Gen<'_> {
         u64::from(self.person) << 24 | self.groups
     }
 
+    /// Emits an order topic and the `orders/updated` Shopify sends with it, in one group.
+    fn emit_order_change(&mut self, at: Ts, topic: Topic, o: &Order, group: u64) {
+        for topic in [topic, Topic::OrdersUpdated] {
+            self.emit(at, topic, Subject::Order(Box::new(o.clone())), group);
+        }
+    }
+
     fn emit(&mut self, at: Ts, topic: Topic, subject: Subject, group: u64) {
         // Follow-ups scheduled past the end of the timeline never happen.
         if at >= self.end {
@@ -1019,18 +1026,7 @@ impl Gen<'_> {
                     o.closed_at = Some(at);
                     o.updated_at = at;
                     let g = self.group();
-                    self.emit(
-                        at,
-                        Topic::OrdersCancelled,
-                        Subject::Order(Box::new(o.clone())),
-                        g,
-                    );
-                    self.emit(
-                        at,
-                        Topic::OrdersUpdated,
-                        Subject::Order(Box::new(o.clone())),
-                        g,
-                    );
+                    self.emit_order_change(at, Topic::OrdersCancelled, &o, g);
                     if let Some(tr) = self.truth.orders.get_mut(idx) {
                         tr.cancelled = true;
                         tr.cancelled_at = Some(at);
@@ -1046,32 +1042,10 @@ impl Gen<'_> {
             o.financial_status = "paid";
             o.updated_at = at;
             let g = self.group();
-            self.emit(
-                at,
-                Topic::OrdersPaid,
-                Subject::Order(Box::new(o.clone())),
-                g,
-            );
-            self.emit(
-                at,
-                Topic::OrdersUpdated,
-                Subject::Order(Box::new(o.clone())),
-                g,
-            );
+            self.emit_order_change(at, Topic::OrdersPaid, &o, g);
             (at, g)
         } else {
-            self.emit(
-                t,
-                Topic::OrdersPaid,
-                Subject::Order(Box::new(o.clone())),
-                group,
-            );
-            self.emit(
-                t,
-                Topic::OrdersUpdated,
-                Subject::Order(Box::new(o.clone())),
-                group,
-            );
+            self.emit_order_change(t, Topic::OrdersPaid, &o, group);
             (t, group)
         };
         let (paid_at, paid_group) = paid_at;
@@ -1116,18 +1090,7 @@ impl Gen<'_> {
                         Subject::Refund(Box::new(refund), Box::new(o.clone())),
                         g,
                     );
-                    self.emit(
-                        at,
-                        Topic::OrdersCancelled,
-                        Subject::Order(Box::new(o.clone())),
-                        g,
-                    );
-                    self.emit(
-                        at,
-                        Topic::OrdersUpdated,
-                        Subject::Order(Box::new(o.clone())),
-                        g,
-                    );
+                    self.emit_order_change(at, Topic::OrdersCancelled, &o, g);
                 }
             }
             Outcome::Keep | Outcome::FullRefund | Outcome::PartialRefund => {
@@ -1143,18 +1106,7 @@ impl Gen<'_> {
                         o.closed_at = Some(at);
                         o.updated_at = at;
                         let g = self.group();
-                        self.emit(
-                            at,
-                            Topic::OrdersFulfilled,
-                            Subject::Order(Box::new(o.clone())),
-                            g,
-                        );
-                        self.emit(
-                            at,
-                            Topic::OrdersUpdated,
-                            Subject::Order(Box::new(o.clone())),
-                            g,
-                        );
+                        self.emit_order_change(at, Topic::OrdersFulfilled, &o, g);
                     }
                 }
                 if matches!(outcome, Outcome::FullRefund | Outcome::PartialRefund) {

@@ -9,7 +9,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{ApiError, success};
 use crate::handlers::events::store_event;
 use crate::handlers::users::{UserUpdate, check_user, write_user};
-use crate::handlers::{failure_error, lock, parse, type_mismatch};
+use crate::handlers::{failure_error, lock, parse, required, type_mismatch};
 use crate::server::SimState;
 use crate::store::profiles::Create;
 use crate::store::records::{EventRecord, PurchaseRecord, normalize_created_at, valid_event_id};
@@ -61,15 +61,9 @@ pub(crate) fn track_purchase(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: TrackPurchase = parse(body)?;
-    let user = req
-        .user
-        .ok_or_else(|| ApiError::bad_params("user is required"))?;
-    let items = req
-        .items
-        .ok_or_else(|| ApiError::bad_params("items is required"))?;
-    let total = req
-        .total
-        .ok_or_else(|| ApiError::bad_params("total is required"))?;
+    let user = required(req.user, "user")?;
+    let items = required(req.items, "items")?;
+    let total = required(req.total, "total")?;
     validate_items(&items)?;
     if let Some(id) = &req.id
         && !valid_event_id(id)
@@ -151,12 +145,8 @@ pub(crate) fn update_cart(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: UpdateCart = parse(body)?;
-    let user = req
-        .user
-        .ok_or_else(|| ApiError::bad_params("user is required"))?;
-    let items = req
-        .items
-        .ok_or_else(|| ApiError::bad_params("items is required"))?;
+    let user = required(req.user, "user")?;
+    let items = required(req.items, "items")?;
     validate_items(&items)?;
     let now = now_secs();
     let mut ps = lock(state, project)?;

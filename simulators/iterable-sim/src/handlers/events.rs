@@ -7,7 +7,10 @@ use serde_json::{Map, Value, json};
 
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, json_response, raw_json_ok, success};
-use crate::handlers::{FailedUpdates, check_record_cap, failure_error, lock, parse, type_mismatch};
+use crate::handlers::{
+    FailedUpdates, check_batch, check_record_cap, failure_error, finish_bulk, lock, parse,
+    type_mismatch,
+};
 use crate::server::SimState;
 use crate::store::profiles::{Create, Failure, Ident, ProfileId};
 use crate::store::records::{EventRecord, normalize_created_at, valid_event_id};
@@ -202,23 +205,14 @@ pub(crate) fn track_bulk(
         validate(t)?;
     }
     let mut ps = lock(state, project)?;
-    let mut tc = TypeCheck::new(&ps.types, ps.id);
-    let drops: Vec<Vec<String>> = req
-        .events
-        .iter()
-        .map(|t| {
-            let create_new = t.create_new_fields.unwrap_or(ps.create_new_fields);
-            check_types(&mut tc, t, create_new)
-        })
-        .collect();
-    tc.result().map_err(type_mismatch)?;
-    let (created, filtered) = tc.created_and_filtered();
-    let pending = tc.into_pending();
+    let batch = check_batch(&ps, &req.events, |tc, t| {
+        check_types(tc, t, t.create_new_fields.unwrap_or(ps.create_new_fields))
+    })?;
     let now = now_secs();
     let mut failed = FailedUpdates::default();
     let mut disallowed_names: Vec<String> = Vec::new();
     let mut ok = 0u64;
-    for (t, drop) in req.events.into_iter().zip(drops) {
+    for (t, drop) in req.events.into_iter().zip(batch.drops) {
         if disallowed(state, &t) {
             failed.count += 1;
             let name = t.event_name.unwrap_or_default();
@@ -233,19 +227,21 @@ pub(crate) fn track_bulk(
             Err(f) => failed.record(f, key),
         }
     }
-    commit(&mut ps.types, pending);
-    drop(ps);
-    state
-        .inner
-        .stats
-        .records(Endpoint::EventsTrackBulk, ok, failed.count);
+    finish_bulk(
+        state,
+        ps,
+        batch.pending,
+        Endpoint::EventsTrackBulk,
+        ok,
+        &failed,
+    );
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "successCount": ok,
             "failCount": failed.count,
-            "createdFields": created,
-            "filteredOutFields": filtered,
+            "createdFields": batch.created,
+            "filteredOutFields": batch.filtered,
             "disallowedEventNames": disallowed_names,
             "invalidEmails": failed.all_invalid_emails(),
             "invalidUserIds": failed.all_invalid_user_ids(),

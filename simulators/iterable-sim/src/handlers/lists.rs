@@ -1,6 +1,8 @@
 //! `lists/subscribe` and `lists/unsubscribe` (static lists; unknown list → 400 with code
 //! `Success`, reference §3.10).
 
+use std::sync::MutexGuard;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -10,10 +12,11 @@ use crate::config::ProjectType;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::handlers::users::{UserUpdate, bulk_user_response, check_user, write_user};
-use crate::handlers::{FailedUpdates, check_record_cap, lock, parse, type_mismatch};
+use crate::handlers::{
+    FailedUpdates, check_batch, check_record_cap, finish_bulk, lock, parse, required,
+};
 use crate::server::SimState;
 use crate::store::profiles::{Create, Ident};
-use crate::store::types::{TypeCheck, commit};
 use crate::store::{ProjectStore, now_secs};
 
 /// `400 {"msg":"error.lists.invalidListId(<id>)","code":"Success",...}` — yes, `Success`.
@@ -24,6 +27,24 @@ pub(crate) fn invalid_list(ps: &ProjectStore, list_id: u64) -> ApiError {
         format!("error.lists.invalidListId({list_id})"),
     )
     .with_params(json!({"projectId": ps.id, "listId": list_id}))
+}
+
+/// The checks both list endpoints make, in order: required fields, the record cap, then the
+/// list's existence under the project's lock (which the caller keeps).
+fn open_list<T>(
+    state: &SimState,
+    project: usize,
+    list_id: Option<u64>,
+    subscribers: Option<Vec<T>>,
+) -> Result<(u64, Vec<T>, MutexGuard<'_, ProjectStore>), ApiError> {
+    let list_id = required(list_id, "listId")?;
+    let subscribers = required(subscribers, "subscribers")?;
+    check_record_cap(state, subscribers.len())?;
+    let ps = lock(state, project)?;
+    if !ps.list_exists(list_id) {
+        return Err(invalid_list(&ps, list_id));
+    }
+    Ok((list_id, subscribers, ps))
 }
 
 #[derive(Deserialize)]
@@ -41,28 +62,10 @@ pub(crate) fn subscribe(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: Subscribe = parse(body)?;
-    let list_id = req
-        .list_id
-        .ok_or_else(|| ApiError::bad_params("listId is required"))?;
-    let subscribers = req
-        .subscribers
-        .ok_or_else(|| ApiError::bad_params("subscribers is required"))?;
-    check_record_cap(state, subscribers.len())?;
-    let mut ps = lock(state, project)?;
-    if !ps.list_exists(list_id) {
-        return Err(invalid_list(&ps, list_id));
-    }
-    let mut tc = TypeCheck::new(&ps.types, ps.id);
-    let drops: Vec<Vec<String>> = subscribers
-        .iter()
-        .map(|u| {
-            let create_new = u.create_new_fields.unwrap_or(ps.create_new_fields);
-            check_user(&mut tc, u, create_new)
-        })
-        .collect();
-    tc.result().map_err(type_mismatch)?;
-    let (created, filtered) = tc.created_and_filtered();
-    let pending = tc.into_pending();
+    let (list_id, subscribers, mut ps) = open_list(state, project, req.list_id, req.subscribers)?;
+    let batch = check_batch(&ps, &subscribers, |tc, u| {
+        check_user(tc, u, u.create_new_fields.unwrap_or(ps.create_new_fields))
+    })?;
     // updateExistingUsersOnly is honoured in userID-based and hybrid projects only.
     let create =
         if req.update_existing_users_only.unwrap_or(false) && ps.ptype != ProjectType::Email {
@@ -73,7 +76,7 @@ pub(crate) fn subscribe(
     let now = now_secs();
     let mut failed = FailedUpdates::default();
     let mut ok = 0u64;
-    for (u, drop) in subscribers.into_iter().zip(drops) {
+    for (u, drop) in subscribers.into_iter().zip(batch.drops) {
         let key = u.ident().key();
         let result = if u.data_fields.is_some() {
             write_user(&mut ps, u, &drop, create, now)
@@ -91,13 +94,20 @@ pub(crate) fn subscribe(
             Err(f) => failed.record(f, key),
         }
     }
-    commit(&mut ps.types, pending);
-    drop(ps);
-    state
-        .inner
-        .stats
-        .records(Endpoint::ListsSubscribe, ok, failed.count);
-    Ok(bulk_user_response(ok, &failed, created, filtered))
+    finish_bulk(
+        state,
+        ps,
+        batch.pending,
+        Endpoint::ListsSubscribe,
+        ok,
+        &failed,
+    );
+    Ok(bulk_user_response(
+        ok,
+        &failed,
+        batch.created,
+        batch.filtered,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -125,17 +135,7 @@ pub(crate) fn unsubscribe(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: Unsubscribe = parse(body)?;
-    let list_id = req
-        .list_id
-        .ok_or_else(|| ApiError::bad_params("listId is required"))?;
-    let subscribers = req
-        .subscribers
-        .ok_or_else(|| ApiError::bad_params("subscribers is required"))?;
-    check_record_cap(state, subscribers.len())?;
-    let mut ps = lock(state, project)?;
-    if !ps.list_exists(list_id) {
-        return Err(invalid_list(&ps, list_id));
-    }
+    let (list_id, subscribers, mut ps) = open_list(state, project, req.list_id, req.subscribers)?;
     let now = now_secs();
     let mut failed = FailedUpdates::default();
     let mut ok = 0u64;

@@ -34,7 +34,9 @@ use crate::faults::Injected;
 use crate::ratelimit::Decision;
 use crate::server::SimState;
 use crate::store::ProjectStore;
+use crate::store::fasthash::FastMap;
 use crate::store::profiles::{Failure, Key};
+use crate::store::types::{FieldType, TypeCheck, commit};
 
 /// The synchronous part of an endpoint: project index and body in, answer out.
 type Handler<'a> =
@@ -94,33 +96,39 @@ post_endpoint!(
     lists::unsubscribe
 );
 
-async fn delete_by_email(
-    State(s): State<SimState>,
-    Path(email): Path<String>,
-    req: Request,
-) -> Response {
-    dispatch(
-        s,
-        Endpoint::UsersDeleteByEmail,
-        req,
-        Box::new(move |s, p, _| users::delete_by_email(s, p, &email)),
-    )
-    .await
+/// Endpoints addressed by one path segment (an email or a userId) instead of a body.
+macro_rules! path_endpoint {
+    ($name:ident, $ep:expr, $f:path) => {
+        async fn $name(
+            State(s): State<SimState>,
+            Path(id): Path<String>,
+            req: Request,
+        ) -> Response {
+            dispatch(s, $ep, req, Box::new(move |s, p, _| $f(s, p, &id))).await
+        }
+    };
 }
 
-async fn delete_by_user_id(
-    State(s): State<SimState>,
-    Path(user_id): Path<String>,
-    req: Request,
-) -> Response {
-    dispatch(
-        s,
-        Endpoint::UsersDeleteByUserId,
-        req,
-        Box::new(move |s, p, _| users::delete_by_user_id(s, p, &user_id)),
-    )
-    .await
-}
+path_endpoint!(
+    delete_by_email,
+    Endpoint::UsersDeleteByEmail,
+    users::delete_by_email
+);
+path_endpoint!(
+    delete_by_user_id,
+    Endpoint::UsersDeleteByUserId,
+    users::delete_by_user_id
+);
+path_endpoint!(
+    get_by_email_path,
+    Endpoint::UsersGetByEmail,
+    users::get_by_email
+);
+path_endpoint!(
+    get_by_user_id,
+    Endpoint::UsersGetByUserId,
+    users::get_by_user_id
+);
 
 #[derive(Deserialize)]
 struct EmailQuery {
@@ -140,34 +148,6 @@ async fn get_by_email_query(
             Some(e) => users::get_by_email(s, p, &e),
             None => Err(ApiError::bad_params("email query parameter is required")),
         }),
-    )
-    .await
-}
-
-async fn get_by_email_path(
-    State(s): State<SimState>,
-    Path(email): Path<String>,
-    req: Request,
-) -> Response {
-    dispatch(
-        s,
-        Endpoint::UsersGetByEmail,
-        req,
-        Box::new(move |s, p, _| users::get_by_email(s, p, &email)),
-    )
-    .await
-}
-
-async fn get_by_user_id(
-    State(s): State<SimState>,
-    Path(user_id): Path<String>,
-    req: Request,
-) -> Response {
-    dispatch(
-        s,
-        Endpoint::UsersGetByUserId,
-        req,
-        Box::new(move |s, p, _| users::get_by_user_id(s, p, &user_id)),
     )
     .await
 }
@@ -258,10 +238,7 @@ async fn pipeline(state: &SimState, ep: Endpoint, req: Request, f: Handler<'_>) 
     };
 
     if inner.faults.outage(ep) {
-        let mut r = (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        return r;
+        return plain_text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
     }
     let project = match inner.keys.authenticate(&parts.headers, ep, peer) {
         Ok(p) => p,
@@ -309,6 +286,14 @@ async fn pipeline(state: &SimState, ep: Endpoint, req: Request, f: Handler<'_>) 
     }
 }
 
+/// A `text/plain` answer, as the edge in front of Iterable sends for outages and some 429s.
+fn plain_text(status: StatusCode, body: &'static str) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
 fn too_large(style: TooLargeResponse, cap: usize) -> Response {
     let status = match style {
         TooLargeResponse::Status413 => StatusCode::PAYLOAD_TOO_LARGE,
@@ -343,14 +328,10 @@ fn rate_limited(
         RateLimitBody::Alternate => n % 2 == 1,
     };
     let mut resp = if text {
-        let mut r = (
+        plain_text(
             StatusCode::TOO_MANY_REQUESTS,
             "Rate limit exceeded. Please try again later.",
         )
-            .into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        r
     } else {
         json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -379,6 +360,11 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         serde_json::error::Category::Data => ApiError::bad_params(format!("Invalid params: {e}")),
         _ => ApiError::bad_json(format!("Could not parse JSON body: {e}")),
     })
+}
+
+/// A required request field: absent → `400 BadParams` "`<name>` is required".
+pub(crate) fn required<T>(value: Option<T>, name: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::bad_params(format!("{name} is required")))
 }
 
 /// Locks the project (index comes from authentication, so it exists).
@@ -432,6 +418,50 @@ pub(crate) fn failure_error(f: Failure) -> ApiError {
 /// The whole-request answer for a type mismatch.
 pub(crate) fn type_mismatch((msg, params): (String, Value)) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "RequestFieldsTypesMismatched", msg).with_params(params)
+}
+
+/// A bulk request type-checked as a whole: one mismatch fails every record, like a bad body.
+pub(crate) struct CheckedBatch {
+    /// Per record, the unknown fields to drop (`createNewFields: false`).
+    pub(crate) drops: Vec<Vec<String>>,
+    /// `createdFields` of the answer.
+    pub(crate) created: Vec<String>,
+    /// `filteredOutFields` of the answer.
+    pub(crate) filtered: Vec<String>,
+    /// Types to [`commit`](crate::store::types::commit) once the records are written.
+    pub(crate) pending: FastMap<(String, String), FieldType>,
+}
+
+/// Type-checks each record with `check` against the project's registry.
+pub(crate) fn check_batch<T>(
+    ps: &ProjectStore,
+    records: &[T],
+    mut check: impl FnMut(&mut TypeCheck<'_>, &T) -> Vec<String>,
+) -> Result<CheckedBatch, ApiError> {
+    let mut tc = TypeCheck::new(&ps.types, ps.id);
+    let drops = records.iter().map(|r| check(&mut tc, r)).collect();
+    tc.result().map_err(type_mismatch)?;
+    let (created, filtered) = tc.created_and_filtered();
+    Ok(CheckedBatch {
+        drops,
+        created,
+        filtered,
+        pending: tc.into_pending(),
+    })
+}
+
+/// Ends a checked bulk write: commits its types, releases the project, counts the records.
+pub(crate) fn finish_bulk(
+    state: &SimState,
+    mut ps: MutexGuard<'_, ProjectStore>,
+    pending: FastMap<(String, String), FieldType>,
+    ep: Endpoint,
+    ok: u64,
+    failed: &FailedUpdates,
+) {
+    commit(&mut ps.types, pending);
+    drop(ps);
+    state.inner.stats.records(ep, ok, failed.count);
 }
 
 /// Rejects bulk requests above `bulk_max_records`.

@@ -9,7 +9,10 @@ use serde_json::{Map, Value, json};
 use crate::config::ProjectType;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, json_response, success};
-use crate::handlers::{FailedUpdates, check_record_cap, failure_error, lock, parse, type_mismatch};
+use crate::handlers::{
+    FailedUpdates, check_batch, check_record_cap, failure_error, finish_bulk, lock, parse,
+    required, type_mismatch,
+};
 use crate::server::SimState;
 use crate::store::profiles::{Create, Failure, Ident, Key, ProfileId, merge_data, valid_email};
 use crate::store::types::{TypeCheck, commit};
@@ -104,21 +107,13 @@ pub(crate) fn bulk_update(
     let req: BulkUpdate = parse(body)?;
     check_record_cap(state, req.users.len())?;
     let mut ps = lock(state, project)?;
-    let mut tc = TypeCheck::new(&ps.types, ps.id);
-    let drops: Vec<Vec<String>> = req
-        .users
-        .iter()
-        .map(|u| {
-            let create_new = u
-                .create_new_fields
-                .or(req.create_new_fields)
-                .unwrap_or(ps.create_new_fields);
-            check_user(&mut tc, u, create_new)
-        })
-        .collect();
-    tc.result().map_err(type_mismatch)?;
-    let (created, filtered) = tc.created_and_filtered();
-    let pending = tc.into_pending();
+    let batch = check_batch(&ps, &req.users, |tc, u| {
+        let create_new = u
+            .create_new_fields
+            .or(req.create_new_fields)
+            .unwrap_or(ps.create_new_fields);
+        check_user(tc, u, create_new)
+    })?;
     let create = if req.update_only.unwrap_or(false) {
         Create::No
     } else {
@@ -127,20 +122,27 @@ pub(crate) fn bulk_update(
     let now = now_secs();
     let mut failed = FailedUpdates::default();
     let mut ok = 0u64;
-    for (u, drop) in req.users.into_iter().zip(drops) {
+    for (u, drop) in req.users.into_iter().zip(batch.drops) {
         let key = u.ident().key();
         match write_user(&mut ps, u, &drop, create, now) {
             Ok(_) => ok += 1,
             Err(f) => failed.record(f, key),
         }
     }
-    commit(&mut ps.types, pending);
-    drop(ps);
-    state
-        .inner
-        .stats
-        .records(Endpoint::UsersBulkUpdate, ok, failed.count);
-    Ok(bulk_user_response(ok, &failed, created, filtered))
+    finish_bulk(
+        state,
+        ps,
+        batch.pending,
+        Endpoint::UsersBulkUpdate,
+        ok,
+        &failed,
+    );
+    Ok(bulk_user_response(
+        ok,
+        &failed,
+        batch.created,
+        batch.filtered,
+    ))
 }
 
 /// `UserBulkUpdateListResponse` (bulkUpdate, lists/subscribe, lists/unsubscribe).
@@ -179,9 +181,7 @@ pub(crate) fn update_email(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: UpdateEmail = parse(body)?;
-    let new_email = req
-        .new_email
-        .ok_or_else(|| ApiError::bad_params("newEmail is required"))?;
+    let new_email = required(req.new_email, "newEmail")?;
     // currentEmail wins when both are given (reference §3.3).
     let ident = match (&req.current_email, &req.current_user_id) {
         (Some(e), _) => Ident {

@@ -115,6 +115,27 @@ fn index_add(index: &mut FastMap<String, Vec<ProfileId>>, key: &str, id: Profile
     }
 }
 
+/// Sets the identifier `field` picks to `value`, moving the profile in `index` to match.
+fn set_indexed(
+    by_id: &mut BTreeMap<ProfileId, Profile>,
+    index: &mut FastMap<String, Vec<ProfileId>>,
+    id: ProfileId,
+    value: &str,
+    field: fn(&mut Profile) -> &mut Option<String>,
+) {
+    let old = by_id.get_mut(&id).and_then(|p| field(p).clone());
+    if old.as_deref() == Some(value) {
+        return;
+    }
+    if let Some(o) = old {
+        index_remove(index, &o, id);
+    }
+    index_add(index, value, id);
+    if let Some(p) = by_id.get_mut(&id) {
+        *field(p) = Some(value.to_string());
+    }
+}
+
 fn index_remove(index: &mut FastMap<String, Vec<ProfileId>>, key: &str, id: ProfileId) {
     if let Some(ids) = index.get_mut(key) {
         ids.retain(|x| *x != id);
@@ -193,32 +214,16 @@ impl Profiles {
 
     /// Sets (or replaces) a profile's email, keeping the index in step.
     pub(crate) fn set_email(&mut self, id: ProfileId, email: &str) {
-        let old = self.by_id.get(&id).and_then(|p| p.email.clone());
-        if old.as_deref() == Some(email) {
-            return;
-        }
-        if let Some(o) = old {
-            index_remove(&mut self.by_email, &o, id);
-        }
-        index_add(&mut self.by_email, email, id);
-        if let Some(p) = self.by_id.get_mut(&id) {
-            p.email = Some(email.to_string());
-        }
+        set_indexed(&mut self.by_id, &mut self.by_email, id, email, |p| {
+            &mut p.email
+        });
     }
 
     /// Sets (or replaces) a profile's userId, keeping the index in step.
     pub(crate) fn set_user_id(&mut self, id: ProfileId, user_id: &str) {
-        let old = self.by_id.get(&id).and_then(|p| p.user_id.clone());
-        if old.as_deref() == Some(user_id) {
-            return;
-        }
-        if let Some(o) = old {
-            index_remove(&mut self.by_user_id, &o, id);
-        }
-        index_add(&mut self.by_user_id, user_id, id);
-        if let Some(p) = self.by_id.get_mut(&id) {
-            p.user_id = Some(user_id.to_string());
-        }
+        set_indexed(&mut self.by_id, &mut self.by_user_id, id, user_id, |p| {
+            &mut p.user_id
+        });
     }
 
     /// Removes a profile entirely; returns it.

@@ -18,6 +18,13 @@ pub struct Reply {
     pub json: Value,
 }
 
+impl Reply {
+    /// Status and Iterable `code`, the pair most assertions check together.
+    pub fn status_and_code(&self) -> (u16, Option<&str>) {
+        (self.status, self.json["code"].as_str())
+    }
+}
+
 impl Sim {
     pub async fn start(config: SimConfig) -> Sim {
         let handle = spawn(config).await.unwrap();
