@@ -112,9 +112,10 @@ mod tests {
         for _ in 0..26 {
             l.admit().await;
         }
-        // 25 intervals of 20 ms after the first request.
+        // 25 intervals of 20 ms after the first request: the limiter may never be faster than
+        // its rate. (How close to the rate it gets is a benchmark question, not a test's:
+        // publisher-bench measures it; an upper bound here would fail on a loaded machine.)
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(480), "{took:?}");
-        assert!(took < Duration::from_millis(900), "{took:?}");
     }
 }
