@@ -81,7 +81,9 @@ impl KafkaConfig {
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
             .set("compression.type", "lz4")
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            // Matches the raw topic's max.message.bytes (runtime::topics).
+            .set("message.max.bytes", "10485760");
         // User overrides win over the safe defaults only for tuning keys, never for the
         // guarantees: re-apply the ones the design depends on.
         for (k, v) in &self.properties {

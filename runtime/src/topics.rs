@@ -126,6 +126,9 @@ impl TopicsConfig {
                     ("cleanup.policy", "delete"),
                     ("retention.ms", "-1"),
                     ("retention.bytes", "-1"),
+                    // Up to 10 MiB per record (after compression): ingest accepts 5 MiB bodies,
+                    // and the broker must never refuse a delivery that passed verification.
+                    ("max.message.bytes", "10485760"),
                 ],
             ),
             spec(
