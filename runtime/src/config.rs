@@ -37,6 +37,20 @@ pub enum ConfigError {
     },
 }
 
+/// `TILLSTREAM_*` variables that belong to tools and scripts, not to a service's
+/// configuration; they are inherited by services started from those tools, so they must not
+/// be read as (unknown, hence rejected) config keys.
+pub const NOT_CONFIG: &[&str] = &[
+    "config",
+    "test_kafka",
+    "processor_url",
+    "local_dir",
+    "cache",
+    "fault_seed",
+    "soak_rounds",
+    "bin_dir",
+];
+
 /// Loads a service configuration from defaults, an optional file and the environment.
 pub fn load_config<T: DeserializeOwned>(
     defaults_toml: &str,
@@ -46,7 +60,7 @@ pub fn load_config<T: DeserializeOwned>(
     if let Some(path) = file {
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed("TILLSTREAM_").split("__").ignore(&["config"]));
+    figment = figment.merge(Env::prefixed("TILLSTREAM_").split("__").ignore(NOT_CONFIG));
     figment
         .extract()
         .map_err(|e| ConfigError::Invalid(Box::new(e)))
@@ -162,6 +176,17 @@ mod tests {
             assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
             assert_eq!(c.key.expose(), "from-file");
             assert!(!format!("{c:?}").contains("from-file"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tool_variables_are_not_config() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TILLSTREAM_TEST_KAFKA", "127.0.0.1:9092");
+            jail.set_env("TILLSTREAM_SOAK_ROUNDS", "20");
+            let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
+            load_config::<Demo>(defaults, None).map_err(|e| e.to_string())?;
             Ok(())
         });
     }
