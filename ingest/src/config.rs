@@ -82,9 +82,10 @@ impl IngestConfig {
         Ok(config)
     }
 
-    /// The embedded defaults with environment overrides but no file (tests and tools).
+    /// The embedded defaults alone: no file, no environment (tests and tools).
     pub fn defaults() -> Result<Self, Error> {
-        runtime::load_config(DEFAULTS_TOML, None).map_err(|e| Error::Config(e.to_string()))
+        // Defaults only: no file, no environment (so tests that set variables cannot leak in).
+        runtime::load_defaults(DEFAULTS_TOML).map_err(|e| Error::Config(e.to_string()))
     }
 
     /// Rejects values that would make ingest unsafe rather than merely slow.

@@ -66,6 +66,15 @@ pub fn load_config<T: DeserializeOwned>(
         .map_err(|e| ConfigError::Invalid(Box::new(e)))
 }
 
+/// Parses only the embedded defaults, ignoring files and the environment (for tests and
+/// for printing the defaults).
+pub fn load_defaults<T: DeserializeOwned>(defaults_toml: &str) -> Result<T, ConfigError> {
+    Figment::new()
+        .merge(Toml::string(defaults_toml))
+        .extract()
+        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
 /// A secret string (API key, HMAC secret): printed as `**REDACTED**` in logs and debug output.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
