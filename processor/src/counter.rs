@@ -33,9 +33,11 @@ pub struct CounterState {
     /// On an order key: the key that placed the order.
     #[serde(default)]
     pub owner: Option<String>,
-    /// On an order key: refunds that arrived before the owner was known.
+    /// On an order key: refunds that arrived before the owner was known, as (delivery id,
+    /// body). The delivery id travels with the refund, so the forwarded refund (and the
+    /// command it leads to) has the same id whichever arrived first, link or refund.
     #[serde(default)]
-    pub parked: Vec<String>,
+    pub parked: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -103,22 +105,17 @@ impl Rules for OrderCounter {
                 let link: Link =
                     serde_json::from_slice(&env.body).map_err(|e| unparseable(env, &e))?;
                 state.owner = Some(link.owner.clone());
-                for parked in std::mem::take(&mut state.parked) {
-                    out.push(forward_refund(&link.owner, shop, &parked, env, ctx)?);
+                for (delivery, body) in std::mem::take(&mut state.parked) {
+                    out.push(forward_refund(&link.owner, &delivery, &body, env)?);
                 }
             }
-            ("refunds/create", KeyKind::Order) => match &state.owner {
-                Some(owner) => out.push(forward_refund(
-                    owner,
-                    shop,
-                    &String::from_utf8_lossy(&env.body),
-                    env,
-                    ctx,
-                )?),
-                None => state
-                    .parked
-                    .push(String::from_utf8_lossy(&env.body).into_owned()),
-            },
+            ("refunds/create", KeyKind::Order) => {
+                let body = String::from_utf8_lossy(&env.body).into_owned();
+                match &state.owner {
+                    Some(owner) => out.push(forward_refund(owner, &env.delivery_id, &body, env)?),
+                    None => state.parked.push((env.delivery_id.clone(), body)),
+                }
+            }
             ("refunds/create" | "tillstream/refund", _) => {
                 state.refunds += 1;
                 out.push(event(
@@ -196,12 +193,12 @@ impl Rules for OrderCounter {
     }
 }
 
+/// Forwards a refund (delivered as `delivery`) to the key that placed its order.
 fn forward_refund(
     owner: &str,
-    _shop: &str,
+    delivery: &str,
     body: &str,
     env: &ShopifyEnvelope,
-    _ctx: &Ctx,
 ) -> Result<Effect, RuleError> {
     let to = CustomerKey::parse(owner).map_err(|e| RuleError::Failed {
         rule: "order_counter",
@@ -210,7 +207,7 @@ fn forward_refund(
     Ok(Effect::Forward {
         to,
         envelope: Box::new(ShopifyEnvelope {
-            delivery_id: format!("refund-{}", env.delivery_id),
+            delivery_id: format!("refund-{delivery}"),
             topic: "tillstream/refund".into(),
             body: body.as_bytes().to_vec(),
             ..env.clone()

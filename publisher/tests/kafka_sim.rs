@@ -151,8 +151,11 @@ async fn storm_errors_and_outage_are_recovered_without_losing_commands() {
     let p = producer(&kafka);
     produce(&p, &topics.commands, &commands).await;
     let (stop, handle) = start(c);
-    // More traffic during the outage.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // More traffic during the outage: wait until the simulator is answering with outage errors.
+    wait_for("the outage window to begin", Duration::from_secs(30), || {
+        sim.state().faults().outage_now.then_some(())
+    })
+    .await;
     let later: Vec<_> = (150..200)
         .map(|u| event(&format!("late-{u}"), u, 0))
         .collect();
