@@ -152,9 +152,11 @@ async fn storm_errors_and_outage_are_recovered_without_losing_commands() {
     produce(&p, &topics.commands, &commands).await;
     let (stop, handle) = start(c);
     // More traffic during the outage: wait until the simulator is answering with outage errors.
-    wait_for("the outage window to begin", Duration::from_secs(30), || {
-        sim.state().faults().outage_now.then_some(())
-    })
+    wait_for(
+        "the outage window to begin",
+        Duration::from_secs(30),
+        || sim.state().faults().outage_now.then_some(()),
+    )
     .await;
     let later: Vec<_> = (150..200)
         .map(|u| event(&format!("late-{u}"), u, 0))
