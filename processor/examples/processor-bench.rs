@@ -304,9 +304,19 @@ async fn main() {
     produce(&k, &t.raw, &records).await;
     let n = i64::try_from(records.len()).unwrap();
 
-    let ceiling_rate = ceiling(&k, &t.raw, records.len(), 1000);
+    let only_restore = std::env::args().any(|a| a == "--only-restore");
+    let ceiling_rate = if only_restore {
+        1.0
+    } else {
+        ceiling(&k, &t.raw, records.len(), 1000)
+    };
     let mut by_txn = Vec::new();
-    for txn in [100usize, 1000, 5000] {
+    let sizes: &[usize] = if only_restore {
+        &[]
+    } else {
+        &[100, 1000, 5000]
+    };
+    for &txn in sizes {
         let rate = processor_rate(&k, &t.raw, n, txn);
         by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round()}));
     }
