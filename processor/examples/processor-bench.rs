@@ -185,7 +185,7 @@ fn processor_bin() -> std::path::PathBuf {
 
 fn spawn(k: &KafkaConfig, t: &TopicsConfig, app: &str, txn_records: usize, port: u16) -> Child {
     Command::new(processor_bin())
-        .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
+        .envs(runtime::testing::service_env(k, t))
         .env("TILLSTREAM_APPLICATION_ID", app)
         .env("TILLSTREAM_INSTANCE_ID", "bench")
         .env("TILLSTREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -194,13 +194,6 @@ fn spawn(k: &KafkaConfig, t: &TopicsConfig, app: &str, txn_records: usize, port:
             txn_records.to_string(),
         )
         .env("TILLSTREAM_ENGINE__COMMIT_INTERVAL", "10s")
-        .env("TILLSTREAM_TOPICS__PARTITIONS", t.partitions.to_string())
-        .env("TILLSTREAM_TOPICS__RAW", &t.raw)
-        .env("TILLSTREAM_TOPICS__COMMANDS", &t.commands)
-        .env("TILLSTREAM_TOPICS__CHANGELOG", &t.changelog)
-        .env("TILLSTREAM_TOPICS__REPARTITION", &t.repartition)
-        .env("TILLSTREAM_TOPICS__PROCESSOR_DLQ", &t.processor_dlq)
-        .env("TILLSTREAM_TOPICS__DATA_REQUESTS", &t.data_requests)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -61,3 +61,29 @@ pub async fn fresh_topics(kafka: &KafkaConfig, partitions: i32) -> TopicsConfig 
     }
     topics
 }
+
+/// The environment that points a service binary (or the CLI) at `kafka` and the topic names
+/// of `topics`: `TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS` and every `TILLSTREAM_TOPICS__*`.
+pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, String)> {
+    let t = topics;
+    let mut env = vec![(
+        "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+        kafka.bootstrap_servers.clone(),
+    )];
+    env.extend(
+        [
+            ("PARTITIONS", t.partitions.to_string()),
+            ("SIDE_PARTITIONS", t.side_partitions.to_string()),
+            ("RAW", t.raw.clone()),
+            ("COMMANDS", t.commands.clone()),
+            ("CHANGELOG", t.changelog.clone()),
+            ("REPARTITION", t.repartition.clone()),
+            ("PROCESSOR_DLQ", t.processor_dlq.clone()),
+            ("PUBLISHER_DLQ", t.publisher_dlq.clone()),
+            ("DATA_REQUESTS", t.data_requests.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("TILLSTREAM_TOPICS__{k}"), v)),
+    );
+    env
+}

@@ -343,23 +343,6 @@ pub struct Stack {
     supervisor: Option<std::thread::JoinHandle<()>>,
 }
 
-fn topic_env(t: &TopicsConfig) -> Vec<(String, String)> {
-    [
-        ("PARTITIONS", t.partitions.to_string()),
-        ("SIDE_PARTITIONS", t.side_partitions.to_string()),
-        ("RAW", t.raw.clone()),
-        ("COMMANDS", t.commands.clone()),
-        ("CHANGELOG", t.changelog.clone()),
-        ("REPARTITION", t.repartition.clone()),
-        ("PROCESSOR_DLQ", t.processor_dlq.clone()),
-        ("PUBLISHER_DLQ", t.publisher_dlq.clone()),
-        ("DATA_REQUESTS", t.data_requests.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("TILLSTREAM_TOPICS__{k}"), v))
-    .collect()
-}
-
 impl Stack {
     /// Creates fresh topics, starts iterable-sim and the three services, and waits until all
     /// are ready.
@@ -419,11 +402,7 @@ impl Stack {
     ) -> anyhow::Result<(Shared, Shared, Shared)> {
         let rules = dir.join(format!("rules-{application_id}.toml"));
         std::fs::write(&rules, &o.rules_toml)?;
-        let mut common = topic_env(topics);
-        common.push((
-            "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS".into(),
-            o.kafka.bootstrap_servers.clone(),
-        ));
+        let mut common = runtime::testing::service_env(&o.kafka, topics);
         common.push(("RUST_LOG".into(), o.log_level.clone()));
         let port = |env: &mut Vec<(String, String)>| {
             let p = free_port();

@@ -19,19 +19,7 @@ fn cli(k: &KafkaConfig, t: &TopicsConfig, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tillstream"))
         .args(args)
         .env_remove("TILLSTREAM_CONFIG")
-        .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
-        .env("TILLSTREAM_TOPICS__PARTITIONS", t.partitions.to_string())
-        .env(
-            "TILLSTREAM_TOPICS__SIDE_PARTITIONS",
-            t.side_partitions.to_string(),
-        )
-        .env("TILLSTREAM_TOPICS__RAW", &t.raw)
-        .env("TILLSTREAM_TOPICS__COMMANDS", &t.commands)
-        .env("TILLSTREAM_TOPICS__CHANGELOG", &t.changelog)
-        .env("TILLSTREAM_TOPICS__REPARTITION", &t.repartition)
-        .env("TILLSTREAM_TOPICS__PROCESSOR_DLQ", &t.processor_dlq)
-        .env("TILLSTREAM_TOPICS__PUBLISHER_DLQ", &t.publisher_dlq)
-        .env("TILLSTREAM_TOPICS__DATA_REQUESTS", &t.data_requests)
+        .envs(runtime::testing::service_env(k, t))
         .output()
         .unwrap()
 }

@@ -224,12 +224,8 @@ impl Deployment {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{}-{instance}-{port}.log", self.application_id));
         let out = std::fs::File::create(&log).unwrap();
-        let t = &self.topics;
         let child = Command::new(env!("CARGO_BIN_EXE_processor"))
-            .env(
-                "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS",
-                &self.kafka.bootstrap_servers,
-            )
+            .envs(runtime::testing::service_env(&self.kafka, &self.topics))
             .env("TILLSTREAM_APPLICATION_ID", &self.application_id)
             .env("TILLSTREAM_INSTANCE_ID", instance)
             .env("TILLSTREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -239,13 +235,6 @@ impl Deployment {
             .env("TILLSTREAM_ENGINE__SESSION_TIMEOUT", "6s")
             .env("TILLSTREAM_ENGINE__COMMIT_INTERVAL", "50ms")
             .env("TILLSTREAM_ENGINE__COMMIT_MAX_RECORDS", "200")
-            .env("TILLSTREAM_TOPICS__PARTITIONS", t.partitions.to_string())
-            .env("TILLSTREAM_TOPICS__RAW", &t.raw)
-            .env("TILLSTREAM_TOPICS__COMMANDS", &t.commands)
-            .env("TILLSTREAM_TOPICS__CHANGELOG", &t.changelog)
-            .env("TILLSTREAM_TOPICS__REPARTITION", &t.repartition)
-            .env("TILLSTREAM_TOPICS__PROCESSOR_DLQ", &t.processor_dlq)
-            .env("TILLSTREAM_TOPICS__DATA_REQUESTS", &t.data_requests)
             .env("RUST_LOG", "info,processor=debug")
             .envs(extra.iter().copied())
             .stdout(Stdio::from(out.try_clone().unwrap()))
