@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::KafkaConfig;
 use crate::topics::TopicsConfig;
@@ -86,4 +88,59 @@ pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, S
         .map(|(k, v)| (format!("TILLSTREAM_TOPICS__{k}"), v)),
     );
     env
+}
+
+/// One record read back by [`read_committed`]: partition, key, value, headers (lossy UTF-8).
+pub type ReadRecord = (i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, String)>);
+
+/// Reads every committed record of `topic` (partitions `0..partitions`) from the beginning to
+/// its end, as a `read_committed` consumer sees it; gives up after 60 s.
+///
+/// # Panics
+/// When the reader cannot be created or assigned.
+#[allow(clippy::expect_used)]
+pub fn read_committed(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<ReadRecord> {
+    let mut cfg = kafka.client("test-reader");
+    cfg.set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().expect("test reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let (mut eof, mut out) = (0, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while eof < partitions && std::time::Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                    headers,
+                ));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            _ => {}
+        }
+    }
+    out
 }

@@ -21,5 +21,5 @@ pub use command::{
 };
 pub use envelope::{EventSource, ShopifyEnvelope};
 pub use ids::{CustomerKey, DeliveryId, IdError, KeyKind, ShopDomain};
-pub use routing::{RoutingError, routing_key};
+pub use routing::routing_key;
 pub use state::{DedupRecord, KeyStateRecord, TimerRecord};

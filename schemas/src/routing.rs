@@ -19,11 +19,6 @@ use serde::de::IgnoredAny;
 
 use crate::ids::{CustomerKey, KeyKind, ShopDomain};
 
-/// Kept for API stability of the crate root; routing itself never fails.
-#[derive(Debug, thiserror::Error)]
-#[error("routing error: {0}")]
-pub struct RoutingError(pub String);
-
 /// A JSON id that may be a number or a string (gids, tokens).
 #[derive(Deserialize)]
 #[serde(untagged)]

@@ -249,16 +249,7 @@ async fn kill9_rounds_iterable_outage_and_429_storm_reach_the_expected_outcome()
         "Iterable differs from expected.json after the faults:\n{}",
         outcome.summary(200)
     );
-    assert_eq!(
-        stack.side_topic_records(&stack.topics.processor_dlq),
-        0,
-        "processor dead letters"
-    );
-    assert_eq!(
-        stack.side_topic_records(&stack.topics.publisher_dlq),
-        0,
-        "publisher dead letters"
-    );
+    assert_no_dead_letters(&stack);
     eprintln!("total {:?}", started.elapsed());
     if let Ok(stack) = Arc::try_unwrap(stack) {
         stack.shutdown().await;
@@ -381,16 +372,7 @@ async fn broker_restart_mid_stream_reaches_the_expected_outcome() {
         "Iterable differs from expected.json after a broker restart:\n{}",
         outcome.summary(200)
     );
-    assert_eq!(
-        stack.side_topic_records(&stack.topics.processor_dlq),
-        0,
-        "processor dead letters"
-    );
-    assert_eq!(
-        stack.side_topic_records(&stack.topics.publisher_dlq),
-        0,
-        "publisher dead letters"
-    );
+    assert_no_dead_letters(&stack);
     eprintln!("total {:?}", started.elapsed());
     if let Ok(stack) = Arc::try_unwrap(stack) {
         stack.shutdown().await;
@@ -404,4 +386,18 @@ impl PrivateBroker {
         self.run("restart");
         std::mem::forget(self);
     }
+}
+
+/// Faults must be recovered, not dead-lettered: both dead-letter topics stay empty.
+fn assert_no_dead_letters(stack: &Stack) {
+    assert_eq!(
+        stack.side_topic_records(&stack.topics.processor_dlq),
+        0,
+        "processor dead letters"
+    );
+    assert_eq!(
+        stack.side_topic_records(&stack.topics.publisher_dlq),
+        0,
+        "publisher dead letters"
+    );
 }

@@ -11,10 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use runtime::testing::{fresh_topics, kafka, unique};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{Action, EventSource, IterableCommand, ShopDomain, ShopifyEnvelope};
@@ -120,28 +117,10 @@ async fn produce_live(k: &KafkaConfig, raw: &str, run: &Scenario, from: DateTime
 }
 
 fn read_all(k: &KafkaConfig, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
-    let mut cfg = k.client("test-reader");
-    cfg.set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false");
-    let c: BaseConsumer = cfg.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let (mut eof, mut out) = (0, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while eof < partitions && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.extend(m.payload().map(<[u8]>::to_vec)),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    out
+    runtime::testing::read_committed(k, topic, partitions)
+        .into_iter()
+        .filter_map(|(_, _, v, _)| v)
+        .collect()
 }
 
 fn commands(k: &KafkaConfig, t: &TopicsConfig) -> Vec<IterableCommand> {

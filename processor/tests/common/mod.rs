@@ -5,10 +5,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{
     Action, CustomerKey, EventSource, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope,
@@ -90,55 +87,11 @@ pub async fn produce_raw(kafka: &KafkaConfig, topic: &str, key: &str, payload: &
 }
 
 /// One record read back: partition, key, value, headers.
-pub type Record = (i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, String)>);
+pub type Record = runtime::testing::ReadRecord;
 
 /// Reads every committed record of a topic (all partitions) from the beginning to its end.
 pub fn read_all(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<Record> {
-    let mut cfg = kafka.client("test-reader");
-    cfg.set("group.id", runtime::testing::unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false");
-    let c: BaseConsumer = cfg.create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut eof = 0;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while eof < partitions && Instant::now() < deadline {
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                use rdkafka::message::Headers;
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((
-                    m.partition(),
-                    m.key().map(<[u8]>::to_vec),
-                    m.payload().map(<[u8]>::to_vec),
-                    headers,
-                ));
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    out
+    runtime::testing::read_committed(kafka, topic, partitions)
 }
 
 /// Decoded commands of a commands topic.
