@@ -109,15 +109,17 @@ enum TxnFailure {
     Fatal(String),
 }
 
-fn classify(error: KafkaError) -> Result<TxnFailure, KafkaError> {
-    match &error {
-        KafkaError::Transaction(e) if e.is_fatal() => Ok(TxnFailure::Fatal(e.to_string())),
-        KafkaError::Transaction(e) if e.txn_requires_abort() => {
-            Ok(TxnFailure::Abort(e.to_string()))
-        }
-        KafkaError::Transaction(e) if e.is_retriable() => Err(error),
-        _ => Ok(TxnFailure::Abort(error.to_string())),
+/// Fatal errors (fenced, producer unusable) end the engine; every other failure aborts.
+fn classify(error: &KafkaError) -> TxnFailure {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => TxnFailure::Fatal(e.to_string()),
+        other => TxnFailure::Abort(other.to_string()),
     }
+}
+
+/// librdkafka may ask for a plain retry of a transactional call (and only then).
+fn is_retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(e) if e.is_retriable() && !e.is_fatal() && !e.txn_requires_abort())
 }
 
 /// Runs a transactional call, retrying while librdkafka says the error is retriable.
@@ -126,15 +128,12 @@ fn with_retries<T>(mut op: impl FnMut() -> Result<T, KafkaError>) -> Result<T, T
     loop {
         match op() {
             Ok(v) => return Ok(v),
-            Err(e) => match classify(e) {
-                Err(retriable) if attempts < 10 => {
-                    attempts += 1;
-                    tracing::warn!(error = %retriable, attempts, "Retriable transaction error; retrying.");
-                    std::thread::sleep(Duration::from_millis(100 * attempts));
-                }
-                Err(retriable) => return Err(TxnFailure::Abort(retriable.to_string())),
-                Ok(failure) => return Err(failure),
-            },
+            Err(e) if is_retriable(&e) && attempts < 10 => {
+                attempts += 1;
+                tracing::warn!(error = %e, attempts, "Retriable transaction error; retrying.");
+                std::thread::sleep(Duration::from_millis(100 * attempts));
+            }
+            Err(e) => return Err(classify(&e)),
         }
     }
 }
@@ -803,10 +802,10 @@ impl<R: Rules> Engine<R> {
         consumer: &BaseConsumer<EngineContext<R>>,
     ) -> Result<(), EngineError> {
         if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
-            return Err(match classify(e) {
-                Ok(TxnFailure::Fatal(m)) => EngineError::Fatal(m),
-                Ok(TxnFailure::Abort(m)) => EngineError::Fatal(format!("abort failed: {m}")),
-                Err(e) => EngineError::Fatal(format!("abort failed: {e}")),
+            // An abort that fails leaves the producer unusable: restart the instance.
+            return Err(match classify(&e) {
+                TxnFailure::Fatal(m) => EngineError::Fatal(m),
+                TxnFailure::Abort(m) => EngineError::Fatal(format!("abort failed: {m}")),
             });
         }
         self.metrics
