@@ -6,7 +6,9 @@
 //! is sent if, at or before the due time, the checkout completed (`completed_at`, or an order
 //! carrying its `checkout_token`), was deleted, or the person placed any order after the
 //! checkout's last update. The checks compare business times, not arrival order, so the result
-//! is the same whether the engine fires the timer before or after a late event.
+//! is the same whether the engine fires the timer before or after a late event; for the same
+//! reason a completion after the due time leaves the timer in place, and an update that reports
+//! the completion does not restart the clock.
 
 use rust_decimal::Decimal;
 use schemas::{Action, CommerceItem, DataFields, KeyKind};
@@ -138,8 +140,9 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         .map(|i| state.checkouts.remove(i))
         .and_then(|f| f.deleted_ms);
 
+    let window = abandon_window_ms(cx);
     let fact = state.checkout_mut(hash);
-    let was_armed = timer_armed(fact);
+    let was_armed = timer_armed(fact, window);
     if let Some(id) = co.id {
         fact.id = Some(id.0);
     }
@@ -152,12 +155,23 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     if contact {
         fact.flags |= K_CONTACT;
     }
+    // An update that reports the completion is bookkeeping, not the buyer at work: its
+    // `updated_at` must not restart the abandonment clock, or the outcome would depend on
+    // whether it arrived before or after the timer fired.
+    let activity = co.completed_at.is_none();
     if let Some(c) = co.completed_at {
         keep_earliest(&mut fact.completed_ms, c.0);
     }
-    let newer = updated > fact.updated_ms;
+    let newer = activity && updated > fact.updated_ms;
     if newer {
         fact.updated_ms = updated;
+    }
+    let settled = fact.completed_ms.is_some() || fact.deleted_ms.is_some();
+    if settled {
+        // A settled checkout never sends another cart, so what was sent no longer matters;
+        // forgetting it keeps the state the same whether the cart updates arrived before or
+        // after the order that completed the checkout.
+        fact.cart_sent_hash = 0;
     }
     let link = co.id.filter(|_| fact.flags & K_LINKED == 0);
     if link.is_some() {
@@ -168,7 +182,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         routing::link_checkout(cx, id.0, co.created_at.map_or(updated, |t| t.0));
     }
 
-    if fact.completed_ms.is_some() || fact.deleted_ms.is_some() {
+    if settled_in_time(&fact, window) {
         if was_armed {
             cx.cancel_timer(timer_id(hash));
         }
@@ -184,7 +198,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         .map(|li| orders::item(cx.cfg, li, false))
         .collect();
     if cx.cfg.checkout.enabled && fact.flags & K_FIRED == 0 {
-        let due = updated + i64::from(cx.cfg.checkout.abandon_after_minutes) * 60_000;
+        let due = updated + window;
         let snap = Snapshot {
             token: token.clone(),
             updated_ms: updated,
@@ -207,7 +221,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         let payload = serde_json::to_value(&snap).unwrap_or(Value::Null);
         cx.set_timer(CHECKOUT_TIMER, timer_id(hash), due, payload);
     }
-    if cx.cfg.checkout.update_cart {
+    if cx.cfg.checkout.update_cart && !settled {
         let mut h = Hasher::new();
         for i in &items {
             h.add(&i.id)
@@ -267,15 +281,26 @@ pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &CheckoutDelete) 
     settle(cx, state, hash, |f| &mut f.deleted_ms, at);
 }
 
-/// Whether a checkout's abandonment timer is pending: seen, not settled, not yet fired.
-fn timer_armed(f: &CheckoutFact) -> bool {
-    f.completed_ms.is_none()
-        && f.deleted_ms.is_none()
-        && f.updated_ms != 0
-        && f.flags & K_FIRED == 0
+/// The abandonment window in milliseconds.
+fn abandon_window_ms(cx: &Cx<'_>) -> i64 {
+    i64::from(cx.cfg.checkout.abandon_after_minutes) * 60_000
 }
 
-/// Records the earliest completion or deletion (`slot` picks which) and cancels a pending timer.
+/// Whether the checkout completed or was deleted at or before its decision time (last update
+/// plus the window). A settlement after that time does not stop the abandonment: `fire`
+/// decides on the same business times, so arrival order cannot change the outcome.
+fn settled_in_time(f: &CheckoutFact, window: i64) -> bool {
+    let due = f.updated_ms.saturating_add(window);
+    f.completed_ms.is_some_and(|c| c <= due) || f.deleted_ms.is_some_and(|d| d <= due)
+}
+
+/// Whether a checkout's abandonment timer is pending: seen, not settled in time, not fired.
+fn timer_armed(f: &CheckoutFact, window: i64) -> bool {
+    f.updated_ms != 0 && f.flags & K_FIRED == 0 && !settled_in_time(f, window)
+}
+
+/// Records the earliest completion or deletion (`slot` picks which) and cancels a pending timer
+/// when that settles the checkout in time.
 fn settle(
     cx: &mut Cx<'_>,
     state: &mut State,
@@ -283,10 +308,13 @@ fn settle(
     slot: fn(&mut CheckoutFact) -> &mut Option<i64>,
     at: i64,
 ) {
+    let window = abandon_window_ms(cx);
     let fact = state.checkout_mut(hash);
-    let was_armed = timer_armed(fact);
+    let was_armed = timer_armed(fact, window);
     keep_earliest(slot(fact), at);
-    if was_armed {
+    // Settled: no cart is sent for it again (see `on_checkout`).
+    fact.cart_sent_hash = 0;
+    if was_armed && !timer_armed(fact, window) {
         cx.cancel_timer(timer_id(hash));
     }
     prune(state);

@@ -276,8 +276,18 @@ fn strip(cmds: &[IterableCommand]) -> Vec<String> {
     cmds.iter().map(|c| format!("{c:?}")).collect()
 }
 
+/// 48 cases per property by default (each case runs whole histories); `PROPTEST_CASES=N`
+/// runs more when hunting for rare orderings.
+fn config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 48;
+    }
+    c
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// (a) A duplicated event changes nothing: same states, same commands in the same order.
     #[test]
