@@ -395,9 +395,13 @@ pub struct CheckoutFact {
     /// Hash of the cart token (deletes may only carry that).
     #[serde(default, rename = "ct", skip_serializing_if = "is_zero")]
     pub cart_hash: u64,
-    /// Latest `updated_at` (Unix ms); 0 when only a completion is known.
+    /// The abandonment clock: the latest `updated_at` (Unix ms) that restarted it; 0 when only
+    /// a completion is known.
     #[serde(default, rename = "u", skip_serializing_if = "is_zero")]
     pub updated_ms: i64,
+    /// Latest `updated_at` of any update (Unix ms), so an older cart never replaces a newer one.
+    #[serde(default, rename = "lu", skip_serializing_if = "is_zero")]
+    pub last_update_ms: i64,
     /// Completed (`completed_at` or an order with this token), Unix ms.
     #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
     pub completed_ms: Option<i64>,

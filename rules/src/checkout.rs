@@ -1,7 +1,8 @@
 //! Abandoned checkouts: a timer per checkout from its last update; Iterable's cart kept current.
 //!
 //! A checkout with an email or phone and no `completed_at` arms `abandoned_checkout` at
-//! `updated_at + abandon_after_minutes`; later updates re-arm it. The cart travels in the
+//! `updated_at + abandon_after_minutes`; later updates up to that decision time re-arm it (the
+//! first quiet window decides). The cart travels in the
 //! timer's payload, so the aggregate keeps only a few numbers per checkout. On firing, nothing
 //! is sent if, at or before the due time, the checkout completed (`completed_at`, or an order
 //! carrying its `checkout_token`), was deleted, or the person placed any order after the
@@ -143,6 +144,8 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     let window = abandon_window_ms(cx);
     let fact = state.checkout_mut(hash);
     let was_armed = timer_armed(fact, window);
+    // Whether the abandonment clock runs: a timer was armed (or has fired) for this checkout.
+    let clocked = fact.flags & K_CONTACT != 0 && fact.updated_ms != 0;
     if let Some(id) = co.id {
         fact.id = Some(id.0);
     }
@@ -162,9 +165,17 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     if let Some(c) = co.completed_at {
         keep_earliest(&mut fact.completed_ms, c.0);
     }
-    let newer = activity && updated > fact.updated_ms;
+    // The first quiet window decides: an update after the decision time (last update plus the
+    // window) neither restarts nor moves the clock, whether it arrives before the timer fires
+    // (inside the out-of-order grace) or after.
+    let before_decision = !clocked || updated <= fact.updated_ms.saturating_add(window);
+    let newer = activity && before_decision && updated > fact.updated_ms;
     if newer {
         fact.updated_ms = updated;
+    }
+    let latest = activity && updated > fact.last_update_ms;
+    if latest {
+        fact.last_update_ms = updated;
     }
     let settled = fact.completed_ms.is_some() || fact.deleted_ms.is_some();
     if settled {
@@ -189,7 +200,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         prune(state);
         return;
     }
-    if !newer || !contact {
+    if !contact || !activity {
         return;
     }
     let items: Vec<CommerceItem> = co
@@ -197,7 +208,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         .iter()
         .map(|li| orders::item(cx.cfg, li, false))
         .collect();
-    if cx.cfg.checkout.enabled && fact.flags & K_FIRED == 0 {
+    if newer && cx.cfg.checkout.enabled && fact.flags & K_FIRED == 0 {
         let due = updated + window;
         let snap = Snapshot {
             token: token.clone(),
@@ -221,7 +232,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         let payload = serde_json::to_value(&snap).unwrap_or(Value::Null);
         cx.set_timer(CHECKOUT_TIMER, timer_id(hash), due, payload);
     }
-    if cx.cfg.checkout.update_cart && !settled {
+    if cx.cfg.checkout.update_cart && !settled && latest {
         let mut h = Hasher::new();
         for i in &items {
             h.add(&i.id)

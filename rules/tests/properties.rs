@@ -33,7 +33,9 @@ struct OrderPlan {
 struct History {
     legacy: bool,
     orders: Vec<OrderPlan>,
-    abandoned: Vec<(u32, u32)>,
+    /// Checkouts nobody orders from: (day, minute, minutes from the first update to each
+    /// later one, minutes after the first update at which a `completed_at` update arrives).
+    abandoned: Vec<(u32, u32, Vec<u32>, Option<u32>)>,
     consents: Vec<(u32, u8)>,
 }
 
@@ -78,7 +80,15 @@ fn history() -> impl Strategy<Value = History> {
     (
         any::<bool>(),
         prop::collection::vec(order_plan(), 0..5),
-        prop::collection::vec((0u32..200, 0u32..1440), 0..3),
+        prop::collection::vec(
+            (
+                0u32..200,
+                0u32..1440,
+                prop::collection::vec(1u32..140, 0..3),
+                prop::option::weighted(0.3, 1u32..140),
+            ),
+            0..3,
+        ),
         prop::collection::vec((0u32..200, 0u8..3), 0..3),
     )
         .prop_map(|(legacy, orders, abandoned, consents)| History {
@@ -207,23 +217,46 @@ fn log(h: &History) -> Vec<ShopifyEnvelope> {
             push(at + 1000, "refunds/create", r, format!("refund-cancel-{i}"));
         }
     }
-    for (i, (day, minute)) in h.abandoned.iter().enumerate() {
+    for (i, (day, minute, later, completed)) in h.abandoned.iter().enumerate() {
         let t = T0 + i64::from(*day) * DAY + i64::from(*minute) * MIN + 7;
         let token = format!("ab{i}");
-        push(
-            t,
-            "checkouts/update",
-            checkout_json(
+        let mut at: Vec<i64> = std::iter::once(0)
+            .chain(later.iter().map(|m| i64::from(*m) * MIN))
+            .map(|d| t + d)
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        for (j, u) in at.iter().enumerate() {
+            let mut body = checkout_json(
                 &token,
                 800 + i as u64,
                 Some(EMAIL),
                 Some(C),
                 t - MIN,
-                t,
+                *u,
                 None,
-            ),
-            format!("ab-{i}"),
-        );
+            );
+            // Each update changes the cart, as a buyer at work does.
+            body["line_items"][0]["quantity"] = json!(j + 1);
+            push(*u, "checkouts/update", body, format!("ab-{i}-{j}"));
+        }
+        if let Some(m) = completed {
+            let c = t + i64::from(*m) * MIN + 3;
+            push(
+                c,
+                "checkouts/update",
+                checkout_json(
+                    &token,
+                    800 + i as u64,
+                    Some(EMAIL),
+                    Some(C),
+                    t - MIN,
+                    c,
+                    Some(c),
+                ),
+                format!("ab-{i}-done"),
+            );
+        }
     }
     // Stable by time: the log as Shopify would ideally deliver it.
     ev.sort_by_key(|(t, _)| *t);
@@ -384,7 +417,7 @@ fn a_rich_history_exercises_every_rule() {
                 checkout_minutes_before: Some(5),
             },
         ],
-        abandoned: vec![(3, 100)],
+        abandoned: vec![(3, 100, vec![30], None)],
         consents: vec![(1, 0)],
     };
     let a = run(&log(&h), None);

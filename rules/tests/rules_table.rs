@@ -622,6 +622,56 @@ fn abandoned_checkout_edge_cases() {
             },
             1,
         ),
+        (
+            "order with its checkout_token 3 minutes after due (inside the grace)",
+            |h| {
+                let mut o = OrderSpec::new(804, Some(C), EMAIL, T0 + 63 * MIN, "483.00");
+                o.checkout_token = Some("tokA".into());
+                h.deliver(envelope("orders/paid", &o.json(), "o-804", T0 + 63 * MIN));
+            },
+            1,
+        ),
+        (
+            "completed_at update 2 minutes after due (inside the grace)",
+            |h| {
+                let body = checkout_json(
+                    "tokA",
+                    3101,
+                    Some(EMAIL),
+                    Some(C),
+                    T0 - 5 * MIN,
+                    T0 + 62 * MIN,
+                    Some(T0 + 62 * MIN),
+                );
+                h.deliver(envelope(
+                    "checkouts/update",
+                    &body,
+                    "co-late-done",
+                    T0 + 62 * MIN,
+                ));
+            },
+            1,
+        ),
+        (
+            "buyer back 62 minutes later, then completes: the first quiet hour decided",
+            |h| {
+                checkout(h, "tokA", 3101, Some(EMAIL), Some(C), T0 + 62 * MIN);
+                let mut o = OrderSpec::new(805, Some(C), EMAIL, T0 + 70 * MIN, "483.00");
+                o.checkout_token = Some("tokA".into());
+                h.deliver(envelope("orders/paid", &o.json(), "o-805", T0 + 70 * MIN));
+            },
+            1,
+        ),
+        (
+            "buyer back 50 minutes later, then completes: the clock restarted",
+            |h| {
+                checkout(h, "tokA", 3101, Some(EMAIL), Some(C), T0 + 50 * MIN);
+                let mut o = OrderSpec::new(806, Some(C), EMAIL, T0 + 100 * MIN, "483.00");
+                o.checkout_token = Some("tokA".into());
+                h.deliver(envelope("orders/paid", &o.json(), "o-806", T0 + 100 * MIN));
+            },
+            0,
+        ),
         ("nothing", |_| {}, 1),
     ];
     for (name, step, expected) in cases {
