@@ -16,6 +16,20 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the marketing rules hold for a customer with two paid orders (as in processor-bench),
+/// with per-customer ids, times and hashes so nothing is artificially repetitive.
+fn aggregate(i: u64) -> String {
+    let t = 1_767_279_600_000 + (i % 86_400) * 1_000;
+    let h1 = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let h2 = h1.rotate_left(17);
+    format!(
+        r#"{{"p":{{"e":{{"t":{t2},"v":"customer{i}@example.com"}},"pf":{{"t":{t2},"fn":"Ada","ln":"Lovelace"}},"cu":"USD","f":4}},"o":[{{"i":{o1},"t":{t},"u":{t},"v":"120.50","s":"paid","f":773,"h":{h1}}},{{"i":{o2},"t":{t2},"u":{t2},"v":"89.99","s":"paid","f":773,"h":{h2}}}]}}"#,
+        t2 = t + 86_400_000,
+        o1 = 5_000_000_000 + 2 * i,
+        o2 = 5_000_000_001 + 2 * i,
+    )
+}
+
 fn main() {
     let n: u64 = std::env::args()
         .nth(1)
@@ -23,7 +37,6 @@ fn main() {
         .unwrap_or(500_000);
     let parts: Vec<String> = std::env::args().skip(2).collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let agg = "x".repeat(338);
     let before = rss_kib();
     let mut p = PartitionState::default();
     for i in 0..n {
@@ -35,7 +48,7 @@ fn main() {
             aggregate_json: if parts.contains(&"noagg") {
                 "{}".into()
             } else {
-                format!("\"{agg}\"")
+                aggregate(i)
             },
             timers: if parts.contains(&"notimer") {
                 vec![]

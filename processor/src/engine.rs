@@ -454,12 +454,7 @@ impl<R: Rules> Engine<R> {
         }
         if env.topic == SHOP_PURGE {
             let prefix = format!("{}/", env.shop_domain);
-            let doomed: Vec<String> = state
-                .keys
-                .keys()
-                .filter(|k| k.starts_with(&prefix))
-                .map(|k| k.to_string())
-                .collect();
+            let doomed = state.keys_with_prefix(&prefix);
             tracing::info!(shop = %env.shop_domain, keys = doomed.len(), "Purging a shop's state on this partition (shop/redact).");
             for k in doomed {
                 state.purge(&k);
@@ -481,12 +476,10 @@ impl<R: Rules> Engine<R> {
             event_time_ms: event_time,
             wall_clock_ms: wall,
         };
-        let entry = state.entry(key.as_str());
-        let mut aggregate: R::State = entry.aggregate();
+        let mut aggregate: R::State = state.aggregate(key.as_str());
         match self.rules.on_event(key, &mut aggregate, env, &ctx) {
             Ok(effects) => {
-                entry.set_aggregate(&aggregate);
-                entry.updated_at_ms = entry.updated_at_ms.max(event_time);
+                state.set_aggregate(key.as_str(), &aggregate, event_time);
                 self.apply_effects(state, key, &env.shop_domain, &env.delivery_id, effects)
             }
             // The stored aggregate is untouched: a failed rule changes nothing. Forget the
@@ -613,12 +606,10 @@ impl<R: Rules> Engine<R> {
                 event_time_ms: timer.due_ms,
                 wall_clock_ms: wall,
             };
-            let entry = state.entry(&key_text);
-            let mut aggregate: R::State = entry.aggregate();
+            let mut aggregate: R::State = state.aggregate(&key_text);
             match self.rules.on_timer(&key, &mut aggregate, &timer, &ctx) {
                 Ok(effects) => {
-                    entry.set_aggregate(&aggregate);
-                    entry.updated_at_ms = entry.updated_at_ms.max(timer.due_ms);
+                    state.set_aggregate(&key_text, &aggregate, timer.due_ms);
                     let source = format!("timer-{}-{}", timer.timer_id, timer.due_ms);
                     self.apply_effects(state, &key, &shop, &source, effects)?;
                 }
@@ -690,11 +681,7 @@ impl<R: Rules> Engine<R> {
             let Some(mut state) = self.partitions.remove(&p) else {
                 continue;
             };
-            let due = state.caught_up
-                && state
-                    .timer_index
-                    .first()
-                    .is_some_and(|(due, _, _)| *due <= state.now(wall));
+            let due = state.caught_up && state.next_due().is_some_and(|due| due <= state.now(wall));
             let result = if due {
                 self.fire_due_timers(&mut state, wall)
             } else {
@@ -744,19 +731,15 @@ impl<R: Rules> Engine<R> {
         let changelog = self.topics.changelog.clone();
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         for state in self.partitions.values_mut() {
-            for key in state.purged.drain() {
-                if !state.keys.contains_key(&key) {
-                    writes.push((key.to_string(), None));
-                }
-            }
-            let dirty: Vec<_> = state.dirty.drain().collect();
-            for key in dirty {
-                if let Some(record) = state.record(&key) {
-                    let bytes = record
-                        .encode()
-                        .map_err(|e| TxnFailure::Fatal(format!("cannot encode state: {e}")))?;
-                    writes.push((key.to_string(), Some(bytes)));
-                }
+            for (key, record) in state.drain_changes() {
+                let bytes = match record {
+                    None => None,
+                    Some(r) => Some(
+                        r.encode()
+                            .map_err(|e| TxnFailure::Fatal(format!("cannot encode state: {e}")))?,
+                    ),
+                };
+                writes.push((key, bytes));
             }
         }
         for (key, bytes) in &writes {
@@ -906,7 +889,7 @@ impl<R: Rules> Engine<R> {
         self.metrics.restore_seconds.observe(secs);
         tracing::info!(
             partition = p,
-            keys = state.keys.len(),
+            keys = state.len(),
             seconds = secs,
             "Restored partition state."
         );
@@ -914,8 +897,12 @@ impl<R: Rules> Engine<R> {
     }
 
     fn update_gauges(&self) {
-        let keys: usize = self.partitions.values().map(|s| s.keys.len()).sum();
-        let timers: usize = self.partitions.values().map(|s| s.timer_index.len()).sum();
+        let keys: usize = self.partitions.values().map(PartitionState::len).sum();
+        let timers: usize = self
+            .partitions
+            .values()
+            .map(PartitionState::timers_pending)
+            .sum();
         self.metrics
             .keys
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
@@ -929,13 +916,13 @@ impl<R: Rules> Engine<R> {
         let answer = match self.partitions.get(&partition) {
             None => QueryAnswer::NotOwned { partition },
             Some(state) => {
-                let value = match state.keys.get(q.key.as_str()) {
+                let value = match state.get(q.key.as_str()) {
                     None => serde_json::Value::Null,
                     Some(e) => serde_json::json!({
                         "key": q.key,
                         "shop": crate::state::shop_of(&q.key),
                         "updated_at_ms": e.updated_at_ms,
-                        "aggregate": serde_json::from_str::<serde_json::Value>(&e.aggregate).unwrap_or_default(),
+                        "aggregate": serde_json::from_str::<serde_json::Value>(&e.aggregate_json()).unwrap_or_default(),
                         "timers": e.timers.iter().map(|t| { let t = t.to_timer(); serde_json::json!({"kind": t.kind, "timer_id": t.timer_id, "due_ms": t.due_ms, "payload": t.payload}) }).collect::<Vec<_>>(),
                         "dedup_entries": e.dedup.len(),
                     }),

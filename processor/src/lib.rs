@@ -10,6 +10,7 @@ pub mod counter;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod pack;
 pub mod partitioner;
 pub mod state;
 

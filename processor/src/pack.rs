@@ -1,0 +1,554 @@
+//! A compact binary form of JSON for aggregates held in memory (the changelog keeps JSON).
+//!
+//! Aggregates stay serialised between inputs (see `state.rs`), and as JSON text the object
+//! keys, quotes, 13-digit timestamps and 20-digit hashes are most of their bytes. This packing
+//! is lossless for any JSON the engine writes, needs no schema (so it works for every
+//! [`rules::Rules::State`]) and roughly halves the size:
+//!
+//! * every value starts with a byte: a major type in the top 3 bits and an argument in the low 5
+//!   (0-27 inline; 28: an LEB128 varint follows; 29: 8 big-endian bytes follow);
+//! * 0 unsigned integer, 1 negative integer (`-1 - n`), 2 decimal-looking string (argument:
+//!   `scale * 2 + negative`, then the mantissa as a varint; only when the text is canonical so
+//!   it is rebuilt byte for byte), 3 string, 4 array (count), 5 object (count; each key is an
+//!   interned id, 0 = the key's text follows), 6 other number (its JSON text), 7 null, false,
+//!   true.
+//!
+//! Object keys are interned process-wide (field names repeat in every aggregate); the table is
+//! capped so user-controlled map keys cannot grow it without bound, past the cap they are
+//! stored as text.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+/// Why bytes could not be packed or unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The input text is not JSON.
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Packed bytes are truncated or malformed (never written by this module).
+    #[error("malformed packed value at byte {0}")]
+    Malformed(usize),
+}
+
+const UINT: u8 = 0;
+const NEGINT: u8 = 1;
+const DECIMAL: u8 = 2;
+const TEXT: u8 = 3;
+const ARRAY: u8 = 4;
+const OBJECT: u8 = 5;
+const NUMBER: u8 = 6;
+const SIMPLE: u8 = 7;
+
+const ARG_VARINT: u8 = 28;
+const ARG_FIXED8: u8 = 29;
+
+/// Most distinct strings interned (object keys, timer kinds, key prefixes); later ones are
+/// stored as text. Each costs about 100 bytes for the life of the process.
+const MAX_INTERNED: usize = 65_536;
+
+/// Process-wide table of interned strings (object keys, timer kinds). Id 0 is reserved for
+/// "not interned".
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+fn interner() -> &'static RwLock<Interner> {
+    static TABLE: OnceLock<RwLock<Interner>> = OnceLock::new();
+    TABLE.get_or_init(RwLock::default)
+}
+
+/// The id of `s` (1-based), interning it if there is room; `None` when the table is full.
+pub fn intern(s: &str) -> Option<u32> {
+    let table = interner();
+    if let Ok(t) = table.read()
+        && let Some(id) = t.ids.get(s)
+    {
+        return Some(*id);
+    }
+    let mut t = table
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(id) = t.ids.get(s) {
+        return Some(*id);
+    }
+    if t.names.len() >= MAX_INTERNED {
+        return None;
+    }
+    let name: Arc<str> = s.into();
+    t.names.push(Arc::clone(&name));
+    let id = u32::try_from(t.names.len()).ok()?;
+    t.ids.insert(name, id);
+    Some(id)
+}
+
+/// The id of `s` if it is interned (never interns).
+pub fn lookup(s: &str) -> Option<u32> {
+    let t = interner()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    t.ids.get(s).copied()
+}
+
+/// The string interned as `id`.
+pub fn interned(id: u32) -> Option<Arc<str>> {
+    let i = usize::try_from(id).ok()?.checked_sub(1)?;
+    let t = interner()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    t.names.get(i).cloned()
+}
+
+/// Appends an LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an LEB128 varint at `*pos`.
+pub fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, PackError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos).ok_or(PackError::Malformed(*pos))?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(PackError::Malformed(*pos))
+}
+
+/// Zigzag-encodes a signed integer so small magnitudes stay short.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Inverse of [`zigzag`].
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
+    if arg < u64::from(ARG_VARINT) {
+        out.push(major << 5 | arg as u8);
+    } else if arg < 1 << 56 {
+        out.push(major << 5 | ARG_VARINT);
+        put_varint(out, arg);
+    } else {
+        out.push(major << 5 | ARG_FIXED8);
+        out.extend_from_slice(&arg.to_be_bytes());
+    }
+}
+
+fn read_head(b: &[u8], pos: &mut usize) -> Result<(u8, u64), PackError> {
+    let at = *pos;
+    let byte = *b.get(at).ok_or(PackError::Malformed(at))?;
+    *pos += 1;
+    let (major, arg) = (byte >> 5, byte & 0x1f);
+    let value = match arg {
+        a if a < ARG_VARINT => u64::from(a),
+        ARG_VARINT => get_varint(b, pos)?,
+        ARG_FIXED8 => {
+            let bytes: [u8; 8] = b
+                .get(*pos..*pos + 8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(PackError::Malformed(at))?;
+            *pos += 8;
+            u64::from_be_bytes(bytes)
+        }
+        _ => return Err(PackError::Malformed(at)),
+    };
+    Ok((major, value))
+}
+
+/// Packs JSON text. Fails only when the text is not JSON.
+pub fn pack_json(text: &str) -> Result<Vec<u8>, PackError> {
+    let mut out = Vec::with_capacity(text.len() / 2 + 8);
+    let mut de = serde_json::Deserializer::from_str(text);
+    Packer { out: &mut out }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(out)
+}
+
+/// Unpacks to compact JSON text.
+pub fn unpack_json(bytes: &[u8]) -> Result<String, PackError> {
+    let mut out = String::with_capacity(bytes.len() * 2 + 8);
+    let mut pos = 0;
+    unpack_value(bytes, &mut pos, &mut out, 0)?;
+    if pos != bytes.len() {
+        return Err(PackError::Malformed(pos));
+    }
+    Ok(out)
+}
+
+/// Deepest nesting unpacked (packing is bounded by serde_json's own recursion limit).
+const MAX_DEPTH: u32 = 256;
+
+fn unpack_value(b: &[u8], pos: &mut usize, out: &mut String, depth: u32) -> Result<(), PackError> {
+    let at = *pos;
+    if depth > MAX_DEPTH {
+        return Err(PackError::Malformed(at));
+    }
+    let (major, arg) = read_head(b, pos)?;
+    match major {
+        UINT => {
+            let _ = write!(out, "{arg}");
+        }
+        NEGINT => {
+            let _ = write!(out, "{}", -1 - i128::from(arg));
+        }
+        DECIMAL => {
+            if arg >> 1 > 13 {
+                return Err(PackError::Malformed(at));
+            }
+            let mantissa = get_varint(b, pos)?;
+            out.push('"');
+            write_decimal(out, arg & 1 == 1, (arg >> 1) as usize, mantissa);
+            out.push('"');
+        }
+        TEXT | NUMBER => {
+            let len = usize::try_from(arg).map_err(|_| PackError::Malformed(at))?;
+            let s = b
+                .get(*pos..pos.saturating_add(len))
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .ok_or(PackError::Malformed(at))?;
+            *pos += len;
+            if major == TEXT {
+                write_string(out, s);
+            } else {
+                out.push_str(s);
+            }
+        }
+        ARRAY => {
+            out.push('[');
+            for i in 0..arg {
+                if i > 0 {
+                    out.push(',');
+                }
+                unpack_value(b, pos, out, depth + 1)?;
+            }
+            out.push(']');
+        }
+        OBJECT => {
+            out.push('{');
+            for i in 0..arg {
+                if i > 0 {
+                    out.push(',');
+                }
+                let key_at = *pos;
+                let id = get_varint(b, pos)?;
+                if id == 0 {
+                    let len = usize::try_from(get_varint(b, pos)?)
+                        .map_err(|_| PackError::Malformed(key_at))?;
+                    let s = b
+                        .get(*pos..pos.saturating_add(len))
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .ok_or(PackError::Malformed(key_at))?;
+                    *pos += len;
+                    write_string(out, s);
+                } else {
+                    let name = u32::try_from(id)
+                        .ok()
+                        .and_then(interned)
+                        .ok_or(PackError::Malformed(key_at))?;
+                    write_string(out, &name);
+                }
+                out.push(':');
+                unpack_value(b, pos, out, depth + 1)?;
+            }
+            out.push('}');
+        }
+        _ => match arg {
+            0 => out.push_str("null"),
+            1 => out.push_str("false"),
+            2 => out.push_str("true"),
+            _ => return Err(PackError::Malformed(at)),
+        },
+    }
+    Ok(())
+}
+
+fn write_string(out: &mut String, s: &str) {
+    // serde_json's escaping, so the text reads back exactly.
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+fn write_decimal(out: &mut String, negative: bool, scale: usize, mantissa: u64) {
+    if negative {
+        out.push('-');
+    }
+    let digits = mantissa.to_string();
+    if scale == 0 {
+        out.push_str(&digits);
+        return;
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    out.push_str(int);
+    out.push('.');
+    out.push_str(frac);
+}
+
+/// `Some((negative, scale, mantissa))` when `s` is a canonical decimal (`-?(0|[1-9]\d*)(\.\d+)?`,
+/// at most 13 fractional digits, mantissa within u64) that [`write_decimal`] rebuilds exactly.
+fn as_decimal(s: &str) -> Option<(bool, u64, u64)> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) if !f.is_empty() => (i, f),
+        Some(_) => return None,
+        None => (body, ""),
+    };
+    let canonical_int = !int.is_empty()
+        && (int == "0" || !int.starts_with('0'))
+        && int.bytes().all(|c| c.is_ascii_digit());
+    if !canonical_int || !frac.bytes().all(|c| c.is_ascii_digit()) || frac.len() > 13 {
+        return None;
+    }
+    let mantissa: u64 = format!("{int}{frac}").parse().ok()?;
+    Some((negative, frac.len() as u64, mantissa))
+}
+
+/// Streams serde_json's parse straight into packed bytes (no intermediate `Value`).
+struct Packer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Packer<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Packer<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.push(SIMPLE << 5 | if v { 2 } else { 1 });
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.out.push(SIMPLE << 5);
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        head(self.out, UINT, v);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        if v >= 0 {
+            head(self.out, UINT, v as u64);
+        } else {
+            head(self.out, NEGINT, (-1 - v) as u64);
+        }
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // serde_json prints floats with the shortest round-trip form; so does this.
+        let text = serde_json::to_string(&v).map_err(E::custom)?;
+        head(self.out, NUMBER, text.len() as u64);
+        self.out.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if let Some((negative, scale, mantissa)) = as_decimal(v) {
+            head(self.out, DECIMAL, scale * 2 + u64::from(negative));
+            put_varint(self.out, mantissa);
+        } else {
+            head(self.out, TEXT, v.len() as u64);
+            self.out.extend_from_slice(v.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut items = Vec::new();
+        let mut n = 0u64;
+        while seq.next_element_seed(Packer { out: &mut items })?.is_some() {
+            n += 1;
+        }
+        head(self.out, ARRAY, n);
+        self.out.extend_from_slice(&items);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut members = Vec::new();
+        let mut n = 0u64;
+        while map
+            .next_key_seed(KeyPacker { out: &mut members })?
+            .is_some()
+        {
+            map.next_value_seed(Packer { out: &mut members })?;
+            n += 1;
+        }
+        head(self.out, OBJECT, n);
+        self.out.extend_from_slice(&members);
+        Ok(())
+    }
+}
+
+/// Writes an object key: its interned id, or 0 and its text when the table is full.
+struct KeyPacker<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyPacker<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyPacker<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        match intern(key) {
+            Some(id) => put_varint(self.out, u64::from(id)),
+            None => {
+                self.out.push(0);
+                put_varint(self.out, key.len() as u64);
+                self.out.extend_from_slice(key.as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn round_trip(v: &Value) -> Value {
+        let text = v.to_string();
+        let packed = pack_json(&text).unwrap();
+        serde_json::from_str(&unpack_json(&packed).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_aggregate_round_trips_at_about_half_the_size() {
+        let text = r#"{"p":{"e":{"t":1767366000000,"v":"a@example.com"},"pf":{"t":1767366000000,"fn":"Ada","ln":"Lovelace"},"cu":"USD","f":4},"o":[{"i":5000000,"t":1767279600000,"u":1767279600000,"v":"120.50","s":"paid","f":773,"h":11655343354940486776},{"i":5000001,"t":1767366000000,"u":1767366000000,"v":"89.99","s":"paid","f":773,"h":4077970261497705237}]}"#;
+        let packed = pack_json(text).unwrap();
+        assert_eq!(unpack_json(&packed).unwrap(), text, "byte for byte");
+        assert!(
+            packed.len() * 2 < text.len(),
+            "{} packed bytes",
+            packed.len()
+        );
+    }
+
+    #[test]
+    fn edge_values_round_trip_exactly() {
+        for text in [
+            r#"{}"#,
+            r#"[]"#,
+            r#"null"#,
+            r#"[true,false,null,0,27,28,-1,-28,-29,9223372036854775807,-9223372036854775808,18446744073709551615]"#,
+            r#"["0","0.0","-0.00","120.50","00.5","1.","-","1e5","12345678901234567890","0.12345678901234","x\"y\\z\u0001é"]"#,
+            r#"[1.5,-2.25e-10,1e300]"#,
+            r#"{"a":{"b":{"c":[{"d":"e"}]}}}"#,
+        ] {
+            let packed = pack_json(text).unwrap();
+            let back = unpack_json(&packed).unwrap();
+            let a: Value = serde_json::from_str(text).unwrap();
+            let b: Value = serde_json::from_str(&back).unwrap();
+            assert_eq!(a, b, "{text} -> {back}");
+        }
+        // Decimal-looking strings come back as the same text, not as numbers.
+        assert_eq!(
+            unpack_json(&pack_json(r#"["-0.00","120.50","7"]"#).unwrap()).unwrap(),
+            r#"["-0.00","120.50","7"]"#
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(pack_json("{").is_err());
+        assert!(pack_json("1 2").is_err());
+        for bytes in [
+            &[0xff][..],
+            &[0xbc],
+            &[0x81],
+            &[0x63, b'a'],
+            &[0xa1, 0x00, 0x05],
+            &[0x5e, 0x01],
+        ] {
+            assert!(unpack_json(bytes).is_err(), "{bytes:?}");
+        }
+        assert!(
+            unpack_json(&[
+                0x9c, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
+            ])
+            .is_err()
+        );
+    }
+
+    /// Any JSON without floats (aggregates hold none; a float is carried as serde_json prints
+    /// it, which `edge_values_round_trip_exactly` covers).
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            "[-0-9.]{0,8}".prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_round_trips(v in arb_json()) {
+            prop_assert_eq!(round_trip(&v), v);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = unpack_json(&bytes);
+        }
+    }
+}
