@@ -552,6 +552,13 @@ fn abandoned_checkout_fires_after_the_last_update_with_the_cart() {
     assert_eq!(h.events("checkout_abandoned").len(), 1);
 }
 
+/// A paid order carrying checkout `tokA`'s token (it completes that checkout).
+fn order_completing_tok_a(h: &mut Harness, id: u64, at: i64) {
+    let mut o = OrderSpec::new(id, Some(C), EMAIL, at, "483.00");
+    o.checkout_token = Some("tokA".into());
+    h.deliver(envelope("orders/paid", &o.json(), &format!("o-{id}"), at));
+}
+
 #[test]
 fn abandoned_checkout_edge_cases() {
     // (name, what happens after the checkout's last update at T0, expected abandonment count)
@@ -580,11 +587,7 @@ fn abandoned_checkout_edge_cases() {
         ),
         (
             "order with its checkout_token",
-            |h| {
-                let mut o = OrderSpec::new(801, Some(C), EMAIL, T0 + 20 * MIN, "483.00");
-                o.checkout_token = Some("tokA".into());
-                h.deliver(envelope("orders/paid", &o.json(), "o-801", T0 + 20 * MIN));
-            },
+            |h| order_completing_tok_a(h, 801, T0 + 20 * MIN),
             0,
         ),
         (
@@ -624,11 +627,7 @@ fn abandoned_checkout_edge_cases() {
         ),
         (
             "order with its checkout_token 3 minutes after due (inside the grace)",
-            |h| {
-                let mut o = OrderSpec::new(804, Some(C), EMAIL, T0 + 63 * MIN, "483.00");
-                o.checkout_token = Some("tokA".into());
-                h.deliver(envelope("orders/paid", &o.json(), "o-804", T0 + 63 * MIN));
-            },
+            |h| order_completing_tok_a(h, 804, T0 + 63 * MIN),
             1,
         ),
         (
@@ -656,9 +655,7 @@ fn abandoned_checkout_edge_cases() {
             "buyer back 62 minutes later, then completes: the first quiet hour decided",
             |h| {
                 checkout(h, "tokA", 3101, Some(EMAIL), Some(C), T0 + 62 * MIN);
-                let mut o = OrderSpec::new(805, Some(C), EMAIL, T0 + 70 * MIN, "483.00");
-                o.checkout_token = Some("tokA".into());
-                h.deliver(envelope("orders/paid", &o.json(), "o-805", T0 + 70 * MIN));
+                order_completing_tok_a(h, 805, T0 + 70 * MIN);
             },
             1,
         ),
@@ -666,9 +663,7 @@ fn abandoned_checkout_edge_cases() {
             "buyer back 50 minutes later, then completes: the clock restarted",
             |h| {
                 checkout(h, "tokA", 3101, Some(EMAIL), Some(C), T0 + 50 * MIN);
-                let mut o = OrderSpec::new(806, Some(C), EMAIL, T0 + 100 * MIN, "483.00");
-                o.checkout_token = Some("tokA".into());
-                h.deliver(envelope("orders/paid", &o.json(), "o-806", T0 + 100 * MIN));
+                order_completing_tok_a(h, 806, T0 + 100 * MIN);
             },
             0,
         ),

@@ -794,7 +794,10 @@ pub async fn send_all(
     let mut o = shopify_sim::SendOptions::new(url, SECRET);
     o.rate_per_sec = rate_per_sec;
     o.concurrency = 1;
-    o.max_retries = 40;
+    // Up to about five minutes of retries: a broker restart on a loaded CI machine (JVM start,
+    // KRaft log recovery) can take far longer than on a quiet one, and Shopify itself keeps
+    // retrying for hours.
+    o.max_retries = 150;
     o.backoff_base = Duration::from_millis(50);
     o.backoff_max = Duration::from_secs(2);
     let report = shopify_sim::send(deliveries, o).await?;
