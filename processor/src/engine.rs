@@ -997,8 +997,10 @@ impl<R: Rules> Engine<R> {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
-            // The default prefetch (64 MiB) would stay in the heap after the restore.
-            .set("queued.max.messages.kbytes", "8192");
+            // The default prefetch (64 MiB per partition) would stay resident after the restore
+            // (freed, but not returned to the OS); 2 MiB keeps the broker busy enough (one
+            // partition per reader, 1 MiB fetches) at a few bytes per restored key.
+            .set("queued.max.messages.kbytes", "2048");
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
         let mut state = PartitionState::default();
         let (low, high) = reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT)?;

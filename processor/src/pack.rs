@@ -10,12 +10,14 @@
 //! * 0 unsigned integer, 1 negative integer (`-1 - n`), 2 decimal-looking string (argument:
 //!   `scale * 2 + negative`, then the mantissa as a varint; only when the text is canonical so
 //!   it is rebuilt byte for byte), 3 string, 4 array (count), 5 object (count; each key is an
-//!   interned id, 0 = the key's text follows), 6 other number (its JSON text), 7 null, false,
-//!   true.
+//!   interned id, 0 = the key's text follows), 6 other number (its JSON text), 7 null (0),
+//!   false (1), true (2), or an interned short string (3, then its id).
 //!
 //! Timestamps repeat with small differences (an order's placed and updated times, a profile's
 //! and its email's): an unsigned integer in `[2^32, 2^53)` may instead be written as the
-//! zigzag difference from the previous one in that range (argument 30), whichever is shorter.
+//! zigzag difference from the previous one in that range (argument 30), whichever is shorter;
+//! the chain may start from a base the caller knows (the key's last change, a timer's due
+//! time).
 //!
 //! Object keys are interned process-wide (field names repeat in every aggregate); the table is
 //! capped so user-controlled map keys cannot grow it without bound, past the cap they are
@@ -48,6 +50,8 @@ const NUMBER: u8 = 6;
 const SIMPLE: u8 = 7;
 
 const ARG_VARINT: u8 = 28;
+/// Simple-major argument: an interned short string value, its id as a varint.
+const INTERNED_VALUE: u64 = 3;
 const ARG_FIXED8: u8 = 29;
 /// Unsigned integer only: a zigzag varint difference from the previous timestamp-like value.
 const ARG_DELTA: u8 = 30;
@@ -58,26 +62,27 @@ fn chained(v: u64) -> bool {
     (1 << 32..1 << 53).contains(&v)
 }
 
-/// Most distinct strings interned (object keys, timer kinds, key prefixes); later ones are
-/// stored as text. Each costs about 100 bytes for the life of the process.
-const MAX_INTERNED: usize = 65_536;
-
-/// Process-wide table of interned strings (object keys, timer kinds). Id 0 is reserved for
-/// "not interned".
+/// A process-wide table of interned strings. Id 0 is reserved for "not interned".
 #[derive(Default)]
 struct Interner {
     ids: HashMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
 }
 
-fn interner() -> &'static RwLock<Interner> {
-    static TABLE: OnceLock<RwLock<Interner>> = OnceLock::new();
-    TABLE.get_or_init(RwLock::default)
-}
+/// Names: object keys, timer kinds, key prefixes (a few per shop). Each costs about 100 bytes
+/// for the life of the process; past the cap, names are stored as text.
+static NAMES: OnceLock<RwLock<Interner>> = OnceLock::new();
+const MAX_NAMES: usize = 65_536;
 
-/// The id of `s` (1-based), interning it if there is room; `None` when the table is full.
-pub fn intern(s: &str) -> Option<u32> {
-    let table = interner();
+/// Short string values (statuses, currencies, country codes, common first names): a separate,
+/// smaller table so customer data can never crowd out names.
+static VALUES: OnceLock<RwLock<Interner>> = OnceLock::new();
+const MAX_VALUES: usize = 16_384;
+/// Longest string value interned.
+const MAX_VALUE_LEN: usize = 8;
+
+fn intern_in(table: &'static OnceLock<RwLock<Interner>>, cap: usize, s: &str) -> Option<u32> {
+    let table = table.get_or_init(RwLock::default);
     if let Ok(t) = table.read()
         && let Some(id) = t.ids.get(s)
     {
@@ -89,7 +94,7 @@ pub fn intern(s: &str) -> Option<u32> {
     if let Some(id) = t.ids.get(s) {
         return Some(*id);
     }
-    if t.names.len() >= MAX_INTERNED {
+    if t.names.len() >= cap {
         return None;
     }
     let name: Arc<str> = s.into();
@@ -99,21 +104,36 @@ pub fn intern(s: &str) -> Option<u32> {
     Some(id)
 }
 
-/// The id of `s` if it is interned (never interns).
-pub fn lookup(s: &str) -> Option<u32> {
-    let t = interner()
+fn lookup_in(table: &'static OnceLock<RwLock<Interner>>, s: &str) -> Option<u32> {
+    let t = table
+        .get_or_init(RwLock::default)
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     t.ids.get(s).copied()
 }
 
-/// The string interned as `id`.
-pub fn interned(id: u32) -> Option<Arc<str>> {
+fn interned_in(table: &'static OnceLock<RwLock<Interner>>, id: u32) -> Option<Arc<str>> {
     let i = usize::try_from(id).ok()?.checked_sub(1)?;
-    let t = interner()
+    let t = table
+        .get_or_init(RwLock::default)
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     t.names.get(i).cloned()
+}
+
+/// The id of name `s` (1-based), interning it if there is room; `None` when the table is full.
+pub fn intern(s: &str) -> Option<u32> {
+    intern_in(&NAMES, MAX_NAMES, s)
+}
+
+/// The id of name `s` if it is interned (never interns).
+pub fn lookup(s: &str) -> Option<u32> {
+    lookup_in(&NAMES, s)
+}
+
+/// The name interned as `id`.
+pub fn interned(id: u32) -> Option<Arc<str>> {
+    interned_in(&NAMES, id)
 }
 
 /// Appends an LEB128 varint.
@@ -194,9 +214,15 @@ fn read_head(b: &[u8], pos: &mut usize, last: &mut u64) -> Result<(u8, u64), Pac
 
 /// Packs JSON text. Fails only when the text is not JSON.
 pub fn pack_json(text: &str) -> Result<Vec<u8>, PackError> {
+    pack_json_near(text, 0)
+}
+
+/// Packs JSON text whose timestamps are likely near `base` (ms): the first one is then
+/// written as a difference too. Unpack with the same base.
+pub fn pack_json_near(text: &str, base: i64) -> Result<Vec<u8>, PackError> {
     let mut out = Vec::with_capacity(text.len() / 2 + 8);
     let mut de = serde_json::Deserializer::from_str(text);
-    let last = std::cell::Cell::new(0);
+    let last = std::cell::Cell::new(base as u64);
     Packer {
         out: &mut out,
         last: &last,
@@ -208,9 +234,14 @@ pub fn pack_json(text: &str) -> Result<Vec<u8>, PackError> {
 
 /// Unpacks to compact JSON text.
 pub fn unpack_json(bytes: &[u8]) -> Result<String, PackError> {
+    unpack_json_near(bytes, 0)
+}
+
+/// Unpacks what [`pack_json_near`] packed with the same `base`.
+pub fn unpack_json_near(bytes: &[u8], base: i64) -> Result<String, PackError> {
     let mut out = String::with_capacity(bytes.len() * 2 + 8);
     let mut pos = 0;
-    unpack_value(bytes, &mut pos, &mut out, &mut 0, 0)?;
+    unpack_value(bytes, &mut pos, &mut out, &mut (base as u64), 0)?;
     if pos != bytes.len() {
         return Err(PackError::Malformed(pos));
     }
@@ -302,6 +333,12 @@ fn unpack_value(
         }
         _ => match arg {
             0 => out.push_str("null"),
+            INTERNED_VALUE => {
+                let id =
+                    u32::try_from(get_varint(b, pos)?).map_err(|_| PackError::Malformed(at))?;
+                let v = interned_in(&VALUES, id).ok_or(PackError::Malformed(at))?;
+                write_string(out, &v);
+            }
             1 => out.push_str("false"),
             2 => out.push_str("true"),
             _ => return Err(PackError::Malformed(at)),
@@ -439,6 +476,14 @@ impl<'de> Visitor<'de> for Packer<'_> {
         if let Some((negative, scale, mantissa)) = as_decimal(v) {
             head(self.out, DECIMAL, scale * 2 + u64::from(negative));
             put_varint(self.out, mantissa);
+        } else if let Some(id) = (v.len() <= MAX_VALUE_LEN)
+            .then(|| intern_in(&VALUES, MAX_VALUES, v))
+            .flatten()
+            .filter(|id| *id < 1 << 14)
+        {
+            // Two or three bytes instead of the text (ids past 2^14 would not save any).
+            head(self.out, SIMPLE, INTERNED_VALUE);
+            put_varint(self.out, u64::from(id));
         } else {
             head(self.out, TEXT, v.len() as u64);
             self.out.extend_from_slice(v.as_bytes());
@@ -559,6 +604,17 @@ mod tests {
             unpack_json(&pack_json(r#"["-0.00","120.50","7"]"#).unwrap()).unwrap(),
             r#"["-0.00","120.50","7"]"#
         );
+    }
+
+    #[test]
+    fn a_base_time_shortens_the_first_timestamp() {
+        let text = r#"{"last_order_id":"5000001","last_order_ms":1767366000000}"#;
+        let base = 1_767_366_000_000 + 90 * 86_400_000;
+        let near = pack_json_near(text, base).unwrap();
+        let far = pack_json(text).unwrap();
+        assert!(near.len() < far.len(), "{} vs {}", near.len(), far.len());
+        assert_eq!(unpack_json_near(&near, base).unwrap(), text);
+        assert_eq!(unpack_json(&far).unwrap(), text);
     }
 
     #[test]

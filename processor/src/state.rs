@@ -33,13 +33,13 @@ pub struct StoredTimer {
     pub timer_id: String,
     /// Due instant, event time ms.
     pub due_ms: i64,
-    /// Payload, packed JSON.
+    /// Payload, packed JSON (timestamps relative to `due_ms`).
     pub payload: Vec<u8>,
 }
 
 impl StoredTimer {
     fn from_timer(t: Timer) -> Self {
-        let payload = pack::pack_json(&t.payload.to_string()).unwrap_or_default();
+        let payload = pack::pack_json_near(&t.payload.to_string(), t.due_ms).unwrap_or_default();
         Self {
             kind: t.kind,
             timer_id: t.timer_id,
@@ -50,7 +50,7 @@ impl StoredTimer {
 
     /// The payload as JSON text (`null` if unreadable, which this module never writes).
     pub fn payload_json(&self) -> String {
-        pack::unpack_json(&self.payload).unwrap_or_else(|_| "null".into())
+        pack::unpack_json_near(&self.payload, self.due_ms).unwrap_or_else(|_| "null".into())
     }
 
     /// The rules' view of the timer.
@@ -71,7 +71,8 @@ pub struct Entry {
     pub key: String,
     /// Event time of the last change.
     pub updated_at_ms: i64,
-    /// The rules' aggregate as packed JSON; empty means `{}` (nothing known yet).
+    /// The rules' aggregate as packed JSON (timestamps relative to `updated_at_ms`); empty
+    /// means `{}` (nothing known yet).
     pub aggregate: Vec<u8>,
     /// Pending timers of this key.
     pub timers: Vec<StoredTimer>,
@@ -92,7 +93,7 @@ impl Entry {
         if self.aggregate.is_empty() {
             return "{}".into();
         }
-        pack::unpack_json(&self.aggregate).unwrap_or_else(|_| "{}".into())
+        pack::unpack_json_near(&self.aggregate, self.updated_at_ms).unwrap_or_else(|_| "{}".into())
     }
 
     /// Decodes the aggregate; an unreadable one (never written by this version) starts empty.
@@ -100,14 +101,17 @@ impl Entry {
         serde_json::from_str(&self.aggregate_json()).unwrap_or_default()
     }
 
-    /// Stores the aggregate.
-    pub fn set_aggregate<S: Serialize>(&mut self, state: &S) {
-        // Serialising a plain data aggregate cannot fail; keep the old bytes if it somehow does.
+    /// Stores the aggregate after a change at `at_ms` (event time).
+    pub fn set_aggregate<S: Serialize>(&mut self, state: &S, at_ms: i64) {
+        let updated = self.updated_at_ms.max(at_ms);
+        // Serialising a plain data aggregate cannot fail; keep the old bytes (and the time
+        // they are relative to) if it somehow does.
         if let Ok(packed) = serde_json::to_string(state)
             .map_err(PackError::from)
-            .and_then(|text| pack::pack_json(&text))
+            .and_then(|text| pack::pack_json_near(&text, updated))
         {
             self.aggregate = packed;
+            self.updated_at_ms = updated;
         }
     }
 
@@ -150,7 +154,13 @@ impl Entry {
                     put_bytes(out, t.kind.as_bytes());
                 }
             }
-            put_bytes(out, t.timer_id.as_bytes());
+            // Most ids are the kind itself (one win-back timer per customer): 0 says so.
+            if t.timer_id == t.kind {
+                out.push(0);
+            } else {
+                put_varint(out, t.timer_id.len() as u64 + 1);
+                out.extend_from_slice(t.timer_id.as_bytes());
+            }
             put_bytes(out, &t.payload);
         }
         put_varint(out, self.dedup.len() as u64);
@@ -178,7 +188,19 @@ impl Entry {
                     .ok_or(PackError::Malformed(at))?
                     .to_string(),
             };
-            let timer_id = get_str(b, &mut pos)?.to_owned();
+            let id_at = pos;
+            let timer_id = match get_varint(b, &mut pos)? {
+                0 => kind.clone(),
+                n => {
+                    let len = usize::try_from(n - 1).map_err(|_| PackError::Malformed(id_at))?;
+                    let s = b
+                        .get(pos..pos.saturating_add(len))
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .ok_or(PackError::Malformed(id_at))?;
+                    pos += len;
+                    s.to_owned()
+                }
+            };
             let payload = get_bytes(b, &mut pos)?.to_vec();
             timers.push(StoredTimer {
                 kind,
@@ -615,10 +637,7 @@ impl PartitionState {
 
     /// Stores `key`'s aggregate after an input with event time `at_ms`.
     pub fn set_aggregate<S: Serialize>(&mut self, key: &str, state: &S, at_ms: i64) {
-        self.update(key, |e| {
-            e.set_aggregate(state);
-            e.updated_at_ms = e.updated_at_ms.max(at_ms);
-        });
+        self.update(key, |e| e.set_aggregate(state, at_ms));
     }
 
     /// Marks a key changed in the open transaction.
@@ -759,12 +778,13 @@ impl PartitionState {
         let aggregate = if r.aggregate_json.trim() == "{}" {
             Vec::new()
         } else {
-            pack::pack_json(&r.aggregate_json).map_err(|e| fail("aggregate is not JSON", e))?
+            pack::pack_json_near(&r.aggregate_json, r.updated_at_ms)
+                .map_err(|e| fail("aggregate is not JSON", e))?
         };
         let mut timers = Vec::with_capacity(r.timers.len());
         for t in r.timers {
             timers.push(StoredTimer {
-                payload: pack::pack_json(&t.payload_json)
+                payload: pack::pack_json_near(&t.payload_json, t.due_ms)
                     .map_err(|e| fail("timer payload is not JSON", e))?,
                 kind: t.kind,
                 timer_id: t.timer_id,
@@ -917,6 +937,15 @@ mod tests {
         };
         p.set_aggregate("k", &serde_json::json!({"n": 7, "v": "120.50"}), 40);
         p.set_timer("k", timer("t", 99));
+        p.set_timer(
+            "k",
+            Timer {
+                kind: "winback".into(),
+                timer_id: "winback".into(),
+                due_ms: 1_775_000_000_000,
+                payload: serde_json::json!({"last_order_ms": 1_767_225_600_000_i64}),
+            },
+        );
         p.seen_before("k", &[u64::MAX], 50, 1000, 8);
         let rec = p.record("k").unwrap();
         assert_eq!(rec.aggregate_json, r#"{"n":7,"v":"120.50"}"#);
@@ -934,6 +963,15 @@ mod tests {
         assert_eq!(
             q.pop_due(100).unwrap().1.payload,
             serde_json::json!({"x": 1})
+        );
+        let (_, winback) = q.pop_due(i64::MAX).unwrap();
+        assert_eq!(
+            (winback.kind.as_str(), winback.timer_id.as_str()),
+            ("winback", "winback")
+        );
+        assert_eq!(
+            winback.payload,
+            serde_json::json!({"last_order_ms": 1_767_225_600_000_i64})
         );
         q.load("k", None).unwrap();
         assert!(q.is_empty() && q.next_due().is_none());
