@@ -44,7 +44,7 @@ fn main() {
         let rec = KeyStateRecord {
             key: key.clone(),
             shop_domain: "bench.myshopify.com".into(),
-            updated_at_ms: 1,
+            updated_at_ms: 1_767_366_000_000,
             aggregate_json: if parts.contains(&"noagg") {
                 "{}".into()
             } else {
@@ -53,11 +53,15 @@ fn main() {
             timers: if parts.contains(&"notimer") {
                 vec![]
             } else {
+                // The rules' win-back timer: due 90 days after the last order.
                 vec![TimerRecord {
-                    kind: "lapse".into(),
-                    timer_id: "lapse".into(),
-                    due_ms: 1 + i as i64,
-                    payload_json: "{}".into(),
+                    kind: "winback".into(),
+                    timer_id: "winback".into(),
+                    due_ms: 1_775_142_000_000 + (i % 86_400) as i64 * 1_000,
+                    payload_json: format!(
+                        r#"{{"last_order_id":"{}","last_order_ms":1767366000000}}"#,
+                        5_000_000_001 + 2 * i
+                    ),
                 }]
             },
             dedup: if parts.contains(&"nodedup") {
@@ -65,12 +69,18 @@ fn main() {
             } else {
                 vec![DedupRecord {
                     fingerprint: format!("{:016x}", i * 7919),
-                    event_time_ms: 1,
+                    event_time_ms: 1_767_366_000_000,
                 }]
             },
         };
         p.load(&key, Some(rec)).unwrap();
     }
     let after = rss_kib();
+    let first = "bench.myshopify.com/c/6000000000000";
+    println!(
+        "one key's entry: {} bytes (aggregate {} packed)",
+        p.entry_bytes(first).unwrap_or(0),
+        p.get(first).map_or(0, |e| e.aggregate.len())
+    );
     println!("{n} keys {parts:?}: {} B/key", (after - before) * 1024 / n);
 }

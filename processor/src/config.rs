@@ -52,7 +52,9 @@ pub struct EngineConfig {
     /// Commit the open transaction at least this often (latency of commands vs. throughput).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// ... or once this many input records are in it.
+    /// ... or once this many input records are in it. A transaction commits on a helper
+    /// thread while the next one fills; at most this many inputs wait for that commit (their
+    /// records held in memory), so it also bounds that memory.
     pub commit_max_records: usize,
     /// How long, in event time, a delivery id or content fingerprint is remembered.
     #[serde(with = "humantime_serde")]

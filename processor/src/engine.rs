@@ -1002,8 +1002,12 @@ impl<R: Rules> Engine<R> {
             // partition per reader, 1 MiB fetches) at a few bytes per restored key.
             .set("queued.max.messages.kbytes", "2048");
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
-        let mut state = PartitionState::default();
         let (low, high) = reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT)?;
+        // The changelog's record count bounds its keys (compaction keeps about one record per
+        // key); sizing for it up front avoids growing the tables during the restore. Capped so
+        // a changelog not yet compacted cannot reserve far more than it will hold.
+        let records = usize::try_from(high.saturating_sub(low)).unwrap_or(0);
+        let mut state = PartitionState::with_capacity(records.min(1 << 22));
         if high > low {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(changelog, p, Offset::Beginning)?;

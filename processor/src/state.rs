@@ -475,6 +475,16 @@ pub struct RestoreError {
 }
 
 impl PartitionState {
+    /// An empty state with room for `keys` keys, so a restore does not grow (and copy) the slab
+    /// and the hash table as it goes: every growth would leave the old, freed block behind in
+    /// the heap, next to long-lived entries.
+    pub fn with_capacity(keys: usize) -> Self {
+        let mut s = Self::default();
+        s.slots.reserve_exact(keys);
+        s.index.reserve(keys, |_| 0);
+        s
+    }
+
     /// The partition's "now": stream time while lagging; the later of stream time and the
     /// wall clock once caught up (so an idle partition still fires timers on time).
     pub fn now(&self, wall_clock_ms: i64) -> i64 {
@@ -518,6 +528,13 @@ impl PartitionState {
             .filter_map(|b| StoredKey::of(b)?.to_string().ok())
             .filter(|k| k.starts_with(prefix))
             .collect()
+    }
+
+    /// How many bytes `key`'s entry takes in memory (its one allocation), if held.
+    pub fn entry_bytes(&self, key: &str) -> Option<usize> {
+        self.slot_of(key)
+            .and_then(|s| slot_bytes(&self.slots, s))
+            .map(<[u8]>::len)
     }
 
     /// A copy of `key`'s entry, if held.
