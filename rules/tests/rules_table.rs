@@ -552,6 +552,25 @@ fn abandoned_checkout_fires_after_the_last_update_with_the_cart() {
     assert_eq!(h.events("checkout_abandoned").len(), 1);
 }
 
+/// A `checkouts/update` reporting checkout `tokA` completed at `at`.
+fn completion_update_tok_a(h: &mut Harness, at: i64) {
+    let body = checkout_json(
+        "tokA",
+        3101,
+        Some(EMAIL),
+        Some(C),
+        T0 - 5 * MIN,
+        at,
+        Some(at),
+    );
+    h.deliver(envelope(
+        "checkouts/update",
+        &body,
+        &format!("co-done-{at}"),
+        at,
+    ));
+}
+
 /// A paid order carrying checkout `tokA`'s token (it completes that checkout).
 fn order_completing_tok_a(h: &mut Harness, id: u64, at: i64) {
     let mut o = OrderSpec::new(id, Some(C), EMAIL, at, "483.00");
@@ -566,23 +585,7 @@ fn abandoned_checkout_edge_cases() {
     let cases: Vec<(&str, Step, usize)> = vec![
         (
             "completed_at",
-            |h| {
-                let body = checkout_json(
-                    "tokA",
-                    3101,
-                    Some(EMAIL),
-                    Some(C),
-                    T0 - 5 * MIN,
-                    T0 + 10 * MIN,
-                    Some(T0 + 10 * MIN),
-                );
-                h.deliver(envelope(
-                    "checkouts/update",
-                    &body,
-                    "co-done",
-                    T0 + 10 * MIN,
-                ));
-            },
+            |h| completion_update_tok_a(h, T0 + 10 * MIN),
             0,
         ),
         (
@@ -632,23 +635,7 @@ fn abandoned_checkout_edge_cases() {
         ),
         (
             "completed_at update 2 minutes after due (inside the grace)",
-            |h| {
-                let body = checkout_json(
-                    "tokA",
-                    3101,
-                    Some(EMAIL),
-                    Some(C),
-                    T0 - 5 * MIN,
-                    T0 + 62 * MIN,
-                    Some(T0 + 62 * MIN),
-                );
-                h.deliver(envelope(
-                    "checkouts/update",
-                    &body,
-                    "co-late-done",
-                    T0 + 62 * MIN,
-                ));
-            },
+            |h| completion_update_tok_a(h, T0 + 62 * MIN),
             1,
         ),
         (
