@@ -12,7 +12,7 @@
 //! bytes copied, next to the kilobytes of JSON parsed for every input.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
@@ -445,6 +445,11 @@ pub struct PartitionState {
     purged: HashSet<String>,
     /// Number of pending timers.
     timers: usize,
+    /// Entries changed or read for a change since the last [`Self::drain_changes`], decoded:
+    /// an input touches its key's entry several times (dedup, aggregate, timers), and decoding
+    /// and re-encoding the slot each time cost more than the rules. Written back to their slots
+    /// when the transaction's changes are drained (bounded by the keys of one transaction).
+    hot: HashMap<u32, Entry>,
 }
 
 impl Default for PartitionState {
@@ -460,6 +465,7 @@ impl Default for PartitionState {
             dirty: HashSet::new(),
             purged: HashSet::new(),
             timers: 0,
+            hot: HashMap::new(),
         }
     }
 }
@@ -555,13 +561,35 @@ impl PartitionState {
             .copied()
     }
 
+    /// A copy of the entry in `slot` (the decoded one if it is hot).
     fn read(&self, slot: u32) -> Option<Entry> {
+        if let Some(e) = self.hot.get(&slot) {
+            return Some(e.clone());
+        }
+        self.decode_slot(slot)
+    }
+
+    fn decode_slot(&self, slot: u32) -> Option<Entry> {
         slot_bytes(&self.slots, slot).and_then(|b| Entry::decode(b).ok())
     }
 
-    fn write(&mut self, slot: u32, entry: &Entry) {
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(entry.encode());
+    /// The decoded entry of `slot`, made hot.
+    fn hot_entry(&mut self, slot: u32, key: &str) -> &mut Entry {
+        if !self.hot.contains_key(&slot) {
+            let e = self.decode_slot(slot).unwrap_or_else(|| Entry::new(key));
+            self.hot.insert(slot, e);
+        }
+        self.hot.entry(slot).or_insert_with(|| Entry::new(key))
+    }
+
+    /// Encodes every hot entry back into its slot.
+    fn write_back(&mut self) {
+        for (slot, entry) in std::mem::take(&mut self.hot) {
+            if let Some(s) = self.slots.get_mut(slot as usize)
+                && s.is_some()
+            {
+                *s = Some(entry.encode());
+            }
         }
     }
 
@@ -614,7 +642,7 @@ impl PartitionState {
             Ok(e) => e.remove().0,
             Err(_) => return None,
         };
-        let entry = self.read(slot);
+        let entry = self.hot.remove(&slot).or_else(|| self.decode_slot(slot));
         if let Some(x) = self.slots.get_mut(slot as usize) {
             *x = None;
         }
@@ -633,23 +661,34 @@ impl PartitionState {
     /// (keeping the due-time index in step with its timers).
     pub fn update<T>(&mut self, key: &str, f: impl FnOnce(&mut Entry) -> T) -> T {
         let slot = self.slot_or_insert(key);
-        let mut entry = self.read(slot).unwrap_or_else(|| Entry::new(key));
+        let entry = self.hot_entry(slot, key);
         let before: Vec<i64> = entry.timers.iter().map(|t| t.due_ms).collect();
-        let out = f(&mut entry);
-        for due in &before {
-            self.timer_index.remove(&DueKey::new(*due, slot));
+        let out = f(entry);
+        let after: Vec<i64> = entry.timers.iter().map(|t| t.due_ms).collect();
+        if before != after {
+            for due in &before {
+                self.timer_index.remove(&DueKey::new(*due, slot));
+            }
+            for due in &after {
+                self.timer_index.insert(DueKey::new(*due, slot));
+            }
+            self.timers = self.timers - before.len() + after.len();
         }
-        for t in &entry.timers {
-            self.timer_index.insert(DueKey::new(t.due_ms, slot));
-        }
-        self.timers = self.timers - before.len() + entry.timers.len();
-        self.write(slot, &entry);
         out
     }
 
     /// Decodes `key`'s aggregate (empty if the key is new).
     pub fn aggregate<S: DeserializeOwned + Default>(&self, key: &str) -> S {
-        self.get(key).map(|e| e.aggregate()).unwrap_or_default()
+        let Some(slot) = self.slot_of(key) else {
+            return S::default();
+        };
+        match self.hot.get(&slot) {
+            Some(e) => e.aggregate(),
+            None => self
+                .decode_slot(slot)
+                .map(|e| e.aggregate())
+                .unwrap_or_default(),
+        }
     }
 
     /// Stores `key`'s aggregate after an input with event time `at_ms`.
@@ -770,6 +809,7 @@ impl PartitionState {
                 out.push((e.key, Some(record)));
             }
         }
+        self.write_back();
         out
     }
 
@@ -788,6 +828,18 @@ impl PartitionState {
         // Remove any earlier version of the key first: the changelog holds full snapshots.
         self.remove(key);
         let Some(r) = record else { return Ok(()) };
+        let entry = Self::entry_of(key, r)?;
+        self.stream_time_ms = self.stream_time_ms.max(entry.updated_at_ms);
+        let slot = self.slot_or_insert_with(key, || entry.encode());
+        for t in &entry.timers {
+            self.timer_index.insert(DueKey::new(t.due_ms, slot));
+        }
+        self.timers += entry.timers.len();
+        Ok(())
+    }
+
+    /// The in-memory entry of a changelog record.
+    fn entry_of(key: &str, r: KeyStateRecord) -> Result<Entry, RestoreError> {
         let fail = |what: &str, e: PackError| RestoreError {
             key: key.to_owned(),
             message: format!("{what}: {e}"),
@@ -817,20 +869,13 @@ impl PartitionState {
                     .map(|h| (h, d.event_time_ms))
             })
             .collect();
-        self.stream_time_ms = self.stream_time_ms.max(r.updated_at_ms);
-        let entry = Entry {
+        Ok(Entry {
             key: key.to_owned(),
             updated_at_ms: r.updated_at_ms,
             aggregate,
             timers,
             dedup,
-        };
-        let slot = self.slot_or_insert_with(key, || entry.encode());
-        for t in &entry.timers {
-            self.timer_index.insert(DueKey::new(t.due_ms, slot));
-        }
-        self.timers += entry.timers.len();
-        Ok(())
+        })
     }
 }
 
@@ -1053,6 +1098,33 @@ mod tests {
         let mut found = p.keys_with_prefix("s.myshopify.com/c/");
         found.sort();
         assert_eq!(found.len(), 7);
+    }
+
+    #[test]
+    fn changes_live_decoded_until_drained_then_in_their_slot() {
+        let mut p = P::default();
+        p.mark_dirty("k");
+        p.set_aggregate("k", &serde_json::json!({"n": 1}), 10);
+        p.set_timer("k", timer("t", 20));
+        let slot = p.slot_of("k").unwrap();
+        assert!(p.hot.contains_key(&slot));
+        assert_ne!(
+            p.decode_slot(slot),
+            p.get("k"),
+            "the slot is written back later"
+        );
+        let changes = p.drain_changes();
+        assert_eq!(changes.len(), 1);
+        assert!(p.hot.is_empty());
+        assert_eq!(p.decode_slot(slot), p.get("k"));
+        assert_eq!(
+            p.aggregate::<serde_json::Value>("k"),
+            serde_json::json!({"n": 1})
+        );
+        assert_eq!(
+            p.pop_due(20).map(|(k, t)| (k, t.timer_id)),
+            Some(("k".into(), "t".into()))
+        );
     }
 
     #[test]
