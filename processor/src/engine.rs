@@ -210,6 +210,9 @@ pub struct Engine<R: Rules> {
     committing: Option<std::thread::JoinHandle<(Result<(), TxnFailure>, f64)>>,
     /// Records of the next transaction produced while the previous one commits.
     held: Vec<Held>,
+    /// Whether a failed transaction rebuilds the state and rewinds the consumer (false while
+    /// partitions are being revoked: their state is about to be dropped).
+    rewind_on_abort: bool,
     txn_records: usize,
     txn_started: Instant,
     offsets: BTreeMap<(String, i32), i64>,
@@ -275,11 +278,22 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
         let mut engine = self.lock();
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                // Finish the open transaction while this instance still belongs to the group
-                // generation, so its offsets are accepted; the new owner then starts exactly
-                // where this one stopped.
-                if let Err(e) = engine.commit(consumer) {
-                    engine.fatal.get_or_insert(e);
+                if consumer.assignment_lost() {
+                    // The session timed out (e.g. the broker was away): the group has moved
+                    // on, so a commit would carry a stale generation and be rejected. Abort;
+                    // whoever owns the partitions next redoes the uncommitted inputs.
+                    tracing::warn!("Assignment lost; aborting the open transaction.");
+                    engine.abort_quietly();
+                } else {
+                    // Finish the open transaction while this instance still belongs to the
+                    // group generation, so its offsets are accepted; the new owner then starts
+                    // exactly where this one stopped. The partitions' state is dropped next,
+                    // so a failed commit aborts without rebuilding it.
+                    engine.rewind_on_abort = false;
+                    if let Err(e) = engine.commit(consumer) {
+                        engine.fatal.get_or_insert(e);
+                    }
+                    engine.rewind_on_abort = true;
                 }
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 for p in revoked {
@@ -826,8 +840,8 @@ impl<R: Rules> Engine<R> {
             }
         };
         if let Err(e) = sent {
-            tracing::warn!(error = %e, "Could not complete the transaction; aborting and rewinding to the last commit.");
-            return self.abort_and_rewind(consumer);
+            tracing::warn!(error = %e, "Could not complete the transaction; aborting.");
+            return self.abort_after_failure(consumer);
         }
         let producer = Arc::clone(&self.producer);
         self.in_txn = false;
@@ -886,11 +900,25 @@ impl<R: Rules> Engine<R> {
             }
             Err(TxnFailure::Fatal(m)) => Err(EngineError::Fatal(m)),
             Err(TxnFailure::Abort(m)) => {
-                tracing::warn!(error = %m, "Transaction failed; aborting and rewinding to the last commit.");
+                tracing::warn!(error = %m, "Transaction failed; aborting.");
                 // The failed transaction is still open in the producer: abort it.
                 self.txn_open = true;
-                self.abort_and_rewind(consumer)
+                self.abort_after_failure(consumer)
             }
+        }
+    }
+
+    /// After a failed transaction: abort and rewind to the last commit, or (while partitions
+    /// are being revoked) only abort.
+    fn abort_after_failure(
+        &mut self,
+        consumer: &BaseConsumer<EngineContext<R>>,
+    ) -> Result<(), EngineError> {
+        if self.rewind_on_abort {
+            self.abort_and_rewind(consumer)
+        } else {
+            self.abort_quietly();
+            Ok(())
         }
     }
 
@@ -1154,6 +1182,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         txn_open: false,
         committing: None,
         held: Vec::new(),
+        rewind_on_abort: true,
         partitions: HashMap::new(),
         in_txn: false,
         txn_records: 0,
