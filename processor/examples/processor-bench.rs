@@ -25,7 +25,7 @@ use rdkafka::producer::{
     BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
 };
 use rdkafka::{Offset, TopicPartitionList};
-use runtime::testing::{fresh_topics, kafka, unique};
+use runtime::testing::{fresh_topics, kafka, rss_kib, unique};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{EventSource, KeyStateRecord, ShopDomain, ShopifyEnvelope};
 
@@ -233,18 +233,6 @@ fn ready(port: u16) -> bool {
     let mut b = String::new();
     let _ = s.read_to_string(&mut b);
     b.starts_with("HTTP/1.1 200")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn free_port() -> u16 {

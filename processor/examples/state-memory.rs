@@ -2,19 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use processor::state::PartitionState;
+use runtime::testing::rss_kib;
 use schemas::{DedupRecord, KeyStateRecord, TimerRecord};
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// What the marketing rules hold for a customer with two paid orders (as in processor-bench),
 /// with per-customer ids, times and hashes so nothing is artificially repetitive.
@@ -37,7 +26,7 @@ fn main() {
         .unwrap_or(500_000);
     let parts: Vec<String> = std::env::args().skip(2).collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let before = rss_kib();
+    let before = rss_kib(std::process::id());
     let mut p = PartitionState::default();
     for i in 0..n {
         let key = format!("bench.myshopify.com/c/{}", 6_000_000_000_000 + i);
@@ -75,7 +64,7 @@ fn main() {
         };
         p.load(&key, Some(rec)).unwrap();
     }
-    let after = rss_kib();
+    let after = rss_kib(std::process::id());
     let first = "bench.myshopify.com/c/6000000000000";
     println!(
         "one key's entry: {} bytes (aggregate {} packed)",

@@ -630,18 +630,11 @@ impl PartitionState {
 
     /// Removes `key`'s slot, returning its entry.
     fn remove(&mut self, key: &str) -> Option<Entry> {
-        let parts = KeyParts::split(key);
-        let prefix_id = pack::lookup(parts.prefix);
-        let slots = &self.slots;
-        let found = self.index.find_entry(parts.hash(&self.hasher), |&s| {
-            slot_bytes(slots, s)
-                .and_then(StoredKey::of)
-                .is_some_and(|k| k.is(key, &parts, prefix_id))
-        });
-        let slot = match found {
-            Ok(e) => e.remove().0,
-            Err(_) => return None,
-        };
+        let slot = self.slot_of(key)?;
+        let hash = KeyParts::split(key).hash(&self.hasher);
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
         let entry = self.hot.remove(&slot).or_else(|| self.decode_slot(slot));
         if let Some(x) = self.slots.get_mut(slot as usize) {
             *x = None;

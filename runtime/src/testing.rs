@@ -144,3 +144,17 @@ pub fn read_committed(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<
     }
     out
 }
+
+/// Resident memory of process `pid` in KiB (`VmRSS` from `/proc`), 0 if unreadable; for the
+/// benchmarks' memory figures.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
