@@ -380,7 +380,13 @@ impl<R: Rules> Engine<R> {
             .map_err(|e| EngineError::Fatal(format!("begin_transaction: {e}")))?;
         self.txn_open = true;
         for h in std::mem::take(&mut self.held) {
-            self.produce(&h.topic, &h.key, h.partition, h.payload.as_deref(), h.headers)?;
+            self.produce(
+                &h.topic,
+                &h.key,
+                h.partition,
+                h.payload.as_deref(),
+                h.headers,
+            )?;
         }
         Ok(())
     }
@@ -542,7 +548,10 @@ impl<R: Rules> Engine<R> {
             return Ok(());
         };
         state.stream_time_ms = state.stream_time_ms.max(event_time);
-        if source == "raw" && state.clock.on_input(event_time, env.received_at_ms, &self.watermark)
+        if source == "raw"
+            && state
+                .clock
+                .on_input(event_time, env.received_at_ms, &self.watermark)
         {
             self.metrics.late_arrivals.inc();
         }
@@ -556,7 +565,9 @@ impl<R: Rules> Engine<R> {
     /// An ingest heartbeat on raw partition `p`: its inputs are complete up to it.
     fn on_heartbeat(&mut self, p: i32, env: &ShopifyEnvelope) {
         if let Some(state) = self.partitions.get_mut(&p) {
-            state.clock.on_heartbeat(env.received_at_ms, &self.watermark);
+            state
+                .clock
+                .on_heartbeat(env.received_at_ms, &self.watermark);
         }
     }
 
@@ -573,7 +584,7 @@ impl<R: Rules> Engine<R> {
         let Some(mut state) = self.partitions.remove(&p) else {
             return Ok(());
         };
-        state.clock.on_announcement(announcement);
+        state.clock.on_announcement(announcement, &self.watermark);
         let result = self.fire_due_timers(&mut state, (self.clock)());
         self.partitions.insert(p, state);
         result
@@ -824,7 +835,7 @@ impl<R: Rules> Engine<R> {
     fn fire_limit(&self, state: &PartitionState, wall: i64) -> Option<i64> {
         match self.cfg.timers.clock {
             TimerClock::StreamTime => Some(state.now(wall)),
-            TimerClock::Inputs => state.clock.all.horizon(&self.watermark).fire_up_to(),
+            TimerClock::Inputs => state.clock.horizon(&self.watermark).fire_up_to(),
         }
     }
 
@@ -1250,7 +1261,10 @@ impl<R: Rules> Engine<R> {
         let fresh = PartitionClock::new(self.topics.partitions);
         match serde_json::from_str::<PartitionClock>(json) {
             Ok(c) if c.all.sources() == usize::try_from(self.topics.partitions).unwrap_or(0) => c,
-            Ok(c) => PartitionClock { own: c.own, ..fresh },
+            Ok(c) => PartitionClock {
+                own: c.own,
+                ..fresh
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "Unreadable timer clock in the changelog; starting over.");
                 fresh
@@ -1276,7 +1290,7 @@ impl<R: Rules> Engine<R> {
             let deferred: usize = self
                 .partitions
                 .values()
-                .map(|s| match s.clock.all.horizon(&self.watermark) {
+                .map(|s| match s.clock.horizon(&self.watermark) {
                     crate::watermark::Horizon::Known {
                         complete_ms,
                         fire_up_to_ms,

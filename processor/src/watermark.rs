@@ -142,7 +142,6 @@ impl SourceProgress {
             }
         }
         self.complete_ms = Some(at_ms);
-        self.prune(cfg);
         *self != before
     }
 
@@ -170,16 +169,18 @@ impl SourceProgress {
         }
     }
 
-    /// Forgets disturbances that can no longer hold a timer.
-    fn prune(&mut self, cfg: &WatermarkConfig) {
-        let Some(complete) = self.complete_ms else {
-            return;
-        };
+    /// Forgets disturbances that can no longer hold a timer anywhere: `complete_ms` must be
+    /// the minimum over *every* source (a partition that has not read as far may still hold
+    /// forwards of this one's late inputs), never this partition's own progress.
+    fn prune(&mut self, complete_ms: i64, cfg: &WatermarkConfig) -> bool {
+        let mut changed = false;
         for slot in [&mut self.outage, &mut self.late] {
-            if slot.is_some_and(|d| d.expired(complete, cfg)) {
+            if slot.is_some_and(|d| d.expired(complete_ms, cfg)) {
                 *slot = None;
+                changed = true;
             }
         }
+        changed
     }
 
     fn disturbances(&self) -> impl Iterator<Item = &Disturbance> {
@@ -272,7 +273,10 @@ impl Completeness {
         else {
             return false;
         };
-        let newer = match (slot.as_ref().and_then(|s| s.complete_ms), progress.complete_ms) {
+        let newer = match (
+            slot.as_ref().and_then(|s| s.complete_ms),
+            progress.complete_ms,
+        ) {
             (Some(old), Some(new)) => new >= old,
             (Some(_), None) => false,
             (None, _) => true,
@@ -286,6 +290,11 @@ impl Completeness {
 
     /// The horizon the sources' announcements allow.
     pub fn horizon(&self, cfg: &WatermarkConfig) -> Horizon {
+        self.horizon_with(cfg, None)
+    }
+
+    /// The horizon, also held by `local` disturbances not announced yet.
+    fn horizon_with(&self, cfg: &WatermarkConfig, local: Option<&SourceProgress>) -> Horizon {
         let mut complete = i64::MAX;
         for s in &self.sources {
             match s.as_ref().and_then(|s| s.complete_ms) {
@@ -297,7 +306,8 @@ impl Completeness {
             return Horizon::Unknown;
         }
         let mut fire_up_to = complete - cfg.grace_ms;
-        for d in self.sources.iter().flatten().flat_map(|s| s.disturbances()) {
+        let announced = self.sources.iter().flatten();
+        for d in announced.chain(local).flat_map(|s| s.disturbances()) {
             if !d.expired(complete, cfg) {
                 fire_up_to = fire_up_to.min(d.limit(complete, cfg));
             }
@@ -374,10 +384,22 @@ impl PartitionClock {
         late
     }
 
+    /// How far this partition's timers may fire. Its own disturbances count at once, before
+    /// they are announced: a timer armed by a late input must not fire on announcements that
+    /// were made before that input was read.
+    pub fn horizon(&self, cfg: &WatermarkConfig) -> Horizon {
+        self.all.horizon_with(cfg, Some(&self.own))
+    }
+
     /// An announcement read on this partition's repartition input.
-    pub fn on_announcement(&mut self, a: Announcement) {
+    pub fn on_announcement(&mut self, a: Announcement, cfg: &WatermarkConfig) {
         if self.all.on_announcement(a.source, a.progress) {
             self.unsaved = true;
+            if let Horizon::Known { complete_ms, .. } = self.all.horizon(cfg)
+                && self.own.prune(complete_ms, cfg)
+            {
+                self.unannounced = true;
+            }
         }
     }
 }
@@ -464,7 +486,6 @@ mod tests {
         for t in (14 * HOUR + 56 * MIN..=15 * HOUR).step_by(10_000) {
             later.on_heartbeat(t, &cfg());
         }
-        assert!(later.outage.is_none(), "expired and pruned");
         let h = all(1, &later).horizon(&cfg());
         assert_eq!(h.fate(11 * HOUR + 5 * MIN, &cfg()), TimerFate::Fire);
     }
@@ -482,9 +503,73 @@ mod tests {
         for t in (10 * HOUR..=10 * HOUR + 6 * MIN).step_by(10_000) {
             later.on_heartbeat(t, &cfg());
         }
-        assert!(later.late.is_none(), "settled and pruned");
         let h = all(1, &later).horizon(&cfg());
         assert_eq!(h.fate(6 * HOUR + 30 * MIN, &cfg()), TimerFate::Fire);
+    }
+
+    #[test]
+    fn a_late_input_holds_its_partition_before_it_is_announced() {
+        // Every source announced heartbeats up to 10:00; then a checkout from 06:00 is read.
+        let mut clock = PartitionClock::new(2);
+        for p in 0..2 {
+            clock.on_announcement(
+                Announcement {
+                    source: p,
+                    progress: steady(0, 10 * HOUR),
+                },
+                &cfg(),
+            );
+        }
+        assert_eq!(
+            clock.horizon(&cfg()).fate(7 * HOUR, &cfg()),
+            TimerFate::Fire
+        );
+        assert!(clock.on_input(6 * HOUR, 10 * HOUR, &cfg()));
+        assert_eq!(
+            clock.horizon(&cfg()).fate(7 * HOUR, &cfg()),
+            TimerFate::Deferred
+        );
+    }
+
+    #[test]
+    fn a_partitions_own_disturbance_lasts_until_every_source_is_past_it() {
+        let mut clock = PartitionClock::new(2);
+        clock.on_heartbeat(10 * HOUR, &cfg());
+        clock.on_input(6 * HOUR, 10 * HOUR, &cfg());
+        clock.on_heartbeat(11 * HOUR, &cfg());
+        // Its own heartbeats are far past the settle time, but source 1 is still at 10:00.
+        let own = clock.own.clone();
+        clock.on_announcement(
+            Announcement {
+                source: 0,
+                progress: own,
+            },
+            &cfg(),
+        );
+        clock.on_announcement(
+            Announcement {
+                source: 1,
+                progress: steady(0, 10 * HOUR),
+            },
+            &cfg(),
+        );
+        assert!(clock.own.late.is_some());
+        assert_eq!(
+            clock.horizon(&cfg()).fate(7 * HOUR, &cfg()),
+            TimerFate::Deferred
+        );
+        clock.on_announcement(
+            Announcement {
+                source: 1,
+                progress: steady(0, 11 * HOUR),
+            },
+            &cfg(),
+        );
+        assert!(
+            clock.own.late.is_none(),
+            "pruned once every source is past it"
+        );
+        assert!(clock.unannounced);
     }
 
     #[test]
