@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, Opts, Registry};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureRecord, Producer};
 use schemas::ShopifyEnvelope;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,8 @@ impl HeartbeatMetrics {
     }
 }
 
-/// Writes a heartbeat to each of the raw topic's `partitions` every `interval` until shutdown.
+/// Writes a heartbeat to each partition of the raw topic (as the broker reports them, else
+/// `partitions`) every `interval` until shutdown.
 pub async fn run(
     sink: Arc<KafkaSink>,
     partitions: i32,
@@ -58,9 +59,24 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // The topic's real partition count (the configured one is only the fallback): a
+        // partition left without heartbeats would hold every processor's timers.
+        let probe = sink.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let md = probe
+                .producer()
+                .client()
+                .fetch_metadata(Some(probe.topic()), Duration::from_secs(5))
+                .ok()?;
+            let n = md.topics().first()?.partitions().len();
+            i32::try_from(n).ok().filter(|n| *n > 0)
+        })
+        .await
+        .ok()
+        .flatten();
         let at_ms = runtime::now_ms();
         let mut acks = Vec::new();
-        for p in 0..partitions {
+        for p in 0..found.unwrap_or(partitions) {
             let env = ShopifyEnvelope::heartbeat(&instance, p, at_ms);
             let bytes = match env.encode() {
                 Ok(b) => b,
