@@ -199,6 +199,9 @@ async fn heartbeats_reach_every_partition_of_the_raw_topic() {
             })
             .collect();
         assert!(times.len() >= 2, "partition {p}: {times:?}");
-        assert!(times.windows(2).all(|w| w[0] < w[1]), "partition {p}: {times:?}");
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: {times:?}"
+        );
     }
 }

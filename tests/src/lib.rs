@@ -435,7 +435,10 @@ impl Stack {
         env.push(("TILLSTREAM_ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
         if o.event_time_only {
             env.push(("TILLSTREAM_ENGINE__CAUGHT_UP_LAG".into(), "-1".into()));
-            env.push(("TILLSTREAM_ENGINE__TIMERS__CLOCK".into(), "stream_time".into()));
+            env.push((
+                "TILLSTREAM_ENGINE__TIMERS__CLOCK".into(),
+                "stream_time".into(),
+            ));
         }
         env.extend(o.processor_env.iter().cloned());
         let p = port(&mut env);
