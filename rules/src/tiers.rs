@@ -54,33 +54,19 @@ struct Crossing {
 
 /// Every level ever reached on the timeline (bit i = `levels[i]`) and where.
 fn timeline(cfg: &RulesConfig, state: &State) -> (u32, Vec<Option<Crossing>>) {
-    // (time, order id, step, Δvalue, Δcount); step orders the deltas of one order at one instant.
-    let mut deltas: Vec<(i64, u64, u8, Decimal, i64)> = Vec::new();
-    for o in state.orders.iter().filter(|o| ltv::purchasable(o)) {
-        deltas.push((o.placed_ms, o.id, 0, o.total, 1));
-        let mut refunded = Decimal::ZERO;
-        let mut end = o.placed_ms;
-        for r in &o.refunds {
-            let a = ltv::refund_amount(o, r);
-            refunded += a;
-            end = end.max(r.at_ms);
-            deltas.push((r.at_ms.max(o.placed_ms), o.id, 1, -a, 0));
-        }
-        end = end.max(o.cancelled_ms.unwrap_or(end));
-        let counted = ltv::counted(o);
-        let final_value = if counted { ltv::kept(o) } else { Decimal::ZERO };
-        let dv = final_value - (o.total - refunded);
-        let dc = i64::from(counted) - 1;
-        if !dv.is_zero() || dc != 0 {
-            deltas.push((end, o.id, 2, dv, dc));
-        }
-    }
-    deltas.sort_by_key(|d| (d.0, d.1, d.2));
+    let deltas = ltv::deltas(state);
     let levels = &cfg.tiers.levels;
     let mut bits = 0u32;
     let mut crossings = vec![None; levels.len()];
     let (mut value, mut count) = (Decimal::ZERO, 0i64);
-    for (at, order_id, _, dv, dc) in deltas {
+    for ltv::Delta {
+        at,
+        order_id,
+        value: dv,
+        count: dc,
+        ..
+    } in deltas
+    {
         value += dv;
         count += dc;
         let s = Summary {
@@ -133,10 +119,13 @@ pub(crate) fn derive(cx: &mut Cx<'_>, state: &mut State, s: &Summary) {
         return;
     };
     let highest = u8::try_from(32 - bits.leading_zeros()).unwrap_or(0);
+    // The highest tier on the business timeline, not a maximum over what the state looked
+    // like after each arrival: an order applied before the refund that precedes it must not
+    // leave a tier the customer never held.
     p.tier = if cfg.tiers.refunds_can_downgrade {
         now_tier
     } else {
-        p.tier.max(highest).max(now_tier)
+        highest.max(now_tier)
     };
     let mut armed = p.tiers_armed;
     for (i, c) in crossings.iter().enumerate() {

@@ -418,6 +418,11 @@ fn a_late_refund_before_the_crossing_cancels_the_announcement() {
         h.event_fields("vip_tier_upgraded")
     );
     assert_eq!(num(&h.profile(&ckey())["shopify_lifetime_value"]), 240.0);
+    assert_eq!(
+        h.profile(&ckey())["shopify_vip_tier"],
+        json!("none"),
+        "the profile keeps no tier the business timeline never reached"
+    );
 }
 
 #[test]

@@ -125,6 +125,15 @@ pub fn order_body(
     )
 }
 
+/// A refund body with one successful refund transaction of `amount` (shop currency USD).
+pub fn refund_body(refund_id: u64, order_id: u64, amount: &str, at: i64) -> String {
+    format!(
+        r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{t}","processed_at":"{t}","restock":false,"refund_line_items":[],"order_adjustments":[],"refund_shipping_lines":[],"transactions":[{{"id":{tx},"order_id":{order_id},"kind":"refund","status":"success","amount":"{amount}","currency":"USD","gateway":"manual","created_at":"{t}"}}]}}"#,
+        t = iso(at),
+        tx = refund_id + 1
+    )
+}
+
 /// An email-only (guest) checkout body with one line, created and updated at `at`.
 pub fn guest_checkout_body(token: &str, email: &str, total: &str, at: i64) -> String {
     format!(
