@@ -105,7 +105,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         application_id: unique("mkt"),
         timer_delay: "1day".into(),
     };
-    let mut p = d.spawn_with("m", &[("TILLSTREAM_RULES__KIND", "marketing")]);
+    let mut p = d.spawn_with("m", &[("TILLSTREAM__RULES__KIND", "marketing")]);
     let ada = customer_key(customer);
     let cmds = wait_for(
         "the refund to correct the lifetime value",

@@ -67,7 +67,7 @@ pub struct IterableConfig {
     /// API base URL without `/api`: `https://api.iterable.com` (US, default),
     /// `https://api.eu.iterable.com` (EU) or the simulator's address.
     pub base_url: String,
-    /// Server-side API key, usually from `TILLSTREAM_ITERABLE__API_KEY`. Redacted in logs.
+    /// Server-side API key, usually from `TILLSTREAM__ITERABLE__API_KEY`. Redacted in logs.
     #[serde(default)]
     pub api_key: Secret,
     /// File holding the API key (Docker/Kubernetes secret), read when `api_key` is empty.
@@ -107,7 +107,7 @@ impl IterableConfig {
                 Ok(key)
             }
             None => Err(ConfigError::Rejected(
-                "no Iterable API key: set TILLSTREAM_ITERABLE__API_KEY or iterable.api_key_file"
+                "no Iterable API key: set TILLSTREAM__ITERABLE__API_KEY or iterable.api_key_file"
                     .into(),
             )),
         }
