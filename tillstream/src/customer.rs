@@ -131,9 +131,12 @@ fn table(v: &Value) -> String {
         rows.push((
             "Lifetime value",
             format!(
-                "{} over {} orders (average {})",
+                "{} over {} (average {})",
                 money(&l["lifetime_value"]),
-                l["orders"],
+                match l["orders"].as_u64() {
+                    Some(1) => "1 order".to_owned(),
+                    n => format!("{} orders", n.unwrap_or_default()),
+                },
                 money(&l["average_order_value"])
             ),
         ));
