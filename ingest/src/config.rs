@@ -1,4 +1,4 @@
-//! Ingest's configuration: embedded defaults, a TOML file and `TILLSTREAM_*` overrides.
+//! Ingest's configuration: embedded defaults, a TOML file and `TILLSTREAM__*` overrides.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -134,7 +134,10 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         .as_array()
         .and_then(|t| t.iter().find(|t| t["kind"] == "winback"))
         .unwrap_or_else(|| panic!("no winback timer: {body}"));
-    assert!(winback["due_in"].as_str().unwrap().starts_with("in "), "{body}");
+    assert!(
+        winback["due_in"].as_str().unwrap().starts_with("in "),
+        "{body}"
+    );
     assert!(v["dedup"]["remembered"].as_u64().unwrap() >= 1, "{body}");
 
     // The guest's e-mail key learned that its checkout completed.

@@ -1,4 +1,4 @@
-//! The publisher's configuration: embedded defaults, then a file, then `TILLSTREAM_*` variables.
+//! The publisher's configuration: embedded defaults, then a file, then `TILLSTREAM__*` variables.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -278,7 +278,7 @@ pub struct PipelineConfig {
 }
 
 impl PublisherConfig {
-    /// Loads defaults, then `file`, then `TILLSTREAM_*` environment overrides, and validates.
+    /// Loads defaults, then `file`, then `TILLSTREAM__*` environment overrides, and validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = runtime::load_config(DEFAULTS_TOML, file)?;
         config.validate()?;
