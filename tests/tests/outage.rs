@@ -74,7 +74,7 @@ async fn stack() -> Stack {
     o.event_time_only = false;
     o.rules_toml = "[checkout]\nabandon_after_minutes = 1\n[timing]\nout_of_order_grace = \"2s\"\n"
         .to_owned();
-    o.ingest_env = vec![("TILLSTREAM_HEARTBEAT__INTERVAL".into(), "500ms".into())];
+    o.ingest_env = vec![("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into())];
     let clock =
         std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
     o.processor_env = [
@@ -86,7 +86,7 @@ async fn stack() -> Stack {
         ("ANNOUNCE_INTERVAL", "200ms"),
     ]
     .into_iter()
-    .map(|(k, v)| (format!("TILLSTREAM_ENGINE__TIMERS__{k}"), v.to_owned()))
+    .map(|(k, v)| (format!("TILLSTREAM__ENGINE__TIMERS__{k}"), v.to_owned()))
     .collect();
     let s = Stack::start(o).await.expect("stack");
     s.wait_ready(Duration::from_secs(120)).await.expect("ready");
