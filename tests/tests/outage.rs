@@ -153,6 +153,18 @@ async fn check(stack: &Stack, expected: &[String], completed: &[String]) {
     );
 }
 
+/// Waits until the checkouts created at `t0` are past their decision time (one minute + grace):
+/// the outage or downtime must outlast it.
+async fn past_the_decision_time(t0: i64) {
+    wait_until(
+        "the decision time to pass",
+        Duration::from_secs(120),
+        || async { (runtime::now_ms() > t0 + 70_000).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
 fn split() -> (Vec<String>, Vec<String>) {
     let completed = (0..CHECKOUTS).filter(|i| i % 2 == 0).map(email).collect();
     let abandoned = (0..CHECKOUTS).filter(|i| i % 2 == 1).map(email).collect();
@@ -177,14 +189,7 @@ async fn ingest_outage_longer_than_the_abandonment_delay() {
         .map(|i| completing_order(i, t0 + 10_000))
         .collect();
     let retried = tokio::spawn(send(url, orders));
-    // Down past the checkouts' decision time (one minute + grace after t0).
-    wait_until(
-        "the decision time to pass",
-        Duration::from_secs(120),
-        || async { (runtime::now_ms() > t0 + 70_000).then_some(()) },
-    )
-    .await
-    .unwrap();
+    past_the_decision_time(t0).await;
     lock(&stack.ingest).start();
     retried.await.expect("retries delivered");
     let (completed, abandoned) = split();
@@ -206,13 +211,7 @@ async fn processor_downtime_longer_than_the_abandonment_delay() {
             .map(|i| completing_order(i, t0 + 10_000)),
     );
     send(stack.webhook_url(), deliveries).await;
-    wait_until(
-        "the decision time to pass",
-        Duration::from_secs(120),
-        || async { (runtime::now_ms() > t0 + 70_000).then_some(()) },
-    )
-    .await
-    .unwrap();
+    past_the_decision_time(t0).await;
     lock(&stack.processor).start();
     let (completed, abandoned) = split();
     check(&stack, &abandoned, &completed).await;
