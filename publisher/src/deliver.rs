@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Path, assemble};
+use crate::batch::{Path, assemble, to_bytes};
 use crate::client::IterableClient;
 use crate::config::{IterableConfig, RetryConfig};
+use crate::conflict;
 use crate::dlq::{Aborted, DeadLetters, Failure, Source};
 use crate::limits::Limiters;
 use crate::mapping::{Endpoint, Family, Identity, Method, Request};
@@ -58,6 +59,40 @@ pub(crate) struct Item {
     /// The separate items a coalesced item was built from, tried one by one if Iterable
     /// rejects the merged one, so one bad update does not take the others down with it.
     pub(crate) parts: Vec<Item>,
+}
+
+impl Item {
+    /// This item with `body` (the request minus its contested identifier fields) in place of
+    /// its own; the parts lose the fields too, in case they are ever tried one by one.
+    fn without_contested(self, body: serde_json::Value) -> Item {
+        let parts = self
+            .parts
+            .into_iter()
+            .map(|p| match conflict::strip(p.request.body.as_ref()) {
+                Some(b) => p.without_contested(b),
+                None => p,
+            })
+            .collect();
+        Item {
+            body: to_bytes(&body),
+            request: Request {
+                body: Some(body),
+                ..self.request
+            },
+            parts,
+            ..self
+        }
+    }
+}
+
+/// What is left of an item after an identifier conflict was recorded.
+enum Resolved {
+    /// The item without the contested fields: send it.
+    Resend(Item),
+    /// The contested field was all the item carried: finished, undelivered.
+    Finished(Item),
+    /// The item sets no identifier field, so nothing can be left out: a plain conflict.
+    Reject(Item),
 }
 
 /// The consecutive commands of one user dispatched together.
@@ -227,6 +262,22 @@ impl Deliverer {
         endpoint: Endpoint,
         attempt: Option<&Attempt>,
     ) -> Result<(), Aborted> {
+        let reason = format!("{} rejected the command ({kind})", endpoint.name());
+        let jobs: Vec<&JobMeta> = item.jobs.iter().collect();
+        self.write_dead_letters(&jobs, &item.body, kind, &reason, endpoint, attempt)
+            .await
+    }
+
+    /// Writes one dead letter per job, each with the request `body` and the answer.
+    async fn write_dead_letters(
+        &self,
+        jobs: &[&JobMeta],
+        body: &[u8],
+        kind: &str,
+        reason: &str,
+        endpoint: Endpoint,
+        attempt: Option<&Attempt>,
+    ) -> Result<(), Aborted> {
         let (status, response, detail) = match attempt {
             Some(Attempt::Response { status, body, .. }) => {
                 (Some(*status), Some(body.as_str()), format!("HTTP {status}"))
@@ -234,22 +285,71 @@ impl Deliverer {
             Some(Attempt::Transport { message, .. }) => (None, None, message.clone()),
             None => (None, None, String::new()),
         };
-        for job in &item.jobs {
+        for job in jobs {
             let source = job.source();
             let failure = Failure {
                 kind,
-                reason: format!(
-                    "{} rejected the command ({kind}): {detail}",
-                    endpoint.name()
-                ),
+                reason: format!("{reason}: {detail}"),
                 endpoint: Some(endpoint.name()),
-                request: Some(&item.body),
+                request: Some(body),
                 status,
                 response,
             };
             self.dlq.send(&source, &failure, &self.abort).await?;
         }
         Ok(())
+    }
+
+    /// Handles an identifier conflict (`EmailAlreadyExists`) of `item`: records it on the
+    /// dead-letter topic (kind `identifier_conflict`) and returns the item without the
+    /// contested field, so nothing but that field is held back.
+    async fn resolve_conflict(
+        &self,
+        item: Item,
+        endpoint: Endpoint,
+        attempt: &Attempt,
+    ) -> Result<Resolved, Aborted> {
+        let contested = conflict::contested(item.request.body.as_ref());
+        let Some(rest) = conflict::strip(item.request.body.as_ref()) else {
+            return Ok(Resolved::Reject(item));
+        };
+        let sent = conflict::has_data(&rest);
+        let reason = format!(
+            "{} already belongs to another Iterable user; {}",
+            conflict::describe(&contested),
+            if sent {
+                "the rest of the update is delivered without it"
+            } else {
+                "the update carried nothing else"
+            }
+        );
+        // Of a coalesced item, only the commands that set the contested field are recorded.
+        let recorded: Vec<&JobMeta> = if item.parts.is_empty() {
+            item.jobs.iter().collect()
+        } else {
+            item.parts
+                .iter()
+                .filter(|p| !conflict::contested(p.request.body.as_ref()).is_empty())
+                .flat_map(|p| &p.jobs)
+                .collect()
+        };
+        self.write_dead_letters(
+            &recorded,
+            &item.body,
+            "identifier_conflict",
+            &reason,
+            endpoint,
+            Some(attempt),
+        )
+        .await?;
+        self.metrics
+            .conflicts
+            .with_label_values(&[endpoint.name()])
+            .inc_by(recorded.len() as u64);
+        if !sent {
+            return Ok(Resolved::Finished(item));
+        }
+        Ok(Resolved::Resend(item.without_contested(rest)))
     }
 
     /// Delivers one unit over single endpoints, item after item.
@@ -275,7 +375,7 @@ impl Deliverer {
     }
 
     /// Returns the parts to try separately when a coalesced item was rejected.
-    async fn single_item(&self, item: Item) -> Result<Option<Vec<Item>>, Aborted> {
+    async fn single_item(&self, mut item: Item) -> Result<Option<Vec<Item>>, Aborted> {
         let endpoint = item.request.endpoint;
         let logic = SingleLogic(endpoint);
         let mut attempt_no = 0u32;
@@ -318,6 +418,24 @@ impl Deliverer {
                         .await?;
                     self.done(item.jobs, false, Path::Single);
                     return Ok(None);
+                }
+                RetryAction::Conflict => {
+                    match self.resolve_conflict(item, endpoint, &attempt).await? {
+                        Resolved::Resend(rest) => {
+                            item = rest;
+                            attempt_no = 0;
+                        }
+                        Resolved::Finished(rest) => {
+                            self.done(rest.jobs, false, Path::Single);
+                            return Ok(None);
+                        }
+                        Resolved::Reject(rest) => {
+                            self.dead_letter(&rest, "conflict", endpoint, Some(&attempt))
+                                .await?;
+                            self.done(rest.jobs, false, Path::Single);
+                            return Ok(None);
+                        }
+                    }
                 }
             }
         }
@@ -380,8 +498,38 @@ impl Deliverer {
                     let mut again = Vec::new();
                     let mut split_parts = Vec::new();
                     for (u, item) in chunk {
-                        match failures.failure_of(&item.identity, item.event_name.as_deref()) {
+                        let contested = conflict::contested(item.request.body.as_ref());
+                        match failures.failure_of(
+                            &item.identity,
+                            &contested,
+                            item.event_name.as_deref(),
+                        ) {
                             None => progress.finish(&self, u, item.jobs, true),
+                            Some(ItemFailure::Conflict) => {
+                                let Ok(resolved) =
+                                    self.resolve_conflict(item, endpoint, &attempt).await
+                                else {
+                                    return;
+                                };
+                                match resolved {
+                                    // Sent again at once, like the parts of a split item.
+                                    Resolved::Resend(rest) => split_parts.push((u, rest)),
+                                    Resolved::Finished(rest) => {
+                                        progress.finish(&self, u, rest.jobs, false);
+                                    }
+                                    Resolved::Reject(rest) => {
+                                        if progress
+                                            .dead_letter(
+                                                &self, u, rest, "conflict", endpoint, &attempt,
+                                            )
+                                            .await
+                                            .is_err()
+                                        {
+                                            return;
+                                        }
+                                    }
+                                }
+                            }
                             Some(ItemFailure::Permanent("invalid_data"))
                                 if !item.parts.is_empty() =>
                             {
@@ -448,9 +596,33 @@ impl Deliverer {
                     }
                     queue.push_front((chunk, attempt_no.saturating_add(1), not_found + 1));
                 }
-                action @ (RetryAction::NotFound | RetryAction::Reject { .. }) => {
+                RetryAction::Conflict if chunk.len() == 1 => {
+                    let Some((u, item)) = chunk.into_iter().next() else {
+                        continue;
+                    };
+                    let Ok(resolved) = self.resolve_conflict(item, endpoint, &attempt).await else {
+                        return;
+                    };
+                    match resolved {
+                        Resolved::Resend(rest) => queue.push_front((vec![(u, rest)], 0, not_found)),
+                        Resolved::Finished(rest) => progress.finish(&self, u, rest.jobs, false),
+                        Resolved::Reject(rest) => {
+                            if progress
+                                .dead_letter(&self, u, rest, "conflict", endpoint, &attempt)
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+                action @ (RetryAction::NotFound
+                | RetryAction::Reject { .. }
+                | RetryAction::Conflict) => {
                     let kind = match action {
                         RetryAction::Reject { reason } => reason,
+                        RetryAction::Conflict => "conflict".to_owned(),
                         _ => "not_found".to_owned(),
                     };
                     let mut chunk = chunk;

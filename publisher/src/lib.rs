@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod conflict;
 mod deliver;
 pub mod dlq;
 pub mod limits;

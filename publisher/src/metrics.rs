@@ -33,6 +33,9 @@ pub struct Metrics {
     pub pending: IntGauge,
     /// `publisher_coalesced_total`: commands merged into another command's request.
     pub coalesced: IntCounterVec,
+    /// `publisher_conflicts_total{endpoint}`: commands whose identifier field another
+    /// Iterable user owns (delivered without it, recorded as `identifier_conflict`).
+    pub conflicts: IntCounterVec,
 }
 
 impl Metrics {
@@ -125,6 +128,13 @@ impl Metrics {
                 ),
                 &["family"],
             )?,
+            conflicts: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_publisher_conflicts_total",
+                    "Commands whose email/userId belongs to another Iterable user; the rest was delivered without it.",
+                ),
+                &["endpoint"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -138,6 +148,7 @@ impl Metrics {
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.pending.clone()))?;
         registry.register(Box::new(m.coalesced.clone()))?;
+        registry.register(Box::new(m.conflicts.clone()))?;
         Ok(m)
     }
 }
