@@ -14,6 +14,7 @@ use crate::client::IterableClient;
 use crate::config::{IterableConfig, RetryConfig};
 use crate::conflict;
 use crate::dlq::{Aborted, DeadLetters, Failure, Source};
+use crate::lanes::Lane;
 use crate::limits::Limiters;
 use crate::mapping::{Endpoint, Family, Identity, Method, Request};
 use crate::metrics::Metrics;
@@ -30,6 +31,7 @@ pub(crate) struct JobMeta {
     pub(crate) event_time_ms: i64,
     pub(crate) command_id: Option<String>,
     pub(crate) family: Option<Family>,
+    pub(crate) lane: Option<Lane>,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) payload: Vec<u8>,
 }
@@ -99,6 +101,7 @@ enum Resolved {
 #[derive(Debug)]
 pub(crate) struct Unit {
     pub(crate) user: Arc<str>,
+    pub(crate) lane: Lane,
     pub(crate) items: Vec<Item>,
 }
 
@@ -107,10 +110,13 @@ pub(crate) struct Unit {
 pub(crate) enum Event {
     /// These commands are finished: delivered or dead-lettered.
     Done { jobs: Vec<JobMeta> },
-    /// The user's dispatched commands are all finished; the next may go.
+    /// The user's dispatched commands of `lane` are all finished; the next may go.
     Release {
         user: Arc<str>,
+        lane: Lane,
         path: Option<(Family, Path)>,
+        /// Whether the dispatch held one of the lane's single-request slots.
+        slot: bool,
     },
 }
 
@@ -180,14 +186,25 @@ impl Deliverer {
                 #[allow(clippy::cast_precision_loss)]
                 let age = (now - j.event_time_ms).max(0) as f64 / 1000.0;
                 self.metrics.delivered_age.observe(age);
+                if let Some(l) = j.lane {
+                    self.metrics
+                        .lane_age
+                        .with_label_values(&[l.name()])
+                        .observe(age);
+                }
             }
         }
         // The receiver only goes away when the dispatcher has stopped; nothing to do then.
         let _ = self.events.send(Event::Done { jobs });
     }
 
-    fn release(&self, user: Arc<str>, path: Option<(Family, Path)>) {
-        let _ = self.events.send(Event::Release { user, path });
+    fn release(&self, user: Arc<str>, lane: Lane, path: Option<(Family, Path)>, slot: bool) {
+        let _ = self.events.send(Event::Release {
+            user,
+            lane,
+            path,
+            slot,
+        });
     }
 
     /// Counts a retry of `endpoint` for `reason`, then waits out the backoff for `attempt_no`.
@@ -371,7 +388,7 @@ impl Deliverer {
                 Err(Aborted) => return,
             }
         }
-        self.release(unit.user, path);
+        self.release(unit.user, unit.lane, path, true);
     }
 
     /// Returns the parts to try separately when a coalesced item was rejected.
@@ -664,7 +681,7 @@ impl Deliverer {
         job: JobMeta,
         kind: &'static str,
         reason: String,
-        user: Option<Arc<str>>,
+        user: Option<(Arc<str>, Lane)>,
     ) {
         let source = job.source();
         let failure = Failure {
@@ -676,8 +693,8 @@ impl Deliverer {
             return;
         }
         self.done(vec![job], false, Path::Single);
-        if let Some(user) = user {
-            self.release(user, None);
+        if let Some((user, lane)) = user {
+            self.release(user, lane, None, false);
         }
     }
 }
@@ -702,7 +719,12 @@ impl Progress {
             if *r == 0
                 && let Some(user) = self.users.get(unit)
             {
-                this.release(user.clone(), Some((self.family, Path::Bulk)));
+                this.release(
+                    user.clone(),
+                    Lane::of_family(self.family),
+                    Some((self.family, Path::Bulk)),
+                    false,
+                );
             }
         }
     }

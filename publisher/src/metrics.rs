@@ -36,6 +36,10 @@ pub struct Metrics {
     /// `publisher_conflicts_total{endpoint}`: commands whose identifier field another
     /// Iterable user owns (delivered without it, recorded as `identifier_conflict`).
     pub conflicts: IntCounterVec,
+    /// `publisher_lane_pending{lane}`: commands of the lane read and unfinished.
+    pub lane_pending: IntGaugeVec,
+    /// `publisher_lane_age_seconds{lane}`: now minus event time of delivered commands, per lane.
+    pub lane_age: HistogramVec,
 }
 
 impl Metrics {
@@ -135,6 +139,21 @@ impl Metrics {
                 ),
                 &["endpoint"],
             )?,
+            lane_pending: IntGaugeVec::new(
+                Opts::new(
+                    "tillstream_publisher_lane_pending",
+                    "Commands of the lane read from Kafka and not yet delivered or dead-lettered.",
+                ),
+                &["lane"],
+            )?,
+            lane_age: HistogramVec::new(
+                HistogramOpts::new(
+                    "tillstream_publisher_lane_age_seconds",
+                    "Now minus event time of delivered commands, per delivery lane.",
+                )
+                .buckets(exponential_buckets(0.05, 2.0, 18)?),
+                &["lane"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -149,6 +168,8 @@ impl Metrics {
         registry.register(Box::new(m.pending.clone()))?;
         registry.register(Box::new(m.coalesced.clone()))?;
         registry.register(Box::new(m.conflicts.clone()))?;
+        registry.register(Box::new(m.lane_pending.clone()))?;
+        registry.register(Box::new(m.lane_age.clone()))?;
         Ok(m)
     }
 }
