@@ -1,15 +1,15 @@
-//! Delivery tasks: one unit over the single endpoint, or a batch over a bulk endpoint, with
+//! Single delivery and what all delivery tasks share: one unit over single endpoints, with
 //! limiter, retries, splitting and dead letters; each reports back what is done.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Path, assemble, to_bytes};
+use crate::batch::{Path, to_bytes};
 use crate::client::IterableClient;
 use crate::config::{IterableConfig, RetryConfig};
 use crate::conflict;
@@ -18,9 +18,7 @@ use crate::lanes::Lane;
 use crate::limits::Limiters;
 use crate::mapping::{Endpoint, Family, Identity, Method, Request};
 use crate::metrics::Metrics;
-use crate::retry::{
-    Attempt, Backoff, BulkLogic, ItemFailure, RetryAction, RetryLogic, SingleLogic,
-};
+use crate::retry::{Attempt, Backoff, RetryAction, RetryLogic, SingleLogic};
 
 /// What the delivery side keeps of a command: enough to complete its offset, measure its
 /// age and dead-letter it.
@@ -88,7 +86,7 @@ impl Item {
 }
 
 /// What is left of an item after an identifier conflict was recorded.
-enum Resolved {
+pub(crate) enum Resolved {
     /// The item without the contested fields: send it.
     Resend(Item),
     /// The contested field was all the item carried: finished, undelivered.
@@ -174,7 +172,7 @@ impl Deliverer {
         &self.bulk_waiting[family_index(family)]
     }
 
-    fn done(&self, jobs: Vec<JobMeta>, delivered: bool, path: Path) {
+    pub(crate) fn done(&self, jobs: Vec<JobMeta>, delivered: bool, path: Path) {
         if delivered {
             let now = runtime::now_ms();
             self.metrics
@@ -198,7 +196,13 @@ impl Deliverer {
         let _ = self.events.send(Event::Done { jobs });
     }
 
-    fn release(&self, user: Arc<str>, lane: Lane, path: Option<(Family, Path)>, slot: bool) {
+    pub(crate) fn release(
+        &self,
+        user: Arc<str>,
+        lane: Lane,
+        path: Option<(Family, Path)>,
+        slot: bool,
+    ) {
         let _ = self.events.send(Event::Release {
             user,
             lane,
@@ -208,7 +212,7 @@ impl Deliverer {
     }
 
     /// Counts a retry of `endpoint` for `reason`, then waits out the backoff for `attempt_no`.
-    async fn back_off(
+    pub(crate) async fn back_off(
         &self,
         endpoint: Endpoint,
         reason: &str,
@@ -230,7 +234,7 @@ impl Deliverer {
     }
 
     /// One attempt: in-flight slot, rate limiter, request; records metrics.
-    async fn attempt(
+    pub(crate) async fn attempt(
         &self,
         endpoint: Endpoint,
         method: Method,
@@ -272,7 +276,7 @@ impl Deliverer {
         Ok(result)
     }
 
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         item: &Item,
         kind: &str,
@@ -320,7 +324,7 @@ impl Deliverer {
     /// Handles an identifier conflict (`EmailAlreadyExists`) of `item`: records it on the
     /// dead-letter topic (kind `identifier_conflict`) and returns the item without the
     /// contested field, so nothing but that field is held back.
-    async fn resolve_conflict(
+    pub(crate) async fn resolve_conflict(
         &self,
         item: Item,
         endpoint: Endpoint,
@@ -458,223 +462,6 @@ impl Deliverer {
         }
     }
 
-    /// Delivers a batch of units over the bulk endpoint of `family`.
-    ///
-    /// Failures are handled per item: items named in `failedUpdates` are dead-lettered (or
-    /// retried when the failure is transient), the rest are done. A request rejected as a
-    /// whole (type mismatch, too large) is split in halves until the offending record is
-    /// alone; halves go in order, so a user's commands keep their order.
-    pub(crate) async fn deliver_bulk(self: Arc<Self>, family: Family, units: Vec<Unit>) {
-        let endpoint = family.bulk();
-        let logic = BulkLogic(endpoint);
-        let mut progress = Progress {
-            remaining: units.iter().map(|u| u.items.len()).collect(),
-            users: Vec::new(),
-            family,
-        };
-        let mut all = Vec::new();
-        for (i, unit) in units.into_iter().enumerate() {
-            progress.users.push(unit.user);
-            all.extend(unit.items.into_iter().map(|item| (i, item)));
-        }
-        let mut first_admission = true;
-        let mut queue: VecDeque<Chunk> = VecDeque::from([(all, 0, 0)]);
-        let bulk_path: Vec<String> = match family {
-            Family::Users => vec!["users".into(), "bulkUpdate".into()],
-            Family::Events => vec!["events".into(), "trackBulk".into()],
-        };
-        while let Some((chunk, attempt_no, not_found)) = queue.pop_front() {
-            if chunk.is_empty() {
-                continue;
-            }
-            let body = assemble(family, chunk.iter().map(|(_, i)| i.body.as_slice()));
-            self.metrics
-                .batch_records
-                .with_label_values(&[endpoint.name()])
-                .observe(chunk.len() as f64);
-            #[allow(clippy::cast_precision_loss)]
-            self.metrics
-                .batch_bytes
-                .with_label_values(&[endpoint.name()])
-                .observe(body.len() as f64);
-            let result = self
-                .attempt(endpoint, Method::Post, &bulk_path, Some(&body))
-                .await;
-            if first_admission {
-                first_admission = false;
-                self.bulk_waiting(family).fetch_sub(1, Ordering::AcqRel);
-            }
-            let Ok(attempt) = result else { return };
-            match logic.classify(&attempt) {
-                RetryAction::Success => {
-                    for (u, item) in chunk {
-                        progress.finish(&self, u, item.jobs, true);
-                    }
-                }
-                RetryAction::Partial(failures) => {
-                    let mut again = Vec::new();
-                    let mut split_parts = Vec::new();
-                    for (u, item) in chunk {
-                        let contested = conflict::contested(item.request.body.as_ref());
-                        match failures.failure_of(
-                            &item.identity,
-                            &contested,
-                            item.event_name.as_deref(),
-                        ) {
-                            None => progress.finish(&self, u, item.jobs, true),
-                            Some(ItemFailure::Conflict) => {
-                                let Ok(resolved) =
-                                    self.resolve_conflict(item, endpoint, &attempt).await
-                                else {
-                                    return;
-                                };
-                                match resolved {
-                                    // Sent again at once, like the parts of a split item.
-                                    Resolved::Resend(rest) => split_parts.push((u, rest)),
-                                    Resolved::Finished(rest) => {
-                                        progress.finish(&self, u, rest.jobs, false);
-                                    }
-                                    Resolved::Reject(rest) => {
-                                        if progress
-                                            .dead_letter(
-                                                &self, u, rest, "conflict", endpoint, &attempt,
-                                            )
-                                            .await
-                                            .is_err()
-                                        {
-                                            return;
-                                        }
-                                    }
-                                }
-                            }
-                            Some(ItemFailure::Permanent("invalid_data"))
-                                if !item.parts.is_empty() =>
-                            {
-                                // The unit now waits for its parts instead of the merged item.
-                                progress.replace(u, item.parts.len());
-                                split_parts.extend(item.parts.into_iter().map(|p| (u, p)));
-                            }
-                            Some(ItemFailure::Permanent(kind)) => {
-                                if progress
-                                    .dead_letter(&self, u, item, kind, endpoint, &attempt)
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Some(ItemFailure::NotFound)
-                                if not_found + 1 >= self.retry.not_found_attempts =>
-                            {
-                                if progress
-                                    .dead_letter(&self, u, item, "not_found", endpoint, &attempt)
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Some(ItemFailure::NotFound | ItemFailure::Transient) => {
-                                again.push((u, item))
-                            }
-                        }
-                    }
-                    if !split_parts.is_empty() {
-                        queue.push_front((split_parts, 0, not_found));
-                    }
-                    if !again.is_empty() {
-                        if self
-                            .back_off(endpoint, "partial", attempt_no, None)
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                        queue.push_front((again, attempt_no.saturating_add(1), not_found + 1));
-                    }
-                }
-                RetryAction::Retry { reason, after } => {
-                    if self
-                        .back_off(endpoint, reason, attempt_no, after)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    queue.push_front((chunk, attempt_no.saturating_add(1), not_found));
-                }
-                RetryAction::NotFound if not_found + 1 < self.retry.not_found_attempts => {
-                    if self
-                        .back_off(endpoint, "not_found", attempt_no, None)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    queue.push_front((chunk, attempt_no.saturating_add(1), not_found + 1));
-                }
-                RetryAction::Conflict if chunk.len() == 1 => {
-                    let Some((u, item)) = chunk.into_iter().next() else {
-                        continue;
-                    };
-                    let Ok(resolved) = self.resolve_conflict(item, endpoint, &attempt).await else {
-                        return;
-                    };
-                    match resolved {
-                        Resolved::Resend(rest) => queue.push_front((vec![(u, rest)], 0, not_found)),
-                        Resolved::Finished(rest) => progress.finish(&self, u, rest.jobs, false),
-                        Resolved::Reject(rest) => {
-                            if progress
-                                .dead_letter(&self, u, rest, "conflict", endpoint, &attempt)
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                }
-                action @ (RetryAction::NotFound
-                | RetryAction::Reject { .. }
-                | RetryAction::Conflict) => {
-                    let kind = match action {
-                        RetryAction::Reject { reason } => reason,
-                        RetryAction::Conflict => "conflict".to_owned(),
-                        _ => "not_found".to_owned(),
-                    };
-                    let mut chunk = chunk;
-                    if chunk.len() > 1 {
-                        // Bisect to isolate the record(s) Iterable rejects.
-                        self.metrics
-                            .retries
-                            .with_label_values(&[endpoint.name(), "split"])
-                            .inc();
-                        let second = chunk.split_off(chunk.len() / 2);
-                        queue.push_front((second, 0, not_found));
-                        queue.push_front((chunk, 0, not_found));
-                    } else if let Some((u, item)) = chunk.pop() {
-                        if item.parts.is_empty() {
-                            if progress
-                                .dead_letter(&self, u, item, &kind, endpoint, &attempt)
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        } else {
-                            progress.replace(u, item.parts.len());
-                            queue.push_front((
-                                item.parts.into_iter().map(|p| (u, p)).collect(),
-                                0,
-                                not_found,
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Dead-letters a command that never reached Iterable (undecodable, unmappable).
     pub(crate) async fn dead_letter_unsent(
         self: Arc<Self>,
@@ -695,60 +482,6 @@ impl Deliverer {
         self.done(vec![job], false, Path::Single);
         if let Some((user, lane)) = user {
             self.release(user, lane, None, false);
-        }
-    }
-}
-
-/// Items of a bulk request (with the index of their unit), attempts so far, and "not found"
-/// answers so far.
-type Chunk = (Vec<(usize, Item)>, u32, u32);
-
-/// Which units of a batch still have unfinished items.
-struct Progress {
-    remaining: Vec<usize>,
-    users: Vec<Arc<str>>,
-    family: Family,
-}
-
-impl Progress {
-    /// One item of `unit` is finished; the user is released with its last item.
-    fn finish(&mut self, this: &Deliverer, unit: usize, jobs: Vec<JobMeta>, delivered: bool) {
-        this.done(jobs, delivered, Path::Bulk);
-        if let Some(r) = self.remaining.get_mut(unit) {
-            *r = r.saturating_sub(1);
-            if *r == 0
-                && let Some(user) = self.users.get(unit)
-            {
-                this.release(
-                    user.clone(),
-                    Lane::of_family(self.family),
-                    Some((self.family, Path::Bulk)),
-                    false,
-                );
-            }
-        }
-    }
-
-    /// Dead-letters one item of `unit`, which finishes it undelivered.
-    async fn dead_letter(
-        &mut self,
-        this: &Deliverer,
-        unit: usize,
-        item: Item,
-        kind: &str,
-        endpoint: Endpoint,
-        attempt: &Attempt,
-    ) -> Result<(), Aborted> {
-        this.dead_letter(&item, kind, endpoint, Some(attempt))
-            .await?;
-        self.finish(this, unit, item.jobs, false);
-        Ok(())
-    }
-
-    /// One item of `unit` was replaced by `parts` items.
-    fn replace(&mut self, unit: usize, parts: usize) {
-        if let Some(r) = self.remaining.get_mut(unit) {
-            *r = (*r + parts).saturating_sub(1);
         }
     }
 }

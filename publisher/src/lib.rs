@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod conflict;
 mod deliver;
+mod deliver_bulk;
 mod dispatch;
 pub mod dlq;
 pub mod lanes;

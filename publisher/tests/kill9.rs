@@ -145,3 +145,163 @@ commit_interval = "300ms"
     assert_eq!(events.len(), expected.len());
     assert_eq!(sim_429s(&sim), 0);
 }
+
+/// `kill -9` while carts are being coalesced: the superseded carts' offsets were completed,
+/// yet every user's cart ends as the last one and every event arrives. The restarted
+/// instance is a static group member (`kafka.group_instance_id`) and, with the default 45 s
+/// session timeout, must deliver again well before the session of the killed one expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_coalescing_loses_nothing_and_restarts_fast() {
+    let kafka = runtime::testing::kafka();
+    let topics = runtime::testing::fresh_topics(&kafka, 3).await;
+    let mut sc = SimConfig::default();
+    sc.behaviour.track_creates_unknown_users = true;
+    sc.rate_limits.endpoints.insert(
+        "commerce/updateCart".into(),
+        iterable_sim::EndpointLimit {
+            per_second: Some(10.0),
+            burst: None,
+            per_day: None,
+        },
+    );
+    let sim = iterable_sim::spawn(sc).await.unwrap();
+
+    let dir = std::env::temp_dir().join(runtime::testing::unique("publisher-kill9-carts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("publisher.toml");
+    let group = runtime::testing::unique("publisher-kill9-carts");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"group_id = "{group}"
+[kafka]
+bootstrap_servers = "{servers}"
+group_instance_id = "{group}-0"
+[topics]
+commands = "{commands}"
+publisher_dlq = "{dlq}"
+[http]
+listen = "127.0.0.1:0"
+[iterable]
+base_url = "{base}"
+api_key = "{KEY}"
+[limits.commerce_update_cart]
+per_second = 9.0
+concurrency = 2
+[retry]
+initial_backoff = "20ms"
+max_backoff = "500ms"
+[pipeline]
+commit_interval = "300ms"
+"#,
+            servers = kafka.bootstrap_servers,
+            commands = topics.commands,
+            dlq = topics.publisher_dlq,
+            base = sim.base_url(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("publisher.log");
+
+    let users = 60;
+    let rounds = 20;
+    let mut commands = Vec::new();
+    for r in 0..rounds {
+        for u in 0..users {
+            commands.push(command(
+                &format!("cart-{u}-{r}"),
+                u,
+                schemas::command::Action::UpdateCart {
+                    items: vec![schemas::command::CommerceItem {
+                        id: format!("sku-{u}-{r}"),
+                        sku: None,
+                        name: "thing".into(),
+                        price: rust_decimal::Decimal::new(500, 2),
+                        quantity: 1,
+                        categories: vec![],
+                        url: None,
+                        image_url: None,
+                        data_fields: None,
+                    }],
+                },
+            ));
+            if r == rounds / 2 {
+                commands.push(event(&format!("ev-{u}"), u, 0));
+            }
+        }
+    }
+    produce(&producer(&kafka), &topics.commands, &commands).await;
+    let cart_requests = || sim.state().stats().endpoints["commerce/updateCart"].success;
+
+    let mut child = spawn_publisher(&config_path, &log);
+    wait_for("some carts before the kill", Duration::from_secs(60), || {
+        (cart_requests() >= 15).then_some(())
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    let before = cart_requests();
+    assert!(
+        before < users as u64,
+        "killed too late to prove anything ({before})"
+    );
+
+    let mut child = spawn_publisher(&config_path, &log);
+    let restarted = tokio::time::timeout(Duration::from_secs(40), async {
+        wait_for("a delivery after the restart", Duration::from_secs(40), || {
+            (cart_requests() > before).then_some(())
+        })
+        .await;
+    })
+    .await;
+    let restart_to_delivery = killed_at.elapsed();
+    eprintln!("restart-to-first-delivery: {restart_to_delivery:?}");
+    let done = tokio::time::timeout(Duration::from_secs(120), async {
+        wait_for("every user's last cart", Duration::from_secs(120), || {
+            (0..users)
+                .all(|u| {
+                    sim.state()
+                        .carts(&iterable_sim::Filter {
+                            user_id: Some(format!("u{u}")),
+                            ..iterable_sim::Filter::default()
+                        })
+                        .first()
+                        .is_some_and(|c| {
+                            c.items.len() == 1
+                                && c.items[0]["id"] == json!(format!("sku-{u}-{}", rounds - 1))
+                        })
+                })
+                .then_some(())
+        })
+        .await;
+    })
+    .await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        restarted.is_ok() && restart_to_delivery < Duration::from_secs(30),
+        "no delivery within 30 s of the restart (session timeout 45 s); log at {}",
+        log.display()
+    );
+    assert!(
+        done.is_ok(),
+        "not every last cart arrived; log at {}",
+        log.display()
+    );
+    assert!(status.success(), "graceful exit: {status:?}");
+    let events: BTreeSet<String> = sim_event_ids(&sim)
+        .into_iter()
+        .filter(|id| id.starts_with("ev-"))
+        .collect();
+    assert_eq!(events.len(), users);
+    assert!(
+        cart_requests() < (users * rounds) as u64 / 2,
+        "carts were not coalesced: {}",
+        cart_requests()
+    );
+    assert_eq!(sim_429s(&sim), 0);
+}
