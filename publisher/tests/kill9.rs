@@ -234,9 +234,11 @@ commit_interval = "300ms"
     let cart_requests = || sim.state().stats().endpoints["commerce/updateCart"].success;
 
     let mut child = spawn_publisher(&config_path, &log);
-    wait_for("some carts before the kill", Duration::from_secs(60), || {
-        (cart_requests() >= 15).then_some(())
-    })
+    wait_for(
+        "some carts before the kill",
+        Duration::from_secs(60),
+        || (cart_requests() >= 15).then_some(()),
+    )
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -249,9 +251,11 @@ commit_interval = "300ms"
 
     let mut child = spawn_publisher(&config_path, &log);
     let restarted = tokio::time::timeout(Duration::from_secs(40), async {
-        wait_for("a delivery after the restart", Duration::from_secs(40), || {
-            (cart_requests() > before).then_some(())
-        })
+        wait_for(
+            "a delivery after the restart",
+            Duration::from_secs(40),
+            || (cart_requests() > before).then_some(()),
+        )
         .await;
     })
     .await;

@@ -128,7 +128,11 @@ impl KafkaConfig {
                     "read_uncommitted"
                 },
             );
-        if let Some(id) = self.group_instance_id.as_deref().filter(|id| !id.is_empty()) {
+        if let Some(id) = self
+            .group_instance_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+        {
             c.set("group.instance.id", id);
         }
         c
