@@ -19,9 +19,12 @@ use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::Secret;
 use rust_decimal::Decimal;
-use schemas::command::{Action, CommerceItem, DataFields, IterableCommand, UserRef};
+use schemas::command::{Action, CommerceItem, DataFields, IterableCommand};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{command, fields};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -67,26 +70,7 @@ fn item(sku: String) -> CommerceItem {
     }
 }
 
-fn command(id: String, user: usize, action: Action) -> IterableCommand {
-    IterableCommand {
-        command_id: id,
-        shop_domain: "bench.myshopify.com".into(),
-        customer_key: format!("bench.myshopify.com/{user}"),
-        user: UserRef {
-            user_id: Some(format!("u{user}")),
-            email: Some(format!("u{user}@example.com")),
-        },
-        event_time_ms: runtime::now_ms(),
-        source_ids: vec![],
-        action,
-    }
-}
-
 fn make(lane: usize, n: u64, user: usize) -> IterableCommand {
-    let fields = |v: Value| match v {
-        Value::Object(m) => m,
-        _ => DataFields::new(),
-    };
     let action = match lane {
         0 => Action::UpsertUser {
             data_fields: fields(json!({"n": n, "tier": "gold"})),
@@ -117,56 +101,6 @@ fn sample(metrics: &str, name: &str, filter: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// Cumulative buckets `(le, count)` of the lane-age histogram of `lane`.
-fn buckets(metrics: &str, lane: &str) -> Vec<(f64, f64)> {
-    let mut b: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tillstream_publisher_lane_age_seconds_bucket")
-                && l.contains(&format!("lane=\"{lane}\""))
-        })
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let v = l.rsplit(' ').next()?.parse::<f64>().ok()?;
-            Some((
-                if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                },
-                v,
-            ))
-        })
-        .collect();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    b
-}
-
-/// A quantile, linear inside a bucket.
-fn quantile(b: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = b.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let target = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, c) in b {
-        if c >= target {
-            if le.is_infinite() {
-                return Some(prev.0);
-            }
-            let frac = if c > prev.1 {
-                (target - prev.1) / (c - prev.1)
-            } else {
-                1.0
-            };
-            return Some(((prev.0 + (le - prev.0) * frac) * 1000.0).round() / 1000.0);
-        }
-        prev = (le, c);
-    }
-    None
 }
 
 /// Upper bound of the highest non-empty bucket: the maximum is at most this.
@@ -280,15 +214,22 @@ async fn run_regime(args: &Args, load: &Load, producer: &FutureProducer) -> Valu
         .into_iter()
         .enumerate()
     {
-        let b = buckets(&m, lane.name());
+        let b = runtime::testing::histogram_buckets(
+            &m,
+            "tillstream_publisher_lane_age_seconds",
+            &format!("lane=\"{}\"", lane.name()),
+        );
+        let q = |x: f64| {
+            runtime::testing::histogram_quantile(&b, x).map(|v| (v * 1000.0).round() / 1000.0)
+        };
         lanes.insert(
             lane.name().into(),
             json!({
                 "offered_per_s": load.per_second[i],
                 "offered": counts[i],
                 "delivered": b.last().map(|x| x.1),
-                "age_p50_s": quantile(&b, 0.5),
-                "age_p99_s": quantile(&b, 0.99),
+                "age_p50_s": q(0.5),
+                "age_p99_s": q(0.99),
                 "age_max_at_most_s": max_le(&b),
             }),
         );
@@ -330,14 +271,7 @@ async fn main() {
         eprintln!("{r}");
         results.push(r);
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = runtime::testing::cpu_model();
     let out = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "machine": { "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },

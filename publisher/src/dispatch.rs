@@ -263,7 +263,7 @@ impl Dispatcher {
             let mut kept = VecDeque::with_capacity(before);
             for job in q.queue.drain(..) {
                 if lanes::supersedes(&command.action, &job.command.action) {
-                    superseded.push(job.meta);
+                    superseded.push((job.generation, job.meta));
                 } else {
                     kept.push_back(job);
                 }
@@ -284,7 +284,17 @@ impl Dispatcher {
                 .coalesced
                 .with_label_values(&["carts"])
                 .inc_by(superseded.len() as u64);
-            self.finish(&superseded);
+            // A superseded command of an older assignment is only forgotten: its offset may
+            // have been read again under the new one and must stay pending there.
+            let mut current = Vec::with_capacity(superseded.len());
+            for (generation, meta) in superseded {
+                if lock(&self.offsets).is_stale(meta.partition, generation) {
+                    self.forget_job(&meta);
+                } else {
+                    current.push(meta);
+                }
+            }
+            self.finish(&current);
         }
         for l in Lane::ALL {
             self.make_ready(&user, l);

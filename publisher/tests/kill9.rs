@@ -28,6 +28,51 @@ fn spawn_publisher(config_path: &std::path::Path, log: &std::path::Path) -> Chil
         .unwrap()
 }
 
+/// Writes the publisher's config for a kill test into a fresh directory; returns it and the
+/// log path. `kafka_extra` goes into `[kafka]` (`{group}` is replaced by the group id),
+/// `sections` after the common ones.
+fn write_config(
+    name: &str,
+    kafka: &runtime::KafkaConfig,
+    topics: &runtime::TopicsConfig,
+    base: &str,
+    kafka_extra: &str,
+    sections: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(runtime::testing::unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("publisher.toml");
+    let group = runtime::testing::unique(name);
+    let kafka_extra = kafka_extra.replace("{group}", &group);
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"group_id = "{group}"
+[kafka]
+bootstrap_servers = "{servers}"
+{kafka_extra}[topics]
+commands = "{commands}"
+publisher_dlq = "{dlq}"
+[http]
+listen = "127.0.0.1:0"
+[iterable]
+base_url = "{base}"
+api_key = "{KEY}"
+[retry]
+initial_backoff = "20ms"
+max_backoff = "500ms"
+[pipeline]
+commit_interval = "300ms"
+{sections}"#,
+            servers = kafka.bootstrap_servers,
+            commands = topics.commands,
+            dlq = topics.publisher_dlq,
+        ),
+    )
+    .unwrap();
+    (config_path, dir.join("publisher.log"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_batch_loses_nothing() {
     let kafka = runtime::testing::kafka();
@@ -42,45 +87,21 @@ async fn kill_9_mid_batch_loses_nothing() {
     };
     let sim = iterable_sim::spawn(sc).await.unwrap();
 
-    let dir = std::env::temp_dir().join(runtime::testing::unique("publisher-kill9"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config_path = dir.join("publisher.toml");
-    let group = runtime::testing::unique("publisher-kill9");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"group_id = "{group}"
-[kafka]
-bootstrap_servers = "{servers}"
-[kafka.properties]
+    let (config_path, log) = write_config(
+        "publisher-kill9",
+        &kafka,
+        &topics,
+        &sim.base_url(),
+        r#"[kafka.properties]
 # The killed member stays in the group until its session expires; keep that short.
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
-[topics]
-commands = "{commands}"
-publisher_dlq = "{dlq}"
-[http]
-listen = "127.0.0.1:0"
-[iterable]
-base_url = "{base}"
-api_key = "{KEY}"
-[batching]
+"#,
+        r#"[batching]
 backlog_threshold = 300
 flush_interval = "200ms"
-[retry]
-initial_backoff = "20ms"
-max_backoff = "500ms"
-[pipeline]
-commit_interval = "300ms"
 "#,
-            servers = kafka.bootstrap_servers,
-            commands = topics.commands,
-            dlq = topics.publisher_dlq,
-            base = sim.base_url(),
-        ),
-    )
-    .unwrap();
-    let log = dir.join("publisher.log");
+    );
 
     let mut commands = Vec::new();
     for u in 0..300 {
@@ -166,42 +187,18 @@ async fn kill_9_during_coalescing_loses_nothing_and_restarts_fast() {
     );
     let sim = iterable_sim::spawn(sc).await.unwrap();
 
-    let dir = std::env::temp_dir().join(runtime::testing::unique("publisher-kill9-carts"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config_path = dir.join("publisher.toml");
-    let group = runtime::testing::unique("publisher-kill9-carts");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"group_id = "{group}"
-[kafka]
-bootstrap_servers = "{servers}"
-group_instance_id = "{group}-0"
-[topics]
-commands = "{commands}"
-publisher_dlq = "{dlq}"
-[http]
-listen = "127.0.0.1:0"
-[iterable]
-base_url = "{base}"
-api_key = "{KEY}"
-[limits.commerce_update_cart]
+    // Static membership, default 45 s session timeout.
+    let (config_path, log) = write_config(
+        "publisher-kill9-carts",
+        &kafka,
+        &topics,
+        &sim.base_url(),
+        "group_instance_id = \"{group}-0\"\n",
+        r#"[limits.commerce_update_cart]
 per_second = 9.0
 concurrency = 2
-[retry]
-initial_backoff = "20ms"
-max_backoff = "500ms"
-[pipeline]
-commit_interval = "300ms"
 "#,
-            servers = kafka.bootstrap_servers,
-            commands = topics.commands,
-            dlq = topics.publisher_dlq,
-            base = sim.base_url(),
-        ),
-    )
-    .unwrap();
-    let log = dir.join("publisher.log");
+    );
 
     let users = 60;
     let rounds = 20;
