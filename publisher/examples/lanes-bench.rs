@@ -19,12 +19,12 @@ use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::Secret;
 use rust_decimal::Decimal;
-use schemas::command::{Action, CommerceItem, DataFields, IterableCommand};
+use schemas::command::{Action, DataFields, IterableCommand};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{command, fields};
+use common::{command, fields, item};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -55,20 +55,6 @@ const REGIMES: [Load; 2] = [
         per_second: [200.0, 800.0, 40.0, 270.0],
     },
 ];
-
-fn item(sku: String) -> CommerceItem {
-    CommerceItem {
-        id: sku,
-        sku: None,
-        name: "Mug".into(),
-        price: Decimal::new(1250, 2),
-        quantity: 1,
-        categories: vec![],
-        url: None,
-        image_url: None,
-        data_fields: None,
-    }
-}
 
 fn make(lane: usize, n: u64, user: usize) -> IterableCommand {
     let action = match lane {

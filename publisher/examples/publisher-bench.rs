@@ -11,14 +11,12 @@ use publisher::mapping::Endpoint;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::Secret;
 use rust_decimal::Decimal;
-use schemas::command::{
-    Action, CommerceItem, DataFields, DeleteMode, IterableCommand, SubscriptionUpdate,
-};
+use schemas::command::{Action, DataFields, DeleteMode, IterableCommand, SubscriptionUpdate};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{command, fields};
+use common::{command, fields, item};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -28,20 +26,6 @@ struct Args {
     /// Only these endpoints (names as in the output); default all.
     #[arg(long)]
     only: Vec<String>,
-}
-
-fn item() -> CommerceItem {
-    CommerceItem {
-        id: "v1".into(),
-        sku: None,
-        name: "Mug".into(),
-        price: Decimal::new(1250, 2),
-        quantity: 1,
-        categories: vec![],
-        url: None,
-        image_url: None,
-        data_fields: None,
-    }
 }
 
 /// The command for endpoint `e`, number `i`; every command is a different user so that the
@@ -61,11 +45,11 @@ fn make(e: Endpoint, i: usize) -> IterableCommand {
         Endpoint::CommerceTrackPurchase => Action::TrackPurchase {
             created_at_s: 1_700_000_000,
             total: Decimal::new(1250, 2),
-            items: vec![item()],
+            items: vec![item("v1".into())],
             data_fields: DataFields::new(),
         },
         Endpoint::CommerceUpdateCart => Action::UpdateCart {
-            items: vec![item()],
+            items: vec![item("v1".into())],
         },
         Endpoint::UsersUpdateSubscriptions => Action::UpdateSubscriptions(SubscriptionUpdate {
             email_list_ids: Some(vec![1]),

@@ -73,6 +73,15 @@ commit_interval = "300ms"
     (config_path, dir.join("publisher.log"))
 }
 
+/// Stops a publisher gracefully (SIGTERM) and waits for it.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_batch_loses_nothing() {
     let kafka = runtime::testing::kafka();
@@ -146,11 +155,7 @@ flush_interval = "200ms"
     })
     .await;
     // Stop the second instance gracefully (SIGTERM) before asserting, so it never outlives the test.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let status = child.wait().unwrap();
+    let status = terminate(&mut child);
     assert!(
         result.is_ok(),
         "not every command arrived; log at {}",
@@ -205,23 +210,7 @@ concurrency = 2
     let mut commands = Vec::new();
     for r in 0..rounds {
         for u in 0..users {
-            commands.push(command(
-                &format!("cart-{u}-{r}"),
-                u,
-                schemas::command::Action::UpdateCart {
-                    items: vec![schemas::command::CommerceItem {
-                        id: format!("sku-{u}-{r}"),
-                        sku: None,
-                        name: "thing".into(),
-                        price: rust_decimal::Decimal::new(500, 2),
-                        quantity: 1,
-                        categories: vec![],
-                        url: None,
-                        image_url: None,
-                        data_fields: None,
-                    }],
-                },
-            ));
+            commands.push(cart(&format!("cart-{u}-{r}"), u, &format!("sku-{u}-{r}")));
             if r == rounds / 2 {
                 commands.push(event(&format!("ev-{u}"), u, 0));
             }
@@ -278,11 +267,7 @@ concurrency = 2
         .await;
     })
     .await;
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let status = child.wait().unwrap();
+    let status = terminate(&mut child);
     assert!(
         restarted.is_ok() && restart_to_delivery < Duration::from_secs(30),
         "no delivery within 30 s of the restart (session timeout 45 s); log at {}",

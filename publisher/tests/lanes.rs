@@ -9,32 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use iterable_sim::{EndpointLimit, Filter, SimConfig};
 use rust_decimal::Decimal;
-use schemas::command::{Action, CommerceItem, IterableCommand};
+use schemas::command::{Action, IterableCommand};
 use serde_json::json;
-
-fn item(sku: &str) -> CommerceItem {
-    CommerceItem {
-        id: sku.into(),
-        sku: Some(sku.into()),
-        name: format!("product {sku}"),
-        price: Decimal::new(1999, 2),
-        quantity: 1,
-        categories: vec![],
-        url: None,
-        image_url: None,
-        data_fields: None,
-    }
-}
-
-pub fn cart(id: &str, user: usize, sku: &str) -> IterableCommand {
-    command(
-        id,
-        user,
-        Action::UpdateCart {
-            items: vec![item(sku)],
-        },
-    )
-}
 
 fn purchase(id: &str, user: usize) -> IterableCommand {
     command(
