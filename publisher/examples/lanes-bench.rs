@@ -86,7 +86,7 @@ fn sample(metrics: &str, name: &str, filter: &str) -> f64 {
         .lines()
         .filter(|l| l.starts_with(name) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Upper bound of the highest non-empty bucket: the maximum is at most this.
@@ -126,11 +126,18 @@ async fn run_regime(args: &Args, load: &Load, producer: &FutureProducer) -> Valu
     let mut max_cart_pending = 0.0f64;
     let mut max_pending = 0.0f64;
     let mut rng = rand::rng();
+    let mut last = Instant::now();
+    let mut ticks = 0u64;
+    let mut acks = Vec::new();
     while started.elapsed().as_secs_f64() < args.seconds {
         let t0 = Instant::now();
+        // What is owed since the last tick, so a slow tick does not lower the offered rate.
+        let dt = t0.duration_since(last).as_secs_f64();
+        last = t0;
+        ticks += 1;
         let mut batch = Vec::new();
         for lane in 0..4 {
-            owed[lane] += load.per_second[lane] * tick.as_secs_f64();
+            owed[lane] += load.per_second[lane] * dt;
             while owed[lane] >= 1.0 {
                 owed[lane] -= 1.0;
                 let user = rng.random_range(0..args.users);
@@ -138,7 +145,6 @@ async fn run_regime(args: &Args, load: &Load, producer: &FutureProducer) -> Valu
                 counts[lane] += 1;
             }
         }
-        let mut acks = Vec::with_capacity(batch.len());
         for c in &batch {
             let payload = c.encode().unwrap();
             let ack = producer
@@ -151,17 +157,19 @@ async fn run_regime(args: &Args, load: &Load, producer: &FutureProducer) -> Valu
                 .unwrap();
             acks.push(ack);
         }
-        for ack in acks {
-            ack.await.unwrap().map_err(|(e, _)| e).unwrap();
+        if ticks.is_multiple_of(10) {
+            let m = metrics().await;
+            max_cart_pending = max_cart_pending.max(sample(
+                &m,
+                "tillstream_publisher_lane_pending",
+                "lane=\"carts\"",
+            ));
+            max_pending = max_pending.max(sample(&m, "tillstream_publisher_pending_commands", ""));
         }
-        let m = metrics().await;
-        max_cart_pending = max_cart_pending.max(sample(
-            &m,
-            "tillstream_publisher_lane_pending",
-            "lane=\"carts\"",
-        ));
-        max_pending = max_pending.max(sample(&m, "tillstream_publisher_pending_commands", ""));
         tokio::time::sleep(tick.saturating_sub(t0.elapsed())).await;
+    }
+    for ack in acks {
+        ack.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
     let offered_secs = started.elapsed().as_secs_f64();
     let cart_backlog_at_end = sample(
