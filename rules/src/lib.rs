@@ -9,6 +9,7 @@ pub mod aggregate;
 mod checkout;
 pub mod config;
 pub mod domain;
+mod email_index;
 mod emit;
 pub mod format;
 mod gdpr;

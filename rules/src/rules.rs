@@ -12,6 +12,7 @@ use crate::aggregate::State;
 use crate::checkout::{self, CHECKOUT_TIMER};
 use crate::config::{ConfigErrors, FreshnessConfig, RulesConfig};
 use crate::domain::{Ctx, Effect, RuleError, Rules, Timer};
+use crate::email_index::{self, CHECKOUT_DUE, EMAIL_CLAIM, GUEST_HISTORY};
 use crate::emit::{Cx, KINDS, Tuning};
 use crate::refunds::{self, RECENT_REFUND_TIMER};
 use crate::routing::{self, CHECKOUT_COMPLETED, DATA_REQUEST, REDACT};
@@ -142,6 +143,9 @@ impl Rules for MarketingRules {
             });
         }
         self.run(key, state, ctx, (sources, tag), Some(input), |cx, st| {
+            if email_index::forward_if_owned(cx, st, input)? {
+                return Ok(());
+            }
             match topic {
                 "orders/create"
                 | "orders/updated"
@@ -173,6 +177,10 @@ impl Rules for MarketingRules {
                 "customers/redact" => gdpr::redact(cx, st, Some(&parse(topic, body)?)),
                 "customers/data_request" => gdpr::data_request(cx, st, Some(&parse(topic, body)?)),
                 CHECKOUT_COMPLETED => routing::on_completion(cx, st, &parse(topic, body)?),
+                "customers/delete" => profile::on_delete(cx, st, &parse(topic, body)?),
+                EMAIL_CLAIM => email_index::on_claim(cx, st, &parse(topic, body)?)?,
+                GUEST_HISTORY => email_index::on_history(cx, st, parse(topic, body)?),
+                CHECKOUT_DUE => email_index::on_due(cx, st, parse(topic, body)?)?,
                 REDACT => gdpr::redact(cx, st, None),
                 DATA_REQUEST => gdpr::data_request(cx, st, None),
                 // Carts carry no person, products are catalog data, everything else is not a
@@ -194,7 +202,11 @@ impl Rules for MarketingRules {
         let sources = vec![format!("timer:{}:{}", timer.timer_id, timer.due_ms)];
         self.run(key, state, ctx, (sources, tag), None, |cx, st| {
             match timer.kind.as_str() {
-                CHECKOUT_TIMER => checkout::fire(cx, st, timer)?,
+                CHECKOUT_TIMER => {
+                    if !email_index::hand_due_timer(cx, st, timer) {
+                        checkout::fire(cx, st, timer)?;
+                    }
+                }
                 WINBACK_TIMER => winback::fire(cx, st, timer),
                 RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
                 _ => {}

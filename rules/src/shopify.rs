@@ -508,6 +508,13 @@ pub struct OrderDelete {
     pub id: Id,
 }
 
+/// `customers/delete`: only the id.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerDelete {
+    /// Customer id.
+    pub id: Id,
+}
+
 /// `checkouts/create`, `checkouts/update`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Checkout {
