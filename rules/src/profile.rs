@@ -11,15 +11,12 @@
 //! `subscribed` (and, with `require_confirmed_opt_in`, confirmed); withdrawal leaves the lists
 //! and unsubscribes the configured channel. Unknown consent counts as "not subscribed".
 
-use schemas::{
-    Action, CustomerKey, DataFields, DeleteMode, KeyKind, SubscriptionUpdate, UserRef,
-};
+use schemas::{Action, CustomerKey, DataFields, DeleteMode, KeyKind, SubscriptionUpdate, UserRef};
 use serde_json::Value;
 
 use crate::aggregate::{
     ConsentFact, ConsentState, K_CONTACT, Lww, P_CREATED, P_CREATED_SENT, P_GUEST_SENT,
-    P_RECENT_REFUND, Person,
-    Profile, State,
+    P_RECENT_REFUND, Person, Profile, State,
 };
 use crate::config::{CustomerDeletePolicy, GuestPolicy, IdentityMode, RulesConfig};
 use crate::email_index;

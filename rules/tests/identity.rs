@@ -45,7 +45,9 @@ impl Iterable {
     }
 
     fn by_email(&self, e: &str) -> Option<usize> {
-        self.users.iter().position(|x| x.email.as_deref() == Some(e))
+        self.users
+            .iter()
+            .position(|x| x.email.as_deref() == Some(e))
     }
 
     /// The user a command addresses, created if missing (the publisher's identifier choice).
@@ -194,7 +196,12 @@ fn a_registered_customers_guest_checkout_reaches_the_customer() {
         h.deliver(customer_created(T0));
         h.deliver(order(4001, Some(C), T0 + HOUR, "100.00"));
         h.deliver(guest_checkout("tokG1", 3901, T0 + DAY));
-        h.deliver(guest_order_completing(4002, "tokG1", T0 + DAY + 10 * MIN, "50.00"));
+        h.deliver(guest_order_completing(
+            4002,
+            "tokG1",
+            T0 + DAY + 10 * MIN,
+            "50.00",
+        ));
         h.finish();
         let it = fold(mode, &h.commands);
         let u = it.customer();
@@ -239,15 +246,23 @@ fn redacting_a_customer_forgets_the_guest_profile_written_before_the_claim() {
     let mut h = harness(IdentityMode::Hybrid, None);
     h.deliver(order(4031, None, T0, "50.00"));
     h.deliver(customer_created(T0 + DAY));
-    h.deliver(envelope("customers/redact", &serde_json::json!({"shop_id": 1, "shop_domain": SHOP,
-        "customer": {"id": C, "email": EMAIL, "phone": null}, "orders_to_redact": [4031]}), "rd", T0 + 2 * DAY));
+    h.deliver(envelope(
+        "customers/redact",
+        &serde_json::json!({"shop_id": 1, "shop_domain": SHOP,
+        "customer": {"id": C, "email": EMAIL, "phone": null}, "orders_to_redact": [4031]}),
+        "rd",
+        T0 + 2 * DAY,
+    ));
     let forgets: Vec<_> = h
         .commands
         .iter()
         .filter(|c| matches!(c.action, Action::DeleteUser { .. }))
         .map(|c| (c.user.user_id.clone(), c.user.email.clone()))
         .collect();
-    assert!(forgets.contains(&(Some(C.to_string()), Some(EMAIL.into()))), "{forgets:?}");
+    assert!(
+        forgets.contains(&(Some(C.to_string()), Some(EMAIL.into()))),
+        "{forgets:?}"
+    );
     assert!(forgets.contains(&(None, Some(EMAIL.into()))), "{forgets:?}");
     assert!(!h.states.contains_key(&format!("{SHOP}/e/{EMAIL}")));
 }
@@ -363,7 +378,12 @@ fn log(p: &Plan) -> (Vec<ShopifyEnvelope>, u64, u32) {
     let (mut value, mut count) = (0u64, 0u32);
     for (i, (day, cents)) in p.orders.iter().enumerate() {
         let at = T0 + i64::from(*day) * DAY + 3 * HOUR + i as i64 * MIN;
-        out.push(order(4100 + i as u64, Some(C), at, money(u64::from(*cents))));
+        out.push(order(
+            4100 + i as u64,
+            Some(C),
+            at,
+            money(u64::from(*cents)),
+        ));
         value += u64::from(*cents);
         count += 1;
     }
@@ -373,7 +393,12 @@ fn log(p: &Plan) -> (Vec<ShopifyEnvelope>, u64, u32) {
         let token = format!("tokg{i}");
         if *checkout {
             out.push(guest_checkout(&token, 3920 + i as u64, at - 20 * MIN));
-            out.push(guest_order_completing(id, &token, at, money(u64::from(*cents))));
+            out.push(guest_order_completing(
+                id,
+                &token,
+                at,
+                money(u64::from(*cents)),
+            ));
         } else {
             out.push(order(id, None, at, money(u64::from(*cents))));
         }
