@@ -343,13 +343,8 @@ fn lines_hash(items: &[CommerceItem]) -> u64 {
 fn purchase_hash(fact: &OrderFact, items: &[CommerceItem]) -> u64 {
     let mut h = Hasher::new();
     h.add(&fact.placed_ms.to_string())
-        .add(&fact.total.normalize().to_string());
-    for i in items {
-        h.add(&i.id)
-            .add(&i.name)
-            .add(&i.price.normalize().to_string())
-            .add(&i.quantity.to_string());
-    }
+        .add(&fact.total.normalize().to_string())
+        .add(&lines_hash(items).to_string());
     h.finish()
 }
 

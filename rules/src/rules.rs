@@ -153,11 +153,9 @@ impl Rules for MarketingRules {
         let sources = vec![format!("timer:{}:{}", timer.timer_id, timer.due_ms)];
         self.run(key, state, ctx, (sources, tag), None, |cx, st| {
             match timer.kind.as_str() {
-                CHECKOUT_TIMER => {
-                    if !email_index::hand_due_timer(cx, st, timer) {
-                        checkout::fire(cx, st, timer)?;
-                    }
-                }
+                // On an email key a customer owns, the owner decides (once).
+                CHECKOUT_TIMER if email_index::hand_due_timer(cx, st, timer) => {}
+                CHECKOUT_TIMER => checkout::fire(cx, st, timer)?,
                 WINBACK_TIMER => winback::fire(cx, st, timer),
                 RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
                 _ => {}

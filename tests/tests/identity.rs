@@ -57,7 +57,7 @@ fn order(id: u64, customer: bool, ms: i64, total: &str, token: Option<&str>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registered_customers_guest_checkout_counts_for_the_customer_in_iterable() {
     let kafka = runtime::testing::kafka();
-    let mut stack = Stack::start(StackOptions::historical(kafka)).await.unwrap();
+    let stack = Stack::start(StackOptions::historical(kafka)).await.unwrap();
     let customer = json!({"id": CUSTOMER, "email": EMAIL, "first_name": "Rowan", "last_name": "Hale",
         "state": "enabled", "created_at": at(T0).to_rfc3339(), "updated_at": at(T0).to_rfc3339()});
     let checkout = json!({"id": 98_001, "token": "tok-guest-1", "email": EMAIL, "customer": null,
