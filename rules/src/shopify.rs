@@ -17,6 +17,9 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::domain::RuleError;
 
+mod customer_topics;
+pub use customer_topics::*;
+
 /// Parses a topic's body, mapping any failure to [`RuleError::Unparseable`] with the path of
 /// the field at fault (`line_items[0].price: "12,50" is not a decimal amount`). Coercions of
 /// secondary fields are noted for [`crate::lenient::take`].
@@ -557,13 +560,6 @@ pub struct OrderDelete {
     pub id: Id,
 }
 
-/// `customers/delete`: only the id.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CustomerDelete {
-    /// Customer id.
-    pub id: Id,
-}
-
 /// `checkouts/create`, `checkouts/update`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Checkout {
@@ -640,74 +636,6 @@ pub struct CheckoutDelete {
     pub token: Option<String>,
     /// Cart token.
     pub cart_token: Option<String>,
-}
-
-/// `customers_email_marketing_consent/update`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EmailConsentUpdate {
-    /// Customer id.
-    pub customer_id: Id,
-    /// The address the consent is about.
-    pub email_address: Option<String>,
-    /// The consent (may be null).
-    pub email_marketing_consent: Option<Consent>,
-}
-
-/// `customers_marketing_consent/update` (SMS, despite the name).
-#[derive(Debug, Clone, Deserialize)]
-pub struct SmsConsentUpdate {
-    /// Customer id.
-    pub id: Id,
-    /// Phone.
-    #[serde(default, deserialize_with = "crate::lenient::text")]
-    pub phone: Option<String>,
-    /// The consent (may be null).
-    pub sms_marketing_consent: Option<Consent>,
-}
-
-/// The person in a compliance payload.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct CompliancePerson {
-    /// Customer id.
-    pub id: Option<Id>,
-    /// Email.
-    pub email: Option<String>,
-    /// Phone.
-    pub phone: Option<String>,
-}
-
-/// The data request reference.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct DataRequestRef {
-    /// Request id.
-    pub id: Option<Id>,
-}
-
-/// `customers/redact`, `customers/data_request`.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct Compliance {
-    /// The customer.
-    #[serde(default)]
-    pub customer: Option<CompliancePerson>,
-    /// Orders to redact.
-    #[serde(default)]
-    pub orders_to_redact: Vec<Id>,
-    /// Orders requested.
-    #[serde(default)]
-    pub orders_requested: Vec<Id>,
-    /// The request.
-    pub data_request: Option<DataRequestRef>,
-}
-
-/// `customer.tags_added` / `customer.tags_removed` (2025-01+).
-#[derive(Debug, Clone, Deserialize)]
-pub struct TagsChange {
-    /// The tags.
-    #[serde(default, deserialize_with = "tags")]
-    pub tags: Option<Vec<String>>,
-    /// When.
-    #[serde(default, rename = "occurredAt", deserialize_with = "lenient_ts")]
-    pub occurred_at: Option<Ts>,
 }
 
 #[cfg(test)]
