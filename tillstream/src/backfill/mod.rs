@@ -82,7 +82,12 @@ pub(crate) struct BackfillArgs {
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// How often progress (rate, ETA) is logged when stderr is not a terminal.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "TILLSTREAM_BACKFILL__PROGRESS_INTERVAL",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
     progress_interval: Duration,
     /// Start a new operation this many times when one fails (its partial data is never used).
     #[arg(long, default_value_t = 0)]
