@@ -272,11 +272,7 @@ impl TopicsConfig {
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|s| {
-                let mut t = NewTopic::new(
-                    &s.name,
-                    s.partitions,
-                    TopicReplication::Fixed(rf),
-                );
+                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(rf));
                 for (k, v) in &s.configs {
                     t = t.set(k, v);
                 }
@@ -330,9 +326,16 @@ mod tests {
     #[test]
     fn replication_follows_the_cluster_and_min_insync_is_a_majority_unless_set() {
         let mut t = TopicsConfig::default();
-        assert_eq!((t.replication(1), t.replication(3), t.replication(5)), (1, 3, 3));
+        assert_eq!(
+            (t.replication(1), t.replication(3), t.replication(5)),
+            (1, 3, 3)
+        );
         assert_eq!((t.min_insync(1), t.min_insync(3)), (1, 2));
-        assert!(t.specs().iter().all(|s| !s.configs.contains_key("min.insync.replicas")));
+        assert!(
+            t.specs()
+                .iter()
+                .all(|s| !s.configs.contains_key("min.insync.replicas"))
+        );
         t.replication_factor = Some(3);
         assert_eq!(t.replication(1), 3, "an explicit factor is kept");
         assert!(

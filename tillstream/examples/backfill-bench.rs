@@ -77,7 +77,9 @@ async fn main() {
         ..AdminOptions::default()
     };
     let t = Instant::now();
-    let admin = spawn_synthetic_admin(spec, opts, "127.0.0.1:0").await.unwrap();
+    let admin = spawn_synthetic_admin(spec, opts, "127.0.0.1:0")
+        .await
+        .unwrap();
     eprintln!(
         "synthetic store: {} customers, {} orders (counted in {:?})",
         admin.customers,

@@ -590,7 +590,12 @@ async fn a_killed_backfill_resumes_mid_stream_from_its_spill_and_logs_progress()
     let shop = "synthetic-store.myshopify.com";
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
         .args(["backfill", "--shop", shop, "--admin-url", &admin.base_url])
-        .args(["--poll-interval", "50ms", "--checkpoint", cp.to_str().unwrap()])
+        .args([
+            "--poll-interval",
+            "50ms",
+            "--checkpoint",
+            cp.to_str().unwrap(),
+        ])
         .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", TOKEN)
         .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
         .env("TILLSTREAM_TOPICS__RAW", &t.raw)
@@ -624,13 +629,27 @@ async fn a_killed_backfill_resumes_mid_stream_from_its_spill_and_logs_progress()
     let stderr = String::from_utf8_lossy(&out.stderr);
     let acked = produced(&cp);
     assert!(
-        stderr.lines().any(|l| l.starts_with("produce: ") && l.contains("/s, ETA ")),
+        stderr
+            .lines()
+            .any(|l| l.starts_with("produce: ") && l.contains("/s, ETA ")),
         "no progress line with rate and ETA on a non-terminal stderr:\n{stderr}"
     );
 
     // The resumed run goes straight to producing from the spill: no new download.
-    let r = backfill(&k, &t, &admin.base_url, shop, &["--checkpoint", cp.to_str().unwrap()]).await;
-    assert!(r.ok && r.stdout.contains("backfill complete"), "{}\n{}", r.stdout, r.stderr);
+    let r = backfill(
+        &k,
+        &t,
+        &admin.base_url,
+        shop,
+        &["--checkpoint", cp.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        r.ok && r.stdout.contains("backfill complete"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     let total: usize = r
         .stdout
         .split("backfill complete: ")
@@ -646,7 +665,8 @@ async fn a_killed_backfill_resumes_mid_stream_from_its_spill_and_logs_progress()
         "the resume re-downloaded instead of using its spill: {stats:?}"
     );
     assert!(
-        r.stdout.contains(&format!("({} produced in this run", total - acked)),
+        r.stdout
+            .contains(&format!("({} produced in this run", total - acked)),
         "resumed after the {acked} acknowledged events: {}",
         r.stdout
     );

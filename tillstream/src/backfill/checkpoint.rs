@@ -131,7 +131,11 @@ pub(crate) struct CheckpointFile {
 
 impl CheckpointFile {
     /// Loads `path` when it exists, checking it belongs to the same shop and range.
-    pub(crate) fn open(path: Option<&Path>, fresh: Checkpoint, read_only: bool) -> anyhow::Result<Self> {
+    pub(crate) fn open(
+        path: Option<&Path>,
+        fresh: Checkpoint,
+        read_only: bool,
+    ) -> anyhow::Result<Self> {
         let Some(path) = path else {
             return Ok(Self {
                 path: None,
@@ -214,7 +218,10 @@ mod tests {
         again
             .state
             .replace_operation(Resource::Orders, "gid://shopify/BulkOperation/2".into());
-        assert_eq!((again.state.produced, again.state.stage), (0, Stage::Spilling));
+        assert_eq!(
+            (again.state.produced, again.state.stage),
+            (0, Stage::Spilling)
+        );
         let other = Checkpoint {
             shop: "b.myshopify.com".into(),
             ..fresh

@@ -161,7 +161,9 @@ pub(crate) async fn run(
     if let Stage::Complete { total } = cp.state.stage
         && !args.dry_run
     {
-        println!("backfill already complete ({total} events); delete the checkpoint to run it again");
+        println!(
+            "backfill already complete ({total} events); delete the checkpoint to run it again"
+        );
         return Ok(());
     }
     let work = WorkDir::open(args.work_dir.as_deref(), cp.path(), args.dry_run)?;
@@ -183,11 +185,27 @@ pub(crate) async fn run(
         if cp.state.spilled.contains_key(&resource) {
             continue;
         }
-        let op = obtain(&client, &mut cp, resource, &filter, &args, notice.clone(), &work).await?;
+        let op = obtain(
+            &client,
+            &mut cp,
+            resource,
+            &filter,
+            &args,
+            notice.clone(),
+            &work,
+        )
+        .await?;
         let spilled = match &op.url {
             Some(url) => {
-                sorter::spill(&client, url, op.file_size, resource, work.path(), args.progress_interval)
-                    .await?
+                sorter::spill(
+                    &client,
+                    url,
+                    op.file_size,
+                    resource,
+                    work.path(),
+                    args.progress_interval,
+                )
+                .await?
             }
             // A completed operation with no objects has no file.
             None => Spilled::default(),
@@ -227,7 +245,10 @@ pub(crate) async fn run(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let range = range.map_or_else(|| "none".into(), |(f, l)| format!("{} .. {}", fmt_ms(f), fmt_ms(l)));
+    let range = range.map_or_else(
+        || "none".into(),
+        |(f, l)| format!("{} .. {}", fmt_ms(f), fmt_ms(l)),
+    );
     if args.dry_run {
         println!(
             "dry run: would import {summary}; event times {range}; topic {}",
@@ -339,13 +360,11 @@ async fn obtain(
         }
         let partial = match &op.partial_url {
             Some(url) => {
-                let a = sorter::count_partial(client, url, work.path(), args.progress_interval).await?;
+                let a =
+                    sorter::count_partial(client, url, work.path(), args.progress_interval).await?;
                 format!(
                     "partial data at {url}: {} {label}, {} nested objects, {} orphaned lines, {} unreadable lines — NOT imported",
-                    a.roots,
-                    a.children,
-                    a.orphans,
-                    a.bad_lines
+                    a.roots, a.children, a.orphans, a.bad_lines
                 )
             }
             None => "no partial data".into(),

@@ -127,7 +127,13 @@ mod tests {
 
     #[test]
     fn line_shows_share_rate_and_eta() {
-        let mut p = Progress::new("produce", "events", 100, Some(1100), Duration::from_secs(3600));
+        let mut p = Progress::new(
+            "produce",
+            "events",
+            100,
+            Some(1100),
+            Duration::from_secs(3600),
+        );
         p.started -= Duration::from_secs(10);
         p.set(600, String::new);
         // 500 in 10 s = 50/s; 500 left = 10 s.

@@ -53,7 +53,10 @@ fn write_event(w: &mut impl Write, e: &Event) -> anyhow::Result<()> {
 }
 
 /// Writes sorted `events` to `path`; returns the file's length.
-pub(crate) fn write(path: &Path, events: impl IntoIterator<Item = anyhow::Result<Event>>) -> anyhow::Result<u64> {
+pub(crate) fn write(
+    path: &Path,
+    events: impl IntoIterator<Item = anyhow::Result<Event>>,
+) -> anyhow::Result<u64> {
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = BufWriter::with_capacity(64 * 1024, file);
     for e in events {

@@ -37,7 +37,13 @@ async fn partition(
     let mut p = Partitioner::new(dir, size)?;
     let mut progress = Progress::new(what, "bytes", 0, size, interval);
     // Blocking file writes from the download task: buffered, and this CLI runs nothing else.
-    bulk::download(client, url, |line| p.push(line), |n| progress.set(n, String::new)).await?;
+    bulk::download(
+        client,
+        url,
+        |line| p.push(line),
+        |n| progress.set(n, String::new),
+    )
+    .await?;
     progress.finish();
     let bad = p.bad_lines;
     Ok((p.finish()?, bad))
@@ -65,9 +71,11 @@ pub(crate) async fn spill(
     let (buckets, bad_lines) =
         partition(client, url, size, &dir.join("buckets"), what, interval).await?;
     let work = work.to_owned();
-    tokio::task::spawn_blocking(move || sort_buckets(buckets, resource, &work, &dir, bad_lines, interval))
-        .await
-        .context("the sort task panicked")?
+    tokio::task::spawn_blocking(move || {
+        sort_buckets(buckets, resource, &work, &dir, bad_lines, interval)
+    })
+    .await
+    .context("the sort task panicked")?
 }
 
 fn sort_buckets(
@@ -124,7 +132,10 @@ fn sort_buckets(
                 *out.by_topic.entry(e.topic.to_owned()).or_default() += 1;
             }
             let (first, last) = (events[0].at_ms, events[events.len() - 1].at_ms);
-            out.range = Some(out.range.map_or((first, last), |(f, l)| (f.min(first), l.max(last))));
+            out.range = Some(
+                out.range
+                    .map_or((first, last), |(f, l)| (f.min(first), l.max(last))),
+            );
             let path = name();
             runs::write(&path, events.into_iter().map(Ok))?;
             paths.push(path);

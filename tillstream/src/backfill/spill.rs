@@ -166,7 +166,8 @@ pub(crate) fn for_each_text(
         for part in parts {
             for_each_text(part, each)?;
         }
-        return std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()));
+        return std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing {}", dir.display()));
     }
     let bytes = std::fs::read(&bucket.path)
         .with_context(|| format!("reading {}", bucket.path.display()))?;

@@ -267,7 +267,14 @@ pub async fn spawn_synthetic_admin(
         usize::try_from(store.customer_count()).unwrap_or(usize::MAX),
         usize::try_from(store.order_count()).unwrap_or(usize::MAX),
     );
-    serve(Source::Synthetic(store), totals.to_vec(), counts, opts, listen).await
+    serve(
+        Source::Synthetic(store),
+        totals.to_vec(),
+        counts,
+        opts,
+        listen,
+    )
+    .await
 }
 
 async fn serve(

@@ -106,7 +106,9 @@ impl SyntheticStore {
 
     fn rng(&self, kind: u64, i: u64) -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(
-            self.spec.seed ^ kind.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9),
+            self.spec.seed
+                ^ kind.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9),
         )
     }
 
@@ -377,7 +379,10 @@ mod tests {
                 distances.insert(n.abs_diff(parent));
             }
         }
-        assert!(distances.iter().any(|d| *d > 5000), "some children are far away");
+        assert!(
+            distances.iter().any(|d| *d > 5000),
+            "some children are far away"
+        );
         let before = lines.iter().enumerate().any(|(n, l)| {
             l.get("__parentId")
                 .and_then(Value::as_str)
