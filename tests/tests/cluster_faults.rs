@@ -106,7 +106,7 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     let n = sc.deliveries.len() as i64;
     let mut o = StackOptions::historical(kafka.clone());
     o.publisher_env
-        .push(("TILLSTREAM_RETRY__MAX_BACKOFF".into(), "3s".into()));
+        .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));
     let stack = Arc::new(Stack::start(o).await.unwrap());
     eprintln!("logs in {}", stack.dir.display());
     let t = &stack.topics;
