@@ -1265,6 +1265,11 @@ impl<R: Rules> Engine<R> {
                         state.load(&key, record).map_err(|e| fail(e.to_string()))?;
                     }
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    // A broker of the cluster going away mid-restore: librdkafka reconnects
+                    // or fails over to the new leader; keep reading until the deadline.
+                    Some(Err(e)) if is_transient_metadata_error(&e) => {
+                        tracing::info!(partition = p, error = %e, "Changelog read interrupted; retrying.");
+                    }
                     Some(Err(e)) => return Err(fail(e.to_string())),
                     None if Instant::now() > deadline => {
                         return Err(fail("timed out reading the changelog".into()));
