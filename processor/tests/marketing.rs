@@ -13,22 +13,6 @@ use common::*;
 use runtime::testing::{fresh_topics, kafka, unique};
 use schemas::Action;
 
-/// A Shopify-style UTC timestamp for `ms`.
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .expect("timestamp in range")
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-fn order_body(id: u64, customer: u64, email: &str, total: &str, token: &str, at: i64) -> String {
-    format!(
-        r##"{{"id":{id},"admin_graphql_api_id":"gid://shopify/Order/{id}","name":"#{id}","email":"{email}","created_at":"{t}","updated_at":"{t}","processed_at":"{t}","cancelled_at":null,"currency":"USD","presentment_currency":"USD","total_price":"{total}","subtotal_price":"{total}","total_tax":"0.00","total_discounts":"0.00","total_price_set":{{"shop_money":{{"amount":"{total}","currency_code":"USD"}},"presentment_money":{{"amount":"{total}","currency_code":"USD"}}}},"financial_status":"paid","fulfillment_status":null,"test":false,"checkout_token":"{token}","customer":{{"id":{customer},"email":"{email}","first_name":"Ada","last_name":"Byron","state":"enabled"}},"line_items":[{{"id":{li},"product_id":11,"variant_id":12,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","total_discount":"0.00"}}],"refunds":[]}}"##,
-        t = iso(at),
-        li = id * 10
-    )
-}
-
 fn latest_ltv(cmds: &[schemas::IterableCommand], key: &str) -> Option<f64> {
     cmds.iter()
         .filter(|c| c.customer_key == key)
@@ -57,7 +41,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         now - 60_000,
         &order_body(
             order_id,
-            customer,
+            Some(customer),
             "ada@example.com",
             "100.00",
             "tok-ada",
@@ -68,10 +52,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         "refunds/create",
         "d-refund",
         now - 30_000,
-        &format!(
-            r#"{{"id":990001,"order_id":{order_id},"created_at":"{t}","processed_at":"{t}","restock":false,"refund_line_items":[],"order_adjustments":[],"refund_shipping_lines":[],"transactions":[{{"id":880001,"order_id":{order_id},"kind":"refund","status":"success","amount":"30.00","currency":"USD","gateway":"manual","created_at":"{t}"}}]}}"#,
-            t = iso(now - 30_000)
-        ),
+        &refund_body(order_id, 990001, "30.00", now - 30_000),
     );
     // A guest checkout (email only), completed by an order placed as a registered customer.
     let checkout = envelope(
@@ -89,7 +70,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         now - 90_000,
         &order_body(
             order_id + 1,
-            77,
+            Some(77),
             "guest@example.com",
             "40.00",
             "tok-guest",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use processor::erasure::{ErasureConfig, Registry};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -29,6 +30,9 @@ const BATCH: usize = 500;
 
 /// Longest wait for the next record while the end of the topic has not been reached.
 const STALL: Duration = Duration::from_secs(60);
+
+/// Why a dead letter about an erased customer is not redriven.
+const ERASED: &str = "erased subject (GDPR redact): never sent again";
 
 /// Header naming where a redriven record came from (`{dlq topic}/{partition}/{offset}`).
 const REDRIVE_HEADER: &str = "tillstream.redrive.source";
@@ -487,6 +491,25 @@ fn target(which: Which, topics: &TopicsConfig, m: &OwnedMessage) -> Result<Strin
     }
 }
 
+/// Whether a dead letter is about an erased subject (GDPR): its record key is covered by the
+/// erasure registry at the record's event time. Such records are never sent again.
+fn erased(which: Which, erasures: &Registry, m: &OwnedMessage) -> bool {
+    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        return false;
+    };
+    let payload = m.payload().unwrap_or_default();
+    let event_time = match which {
+        Which::Processor => ShopifyEnvelope::decode(payload)
+            .ok()
+            .map(|e| e.triggered_at_ms.unwrap_or(e.received_at_ms)),
+        Which::Publisher => IterableCommand::decode(payload)
+            .ok()
+            .map(|c| c.event_time_ms),
+    };
+    // An undated record counts as old: any marker of its key covers it.
+    erasures.covers_text(key, event_time.unwrap_or(i64::MIN))
+}
+
 /// Counts for the summary.
 #[derive(Default)]
 struct Tally {
@@ -509,9 +532,12 @@ impl Tally {
 pub(crate) async fn redrive(
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
+    erasure: &ErasureConfig,
     args: &RedriveArgs,
 ) -> anyhow::Result<()> {
     let which = args.topic;
+    let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
+        .context("cannot read the erasure registry")?;
     let topic = which.topic(topics).to_owned();
     let group = args
         .group
@@ -563,6 +589,8 @@ pub(crate) async fn redrive(
                 tally.filtered += 1;
             } else if m.payload().is_none() {
                 *tally.skipped.entry("no payload".into()).or_default() += 1;
+            } else if erased(which, &erasures, &m) {
+                *tally.skipped.entry(ERASED.into()).or_default() += 1;
             } else {
                 match target(which, topics, &m) {
                     Err(why) => {

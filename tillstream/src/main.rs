@@ -9,6 +9,7 @@ mod topics;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use processor::erasure::ErasureConfig;
 use runtime::{KafkaConfig, TopicsConfig};
 use serde::Deserialize;
 
@@ -74,6 +75,9 @@ struct CliConfig {
     kafka: KafkaConfig,
     #[serde(default)]
     topics: TopicsConfig,
+    /// The erasure registry's hash key: redrive and backfill skip erased subjects.
+    #[serde(default)]
+    erasure: ErasureConfig,
 }
 
 fn load(file: Option<&std::path::Path>) -> anyhow::Result<CliConfig> {
@@ -109,12 +113,14 @@ async fn main() -> anyhow::Result<()> {
             let cfg = load(cli.config.as_deref())?;
             match action {
                 dlq::DlqCmd::Inspect(args) => dlq::inspect(&cfg.kafka, &cfg.topics, &args),
-                dlq::DlqCmd::Redrive(args) => dlq::redrive(&cfg.kafka, &cfg.topics, &args).await,
+                dlq::DlqCmd::Redrive(args) => {
+                    dlq::redrive(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                }
             }
         }
         Cmd::Backfill(args) => {
             let cfg = load(cli.config.as_deref())?;
-            backfill::run(*args, &cfg.kafka, &cfg.topics).await
+            backfill::run(*args, &cfg.kafka, &cfg.topics, &cfg.erasure).await
         }
     }
 }

@@ -66,6 +66,7 @@ async fn backfill(
         .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", TOKEN)
         .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
         .env("TILLSTREAM_TOPICS__RAW", &t.raw)
+        .env("TILLSTREAM_TOPICS__ERASURES", &t.erasures)
         .env("RUST_LOG", "warn")
         .output()
         .await
@@ -478,6 +479,7 @@ async fn finish_webhook_ends_a_long_poll_wait_and_forged_notices_are_refused() {
         .env("TILLSTREAM_SHOPIFY__WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
         .env("TILLSTREAM_TOPICS__RAW", &t.raw)
+        .env("TILLSTREAM_TOPICS__ERASURES", &t.erasures)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

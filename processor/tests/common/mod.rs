@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{
@@ -287,4 +289,104 @@ mod probe {
         let _ = s.read_to_string(&mut buf);
         buf.starts_with("HTTP/1.1 200")
     }
+}
+
+/// A Shopify-style UTC timestamp for `ms`.
+pub fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("timestamp in range")
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A Shopify order payload; `customer: None` is a guest order known only by its email.
+pub fn order_body(
+    id: u64,
+    customer: Option<u64>,
+    email: &str,
+    total: &str,
+    token: &str,
+    at: i64,
+) -> String {
+    let customer = customer.map_or_else(
+        || "null".to_owned(),
+        |c| {
+            format!(
+                r#"{{"id":{c},"email":"{email}","first_name":"Ada","last_name":"Byron","state":"enabled"}}"#
+            )
+        },
+    );
+    format!(
+        r##"{{"id":{id},"admin_graphql_api_id":"gid://shopify/Order/{id}","name":"#{id}","email":"{email}","created_at":"{t}","updated_at":"{t}","processed_at":"{t}","cancelled_at":null,"currency":"USD","presentment_currency":"USD","total_price":"{total}","subtotal_price":"{total}","total_tax":"0.00","total_discounts":"0.00","total_price_set":{{"shop_money":{{"amount":"{total}","currency_code":"USD"}},"presentment_money":{{"amount":"{total}","currency_code":"USD"}}}},"financial_status":"paid","fulfillment_status":null,"test":false,"checkout_token":"{token}","customer":{customer},"line_items":[{{"id":{li},"product_id":11,"variant_id":12,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","total_discount":"0.00"}}],"refunds":[]}}"##,
+        t = iso(at),
+        li = id * 10
+    )
+}
+
+/// A Shopify refund payload (keyed by its order only) refunding `amount`.
+pub fn refund_body(order_id: u64, refund_id: u64, amount: &str, at: i64) -> String {
+    format!(
+        r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{t}","processed_at":"{t}","restock":false,"refund_line_items":[],"order_adjustments":[],"refund_shipping_lines":[],"transactions":[{{"id":{tx},"order_id":{order_id},"kind":"refund","status":"success","amount":"{amount}","currency":"USD","gateway":"manual","created_at":"{t}"}}]}}"#,
+        t = iso(at),
+        tx = refund_id + 1
+    )
+}
+
+/// Whether the processor group `group` has committed every raw record and every repartition
+/// record (a transaction's commit marker may follow the last repartition record).
+pub fn drained(kafka: &KafkaConfig, topics: &TopicsConfig, group: &str) -> bool {
+    let t = Duration::from_secs(10);
+    let mut cfg = kafka.client("test-drained");
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().unwrap();
+    [(&topics.raw, 0), (&topics.repartition, 1)]
+        .into_iter()
+        .all(|(topic, slack)| {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..topics.partitions {
+                tpl.add_partition(topic, p);
+            }
+            let Ok(got) = c.committed_offsets(tpl, t) else {
+                return false;
+            };
+            (0..topics.partitions).all(|p| {
+                let high = c.fetch_watermarks(topic, p, t).map_or(i64::MAX, |w| w.1);
+                let done = got
+                    .find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(-1);
+                high == 0 || done >= high - slack
+            })
+        })
+}
+
+/// Waits until [`drained`] holds with an unchanged commands topic for 2 s; returns the commands.
+pub fn wait_drained(
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    group: &str,
+) -> Vec<IterableCommand> {
+    let mut last: Option<(usize, Instant)> = None;
+    wait_for(
+        "the processor to drain its input",
+        Duration::from_secs(120),
+        || {
+            if !drained(kafka, topics, group) {
+                last = None;
+                return None;
+            }
+            let cmds = commands(kafka, topics);
+            match last {
+                Some((n, at)) if n == cmds.len() && at.elapsed() >= Duration::from_secs(2) => {
+                    Some(cmds)
+                }
+                Some((n, _)) if n == cmds.len() => None,
+                _ => {
+                    last = Some((cmds.len(), Instant::now()));
+                    None
+                }
+            }
+        },
+    )
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use processor::erasure::{ErasureConfig, Registry};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::{KafkaConfig, Secret, TopicsConfig};
 use schemas::{EventSource, ShopDomain, ShopifyEnvelope};
@@ -115,6 +116,7 @@ pub(crate) async fn run(
     args: BackfillArgs,
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
+    erasure: &ErasureConfig,
 ) -> anyhow::Result<()> {
     let shop = ShopDomain::parse(&args.shop)
         .map_err(|e| anyhow::anyhow!("--shop {:?}: {e}", args.shop))?;
@@ -244,10 +246,19 @@ pub(crate) async fn run(
         .max_events
         .map_or(events.len(), |m| (start + m).min(events.len()));
     let now = runtime::now_ms();
+    // The Admin API still returns an erased customer's orders: they must not enter the raw
+    // topic again (the processor would drop them, but the raw log must forget too).
+    let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
+        .context("cannot read the erasure registry")?;
+    let mut erased = 0usize;
     for chunk in events.get(start..stop).unwrap_or_default().chunks(500) {
         let mut prepared = Vec::with_capacity(chunk.len());
         for e in chunk {
             let key = schemas::routing_key(&shop, e.topic, &e.body);
+            if erasures.covers(&key, e.at_ms) {
+                erased += 1;
+                continue;
+            }
             let env = ShopifyEnvelope {
                 delivery_id: e.delivery_id.clone(),
                 event_id: None,
@@ -298,7 +309,7 @@ pub(crate) async fn run(
     cp.state.completed = true;
     cp.save()?;
     println!(
-        "backfill complete: {} events on {} ({} produced in this run, {} throttled answers)",
+        "backfill complete: {} events on {} ({} produced in this run, {} throttled answers, {erased} about erased customers left out)",
         events.len(),
         topics.raw,
         cp.state.produced - start,
