@@ -29,7 +29,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use runtime::{KafkaConfig, Secret};
-use schemas::{CustomerKey, KeyKind};
+use schemas::{CustomerKey, KeyKind, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -217,6 +217,15 @@ impl Registry {
     /// text that is not a tillstream key is covered by nothing.
     pub fn covers_text(&self, key: &str, event_time_ms: i64) -> bool {
         CustomerKey::parse(key).is_ok_and(|k| self.covers(&k, event_time_ms))
+    }
+
+    /// Whether a raw or repartition record (its Kafka key and `ShopifyEnvelope` bytes) is about
+    /// an erased subject. A record whose envelope cannot be decoded counts as old: any marker of
+    /// its key covers it.
+    pub fn covers_record(&self, key: &str, envelope: &[u8]) -> bool {
+        let time = ShopifyEnvelope::decode(envelope)
+            .map_or(i64::MIN, |e| e.triggered_at_ms.unwrap_or(e.received_at_ms));
+        self.covers_text(key, time)
     }
 
     /// Remembers that `key` was erased at `at_ms` and returns the marker record to write in the

@@ -141,13 +141,13 @@ fn redrive_group(which: Which, kind: Option<&str>) -> String {
 
 /// One partition to read: `[start, end)`.
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    start: i64,
-    end: i64,
+pub(crate) struct Span {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
 }
 
 /// Per partition: from the group's committed offset (or the beginning) to the current end.
-fn spans(
+pub(crate) fn spans(
     consumer: &BaseConsumer<Reader>,
     topic: &str,
     from_beginning: bool,
@@ -182,7 +182,7 @@ fn spans(
 /// Reads every record of `spans`, calling `on` for each; stops when each partition reached
 /// its end (or librdkafka reports the partition's end, e.g. the last stable offset) or when
 /// `on` returns false.
-fn read(
+pub(crate) fn read(
     consumer: &BaseConsumer<Reader>,
     topic: &str,
     spans: &BTreeMap<i32, Span>,
@@ -205,7 +205,7 @@ fn read(
     }
     consumer
         .assign(&tpl)
-        .context("cannot assign the dead-letter partitions")?;
+        .with_context(|| format!("cannot assign the partitions of {topic}"))?;
     let mut last_progress = Instant::now();
     while !open.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
@@ -252,7 +252,7 @@ fn read(
 
 /// The consumer's context: reaching a partition's end is how reading stops, not an error,
 /// so it is not logged as one.
-struct Reader;
+pub(crate) struct Reader;
 
 impl ClientContext for Reader {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -268,7 +268,11 @@ impl ClientContext for Reader {
 
 impl ConsumerContext for Reader {}
 
-fn reader(kafka: &KafkaConfig, client: &str, group: &str) -> anyhow::Result<BaseConsumer<Reader>> {
+pub(crate) fn reader(
+    kafka: &KafkaConfig,
+    client: &str,
+    group: &str,
+) -> anyhow::Result<BaseConsumer<Reader>> {
     let mut cfg = kafka.consumer(client, group, true);
     // The end of each partition is reported, so reading stops at the last stable offset
     // (after a transaction marker there may be no record at high watermark − 1).
@@ -498,16 +502,14 @@ fn erased(which: Which, erasures: &Registry, m: &OwnedMessage) -> bool {
         return false;
     };
     let payload = m.payload().unwrap_or_default();
-    let event_time = match which {
-        Which::Processor => ShopifyEnvelope::decode(payload)
-            .ok()
-            .map(|e| e.triggered_at_ms.unwrap_or(e.received_at_ms)),
-        Which::Publisher => IterableCommand::decode(payload)
-            .ok()
-            .map(|c| c.event_time_ms),
-    };
-    // An undated record counts as old: any marker of its key covers it.
-    erasures.covers_text(key, event_time.unwrap_or(i64::MIN))
+    match which {
+        Which::Processor => erasures.covers_record(key, payload),
+        // An undated command counts as old: any marker of its key covers it.
+        Which::Publisher => erasures.covers_text(
+            key,
+            IterableCommand::decode(payload).map_or(i64::MIN, |c| c.event_time_ms),
+        ),
+    }
 }
 
 /// Counts for the summary.

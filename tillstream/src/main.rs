@@ -4,6 +4,7 @@ mod backfill;
 mod customer;
 mod dlq;
 mod replay;
+mod rewrite;
 mod topics;
 
 use std::path::PathBuf;
@@ -54,9 +55,22 @@ enum Cmd {
         #[command(subcommand)]
         action: dlq::DlqCmd,
     },
+    /// Operations on the raw topic itself.
+    Raw {
+        #[command(subcommand)]
+        action: RawCmd,
+    },
     /// Import the shop's customers and orders from the Admin API (bulk operations) into the
     /// raw topic, marked as backfill (see README, "Backfill").
     Backfill(Box<backfill::BackfillArgs>),
+}
+
+#[derive(Subcommand)]
+enum RawCmd {
+    /// Copy the raw topic into a new, empty topic without the records of erased customers
+    /// (GDPR: how the raw log forgets; also migrates a raw topic written before the erasure
+    /// registry existed).
+    Rewrite(rewrite::RewriteArgs),
 }
 
 #[derive(Subcommand)]
@@ -117,6 +131,12 @@ async fn main() -> anyhow::Result<()> {
                     dlq::redrive(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
                 }
             }
+        }
+        Cmd::Raw {
+            action: RawCmd::Rewrite(args),
+        } => {
+            let cfg = load(cli.config.as_deref())?;
+            rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
         }
         Cmd::Backfill(args) => {
             let cfg = load(cli.config.as_deref())?;

@@ -1,5 +1,6 @@
 //! The CLI never brings an erased customer back: `dlq redrive` and `backfill` consult the
-//! erasure registry (issue 14 item 1), against the real broker and the Admin API fake.
+//! erasure registry (issue 14 item 1), and `raw rewrite` makes the raw log forget (item 2),
+//! against the real broker and the Admin API fake.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Output;
@@ -9,7 +10,9 @@ use processor::erasure::{ErasureConfig, Registry};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use runtime::testing::{fresh_topics, kafka, read_committed};
 use runtime::{KafkaConfig, TopicsConfig};
-use schemas::{Action, CustomerKey, IterableCommand, ShopifyEnvelope, UserRef};
+use schemas::{
+    Action, CustomerKey, EventSource, IterableCommand, ShopDomain, ShopifyEnvelope, UserRef,
+};
 use shopify_sim::{AdminOptions, ScenarioConfig, generate, spawn_admin};
 
 const T: Duration = Duration::from_secs(10);
@@ -183,4 +186,155 @@ async fn backfill_leaves_erased_customers_out_of_the_raw_topic() {
         "{}",
         text(&out)
     );
+}
+
+/// A webhook as ingest writes it to the raw topic.
+fn webhook(topic: &str, delivery: &str, at_ms: i64, body: &str) -> ShopifyEnvelope {
+    let shop = ShopDomain::parse("demo.myshopify.com").unwrap();
+    ShopifyEnvelope {
+        delivery_id: delivery.into(),
+        event_id: None,
+        topic: topic.into(),
+        shop_domain: shop.as_str().into(),
+        api_version: Some("2026-07".into()),
+        triggered_at_ms: Some(at_ms),
+        received_at_ms: at_ms,
+        routing_key: schemas::routing_key(&shop, topic, body.as_bytes())
+            .as_str()
+            .to_owned(),
+        source: EventSource::Webhook,
+        webhook_name: None,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_rewrite_leaves_no_byte_of_an_erased_customer_and_keeps_everyone_else() {
+    let k = kafka();
+    let t = fresh_topics(&k, 2).await;
+    let at = 1_760_000_000_000;
+    let ada = r#""email":"ada@example.com","first_name":"Ada","last_name":"Lovelace","phone":"+15550107001","default_address":{"address1":"12 Analytical Row","city":"London","zip":"N1 9GU"}"#;
+    let log = [
+        webhook(
+            "customers/create",
+            "a1",
+            at,
+            &format!(r#"{{"id":7001,{ada}}}"#),
+        ),
+        webhook(
+            "customers/create",
+            "b1",
+            at + 1,
+            r#"{"id":7002,"email":"bob@example.com","last_name":"Babbage"}"#,
+        ),
+        webhook(
+            "orders/paid",
+            "a2",
+            at + 2,
+            &format!(r#"{{"id":9001,"customer":{{"id":7001,{ada}}},"total_price":"10.00"}}"#),
+        ),
+        webhook(
+            "orders/paid",
+            "a3",
+            at + 3,
+            r#"{"id":9003,"email":"ada@example.com","customer":null,"shipping_address":{"address1":"12 Analytical Row"}}"#,
+        ),
+        webhook(
+            "refunds/create",
+            "a4",
+            at + 4,
+            r#"{"id":990001,"order_id":9001}"#,
+        ),
+        webhook(
+            "orders/paid",
+            "b2",
+            at + 5,
+            r#"{"id":9002,"customer":{"id":7002,"email":"bob@example.com"},"total_price":"8.00"}"#,
+        ),
+        webhook(
+            "customers/redact",
+            "a5",
+            at + 6,
+            r#"{"customer":{"id":7001,"email":"ada@example.com","phone":"+15550107001"},"orders_to_redact":[9001]}"#,
+        ),
+    ];
+    let p: FutureProducer = k.producer("test-ingest").create().unwrap();
+    for e in &log {
+        let bytes = e.encode().unwrap();
+        p.send(
+            FutureRecord::to(&t.raw).key(&e.routing_key).payload(&bytes),
+            T,
+        )
+        .await
+        .unwrap();
+    }
+    p.flush(T).unwrap();
+    // The markers the processor writes for this redact (customer, email, order keys).
+    let shop = "demo.myshopify.com";
+    let erased = [
+        format!("{shop}/c/7001"),
+        format!("{shop}/e/ada@example.com"),
+        format!("{shop}/o/9001"),
+    ];
+    erase(&k, &t, &erased, at + 6).await;
+
+    let to = format!("{}.v2", t.raw);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
+        .args(["raw", "rewrite", "--to", &to])
+        .env_remove("TILLSTREAM_CONFIG")
+        .envs(runtime::testing::service_env(&k, &t))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Copied 2 record(s); left out 5"),
+        "{}",
+        text(&out)
+    );
+
+    // A plain consumer of the new topic: not one of Ada's personal fields, in any record.
+    let copied = read_committed(&k, &to, t.partitions);
+    for (_, key, value, _) in &copied {
+        let bytes = [
+            key.clone().unwrap_or_default(),
+            value.clone().unwrap_or_default(),
+        ]
+        .concat();
+        let text = String::from_utf8_lossy(&bytes);
+        for personal in [
+            "ada@example.com",
+            "Lovelace",
+            "+15550107001",
+            "Analytical Row",
+            "N1 9GU",
+        ] {
+            assert!(!text.contains(personal), "{personal} in {text}");
+        }
+    }
+    // Everyone else: the same records, byte for byte, in the same partitions and order.
+    let bobs: Vec<(i32, Vec<u8>)> = read_committed(&k, &t.raw, t.partitions)
+        .into_iter()
+        .filter(|(_, key, _, _)| key.as_deref().is_some_and(|k| k.ends_with(b"/c/7002")))
+        .map(|(p, _, v, _)| (p, v.unwrap()))
+        .collect();
+    assert_eq!(bobs.len(), 2);
+    let kept: Vec<(i32, Vec<u8>)> = copied
+        .into_iter()
+        .map(|(p, _, v, _)| (p, v.unwrap()))
+        .collect();
+    // Sorted by partition only (stable): each partition's order is compared as read.
+    let (mut kept, mut bobs) = (kept, bobs);
+    kept.sort_by_key(|(p, _)| *p);
+    bobs.sort_by_key(|(p, _)| *p);
+    assert_eq!(kept, bobs);
+
+    // Into a topic that already holds records: refused.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
+        .args(["raw", "rewrite", "--to", &to])
+        .env_remove("TILLSTREAM_CONFIG")
+        .envs(runtime::testing::service_env(&k, &t))
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds records"));
 }
