@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use runtime::testing::{fresh_topics, kafka, unique};
+use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{Action, EventSource, IterableCommand, KeyKind, ShopifyEnvelope};
 
 const ADA: u64 = 7_001;
@@ -61,6 +62,28 @@ fn is_forget(c: &IterableCommand) -> bool {
     matches!(c.action, Action::DeleteUser { .. })
 }
 
+const MARKETING: [(&str, &str); 1] = [("TILLSTREAM_RULES__KIND", "marketing")];
+
+/// A processor deployment over `topics` (run with [`MARKETING`]).
+fn deployment(k: &KafkaConfig, topics: &TopicsConfig, app: &str) -> Deployment {
+    Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique(app),
+        timer_delay: "1day".into(),
+    }
+}
+
+/// Waits until each of `keys` has its forget command in the commands topic.
+fn wait_forgotten(k: &KafkaConfig, topics: &TopicsConfig, keys: &[String]) {
+    wait_for("the forgets", std::time::Duration::from_secs(90), || {
+        let cmds = commands(k, topics);
+        keys.iter()
+            .all(|key| cmds.iter().any(|c| &c.customer_key == key && is_forget(c)))
+            .then_some(())
+    });
+}
+
 /// Commands for Ada's customer key after her first forget (one partition: in order).
 fn after_forget(cmds: &[IterableCommand]) -> Vec<String> {
     let ada = customer_key(ADA);
@@ -73,6 +96,12 @@ fn after_forget(cmds: &[IterableCommand]) -> Vec<String> {
         .iter()
         .map(|c| format!("{} {}", c.command_id, event_name(c)))
         .collect()
+}
+
+/// Ada's registered order, as `topic` delivered it at `at`.
+fn ada_order(topic: &str, delivery: &str, at: i64) -> ShopifyEnvelope {
+    let body = order_body(ADA_ORDER, Some(ADA), ADA_EMAIL, "100.00", "tok-a", at);
+    envelope(topic, delivery, at, &body)
 }
 
 /// Ada's history up to her redact at `t0 + 60 min`, with Bob's beside it.
@@ -98,19 +127,7 @@ fn history(t0: i64) -> Vec<ShopifyEnvelope> {
             t0 + MIN,
             &customer_body(ADA, ADA_EMAIL, "Ada", t0 + MIN),
         ),
-        envelope(
-            "orders/paid",
-            "d-ada-order",
-            t0 + 2 * MIN,
-            &order_body(
-                ADA_ORDER,
-                Some(ADA),
-                ADA_EMAIL,
-                "100.00",
-                "tok-a",
-                t0 + 2 * MIN,
-            ),
-        ),
+        ada_order("orders/paid", "d-ada-order", t0 + 2 * MIN),
         envelope(
             "customers/create",
             "d-bob",
@@ -150,54 +167,18 @@ async fn a_redacted_customer_never_comes_back_live_from_backfill_or_on_replay() 
     let redact_at = t0 + 60 * MIN;
     produce(&k, &topics.raw, &history(t0)).await;
 
-    let live = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("erasure-live"),
-        timer_delay: "1day".into(),
-    };
-    let marketing = [("TILLSTREAM_RULES__KIND", "marketing")];
-    let mut p = live.spawn_with("e", &marketing);
+    let live = deployment(&k, &topics, "erasure-live");
+    let mut p = live.spawn_with("e", &MARKETING);
     // Both of her keys forgotten (the email key through a forwarded redact) before new
     // traffic: which of a forwarded redact and a newer input reaches a key first is the
     // event-time alignment of issue 21, not what this test is about.
-    wait_for("Ada's forgets", std::time::Duration::from_secs(90), || {
-        let cmds = commands(&k, &topics);
-        [customer_key(ADA), email_key(ADA_EMAIL)]
-            .iter()
-            .all(|key| cmds.iter().any(|c| &c.customer_key == key && is_forget(c)))
-            .then_some(())
-    });
+    wait_forgotten(&k, &topics, &[customer_key(ADA), email_key(ADA_EMAIL)]);
 
     // After the redact: a late retry of Ada's order (Shopify retries for hours), the same
     // order again from a backfill, and a new guest order with her address (a new person).
-    let mut retry = envelope(
-        "orders/updated",
-        "d-ada-order-late",
-        t0 + 5 * MIN,
-        &order_body(
-            ADA_ORDER,
-            Some(ADA),
-            ADA_EMAIL,
-            "100.00",
-            "tok-a",
-            t0 + 5 * MIN,
-        ),
-    );
+    let mut retry = ada_order("orders/updated", "d-ada-order-late", t0 + 5 * MIN);
     retry.received_at_ms = now;
-    let mut backfilled = envelope(
-        "orders/paid",
-        "backfill:order:9001",
-        t0 + 2 * MIN,
-        &order_body(
-            ADA_ORDER,
-            Some(ADA),
-            ADA_EMAIL,
-            "100.00",
-            "tok-a",
-            t0 + 2 * MIN,
-        ),
-    );
+    let mut backfilled = ada_order("orders/paid", "backfill:order:9001", t0 + 2 * MIN);
     backfilled.source = EventSource::Backfill;
     let new_person = envelope(
         "orders/paid",
@@ -234,13 +215,8 @@ async fn a_redacted_customer_never_comes_back_live_from_backfill_or_on_replay() 
     let mut replay_topics = fresh_topics(&k, 4).await;
     replay_topics.raw = topics.raw.clone();
     replay_topics.erasures = topics.erasures.clone();
-    let replay = Deployment {
-        kafka: k.clone(),
-        topics: replay_topics.clone(),
-        application_id: unique("erasure-replay"),
-        timer_delay: "1day".into(),
-    };
-    let mut p = replay.spawn_with("r", &marketing);
+    let replay = deployment(&k, &replay_topics, "erasure-replay");
+    let mut p = replay.spawn_with("r", &MARKETING);
     let second = wait_drained(&k, &replay_topics, &replay.application_id);
     p.terminate();
 
@@ -289,25 +265,14 @@ async fn a_redact_holds_through_a_kill_9_and_a_restart() {
     let topics = fresh_topics(&k, 4).await;
     let t0 = runtime::now_ms() - 120 * MIN;
     produce(&k, &topics.raw, &history(t0)).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("erasure-kill"),
-        timer_delay: "1day".into(),
-    };
-    let marketing = [("TILLSTREAM_RULES__KIND", "marketing")];
-    let mut p = d.spawn_with("k", &marketing);
+    let d = deployment(&k, &topics, "erasure-kill");
+    let mut p = d.spawn_with("k", &MARKETING);
     // Killed as soon as the redact's transaction is visible: the refund forwarded to Ada is
     // then, at the latest, processed by the restarted instance, which knows of the erasure
     // only from the erasures topic.
-    wait_for("Ada's forget", std::time::Duration::from_secs(90), || {
-        commands(&k, &topics)
-            .iter()
-            .any(|c| c.customer_key == customer_key(ADA) && is_forget(c))
-            .then_some(())
-    });
+    wait_forgotten(&k, &topics, &[customer_key(ADA)]);
     p.kill9();
-    let mut p = d.spawn_with("k", &marketing);
+    let mut p = d.spawn_with("k", &MARKETING);
     let cmds = wait_drained(&k, &topics, &d.application_id);
     p.terminate();
     assert_eq!(

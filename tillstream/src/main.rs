@@ -5,6 +5,7 @@ mod customer;
 mod dlq;
 mod replay;
 mod rewrite;
+mod seed;
 mod topics;
 
 use std::path::PathBuf;
@@ -71,6 +72,10 @@ enum RawCmd {
     /// (GDPR: how the raw log forgets; also migrates a raw topic written before the erasure
     /// registry existed).
     Rewrite(rewrite::RewriteArgs),
+    /// Record in the erasure registry every `customers/redact` and `shop/redact` the raw topic
+    /// holds (once, for raw data written before the registry existed: run it before the first
+    /// replay or rewrite after upgrading).
+    SeedErasures(seed::SeedArgs),
 }
 
 #[derive(Subcommand)]
@@ -132,11 +137,16 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Raw {
-            action: RawCmd::Rewrite(args),
-        } => {
+        Cmd::Raw { action } => {
             let cfg = load(cli.config.as_deref())?;
-            rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+            match action {
+                RawCmd::Rewrite(args) => {
+                    rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                }
+                RawCmd::SeedErasures(args) => {
+                    seed::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                }
+            }
         }
         Cmd::Backfill(args) => {
             let cfg = load(cli.config.as_deref())?;
