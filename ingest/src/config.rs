@@ -29,6 +29,34 @@ pub struct IngestConfig {
     pub http: HttpConfig,
     /// Shopify app settings: signing secrets and the shops allowed to deliver.
     pub shopify: ShopifyConfig,
+    /// Heartbeats to every raw partition, which the processor's timers wait on.
+    #[serde(default)]
+    pub heartbeat: HeartbeatConfig,
+}
+
+/// Heartbeats (ingest/src/heartbeat.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Write them (default true). Without heartbeats the processor's timers (abandoned
+    /// checkouts, win-back) never fire unless it runs with `engine.timers.clock = "stream_time"`.
+    pub enabled: bool,
+    /// How often (default 5 s). The processor treats heartbeats further apart than its
+    /// `engine.timers.heartbeat_gap` (30 s) as an outage.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Names this instance in heartbeat delivery ids; empty = the host name.
+    pub instance_id: String,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            instance_id: String::new(),
+        }
+    }
 }
 
 /// The HTTP server and its limits.

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod handler;
 pub mod headers;
+pub mod heartbeat;
 pub mod metrics;
 pub mod server;
 pub mod sink;
@@ -110,6 +111,25 @@ pub async fn run_with_listener(
         config.http.ready_check_interval,
         shutdown.clone(),
     ));
+    let heartbeats = if config.heartbeat.enabled {
+        let metrics = heartbeat::HeartbeatMetrics::new(&state.registry())
+            .map_err(|e| Error::Metrics(e.to_string()))?;
+        let instance = if config.heartbeat.instance_id.is_empty() {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| format!("ingest-{}", std::process::id()))
+        } else {
+            config.heartbeat.instance_id.clone()
+        };
+        Some(tokio::spawn(heartbeat::run(
+            sink.clone(),
+            config.topics.partitions,
+            instance,
+            config.heartbeat.interval,
+            metrics,
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
     let options = server::ServeOptions {
         header_read_timeout: config.http.read_timeout,
         drain_timeout: config.http.drain_timeout,
@@ -117,6 +137,9 @@ pub async fn run_with_listener(
     server::serve(listener, app(state.clone()), options, shutdown.clone()).await;
     state.health().set_ready(false, "shutting down");
     readiness.abort();
+    if let Some(h) = heartbeats {
+        h.abort();
+    }
 
     // Everything answered 200 is already acknowledged; this only gives records whose request
     // got 503 (ack timeout) a last chance, so Shopify's retry finds them already there.

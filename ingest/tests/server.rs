@@ -168,3 +168,40 @@ async fn tcp_contract_and_graceful_shutdown() {
         "{ids:?}"
     );
 }
+
+/// Ingest writes heartbeats to every partition of the raw topic it finds (here 3, whatever the
+/// configured default), each behind the deliveries accepted before it; the processor's timers
+/// wait on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reach_every_partition_of_the_raw_topic() {
+    let kafka = kafka();
+    let topics = fresh_topics(&kafka, 3).await;
+    let mut c = config(kafka.clone(), &topics.raw);
+    c.heartbeat.interval = Duration::from_millis(100);
+    c.heartbeat.instance_id = "hb-test".into();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(ingest::run_with_listener(c, listener, shutdown.clone()));
+    let got = consume_records_until(&kafka, &topics.raw, Duration::from_secs(30), true, |r| {
+        (0..3).all(|p| r.iter().filter(|c| c.partition == p).count() >= 2)
+    })
+    .await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+    for p in 0..3 {
+        let times: Vec<i64> = got
+            .iter()
+            .filter(|c| c.partition == p)
+            .map(|c| {
+                assert!(c.envelope.is_heartbeat(), "{:?}", c.envelope);
+                assert!(c.envelope.delivery_id.starts_with("heartbeat-hb-test-"));
+                c.envelope.received_at_ms
+            })
+            .collect();
+        assert!(times.len() >= 2, "partition {p}: {times:?}");
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: {times:?}"
+        );
+    }
+}

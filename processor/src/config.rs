@@ -78,6 +78,81 @@ pub struct EngineConfig {
     /// Consumer group session timeout: how soon a dead instance's partitions move.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// When timers fire: the late-data rule (ARCHITECTURE.md, "Event time and timers").
+    #[serde(default)]
+    pub timers: TimerSettings,
+}
+
+/// What decides that a timer is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerClock {
+    /// A timer fires once every input that could cancel it is known to be in: every raw
+    /// partition has been read past ingest's heartbeat at its due time (plus `delivery_grace`),
+    /// their forwards have been read, and no outage or late burst can still deliver an earlier
+    /// event (processor/src/watermark.rs). Needs ingest's heartbeats.
+    #[default]
+    Inputs,
+    /// A timer fires when the partition's stream time (highest event time read), or the wall
+    /// clock once the partition has caught up (`caught_up_lag`), passes its due time. For
+    /// compressed simulations that feed the raw topic without ingest; not safe with late data.
+    StreamTime,
+}
+
+/// The late-data rule's settings (processor/src/watermark.rs explains each).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimerSettings {
+    /// `inputs` (default) or `stream_time`.
+    pub clock: TimerClock,
+    /// How far behind ingest's heartbeat a normal delivery may still be.
+    #[serde(with = "humantime_serde")]
+    pub delivery_grace: Duration,
+    /// A delivery received more than this after its event time is a late arrival.
+    #[serde(with = "humantime_serde")]
+    pub late_after: Duration,
+    /// Timers held by late arrivals wait until none has been seen for this long.
+    #[serde(with = "humantime_serde")]
+    pub late_settle: Duration,
+    /// After an ingest outage, timers wait this long past their due time: Shopify retries a
+    /// failed delivery 8 times over 4 hours.
+    #[serde(with = "humantime_serde")]
+    pub retry_horizon: Duration,
+    /// Ingest heartbeats further apart than this mean ingest was not accepting in between
+    /// (ingest writes one every `heartbeat.interval`, 5 s by default).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_gap: Duration,
+    /// A partition announces its progress to the others at most this often.
+    #[serde(with = "humantime_serde")]
+    pub announce_interval: Duration,
+}
+
+impl Default for TimerSettings {
+    fn default() -> Self {
+        Self {
+            clock: TimerClock::Inputs,
+            delivery_grace: Duration::from_secs(30),
+            late_after: Duration::from_secs(60),
+            late_settle: Duration::from_secs(300),
+            retry_horizon: Duration::from_secs(4 * 3600),
+            heartbeat_gap: Duration::from_secs(30),
+            announce_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl TimerSettings {
+    /// The rule's settings in milliseconds.
+    pub fn watermark(&self) -> crate::watermark::WatermarkConfig {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        crate::watermark::WatermarkConfig {
+            grace_ms: ms(self.delivery_grace),
+            late_after_ms: ms(self.late_after),
+            late_settle_ms: ms(self.late_settle),
+            retry_horizon_ms: ms(self.retry_horizon),
+            heartbeat_gap_ms: ms(self.heartbeat_gap),
+        }
+    }
 }
 
 /// The rule set: the marketing rules (default) or the engine's diagnostic order counter.

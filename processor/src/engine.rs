@@ -54,11 +54,14 @@ use schemas::{Action, CustomerKey, KeyKind, ShopifyEnvelope};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, TimerClock};
 use crate::erasure::{ErasureConfig, ErasureError, Registry as Erasures};
 use crate::metrics::Metrics;
 use crate::partitioner::partition_for;
 use crate::state::{PartitionState, fingerprint};
+use crate::watermark::{
+    Announcement, CLOCK_KEY_PREFIX, PROGRESS_TOPIC, PartitionClock, WatermarkConfig, clock_key,
+};
 
 /// Internal topic of the message that purges one shop's keys on one partition (shop/redact).
 const SHOP_PURGE: &str = "tillstream/shop-purge";
@@ -123,6 +126,7 @@ enum TxnFailure {
 struct Held {
     topic: String,
     key: String,
+    partition: Option<i32>,
     payload: Option<Vec<u8>>,
     headers: Option<OwnedHeaders>,
 }
@@ -189,6 +193,22 @@ fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
 }
 
 /// Whether `body` is a JSON object (without building it).
+/// The changelog record of partition `p`'s timer clock (restored by [`Engine::restore`]).
+fn clock_record(p: i32, clock: &PartitionClock) -> Result<Vec<u8>, EngineError> {
+    let json = serde_json::to_string(clock)
+        .map_err(|e| EngineError::Fatal(format!("cannot encode the clock: {e}")))?;
+    schemas::KeyStateRecord {
+        key: clock_key(p),
+        shop_domain: String::new(),
+        updated_at_ms: clock.own.complete_ms.unwrap_or(0),
+        aggregate_json: json,
+        timers: Vec::new(),
+        dedup: Vec::new(),
+    }
+    .encode()
+    .map_err(|e| EngineError::Fatal(format!("cannot encode the clock: {e}")))
+}
+
 fn is_json_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
@@ -224,6 +244,8 @@ pub struct Engine<R: Rules> {
     health: Arc<Health>,
     fatal: Option<EngineError>,
     clock: fn() -> i64,
+    /// The late-data rule's settings, in milliseconds (from `cfg.timers`).
+    watermark: WatermarkConfig,
     /// Erased subjects (GDPR): their inputs are dropped before the rules see them.
     erasures: Erasures,
 }
@@ -369,7 +391,13 @@ impl<R: Rules> Engine<R> {
             .map_err(|e| EngineError::Fatal(format!("begin_transaction: {e}")))?;
         self.txn_open = true;
         for h in std::mem::take(&mut self.held) {
-            self.produce(&h.topic, &h.key, h.payload.as_deref(), h.headers)?;
+            self.produce(
+                &h.topic,
+                &h.key,
+                h.partition,
+                h.payload.as_deref(),
+                h.headers,
+            )?;
         }
         Ok(())
     }
@@ -383,12 +411,25 @@ impl<R: Rules> Engine<R> {
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), EngineError> {
+        self.send_to(topic, key, None, payload, headers)
+    }
+
+    /// Like [`Self::send`], to an explicit partition (`None`: by key).
+    fn send_to(
+        &mut self,
+        topic: &str,
+        key: &str,
+        partition: Option<i32>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), EngineError> {
         if self.txn_open {
-            return self.produce(topic, key, payload, headers);
+            return self.produce(topic, key, partition, payload, headers);
         }
         self.held.push(Held {
             topic: topic.to_owned(),
             key: key.to_owned(),
+            partition,
             payload: payload.map(<[u8]>::to_vec),
             headers,
         });
@@ -400,10 +441,14 @@ impl<R: Rules> Engine<R> {
         &self,
         topic: &str,
         key: &str,
+        partition: Option<i32>,
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), EngineError> {
         let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(p) = payload {
             record = record.payload(p);
         }
@@ -490,6 +535,15 @@ impl<R: Rules> Engine<R> {
             Ok(env) => env,
             Err(e) => return self.dead_letter(msg, "undecodable_envelope", &e.to_string()),
         };
+        if env.is_heartbeat() {
+            if source == "raw" {
+                self.on_heartbeat(p, &env);
+            }
+            return Ok(());
+        }
+        if env.topic == PROGRESS_TOPIC {
+            return self.on_announcement(p, &env);
+        }
         let key = msg
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
@@ -505,11 +559,98 @@ impl<R: Rules> Engine<R> {
             return Ok(());
         };
         state.stream_time_ms = state.stream_time_ms.max(event_time);
+        if source == "raw"
+            && state
+                .clock
+                .on_input(event_time, env.received_at_ms, &self.watermark)
+        {
+            self.metrics.late_arrivals.inc();
+        }
         let result = self
             .fire_due_timers(&mut state, wall)
             .and_then(|()| self.apply_input(&mut state, msg, &key, &env, event_time, wall));
         self.partitions.insert(p, state);
         result
+    }
+
+    /// An ingest heartbeat on raw partition `p`: its inputs are complete up to it.
+    fn on_heartbeat(&mut self, p: i32, env: &ShopifyEnvelope) {
+        if let Some(state) = self.partitions.get_mut(&p) {
+            state
+                .clock
+                .on_heartbeat(env.received_at_ms, &self.watermark);
+        }
+    }
+
+    /// A source partition's progress, read on repartition partition `p`: fire what it allows.
+    fn on_announcement(&mut self, p: i32, env: &ShopifyEnvelope) -> Result<(), EngineError> {
+        let announcement: Announcement = match serde_json::from_slice(&env.body) {
+            Ok(a) => a,
+            Err(e) => {
+                // Written by another processor version? It only delays timers: never fatal.
+                tracing::warn!(error = %e, "Unreadable progress announcement ignored.");
+                return Ok(());
+            }
+        };
+        let Some(mut state) = self.partitions.remove(&p) else {
+            return Ok(());
+        };
+        state.clock.on_announcement(announcement, &self.watermark);
+        let result = self.fire_due_timers(&mut state, (self.clock)());
+        self.partitions.insert(p, state);
+        result
+    }
+
+    /// Sends each owned partition's unannounced progress to every repartition partition
+    /// (behind the forwards already sent in this transaction) and writes changed clocks to the
+    /// changelog. Announcements are rate-limited: a later one only delays timers.
+    fn publish_clocks(&mut self) -> Result<(), EngineError> {
+        let interval = self.cfg.timers.announce_interval;
+        let mut announcements = Vec::new();
+        let mut saves = Vec::new();
+        for (p, state) in &mut self.partitions {
+            let clock = &mut state.clock;
+            if clock.unannounced && clock.announced_at.is_none_or(|t| t.elapsed() >= interval) {
+                clock.unannounced = false;
+                clock.announced_at = Some(Instant::now());
+                announcements.push(Announcement {
+                    source: *p,
+                    progress: clock.own.clone(),
+                });
+            }
+            if clock.unsaved {
+                clock.unsaved = false;
+                saves.push((*p, clock_record(*p, clock)?));
+            }
+        }
+        let repartition = self.topics.repartition.clone();
+        for a in announcements {
+            let env = ShopifyEnvelope {
+                delivery_id: format!("progress-{}", a.source),
+                event_id: None,
+                topic: PROGRESS_TOPIC.into(),
+                shop_domain: String::new(),
+                api_version: None,
+                triggered_at_ms: None,
+                received_at_ms: a.progress.complete_ms.unwrap_or(0),
+                routing_key: PROGRESS_TOPIC.into(),
+                source: schemas::EventSource::Webhook,
+                webhook_name: None,
+                body: serde_json::to_vec(&a)
+                    .map_err(|e| EngineError::Fatal(format!("cannot encode progress: {e}")))?,
+            };
+            let bytes = env
+                .encode()
+                .map_err(|e| EngineError::Fatal(format!("cannot encode progress: {e}")))?;
+            for q in 0..self.topics.partitions {
+                self.send_to(&repartition, PROGRESS_TOPIC, Some(q), Some(&bytes), None)?;
+            }
+        }
+        let changelog = self.topics.changelog.clone();
+        for (p, record) in saves {
+            self.send_to(&changelog, &clock_key(p), Some(p), Some(&record), None)?;
+        }
+        Ok(())
     }
 
     fn apply_input(
@@ -586,7 +727,7 @@ impl<R: Rules> Engine<R> {
     }
 
     fn broadcast_shop_purge(
-        &self,
+        &mut self,
         key: &CustomerKey,
         shop: &str,
         source_delivery: &str,
@@ -612,13 +753,9 @@ impl<R: Rules> Engine<R> {
             let bytes = env
                 .encode()
                 .map_err(|e| EngineError::Fatal(format!("cannot encode a purge: {e}")))?;
-            let record = BaseRecord::<str, [u8]>::to(&topic)
-                .key(key.as_str())
-                .payload(&bytes)
-                .partition(p);
-            self.producer
-                .send(record)
-                .map_err(|(e, _)| EngineError::Kafka(e))?;
+            // Through `send_to`, so a purge produced while the previous transaction commits
+            // is held for the next one like every other record.
+            self.send_to(&topic, key.as_str(), Some(p), Some(&bytes), None)?;
         }
         Ok(())
     }
@@ -707,10 +844,15 @@ impl<R: Rules> Engine<R> {
         state: &mut PartitionState,
         wall: i64,
     ) -> Result<(), EngineError> {
-        let now = state.now(wall);
+        let Some(now) = self.fire_limit(state, wall) else {
+            return Ok(());
+        };
         while let Some((key_text, timer)) = state.pop_due(now) {
             self.ensure_txn()?;
             self.metrics.timers_fired.inc();
+            self.metrics
+                .timer_fire_delay
+                .observe((wall - timer.due_ms).max(0) as f64 / 1000.0);
             let Ok(key) = CustomerKey::parse(&key_text) else {
                 continue;
             };
@@ -732,6 +874,14 @@ impl<R: Rules> Engine<R> {
             }
         }
         Ok(())
+    }
+
+    /// The latest due time allowed to fire on this partition now (`None`: nothing may).
+    fn fire_limit(&self, state: &PartitionState, wall: i64) -> Option<i64> {
+        match self.cfg.timers.clock {
+            TimerClock::StreamTime => Some(state.now(wall)),
+            TimerClock::Inputs => state.clock.horizon(&self.watermark).fire_up_to(),
+        }
     }
 
     fn timer_dead_letter(
@@ -796,9 +946,25 @@ impl<R: Rules> Engine<R> {
             let Some(mut state) = self.partitions.remove(&p) else {
                 continue;
             };
-            let due = state.caught_up && state.next_due().is_some_and(|due| due <= state.now(wall));
+            let due = match self.cfg.timers.clock {
+                TimerClock::StreamTime => {
+                    state.caught_up && state.next_due().is_some_and(|due| due <= state.now(wall))
+                }
+                TimerClock::Inputs => state
+                    .next_due()
+                    .zip(self.fire_limit(&state, wall))
+                    .is_some_and(|(due, limit)| due <= limit),
+            };
+            // A rate-limited announcement must still go out when traffic stops.
+            let announce = state.clock.unannounced
+                && state
+                    .clock
+                    .announced_at
+                    .is_none_or(|t| t.elapsed() >= self.cfg.timers.announce_interval);
             let result = if due {
                 self.fire_due_timers(&mut state, wall)
+            } else if announce {
+                self.ensure_txn()
             } else {
                 Ok(())
             };
@@ -842,6 +1008,10 @@ impl<R: Rules> Engine<R> {
         if !self.txn_open {
             self.begin()?;
         }
+        if let Err(e) = self.publish_clocks() {
+            tracing::warn!(error = %e, "Could not announce progress; aborting.");
+            return self.abort_after_failure(consumer);
+        }
         let changelog = self.topics.changelog.clone();
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         for state in self.partitions.values_mut() {
@@ -858,7 +1028,7 @@ impl<R: Rules> Engine<R> {
         }
         let mut sent = Ok(());
         for (key, bytes) in &writes {
-            sent = self.produce(&changelog, key, bytes.as_deref(), None);
+            sent = self.produce(&changelog, key, None, bytes.as_deref(), None);
             if sent.is_err() {
                 break;
             }
@@ -1083,6 +1253,7 @@ impl<R: Rules> Engine<R> {
         // a changelog not yet compacted cannot reserve far more than it will hold.
         let records = usize::try_from(high.saturating_sub(low)).unwrap_or(0);
         let mut state = PartitionState::with_capacity(records.min(1 << 22));
+        state.clock = PartitionClock::new(self.topics.partitions);
         if high > low {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(changelog, p, Offset::Beginning)?;
@@ -1102,6 +1273,12 @@ impl<R: Rules> Engine<R> {
                                     .map_err(|e| fail(format!("{key}: {e}")))?,
                             ),
                         };
+                        if key.starts_with(CLOCK_KEY_PREFIX) {
+                            if let Some(r) = record {
+                                state.clock = self.restored_clock(&r.aggregate_json);
+                            }
+                            continue;
+                        }
                         state.load(&key, record).map_err(|e| fail(e.to_string()))?;
                     }
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
@@ -1124,6 +1301,24 @@ impl<R: Rules> Engine<R> {
         Ok(state)
     }
 
+    /// A clock read back from the changelog. One that cannot be read (another version) or was
+    /// written for another partition count starts over: timers then wait for fresh
+    /// announcements, which only delays them.
+    fn restored_clock(&self, json: &str) -> PartitionClock {
+        let fresh = PartitionClock::new(self.topics.partitions);
+        match serde_json::from_str::<PartitionClock>(json) {
+            Ok(c) if c.all.sources() == usize::try_from(self.topics.partitions).unwrap_or(0) => c,
+            Ok(c) => PartitionClock {
+                own: c.own,
+                ..fresh
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "Unreadable timer clock in the changelog; starting over.");
+                fresh
+            }
+        }
+    }
+
     fn update_gauges(&self) {
         let keys: usize = self.partitions.values().map(PartitionState::len).sum();
         let timers: usize = self
@@ -1137,6 +1332,23 @@ impl<R: Rules> Engine<R> {
         self.metrics
             .timers_pending
             .set(i64::try_from(timers).unwrap_or(i64::MAX));
+        if self.cfg.timers.clock == TimerClock::Inputs {
+            let grace = self.watermark.grace_ms;
+            let deferred: usize = self
+                .partitions
+                .values()
+                .map(|s| match s.clock.horizon(&self.watermark) {
+                    crate::watermark::Horizon::Known {
+                        complete_ms,
+                        fire_up_to_ms,
+                    } => s.timers_due_between(fire_up_to_ms, complete_ms - grace, 1 << 20),
+                    crate::watermark::Horizon::Unknown => 0,
+                })
+                .sum();
+            self.metrics
+                .timers_deferred
+                .set(i64::try_from(deferred).unwrap_or(i64::MAX));
+        }
     }
 
     fn answer(&self, q: Query) {
@@ -1241,6 +1453,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         health: parts.health.clone(),
         fatal: None,
         clock: runtime::now_ms,
+        watermark: parts.cfg.timers.watermark(),
         erasures: Erasures::new(&parts.erasure.hash_key),
     }));
     let mut consumer_cfg = parts

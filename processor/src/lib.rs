@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pack;
 pub mod partitioner;
 pub mod state;
+pub mod watermark;
 
 use std::sync::Arc;
 

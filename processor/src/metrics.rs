@@ -27,6 +27,14 @@ pub struct Metrics {
     pub timers_pending: IntGauge,
     /// Timers fired.
     pub timers_fired: IntCounter,
+    /// Timers whose inputs are complete to their due time but which the late-data rule holds
+    /// (an ingest outage or late arrivals may still deliver the event that cancels them).
+    pub timers_deferred: IntGauge,
+    /// How long after its due time (wall clock) each timer fired: recovery after an outage
+    /// shows here.
+    pub timer_fire_delay: Histogram,
+    /// Raw inputs received long after their event time (late arrivals).
+    pub late_arrivals: IntCounter,
     /// Time to restore one partition from the changelog.
     pub restore_seconds: Histogram,
     /// Keys held in memory.
@@ -93,6 +101,23 @@ impl Metrics {
                 "tillstream_processor_timers_fired_total",
                 "Timers fired.",
             )?,
+            timers_deferred: IntGauge::new(
+                "tillstream_processor_timers_deferred",
+                "Timers held by the late-data rule.",
+            )?,
+            timer_fire_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tillstream_processor_timer_fire_delay_seconds",
+                    "Wall-clock time from a timer's due time to its firing.",
+                )
+                .buckets(vec![
+                    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
+                ]),
+            )?,
+            late_arrivals: IntCounter::new(
+                "tillstream_processor_late_arrivals_total",
+                "Raw inputs received long after their event time.",
+            )?,
             restore_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "tillstream_processor_restore_seconds",
@@ -116,6 +141,9 @@ impl Metrics {
         registry.register(Box::new(m.commit_seconds.clone()))?;
         registry.register(Box::new(m.timers_pending.clone()))?;
         registry.register(Box::new(m.timers_fired.clone()))?;
+        registry.register(Box::new(m.timers_deferred.clone()))?;
+        registry.register(Box::new(m.timer_fire_delay.clone()))?;
+        registry.register(Box::new(m.late_arrivals.clone()))?;
         registry.register(Box::new(m.restore_seconds.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::pack::{self, PackError, get_varint, put_varint, unzigzag, zigzag};
+use crate::watermark::PartitionClock;
 
 /// A pending timer as held in an [`Entry`]: the payload stays packed JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,6 +440,8 @@ pub struct PartitionState {
     pub stream_time_ms: i64,
     /// Whether the consumer has caught up with the partition's end (wall clock then counts).
     pub caught_up: bool,
+    /// How complete the partition's inputs are, for timers (see `crate::watermark`).
+    pub clock: PartitionClock,
     /// Slots changed in the open transaction.
     dirty: HashSet<u32>,
     /// Keys purged in the open transaction (tombstones).
@@ -462,6 +465,7 @@ impl Default for PartitionState {
             timer_index: BTreeSet::new(),
             stream_time_ms: i64::MIN,
             caught_up: false,
+            clock: PartitionClock::default(),
             dirty: HashSet::new(),
             purged: HashSet::new(),
             timers: 0,
@@ -514,6 +518,18 @@ impl PartitionState {
     /// Number of pending timers.
     pub fn timers_pending(&self) -> usize {
         self.timers
+    }
+
+    /// How many pending timers are due in `(after, up_to]` (at most `cap` are counted).
+    pub fn timers_due_between(&self, after: i64, up_to: i64, cap: usize) -> usize {
+        if up_to <= after {
+            return 0;
+        }
+        self.timer_index
+            .range(DueKey::new(after.saturating_add(1), 0)..)
+            .take_while(|k| k.split().0 <= up_to)
+            .take(cap)
+            .count()
     }
 
     /// The earliest pending due time.

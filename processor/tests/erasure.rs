@@ -100,7 +100,7 @@ fn after_forget(cmds: &[IterableCommand]) -> Vec<String> {
 
 /// Ada's registered order, as `topic` delivered it at `at`.
 fn ada_order(topic: &str, delivery: &str, at: i64) -> ShopifyEnvelope {
-    let body = order_body(ADA_ORDER, Some(ADA), ADA_EMAIL, "100.00", "tok-a", at);
+    let body = order_body(ADA_ORDER, ADA, ADA_EMAIL, "100.00", "tok-a", at);
     envelope(topic, delivery, at, &body)
 }
 
@@ -119,7 +119,7 @@ fn history(t0: i64) -> Vec<ShopifyEnvelope> {
             "orders/paid",
             "d-ada-guest",
             t0,
-            &order_body(ADA_GUEST_ORDER, None, ADA_EMAIL, "25.00", "tok-g", t0),
+            &guest_order_body(ADA_GUEST_ORDER, ADA_EMAIL, "25.00", "tok-g", t0),
         ),
         envelope(
             "customers/create",
@@ -140,7 +140,7 @@ fn history(t0: i64) -> Vec<ShopifyEnvelope> {
             t0 + 4 * MIN,
             &order_body(
                 BOB_ORDER,
-                Some(BOB),
+                BOB,
                 "bob@example.com",
                 "80.00",
                 "tok-b",
@@ -184,9 +184,8 @@ async fn a_redacted_customer_never_comes_back_live_from_backfill_or_on_replay() 
         "orders/paid",
         "d-new-guest",
         redact_at + 30 * MIN,
-        &order_body(
+        &guest_order_body(
             NEW_GUEST_ORDER,
-            None,
             ADA_EMAIL,
             "40.00",
             "tok-n",

@@ -41,7 +41,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         now - 60_000,
         &order_body(
             order_id,
-            Some(customer),
+            customer,
             "ada@example.com",
             "100.00",
             "tok-ada",
@@ -70,7 +70,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         now - 90_000,
         &order_body(
             order_id + 1,
-            Some(77),
+            77,
             "guest@example.com",
             "40.00",
             "tok-guest",

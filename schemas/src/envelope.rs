@@ -52,7 +52,34 @@ pub struct ShopifyEnvelope {
     pub body: Vec<u8>,
 }
 
+/// Internal topic of the heartbeat ingest writes to every raw partition: "every webhook accepted
+/// before `received_at_ms` is before this record". The processor's timers wait on it
+/// (processor/src/watermark.rs); it carries no shop and no personal data.
+pub const HEARTBEAT_TOPIC: &str = "tillstream/heartbeat";
+
 impl ShopifyEnvelope {
+    /// A heartbeat for raw partition `partition`, written by ingest instance `instance` at `at_ms`.
+    pub fn heartbeat(instance: &str, partition: i32, at_ms: i64) -> Self {
+        Self {
+            delivery_id: format!("heartbeat-{instance}-{partition}-{at_ms}"),
+            event_id: None,
+            topic: HEARTBEAT_TOPIC.into(),
+            shop_domain: String::new(),
+            api_version: None,
+            triggered_at_ms: Some(at_ms),
+            received_at_ms: at_ms,
+            routing_key: HEARTBEAT_TOPIC.into(),
+            source: EventSource::Webhook,
+            webhook_name: None,
+            body: b"{}".to_vec(),
+        }
+    }
+
+    /// Whether this is an ingest heartbeat rather than a delivery.
+    pub fn is_heartbeat(&self) -> bool {
+        self.topic == HEARTBEAT_TOPIC
+    }
+
     /// The codec for this record type.
     pub fn codec() -> &'static Codec {
         &CODEC

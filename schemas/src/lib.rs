@@ -19,7 +19,7 @@ pub use command::{
     Action, CommerceItem, DataFields, DeleteMode, IterableCommand, SubscriptionUpdate, UserRef,
     iterable_id,
 };
-pub use envelope::{EventSource, ShopifyEnvelope};
+pub use envelope::{EventSource, HEARTBEAT_TOPIC, ShopifyEnvelope};
 pub use ids::{CustomerKey, DeliveryId, IdError, KeyKind, ShopDomain};
 pub use routing::routing_key;
 pub use state::{DedupRecord, KeyStateRecord, TimerRecord};

@@ -281,8 +281,9 @@ pub struct StackOptions {
     pub partitions: i32,
     /// The processor's rules TOML.
     pub rules_toml: String,
-    /// Event-time mode: the processor never counts a partition as caught up
-    /// (`engine.caught_up_lag = -1`), so timers fire by the log's event time only, never by
+    /// Event-time mode: timers fire by the partition's stream time (`engine.timers.clock =
+    /// "stream_time"`) and the processor never counts a partition as caught up
+    /// (`engine.caught_up_lag = -1`), so they fire by the log's event time only, never by
     /// the wall clock. Needed when a historical timeline is sent compressed into seconds.
     pub event_time_only: bool,
     /// iterable-sim's configuration.
@@ -434,6 +435,10 @@ impl Stack {
         env.push(("TILLSTREAM_ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
         if o.event_time_only {
             env.push(("TILLSTREAM_ENGINE__CAUGHT_UP_LAG".into(), "-1".into()));
+            env.push((
+                "TILLSTREAM_ENGINE__TIMERS__CLOCK".into(),
+                "stream_time".into(),
+            ));
         }
         env.extend(o.processor_env.iter().cloned());
         let p = port(&mut env);

@@ -200,7 +200,9 @@ async fn process(
         "kafka": {"bootstrap_servers": k.bootstrap_servers},
         "http": {"listen": "127.0.0.1:0", "advertised_url": "http://127.0.0.1:0"},
         "engine": {"commit_interval": "50ms", "commit_max_records": 500, "dedup_window": "7days", "dedup_max_per_key": 64,
-                   "transaction_timeout": "10s", "caught_up_lag": 2, "poll_timeout": "50ms", "session_timeout": "6s"},
+                   "transaction_timeout": "10s", "caught_up_lag": 2, "poll_timeout": "50ms", "session_timeout": "6s",
+                   // The backfill writes the raw topic without ingest's heartbeats.
+                   "timers": {"clock": "stream_time"}},
         "rules": {"kind": "marketing"},
     }))
     .unwrap();

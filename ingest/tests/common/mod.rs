@@ -140,10 +140,22 @@ pub struct Consumed {
 }
 
 /// Reads `topic` from the beginning until `done` holds or `timeout` passes.
+/// Reads deliveries (heartbeats skipped) from every partition until `done` or the timeout.
 pub async fn consume_until(
     kafka: &KafkaConfig,
     topic: &str,
     timeout: Duration,
+    done: impl Fn(&[Consumed]) -> bool,
+) -> Vec<Consumed> {
+    consume_records_until(kafka, topic, timeout, false, done).await
+}
+
+/// Like [`consume_until`], keeping ingest's heartbeats when `heartbeats`.
+pub async fn consume_records_until(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+    heartbeats: bool,
     done: impl Fn(&[Consumed]) -> bool,
 ) -> Vec<Consumed> {
     let consumer: StreamConsumer = kafka
@@ -168,11 +180,16 @@ pub async fn consume_until(
     let mut out = Vec::new();
     while !done(&out) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
-            Ok(Ok(m)) => out.push(Consumed {
-                key: String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
-                partition: m.partition(),
-                envelope: ShopifyEnvelope::decode(m.payload().unwrap()).unwrap(),
-            }),
+            Ok(Ok(m)) => {
+                let envelope = ShopifyEnvelope::decode(m.payload().unwrap()).unwrap();
+                if heartbeats || !envelope.is_heartbeat() {
+                    out.push(Consumed {
+                        key: String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                        partition: m.partition(),
+                        envelope,
+                    });
+                }
+            }
             Ok(Err(e)) => panic!("consumer error: {e}"),
             Err(_) => {}
         }

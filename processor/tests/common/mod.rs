@@ -104,6 +104,50 @@ pub fn commands(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<IterableComma
         .collect()
 }
 
+/// An email-only (guest) checkout body with one line, created and updated at `at`.
+pub fn guest_checkout_body(token: &str, email: &str, total: &str, at: i64) -> String {
+    format!(
+        r##"{{"token":"{token}","cart_token":"cart-{token}","email":"{email}","name":"#{token}","abandoned_checkout_url":"https:\/\/shop.example\/checkouts\/{token}","created_at":"{t}","updated_at":"{t}","completed_at":null,"currency":"USD","presentment_currency":"USD","subtotal_price":"{total}","total_price":"{total}","total_tax":"0.00","total_discounts":"0.00","line_items":[{{"key":"l1","variant_id":12,"product_id":11,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","line_price":"{total}"}}]}}"##,
+        t = iso(at)
+    )
+}
+
+/// An ingest heartbeat for raw partition `p` at `at_ms`.
+pub fn heartbeat(p: i32, at_ms: i64) -> ShopifyEnvelope {
+    ShopifyEnvelope::heartbeat("test-ingest", p, at_ms)
+}
+
+/// Produces records to the raw topic in the given order, as ingest would: deliveries keyed by
+/// routing key, heartbeats to their own partition (`Some(p)`).
+pub async fn produce_in_order(
+    kafka: &KafkaConfig,
+    topic: &str,
+    records: &[(Option<i32>, ShopifyEnvelope)],
+) {
+    let p: FutureProducer = kafka.producer("test-ingest").create().unwrap();
+    let mut acks = Vec::new();
+    for (partition, e) in records {
+        let bytes = e.encode().unwrap();
+        let mut r = FutureRecord::to(topic).key(&e.routing_key).payload(&bytes);
+        if let Some(part) = partition {
+            r = r.partition(*part);
+        }
+        acks.push(p.send_result(r).map_err(|(e, _)| e).unwrap());
+    }
+    for a in acks {
+        a.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// A metric's value from a processor's `/metrics` (first sample whose line starts with `name`).
+pub fn metric(proc: &Proc, name: &str) -> Option<f64> {
+    let (_, body) = proc.get("/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls until `f` returns Some or the deadline passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -190,6 +234,8 @@ impl Deployment {
             .env("TILLSTREAM_ENGINE__SESSION_TIMEOUT", "6s")
             .env("TILLSTREAM_ENGINE__COMMIT_INTERVAL", "50ms")
             .env("TILLSTREAM_ENGINE__COMMIT_MAX_RECORDS", "200")
+            // These tests write the raw topic themselves, without ingest's heartbeats.
+            .env("TILLSTREAM_ENGINE__TIMERS__CLOCK", "stream_time")
             .env("RUST_LOG", "info,processor=debug")
             .envs(extra.iter().copied())
             .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -299,8 +345,24 @@ pub fn iso(ms: i64) -> String {
         .to_string()
 }
 
-/// A Shopify order payload; `customer: None` is a guest order known only by its email.
+/// A registered customer's Shopify order payload.
 pub fn order_body(
+    id: u64,
+    customer: u64,
+    email: &str,
+    total: &str,
+    token: &str,
+    at: i64,
+) -> String {
+    order_json(id, Some(customer), email, total, token, at)
+}
+
+/// A guest's Shopify order payload: no customer, known only by its email.
+pub fn guest_order_body(id: u64, email: &str, total: &str, token: &str, at: i64) -> String {
+    order_json(id, None, email, total, token, at)
+}
+
+fn order_json(
     id: u64,
     customer: Option<u64>,
     email: &str,

@@ -1,0 +1,582 @@
+//! Input completeness: how far in event time a partition's inputs are known to be complete, so a
+//! timer fires only when nothing that could cancel it can still be in flight.
+//!
+//! # Why
+//! Rules decide by business time (a completion at or before a checkout's decision time
+//! suppresses it whenever it arrives), so firing a timer *later* never changes its outcome; only
+//! firing it *too early*, before the event that would cancel it has been applied, does. The
+//! engine therefore needs one thing: the earliest moment at which every fact with an event time
+//! up to a timer's due time has reached its key. Three things delay facts:
+//!
+//! 1. **Other partitions.** A fact travels between keys through the repartition topic (a refund
+//!    parked on its order key, a guest checkout completed by the customer's order). While
+//!    partitions are read at different speeds (a backlog, a replay), a partition's own stream
+//!    time says nothing about the others.
+//! 2. **Our own downtime.** While ingest is down Shopify retries each delivery, with backoff, for
+//!    up to four hours after the event; the events arrive late, out of order with fresh traffic.
+//! 3. **Late deliveries.** A burst of hours-old events (Shopify delays, a drained backlog, a
+//!    backfill) arrives quickly but spans hours of event time.
+//!
+//! # The rule
+//! Ingest writes a heartbeat to every raw partition every few seconds: "every webhook accepted
+//! before this instant is before this record". The owner of raw partition *p* turns what it reads
+//! into a [`SourceProgress`]: the latest heartbeat (*complete*), plus recent *disturbances*: an
+//! **outage** (a gap between heartbeats longer than `heartbeat_gap`) and **late arrivals** (an
+//! input received more than `late_after` after its event time). After each transaction it
+//! announces that progress to every repartition partition, behind the forwards of the same
+//! transaction, so a partition that has read *p*'s announcement has read every fact *p* forwarded
+//! before it. A partition's [`Completeness`] is the minimum over all sources, and its
+//! [`Horizon`] — the latest due time allowed to fire — is
+//!
+//! * `complete − grace` when nothing is disturbed (live: a few seconds behind the wall clock);
+//! * after an **outage** from *g1* to *g2*, timers due at or after `g1 − grace` wait until
+//!   `complete ≥ due + retry_horizon` (Shopify's retries of anything up to the due time are over),
+//!   until `complete ≥ g2 + retry_horizon` ends the outage's influence;
+//! * while **late arrivals** are seen, timers due at or after the earliest late event time minus
+//!   `grace` wait until no late arrival has been seen for `late_settle` of heartbeat time.
+//!
+//! Everything is derived from what is in the log (heartbeats, event and receive times), so a
+//! replay or a backlog holds and releases timers like the live run did; only the moment a timer
+//! fires differs, which the rules make harmless.
+
+use serde::{Deserialize, Serialize};
+
+/// Internal topic of a progress announcement on the repartition topic.
+pub const PROGRESS_TOPIC: &str = "tillstream/progress";
+
+/// The settings of the rule (see the module docs), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatermarkConfig {
+    /// How far behind a heartbeat a normal delivery may still be (ingest → Kafka, clock skew).
+    pub grace_ms: i64,
+    /// An input received more than this after its event time is a late arrival.
+    pub late_after_ms: i64,
+    /// How long (heartbeat time) without late arrivals before their influence ends.
+    pub late_settle_ms: i64,
+    /// How long Shopify keeps retrying a failed delivery (8 retries over 4 hours).
+    pub retry_horizon_ms: i64,
+    /// Heartbeats further apart than this mean ingest was not accepting in between.
+    pub heartbeat_gap_ms: i64,
+}
+
+/// Why deliveries may be missing: the two kinds of disturbance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisturbanceKind {
+    /// Ingest was not accepting (a gap between heartbeats): Shopify retries what failed.
+    Outage,
+    /// Inputs arrived long after their event time (a burst, a backlog, a backfill).
+    Late,
+}
+
+/// A window of event time during which deliveries may have been delayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disturbance {
+    /// What happened.
+    pub kind: DisturbanceKind,
+    /// Earliest event time affected (outage: the last heartbeat before the gap; late: the
+    /// earliest late event time).
+    pub from_ms: i64,
+    /// When it was last seen (outage: the first heartbeat after the gap; late: the latest
+    /// receive time of a late input).
+    pub until_ms: i64,
+}
+
+impl Disturbance {
+    /// Merges a new observation of the same kind into this window.
+    fn absorb(&mut self, other: Disturbance) {
+        self.from_ms = self.from_ms.min(other.from_ms);
+        self.until_ms = self.until_ms.max(other.until_ms);
+    }
+
+    /// Whether it can no longer hold any timer once inputs are complete to `complete_ms`.
+    fn expired(&self, complete_ms: i64, cfg: &WatermarkConfig) -> bool {
+        match self.kind {
+            DisturbanceKind::Outage => complete_ms >= self.until_ms + cfg.retry_horizon_ms,
+            DisturbanceKind::Late => complete_ms >= self.until_ms + cfg.late_settle_ms,
+        }
+    }
+
+    /// The latest due time this disturbance lets fire when inputs are complete to `complete_ms`.
+    fn limit(&self, complete_ms: i64, cfg: &WatermarkConfig) -> i64 {
+        let unaffected = self.from_ms - cfg.grace_ms - 1;
+        match self.kind {
+            // Events up to the due time that failed are retried until due + retry horizon.
+            DisturbanceKind::Outage => unaffected.max(complete_ms - cfg.retry_horizon_ms),
+            // Still settling (not expired): only timers before the late window may fire.
+            DisturbanceKind::Late => unaffected,
+        }
+    }
+}
+
+/// What one raw partition's log says about its own inputs; kept by the partition's owner,
+/// written to the changelog and announced to every partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceProgress {
+    /// Time of the latest ingest heartbeat read: every webhook accepted before it has been
+    /// processed (and its forwards sent). `None` until the first heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_ms: Option<i64>,
+    /// The latest outage window still relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<Disturbance>,
+    /// The latest late-arrival window still relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<Disturbance>,
+}
+
+impl SourceProgress {
+    /// Applies a heartbeat written by ingest at `at_ms`; returns whether the progress changed.
+    pub fn on_heartbeat(&mut self, at_ms: i64, cfg: &WatermarkConfig) -> bool {
+        let before = self.clone();
+        if let Some(last) = self.complete_ms {
+            if at_ms <= last {
+                return false;
+            }
+            if at_ms - last > cfg.heartbeat_gap_ms {
+                self.note(Disturbance {
+                    kind: DisturbanceKind::Outage,
+                    from_ms: last,
+                    until_ms: at_ms,
+                });
+            }
+        }
+        self.complete_ms = Some(at_ms);
+        *self != before
+    }
+
+    /// Applies a delivered input (event time, receive time); returns whether it was late.
+    pub fn on_input(&mut self, event_ms: i64, received_ms: i64, cfg: &WatermarkConfig) -> bool {
+        if received_ms - event_ms <= cfg.late_after_ms {
+            return false;
+        }
+        self.note(Disturbance {
+            kind: DisturbanceKind::Late,
+            from_ms: event_ms,
+            until_ms: received_ms,
+        });
+        true
+    }
+
+    fn note(&mut self, d: Disturbance) {
+        let slot = match d.kind {
+            DisturbanceKind::Outage => &mut self.outage,
+            DisturbanceKind::Late => &mut self.late,
+        };
+        match slot {
+            Some(existing) => existing.absorb(d),
+            None => *slot = Some(d),
+        }
+    }
+
+    /// Forgets disturbances that can no longer hold a timer anywhere: `complete_ms` must be
+    /// the minimum over *every* source (a partition that has not read as far may still hold
+    /// forwards of this one's late inputs), never this partition's own progress.
+    fn prune(&mut self, complete_ms: i64, cfg: &WatermarkConfig) -> bool {
+        let mut changed = false;
+        for slot in [&mut self.outage, &mut self.late] {
+            if slot.is_some_and(|d| d.expired(complete_ms, cfg)) {
+                *slot = None;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn disturbances(&self) -> impl Iterator<Item = &Disturbance> {
+        self.outage.iter().chain(self.late.iter())
+    }
+}
+
+/// How far timers may fire on a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Some source partition has not announced any heartbeat yet: nothing may fire.
+    Unknown,
+    /// Timers due at or before `fire_up_to_ms` may fire. Those due in
+    /// `(fire_up_to_ms, complete_ms - grace]` are held by the late-data rule only.
+    Known {
+        /// Minimum of the sources' heartbeat progress.
+        complete_ms: i64,
+        /// The latest due time allowed to fire.
+        fire_up_to_ms: i64,
+    },
+}
+
+impl Horizon {
+    /// The latest due time allowed to fire, if any.
+    pub fn fire_up_to(&self) -> Option<i64> {
+        match self {
+            Horizon::Unknown => None,
+            Horizon::Known { fire_up_to_ms, .. } => Some(*fire_up_to_ms),
+        }
+    }
+
+    /// What happens to a timer due at `due_ms` under this horizon.
+    pub fn fate(&self, due_ms: i64, cfg: &WatermarkConfig) -> TimerFate {
+        match self {
+            Horizon::Unknown => TimerFate::AwaitingInputs,
+            Horizon::Known {
+                complete_ms,
+                fire_up_to_ms,
+            } => {
+                if due_ms <= *fire_up_to_ms {
+                    TimerFate::Fire
+                } else if due_ms <= complete_ms - cfg.grace_ms {
+                    TimerFate::Deferred
+                } else {
+                    TimerFate::AwaitingInputs
+                }
+            }
+        }
+    }
+}
+
+/// A pending timer's fate under the current horizon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerFate {
+    /// Not every input is known to be complete up to its due time yet (normal waiting).
+    AwaitingInputs,
+    /// Inputs are complete to its due time, but a disturbance means a cancelling event may still
+    /// be on its way (the late-data rule holds it).
+    Deferred,
+    /// Nothing that could cancel it can still be in flight: fire.
+    Fire,
+}
+
+/// What one partition knows about every source partition's progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completeness {
+    /// Indexed by source partition; `None` until that source announced itself.
+    sources: Vec<Option<SourceProgress>>,
+}
+
+impl Completeness {
+    /// Knows nothing yet about `partitions` sources.
+    pub fn new(partitions: i32) -> Self {
+        Self {
+            sources: vec![None; usize::try_from(partitions).unwrap_or(0)],
+        }
+    }
+
+    /// How many source partitions it tracks.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Takes a source's announcement; returns whether anything changed. Announcements of a
+    /// source only move forward (an older one, re-read after a rewind, changes nothing).
+    pub fn on_announcement(&mut self, source: i32, progress: SourceProgress) -> bool {
+        let Some(slot) = usize::try_from(source)
+            .ok()
+            .and_then(|i| self.sources.get_mut(i))
+        else {
+            return false;
+        };
+        let newer = match (
+            slot.as_ref().and_then(|s| s.complete_ms),
+            progress.complete_ms,
+        ) {
+            (Some(old), Some(new)) => new >= old,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if newer && slot.as_ref() != Some(&progress) {
+            *slot = Some(progress);
+            return true;
+        }
+        false
+    }
+
+    /// The horizon the sources' announcements allow.
+    pub fn horizon(&self, cfg: &WatermarkConfig) -> Horizon {
+        self.horizon_with(cfg, None)
+    }
+
+    /// The horizon, also held by `local` disturbances not announced yet.
+    fn horizon_with(&self, cfg: &WatermarkConfig, local: Option<&SourceProgress>) -> Horizon {
+        let mut complete = i64::MAX;
+        for s in &self.sources {
+            match s.as_ref().and_then(|s| s.complete_ms) {
+                Some(c) => complete = complete.min(c),
+                None => return Horizon::Unknown,
+            }
+        }
+        if self.sources.is_empty() {
+            return Horizon::Unknown;
+        }
+        let mut fire_up_to = complete - cfg.grace_ms;
+        let announced = self.sources.iter().flatten();
+        for d in announced.chain(local).flat_map(|s| s.disturbances()) {
+            if !d.expired(complete, cfg) {
+                fire_up_to = fire_up_to.min(d.limit(complete, cfg));
+            }
+        }
+        Horizon::Known {
+            complete_ms: complete,
+            fire_up_to_ms: fire_up_to,
+        }
+    }
+}
+
+/// A partition's view of time for its timers: its own raw partition's progress and every
+/// source's announcements. Restored from (and written to) its changelog partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionClock {
+    /// This raw partition's progress, announced to every partition.
+    pub own: SourceProgress,
+    /// What every source announced (this partition's own announcement included: it travels
+    /// through the repartition topic too, behind the forwards this partition sent itself).
+    pub all: Completeness,
+    /// Whether `own` changed since it was last announced.
+    #[serde(skip)]
+    pub unannounced: bool,
+    /// Whether anything changed since the clock was last written to the changelog.
+    #[serde(skip)]
+    pub unsaved: bool,
+    /// When `own` was last announced (announcements are rate-limited).
+    #[serde(skip)]
+    pub announced_at: Option<std::time::Instant>,
+}
+
+/// The changelog key under which partition `p`'s clock is kept (not a customer key: the
+/// restore recognises it by this prefix).
+pub fn clock_key(p: i32) -> String {
+    format!("{CLOCK_KEY_PREFIX}{p}")
+}
+
+/// Prefix of [`clock_key`].
+pub const CLOCK_KEY_PREFIX: &str = "tillstream/clock/";
+
+/// The body of a progress announcement on the repartition topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The raw partition whose progress this is.
+    pub source: i32,
+    /// Its progress.
+    pub progress: SourceProgress,
+}
+
+impl PartitionClock {
+    /// A clock that knows nothing yet about `partitions` sources.
+    pub fn new(partitions: i32) -> Self {
+        Self {
+            all: Completeness::new(partitions),
+            ..Self::default()
+        }
+    }
+
+    /// A heartbeat read on this raw partition.
+    pub fn on_heartbeat(&mut self, at_ms: i64, cfg: &WatermarkConfig) {
+        if self.own.on_heartbeat(at_ms, cfg) {
+            self.unannounced = true;
+            self.unsaved = true;
+        }
+    }
+
+    /// A delivery read on this raw partition; returns whether it arrived late.
+    pub fn on_input(&mut self, event_ms: i64, received_ms: i64, cfg: &WatermarkConfig) -> bool {
+        let late = self.own.on_input(event_ms, received_ms, cfg);
+        if late {
+            self.unannounced = true;
+            self.unsaved = true;
+        }
+        late
+    }
+
+    /// How far this partition's timers may fire. Its own disturbances count at once, before
+    /// they are announced: a timer armed by a late input must not fire on announcements that
+    /// were made before that input was read.
+    pub fn horizon(&self, cfg: &WatermarkConfig) -> Horizon {
+        self.all.horizon_with(cfg, Some(&self.own))
+    }
+
+    /// An announcement read on this partition's repartition input.
+    pub fn on_announcement(&mut self, a: Announcement, cfg: &WatermarkConfig) {
+        if self.all.on_announcement(a.source, a.progress) {
+            self.unsaved = true;
+            if let Horizon::Known { complete_ms, .. } = self.all.horizon(cfg)
+                && self.own.prune(complete_ms, cfg)
+            {
+                self.unannounced = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+
+    fn cfg() -> WatermarkConfig {
+        WatermarkConfig {
+            grace_ms: 30_000,
+            late_after_ms: MIN,
+            late_settle_ms: 5 * MIN,
+            retry_horizon_ms: 4 * HOUR,
+            heartbeat_gap_ms: 30_000,
+        }
+    }
+
+    /// A source that saw heartbeats every 10 s from `from` to `to`.
+    fn steady(from: i64, to: i64) -> SourceProgress {
+        let mut s = SourceProgress::default();
+        let mut t = from;
+        while t <= to {
+            s.on_heartbeat(t, &cfg());
+            t += 10_000;
+        }
+        s
+    }
+
+    fn all(partitions: i32, s: &SourceProgress) -> Completeness {
+        let mut c = Completeness::new(partitions);
+        for p in 0..partitions {
+            c.on_announcement(p, s.clone());
+        }
+        c
+    }
+
+    #[test]
+    fn nothing_fires_until_every_source_announced() {
+        let mut c = Completeness::new(3);
+        c.on_announcement(0, steady(0, HOUR));
+        c.on_announcement(1, steady(0, HOUR));
+        assert_eq!(c.horizon(&cfg()), Horizon::Unknown);
+        c.on_announcement(2, steady(0, 10 * MIN));
+        assert_eq!(c.horizon(&cfg()).fire_up_to(), Some(10 * MIN - 30_000));
+    }
+
+    #[test]
+    fn the_slowest_source_holds_every_partition() {
+        let mut c = Completeness::new(2);
+        c.on_announcement(0, steady(0, 2 * HOUR));
+        c.on_announcement(1, steady(0, HOUR));
+        let h = c.horizon(&cfg());
+        assert_eq!(h.fate(HOUR - 40_000, &cfg()), TimerFate::Fire);
+        assert_eq!(h.fate(HOUR, &cfg()), TimerFate::AwaitingInputs);
+    }
+
+    #[test]
+    fn an_outage_holds_timers_until_shopify_stops_retrying() {
+        // Heartbeats until 10:00, ingest down until 11:00, then steady again until 11:30.
+        let mut s = steady(0, 10 * HOUR);
+        for t in (11 * HOUR..=11 * HOUR + 30 * MIN).step_by(10_000) {
+            s.on_heartbeat(t, &cfg());
+        }
+        assert!(s.outage.is_some());
+        let c = all(1, &s);
+        let h = c.horizon(&cfg());
+        // A checkout timer due at 10:55 waits: its completion may be among the retries.
+        assert_eq!(h.fate(10 * HOUR + 55 * MIN, &cfg()), TimerFate::Deferred);
+        // A timer due before the outage fires.
+        assert_eq!(h.fate(9 * HOUR, &cfg()), TimerFate::Fire);
+        // Four hours after its due time the retries are over; later timers still wait.
+        let mut later = s.clone();
+        for t in (11 * HOUR + 30 * MIN..=14 * HOUR + 56 * MIN).step_by(10_000) {
+            later.on_heartbeat(t, &cfg());
+        }
+        let h = all(1, &later).horizon(&cfg());
+        assert_eq!(h.fate(10 * HOUR + 55 * MIN, &cfg()), TimerFate::Fire);
+        assert_eq!(h.fate(11 * HOUR + 5 * MIN, &cfg()), TimerFate::Deferred);
+        // Four hours after the outage ended nothing of it can still arrive.
+        for t in (14 * HOUR + 56 * MIN..=15 * HOUR).step_by(10_000) {
+            later.on_heartbeat(t, &cfg());
+        }
+        let h = all(1, &later).horizon(&cfg());
+        assert_eq!(h.fate(11 * HOUR + 5 * MIN, &cfg()), TimerFate::Fire);
+    }
+
+    #[test]
+    fn late_arrivals_hold_timers_until_they_stop_for_the_settle_time() {
+        let mut s = steady(0, 10 * HOUR);
+        // A burst of events from 06:00-07:00 arrives at 10:00.
+        assert!(s.on_input(6 * HOUR, 10 * HOUR, &cfg()));
+        assert!(!s.on_input(10 * HOUR - 1_000, 10 * HOUR, &cfg()));
+        let h = all(1, &s).horizon(&cfg());
+        assert_eq!(h.fate(6 * HOUR + 30 * MIN, &cfg()), TimerFate::Deferred);
+        assert_eq!(h.fate(5 * HOUR, &cfg()), TimerFate::Fire);
+        let mut later = s.clone();
+        for t in (10 * HOUR..=10 * HOUR + 6 * MIN).step_by(10_000) {
+            later.on_heartbeat(t, &cfg());
+        }
+        let h = all(1, &later).horizon(&cfg());
+        assert_eq!(h.fate(6 * HOUR + 30 * MIN, &cfg()), TimerFate::Fire);
+    }
+
+    #[test]
+    fn a_late_input_holds_its_partition_before_it_is_announced() {
+        // Every source announced heartbeats up to 10:00; then a checkout from 06:00 is read.
+        let mut clock = PartitionClock::new(2);
+        for p in 0..2 {
+            clock.on_announcement(
+                Announcement {
+                    source: p,
+                    progress: steady(0, 10 * HOUR),
+                },
+                &cfg(),
+            );
+        }
+        assert_eq!(
+            clock.horizon(&cfg()).fate(7 * HOUR, &cfg()),
+            TimerFate::Fire
+        );
+        assert!(clock.on_input(6 * HOUR, 10 * HOUR, &cfg()));
+        assert_eq!(
+            clock.horizon(&cfg()).fate(7 * HOUR, &cfg()),
+            TimerFate::Deferred
+        );
+    }
+
+    #[test]
+    fn a_partitions_own_disturbance_lasts_until_every_source_is_past_it() {
+        let mut clock = PartitionClock::new(2);
+        clock.on_heartbeat(10 * HOUR, &cfg());
+        clock.on_input(6 * HOUR, 10 * HOUR, &cfg());
+        clock.on_heartbeat(11 * HOUR, &cfg());
+        // Its own heartbeats are far past the settle time, but source 1 is still at 10:00.
+        let own = clock.own.clone();
+        clock.on_announcement(
+            Announcement {
+                source: 0,
+                progress: own,
+            },
+            &cfg(),
+        );
+        clock.on_announcement(
+            Announcement {
+                source: 1,
+                progress: steady(0, 10 * HOUR),
+            },
+            &cfg(),
+        );
+        assert!(clock.own.late.is_some());
+        assert_eq!(
+            clock.horizon(&cfg()).fate(7 * HOUR, &cfg()),
+            TimerFate::Deferred
+        );
+        clock.on_announcement(
+            Announcement {
+                source: 1,
+                progress: steady(0, 11 * HOUR),
+            },
+            &cfg(),
+        );
+        assert!(
+            clock.own.late.is_none(),
+            "pruned once every source is past it"
+        );
+        assert!(clock.unannounced);
+    }
+
+    #[test]
+    fn announcements_never_move_backwards() {
+        let mut c = Completeness::new(1);
+        assert!(c.on_announcement(0, steady(0, HOUR)));
+        assert!(!c.on_announcement(0, steady(0, 10 * MIN)));
+        assert_eq!(c.horizon(&cfg()).fire_up_to(), Some(HOUR - 30_000));
+    }
+}

@@ -1,0 +1,301 @@
+//! Late data against the real broker: an abandoned-checkout timer never fires while the order
+//! that completes it can still arrive, whether the store's deliveries reach the processor as a
+//! backlog, after an ingest outage (Shopify's retries) or hours late as one burst.
+//!
+//! Each test writes one synthetic store to the raw topic in the order ingest would have written
+//! it (deliveries by receive time, ingest heartbeats every 20 s of store time on every
+//! partition), starts a processor with the marketing rules and compares the abandoned-checkout
+//! events with the store's truth: every completed checkout none, every abandoned one exactly
+//! one. The completions travel between keys: a guest checkout (keyed by e-mail) is completed by
+//! a registered customer's order (keyed by customer), which tells the e-mail key through the
+//! repartition topic, so the backlog variant also covers aligning raw and repartition inputs.
+//!
+//! `TILLSTREAM_TEST_TIMER_CLOCK=stream_time cargo test -p processor --test late_data` runs the
+//! same stores under the previous firing rule (stream time, then the wall clock), which fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use runtime::testing::{fresh_topics, kafka, unique};
+use schemas::ShopifyEnvelope;
+
+const MIN: i64 = 60_000;
+const PARTITIONS: i32 = 4;
+const SHOPPERS: i64 = 40;
+const FILLER_ORDERS: i64 = 600;
+const HEARTBEAT_EVERY: i64 = 20_000;
+
+/// One delivery of the store: what Shopify sent and when it happened.
+struct Delivery {
+    env: ShopifyEnvelope,
+    event_ms: i64,
+}
+
+/// The store: guest checkouts (half completed ten minutes later by a registered customer's
+/// order), and steady traffic of other customers' orders that drives every partition's stream
+/// time forward.
+struct Store {
+    deliveries: Vec<Delivery>,
+    completed: Vec<String>,
+    abandoned: Vec<String>,
+    start_ms: i64,
+}
+
+fn guest_key(i: i64) -> String {
+    format!("{SHOP}/e/g{i}@late.example")
+}
+
+fn store(start_ms: i64) -> Store {
+    let mut deliveries = Vec::new();
+    let (mut completed, mut abandoned) = (Vec::new(), Vec::new());
+    for i in 0..SHOPPERS {
+        let at = start_ms + i * 3 * MIN;
+        let email = format!("g{i}@late.example");
+        let token = format!("tok{i}");
+        deliveries.push(Delivery {
+            env: envelope(
+                "checkouts/create",
+                &format!("d-checkout-{i}"),
+                at,
+                &guest_checkout_body(&token, &email, "40.00", at),
+            ),
+            event_ms: at,
+        });
+        if i % 2 == 0 {
+            let placed = at + 10 * MIN;
+            let order_id = 7_000_000 + u64::try_from(i).unwrap();
+            let customer = 5_000 + u64::try_from(i).unwrap();
+            deliveries.push(Delivery {
+                env: envelope(
+                    "orders/paid",
+                    &format!("d-order-{i}"),
+                    placed,
+                    &order_body(order_id, customer, &email, "40.00", &token, placed),
+                ),
+                event_ms: placed,
+            });
+            completed.push(guest_key(i));
+        } else {
+            abandoned.push(guest_key(i));
+        }
+    }
+    for j in 0..FILLER_ORDERS {
+        let placed = start_ms + j * 40_000;
+        let id = u64::try_from(j).unwrap();
+        deliveries.push(Delivery {
+            env: envelope(
+                "orders/paid",
+                &format!("d-filler-{j}"),
+                placed,
+                &order_body(
+                    8_000_000 + id,
+                    90_000 + id,
+                    &format!("f{j}@late.example"),
+                    "25.00",
+                    &format!("ftok{j}"),
+                    placed,
+                ),
+            ),
+            event_ms: placed,
+        });
+    }
+    Store {
+        deliveries,
+        completed,
+        abandoned,
+        start_ms,
+    }
+}
+
+/// The raw log ingest would have written: each delivery at its receive time (`received`, or
+/// `None` if it never arrived), heartbeats every 20 s up to `end_ms` except while `down`.
+fn raw_log(
+    store: &Store,
+    end_ms: i64,
+    down: Option<(i64, i64)>,
+    received: impl Fn(usize, i64) -> i64,
+) -> Vec<(Option<i32>, ShopifyEnvelope)> {
+    // (receive time, order: deliveries before heartbeats of the same instant, record)
+    let mut log: Vec<(i64, u8, usize, Option<i32>, ShopifyEnvelope)> = Vec::new();
+    for (n, d) in store.deliveries.iter().enumerate() {
+        let r = received(n, d.event_ms);
+        let mut env = d.env.clone();
+        env.received_at_ms = r;
+        log.push((r, 0, n, None, env));
+    }
+    let mut h = store.start_ms;
+    while h <= end_ms {
+        if !down.is_some_and(|(from, to)| h > from && h < to) {
+            for p in 0..PARTITIONS {
+                log.push((h, 1, 0, Some(p), heartbeat(p, h)));
+            }
+        }
+        h += HEARTBEAT_EVERY;
+    }
+    log.sort_by_key(|(r, kind, n, p, _)| (*r, *kind, *n, *p));
+    log.into_iter().map(|(_, _, _, p, e)| (p, e)).collect()
+}
+
+/// Writes `log`, runs a processor over it and checks the abandoned-checkout events.
+async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>) {
+    let k = kafka();
+    let topics = fresh_topics(&k, PARTITIONS).await;
+    produce_in_order(&k, &topics.raw, &log).await;
+    let clock =
+        std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
+    let d = Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique(name),
+        timer_delay: "1day".into(),
+    };
+    let p = d.spawn_with(
+        "late",
+        &[
+            ("TILLSTREAM_RULES__KIND", "marketing"),
+            ("TILLSTREAM_ENGINE__TIMERS__CLOCK", &clock),
+            ("TILLSTREAM_ENGINE__TIMERS__HEARTBEAT_GAP", "60s"),
+            ("TILLSTREAM_ENGINE__TIMERS__RETRY_HORIZON", "3h"),
+            ("TILLSTREAM_ENGINE__TIMERS__LATE_SETTLE", "5min"),
+            ("TILLSTREAM_ENGINE__TIMERS__ANNOUNCE_INTERVAL", "100ms"),
+        ],
+    );
+    let abandoned_events = |cmds: &[schemas::IterableCommand]| {
+        let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+        for c in cmds
+            .iter()
+            .filter(|c| event_name(c) == "checkout_abandoned")
+        {
+            *by_key.entry(c.customer_key.clone()).or_default() += 1;
+        }
+        by_key
+    };
+    // Every truly abandoned checkout fires...
+    wait_for(
+        &format!("{name}: every abandoned checkout to fire"),
+        Duration::from_secs(180),
+        || {
+            let fired = abandoned_events(&commands(&k, &topics));
+            store
+                .abandoned
+                .iter()
+                .all(|key| fired.contains_key(key))
+                .then_some(())
+        },
+    );
+    // ... and every completion has reached its e-mail key; then two more commits, so that
+    // anything fired before a completion was applied is in the commands topic.
+    for key in &store.completed {
+        wait_for(
+            &format!("{name}: the completion to reach {key}"),
+            Duration::from_secs(60),
+            || {
+                let (status, body) = p.get(&format!("/customers/{key}"))?;
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                let done = v["state"]["aggregate"]["k"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c.get("c").is_some());
+                (status == 200 && done).then_some(())
+            },
+        );
+    }
+    // Two rounds of fresh heartbeats, each waited for until a commit follows it: whatever was
+    // processed before them is then committed.
+    let commits = || {
+        metric(
+            &p,
+            "tillstream_processor_transactions_total{outcome=\"commit\"}",
+        )
+    };
+    for round in 1..=2 {
+        let before = commits().unwrap_or(0.0);
+        let at = runtime::now_ms() + round;
+        let beats: Vec<_> = (0..PARTITIONS)
+            .map(|q| (Some(q), heartbeat(q, at)))
+            .collect();
+        produce_in_order(&k, &topics.raw, &beats).await;
+        wait_for(
+            &format!("{name}: a commit"),
+            Duration::from_secs(60),
+            || (commits()? > before).then_some(()),
+        );
+    }
+    let fired = abandoned_events(&commands(&k, &topics));
+    let false_alarms: Vec<&String> = store
+        .completed
+        .iter()
+        .filter(|key| fired.contains_key(*key))
+        .collect();
+    let repeated: Vec<(&String, &usize)> = fired.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        false_alarms.is_empty(),
+        "{name}: checkout_abandoned sent to {} buyers whose checkout was completed: {false_alarms:?}",
+        false_alarms.len()
+    );
+    assert!(
+        repeated.is_empty(),
+        "{name}: abandoned checkouts not fired exactly once: {repeated:?}"
+    );
+    assert_eq!(
+        fired.len(),
+        store.abandoned.len(),
+        "{name}: precision and recall"
+    );
+}
+
+/// Processor stopped while the store traded: everything waits in the raw topic, then is read
+/// as one backlog (raw and repartition inputs at very different positions).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_read_after_processor_downtime_fires_only_true_abandonments() {
+    let now = runtime::now_ms();
+    let s = store(now - 8 * 60 * MIN);
+    let log = raw_log(&s, now, None, |_, t| t);
+    run("backlog", &s, log).await;
+}
+
+/// Ingest down for an hour while the store traded: what Shopify could not deliver arrives
+/// with its retries (up to three hours later), mixed with fresh traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_outage_with_shopify_retries_fires_only_true_abandonments() {
+    let now = runtime::now_ms();
+    let s = store(now - 8 * 60 * MIN);
+    let (from, to) = (s.start_ms + 30 * MIN, s.start_ms + 90 * MIN);
+    let log = raw_log(&s, now, Some((from, to)), |n, t| {
+        if t > from && t < to {
+            // Retried after the outage, at a spread of times up to 100 minutes later.
+            let spread = i64::try_from(n * 37 % 100).unwrap();
+            to + spread * MIN
+        } else {
+            t
+        }
+    });
+    run("outage", &s, log).await;
+}
+
+/// The whole store delivered hours late as one burst, in its original order (a drained
+/// backlog upstream, Shopify delays): heartbeats were steady, the events are late.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_delivered_hours_late_in_one_burst_fires_only_true_abandonments() {
+    let now = runtime::now_ms();
+    let s = store(now - 8 * 60 * MIN);
+    let burst = s.start_ms + 6 * 60 * MIN;
+    let mut order: Vec<(i64, usize)> = s
+        .deliveries
+        .iter()
+        .enumerate()
+        .map(|(n, d)| (d.event_ms, n))
+        .collect();
+    order.sort_unstable();
+    let rank: BTreeMap<usize, i64> = order
+        .iter()
+        .enumerate()
+        .map(|(r, (_, n))| (*n, i64::try_from(r).unwrap()))
+        .collect();
+    let log = raw_log(&s, now, None, |n, _| burst + rank[&n] * 5);
+    run("burst", &s, log).await;
+}
