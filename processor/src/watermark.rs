@@ -117,6 +117,12 @@ pub struct SourceProgress {
     /// processed (and its forwards sent). `None` until the first heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete_ms: Option<i64>,
+    /// Relayed progress: `relayed_ms[k-1]` is level *k*, the minimum of this partition's own
+    /// progress and what every source announced at level *k − 1* when this was sent (level 0
+    /// is `complete_ms`). A fact can take several hops between keys (an order links its order
+    /// key, which then forwards a parked refund back): level *k* covers chains of *k + 1* hops.
+    #[serde(default, rename = "relayed", skip_serializing_if = "Vec::is_empty")]
+    pub relayed_ms: Vec<i64>,
     /// The latest outage window still relevant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outage: Option<Disturbance>,
@@ -186,7 +192,20 @@ impl SourceProgress {
     fn disturbances(&self) -> impl Iterator<Item = &Disturbance> {
         self.outage.iter().chain(self.late.iter())
     }
+
+    /// Progress at relay level `k` (0 = this partition's own heartbeats).
+    fn level(&self, k: usize) -> Option<i64> {
+        match k {
+            0 => self.complete_ms,
+            _ => self.relayed_ms.get(k - 1).copied(),
+        }
+    }
 }
+
+/// How many hops between keys the rule covers: the longest chain in the rules is an order on
+/// a customer key linking its order key, which forwards a parked refund back (2 hops); one more
+/// for the e-mail index. Each level adds one announcement round to a timer's wait.
+pub const RELAY_LEVELS: usize = 3;
 
 /// How far timers may fire on a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,18 +312,22 @@ impl Completeness {
         self.horizon_with(cfg, None)
     }
 
+    /// The minimum over every source of its progress at relay level `k`; `None` while some
+    /// source has not announced that level.
+    fn level_min(&self, k: usize) -> Option<i64> {
+        let mut min: Option<i64> = None;
+        for s in &self.sources {
+            let l = s.as_ref().and_then(|s| s.level(k))?;
+            min = Some(min.map_or(l, |m| m.min(l)));
+        }
+        min
+    }
+
     /// The horizon, also held by `local` disturbances not announced yet.
     fn horizon_with(&self, cfg: &WatermarkConfig, local: Option<&SourceProgress>) -> Horizon {
-        let mut complete = i64::MAX;
-        for s in &self.sources {
-            match s.as_ref().and_then(|s| s.complete_ms) {
-                Some(c) => complete = complete.min(c),
-                None => return Horizon::Unknown,
-            }
-        }
-        if self.sources.is_empty() {
+        let Some(complete) = self.level_min(RELAY_LEVELS) else {
             return Horizon::Unknown;
-        }
+        };
         let mut fire_up_to = complete - cfg.grace_ms;
         let announced = self.sources.iter().flatten();
         for d in announced.chain(local).flat_map(|s| s.disturbances()) {
@@ -372,6 +395,26 @@ impl PartitionClock {
             self.unannounced = true;
             self.unsaved = true;
         }
+        self.relay();
+    }
+
+    /// Recomputes this partition's relayed levels from its own progress and what the sources
+    /// announced; any change is announced.
+    fn relay(&mut self) {
+        let mut relayed = Vec::with_capacity(RELAY_LEVELS);
+        if let Some(own) = self.own.complete_ms {
+            for k in 1..=RELAY_LEVELS {
+                match self.all.level_min(k - 1) {
+                    Some(l) => relayed.push(own.min(l)),
+                    None => break,
+                }
+            }
+        }
+        if relayed != self.own.relayed_ms {
+            self.own.relayed_ms = relayed;
+            self.unannounced = true;
+            self.unsaved = true;
+        }
     }
 
     /// A delivery read on this raw partition; returns whether it arrived late.
@@ -400,6 +443,7 @@ impl PartitionClock {
             {
                 self.unannounced = true;
             }
+            self.relay();
         }
     }
 }
@@ -421,7 +465,7 @@ mod tests {
         }
     }
 
-    /// A source that saw heartbeats every 10 s from `from` to `to`.
+    /// A source that saw heartbeats every 10 s from `from` to `to`, relayed at every level.
     fn steady(from: i64, to: i64) -> SourceProgress {
         let mut s = SourceProgress::default();
         let mut t = from;
@@ -429,13 +473,19 @@ mod tests {
             s.on_heartbeat(t, &cfg());
             t += 10_000;
         }
+        relayed(s)
+    }
+
+    /// The progress with every relay level equal to its own (every source as far).
+    fn relayed(mut s: SourceProgress) -> SourceProgress {
+        s.relayed_ms = vec![s.complete_ms.unwrap_or(0); RELAY_LEVELS];
         s
     }
 
     fn all(partitions: i32, s: &SourceProgress) -> Completeness {
         let mut c = Completeness::new(partitions);
         for p in 0..partitions {
-            c.on_announcement(p, s.clone());
+            c.on_announcement(p, relayed(s.clone()));
         }
         c
     }
@@ -538,7 +588,7 @@ mod tests {
         clock.on_input(6 * HOUR, 10 * HOUR, &cfg());
         clock.on_heartbeat(11 * HOUR, &cfg());
         // Its own heartbeats are far past the settle time, but source 1 is still at 10:00.
-        let own = clock.own.clone();
+        let own = relayed(clock.own.clone());
         clock.on_announcement(
             Announcement {
                 source: 0,
@@ -570,6 +620,48 @@ mod tests {
             "pruned once every source is past it"
         );
         assert!(clock.unannounced);
+    }
+
+    #[test]
+    fn timers_wait_for_facts_relayed_over_several_hops() {
+        // Two partitions, both with heartbeats to 10:00. Until announcements have gone round
+        // RELAY_LEVELS times, a forward sent in reaction to another forward may be unread.
+        let mut a = PartitionClock::new(2);
+        let mut b = PartitionClock::new(2);
+        a.on_heartbeat(10 * HOUR, &cfg());
+        b.on_heartbeat(10 * HOUR, &cfg());
+        for round in 0..=RELAY_LEVELS {
+            assert_eq!(a.horizon(&cfg()), Horizon::Unknown, "round {round}");
+            let (pa, pb) = (a.own.clone(), b.own.clone());
+            for c in [&mut a, &mut b] {
+                c.on_announcement(
+                    Announcement {
+                        source: 0,
+                        progress: pa.clone(),
+                    },
+                    &cfg(),
+                );
+                c.on_announcement(
+                    Announcement {
+                        source: 1,
+                        progress: pb.clone(),
+                    },
+                    &cfg(),
+                );
+            }
+        }
+        assert_eq!(a.horizon(&cfg()).fire_up_to(), Some(10 * HOUR - 30_000));
+        // A heartbeat read on one partition moves the horizon only after it went round again.
+        b.on_heartbeat(10 * HOUR + 20_000, &cfg());
+        let pb = b.own.clone();
+        a.on_announcement(
+            Announcement {
+                source: 1,
+                progress: pb,
+            },
+            &cfg(),
+        );
+        assert_eq!(a.horizon(&cfg()).fire_up_to(), Some(10 * HOUR - 30_000));
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn history(t0: i64) -> Vec<ShopifyEnvelope> {
             "refunds/create",
             "d-refund",
             t0 + 30 * MIN,
-            &refund_body(ADA_ORDER, 990_001, "30.00", t0 + 30 * MIN),
+            &refund_body(990_001, ADA_ORDER, "30.00", t0 + 30 * MIN),
         ),
         envelope(
             "orders/paid",

@@ -33,6 +33,8 @@ const HEARTBEAT_EVERY: i64 = 20_000;
 struct Delivery {
     env: ShopifyEnvelope,
     event_ms: i64,
+    /// A receive time of its own (a delivery Shopify delayed), else the scenario's.
+    received_ms: Option<i64>,
 }
 
 /// The store: guest checkouts (half completed ten minutes later by a registered customer's
@@ -64,6 +66,7 @@ fn store(start_ms: i64) -> Store {
                 &guest_checkout_body(&token, &email, "40.00", at),
             ),
             event_ms: at,
+            received_ms: None,
         });
         if i % 2 == 0 {
             let placed = at + 10 * MIN;
@@ -77,6 +80,7 @@ fn store(start_ms: i64) -> Store {
                     &order_body(order_id, customer, &email, "40.00", &token, placed),
                 ),
                 event_ms: placed,
+                received_ms: None,
             });
             completed.push(guest_key(i));
         } else {
@@ -101,6 +105,7 @@ fn store(start_ms: i64) -> Store {
                 ),
             ),
             event_ms: placed,
+            received_ms: None,
         });
     }
     Store {
@@ -122,7 +127,7 @@ fn raw_log(
     // (receive time, order: deliveries before heartbeats of the same instant, record)
     let mut log: Vec<(i64, u8, usize, Option<i32>, ShopifyEnvelope)> = Vec::new();
     for (n, d) in store.deliveries.iter().enumerate() {
-        let r = received(n, d.event_ms);
+        let r = d.received_ms.unwrap_or_else(|| received(n, d.event_ms));
         let mut env = d.env.clone();
         env.received_at_ms = r;
         log.push((r, 0, n, None, env));
@@ -140,20 +145,11 @@ fn raw_log(
     log.into_iter().map(|(_, _, _, p, e)| (p, e)).collect()
 }
 
-/// Writes `log`, runs a processor over it and checks the abandoned-checkout events.
-async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>) {
-    let k = kafka();
-    let topics = fresh_topics(&k, PARTITIONS).await;
-    produce_in_order(&k, &topics.raw, &log).await;
+/// The settings of the processors under test.
+fn spawn(d: &Deployment) -> Proc {
     let clock =
         std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique(name),
-        timer_delay: "1day".into(),
-    };
-    let p = d.spawn_with(
+    d.spawn_with(
         "late",
         &[
             ("TILLSTREAM_RULES__KIND", "marketing"),
@@ -163,23 +159,44 @@ async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>
             ("TILLSTREAM_ENGINE__TIMERS__LATE_SETTLE", "5min"),
             ("TILLSTREAM_ENGINE__TIMERS__ANNOUNCE_INTERVAL", "100ms"),
         ],
-    );
-    let abandoned_events = |cmds: &[schemas::IterableCommand]| {
-        let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
-        for c in cmds
-            .iter()
-            .filter(|c| event_name(c) == "checkout_abandoned")
-        {
-            *by_key.entry(c.customer_key.clone()).or_default() += 1;
-        }
-        by_key
-    };
-    // Every truly abandoned checkout fires...
+    )
+}
+
+fn deployment(k: &runtime::KafkaConfig, topics: &runtime::TopicsConfig, name: &str) -> Deployment {
+    Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique(name),
+        timer_delay: "1day".into(),
+    }
+}
+
+/// Abandoned-checkout events per key.
+fn abandoned_events(cmds: &[schemas::IterableCommand]) -> BTreeMap<String, usize> {
+    let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+    for c in cmds
+        .iter()
+        .filter(|c| event_name(c) == "checkout_abandoned")
+    {
+        *by_key.entry(c.customer_key.clone()).or_default() += 1;
+    }
+    by_key
+}
+
+/// Waits until the processor `p` has decided the whole store: every abandoned checkout fired,
+/// every completion reached its e-mail key, and what was processed before is committed.
+async fn settle(
+    name: &str,
+    k: &runtime::KafkaConfig,
+    topics: &runtime::TopicsConfig,
+    p: &Proc,
+    store: &Store,
+) -> Vec<schemas::IterableCommand> {
     wait_for(
         &format!("{name}: every abandoned checkout to fire"),
         Duration::from_secs(180),
         || {
-            let fired = abandoned_events(&commands(&k, &topics));
+            let fired = abandoned_events(&commands(k, topics));
             store
                 .abandoned
                 .iter()
@@ -187,8 +204,6 @@ async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>
                 .then_some(())
         },
     );
-    // ... and every completion has reached its e-mail key; then two more commits, so that
-    // anything fired before a completion was applied is in the commands topic.
     for key in &store.completed {
         wait_for(
             &format!("{name}: the completion to reach {key}"),
@@ -208,7 +223,7 @@ async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>
     // processed before them is then committed.
     let commits = || {
         metric(
-            &p,
+            p,
             "tillstream_processor_transactions_total{outcome=\"commit\"}",
         )
     };
@@ -218,14 +233,24 @@ async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>
         let beats: Vec<_> = (0..PARTITIONS)
             .map(|q| (Some(q), heartbeat(q, at)))
             .collect();
-        produce_in_order(&k, &topics.raw, &beats).await;
+        produce_in_order(k, &topics.raw, &beats).await;
         wait_for(
             &format!("{name}: a commit"),
             Duration::from_secs(60),
             || (commits()? > before).then_some(()),
         );
     }
-    let fired = abandoned_events(&commands(&k, &topics));
+    commands(k, topics)
+}
+
+/// Writes `log`, runs a processor over it and checks the abandoned-checkout events.
+async fn run(name: &str, store: &Store, log: Vec<(Option<i32>, ShopifyEnvelope)>) {
+    let k = kafka();
+    let topics = fresh_topics(&k, PARTITIONS).await;
+    produce_in_order(&k, &topics.raw, &log).await;
+    let p = spawn(&deployment(&k, &topics, name));
+    let cmds = settle(name, &k, &topics, &p, store).await;
+    let fired = abandoned_events(&cmds);
     let false_alarms: Vec<&String> = store
         .completed
         .iter()
@@ -298,4 +323,156 @@ async fn a_store_delivered_hours_late_in_one_burst_fires_only_true_abandonments(
         .collect();
     let log = raw_log(&s, now, None, |n, _| burst + rank[&n] * 5);
     run("burst", &s, log).await;
+}
+
+/// Adds customers whose tier depends on a refund that travels between keys: order A (200)
+/// gets a 60 refund an hour later, order B (100) an hour after that, so lifetime value never
+/// reaches silver (250) on the business timeline. Half of the A deliveries are delayed by
+/// Shopify until after B (their refund waits on the order key meanwhile).
+fn with_refunds_near_a_threshold(store: &mut Store) {
+    for j in 0..10u64 {
+        let a_at = store.start_ms + 30 * MIN + i64::try_from(j).unwrap() * 10 * MIN;
+        let (customer, a, b) = (6_000 + j, 7_100_000 + 2 * j, 7_100_001 + 2 * j);
+        let email = format!("v{j}@late.example");
+        let delayed = (j % 2 == 1).then_some(a_at + 125 * MIN);
+        for (id, total, at, received) in [
+            (a, "200.00", a_at, delayed),
+            (b, "100.00", a_at + 120 * MIN, None),
+        ] {
+            store.deliveries.push(Delivery {
+                env: envelope(
+                    "orders/paid",
+                    &format!("d-vip-{id}"),
+                    at,
+                    &order_body(id, customer, &email, total, &format!("vtok{id}"), at),
+                ),
+                event_ms: at,
+                received_ms: received,
+            });
+        }
+        let r_at = a_at + 60 * MIN;
+        store.deliveries.push(Delivery {
+            env: envelope(
+                "refunds/create",
+                &format!("d-vip-refund-{a}"),
+                r_at,
+                &refund_body(9_100_000 + j, a, "60.00", r_at),
+            ),
+            event_ms: r_at,
+            received_ms: None,
+        });
+    }
+}
+
+/// What two runs must agree on: every command other than state sync by id (its last payload),
+/// and every key's final profile (state sync folded in commit order).
+type Outcome = (
+    BTreeMap<String, String>,
+    BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+);
+
+fn outcome(cmds: &[schemas::IterableCommand]) -> Outcome {
+    let (mut by_id, mut profiles) = (BTreeMap::new(), BTreeMap::<_, BTreeMap<_, _>>::new());
+    for c in cmds {
+        match &c.action {
+            schemas::Action::UpsertUser { data_fields, .. } => {
+                let p = profiles.entry(c.customer_key.clone()).or_default();
+                for (f, v) in data_fields {
+                    p.insert(f.clone(), v.clone());
+                }
+            }
+            // A cart is replaced by the next one: only its latest matters, and which
+            // intermediate carts are sent depends on arrival order by design.
+            schemas::Action::UpdateCart { .. } => {}
+            other => {
+                by_id.insert(
+                    c.command_id.clone(),
+                    format!("{} {other:?}", c.customer_key),
+                );
+            }
+        }
+    }
+    (by_id, profiles)
+}
+
+/// Issue 21: the same store processed (a) live as it arrives, (b) as a backlog read by a
+/// processor started afterwards, and (c) replayed from the earliest offset into fresh state
+/// gives the same journey events, purchases and other commands (ids and payloads) and the same
+/// final profiles; no VIP tier is announced that the refunds undo on the business timeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_backlog_and_replay_give_the_same_commands() {
+    let now = runtime::now_ms();
+    let mut s = store(now - 8 * 60 * MIN);
+    with_refunds_near_a_threshold(&mut s);
+    let log = raw_log(&s, now, None, |_, t| t);
+    let k = kafka();
+
+    // (a) live: the processor runs while the log is written, chunk by chunk.
+    let live = fresh_topics(&k, PARTITIONS).await;
+    let p = spawn(&deployment(&k, &live, "live"));
+    wait_for(
+        "the live processor to be ready",
+        Duration::from_secs(60),
+        || p.ready().then_some(()),
+    );
+    let mut written = 0usize;
+    for chunk in log.chunks(400) {
+        produce_in_order(&k, &live.raw, chunk).await;
+        written += chunk.len();
+        wait_for(
+            "the live processor to keep up",
+            Duration::from_secs(60),
+            || {
+                let read = metric(&p, "tillstream_processor_events_total{source=\"raw\"}")?;
+                (read >= written as f64).then_some(())
+            },
+        );
+    }
+    let a = outcome(&settle("live", &k, &live, &p, &s).await);
+    drop(p);
+
+    // (b) backlog: everything written first, then a processor started.
+    let backlog = fresh_topics(&k, PARTITIONS).await;
+    produce_in_order(&k, &backlog.raw, &log).await;
+    let p = spawn(&deployment(&k, &backlog, "backlog"));
+    let b = outcome(&settle("backlog", &k, &backlog, &p, &s).await);
+    drop(p);
+
+    // (c) replay: a new deployment (fresh state and outputs) reads the same raw topic from
+    // its earliest offset, as `tillstream replay --from earliest` makes the processor do.
+    let mut replay = fresh_topics(&k, PARTITIONS).await;
+    replay.raw = backlog.raw.clone();
+    let p = spawn(&deployment(&k, &replay, "replay"));
+    let c = outcome(&settle("replay", &k, &replay, &p, &s).await);
+    drop(p);
+
+    let tiers: Vec<&String> =
+        a.0.values()
+            .filter(|v| v.contains("vip_tier_upgraded") && v.contains("@late.example"))
+            .collect();
+    assert!(
+        tiers.is_empty(),
+        "tiers never held were announced: {tiers:?}"
+    );
+    for (name, other) in [("backlog", &b), ("replay", &c)] {
+        let missing: Vec<_> = a.0.keys().filter(|id| !other.0.contains_key(*id)).collect();
+        let extra: Vec<_> = other.0.keys().filter(|id| !a.0.contains_key(*id)).collect();
+        let differ: Vec<_> =
+            a.0.iter()
+                .filter(|(id, v)| other.0.get(*id).is_some_and(|w| w != *v))
+                .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty() && differ.is_empty(),
+            "live vs {name}: missing {missing:?}, extra {extra:?}, different payloads {differ:?}"
+        );
+        let profiles_differ: Vec<_> =
+            a.1.iter()
+                .filter(|(key, v)| other.1.get(*key) != Some(*v))
+                .map(|(key, _)| key)
+                .collect();
+        assert!(
+            profiles_differ.is_empty() && a.1.len() == other.1.len(),
+            "live vs {name}: final profiles differ for {profiles_differ:?}"
+        );
+    }
 }

@@ -52,17 +52,14 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         "refunds/create",
         "d-refund",
         now - 30_000,
-        &refund_body(order_id, 990001, "30.00", now - 30_000),
+        &refund_body(990001, order_id, "30.00", now - 30_000),
     );
     // A guest checkout (email only), completed by an order placed as a registered customer.
     let checkout = envelope(
         "checkouts/create",
         "d-checkout",
         now - 120_000,
-        &format!(
-            r##"{{"token":"tok-guest","cart_token":"cart-1","email":"guest@example.com","name":"#c1","abandoned_checkout_url":"https:\/\/shop.example\/checkouts\/tok-guest","created_at":"{t}","updated_at":"{t}","completed_at":null,"currency":"USD","presentment_currency":"USD","subtotal_price":"40.00","total_price":"40.00","total_tax":"0.00","total_discounts":"0.00","line_items":[{{"key":"l1","variant_id":12,"product_id":11,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"40.00","line_price":"40.00"}}]}}"##,
-            t = iso(now - 120_000)
-        ),
+        &guest_checkout_body("tok-guest", "guest@example.com", "40.00", now - 120_000),
     );
     let completing = envelope(
         "orders/paid",

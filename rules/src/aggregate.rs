@@ -202,6 +202,9 @@ pub struct Person {
     /// Tiers whose upgrade event was sent (bit i = `levels[i]`).
     #[serde(default, rename = "ta", skip_serializing_if = "is_zero")]
     pub tiers_announced: u32,
+    /// Tiers reached whose announcement timer is armed (bit i = `levels[i]`).
+    #[serde(default, rename = "tw", skip_serializing_if = "is_zero")]
+    pub tiers_armed: u32,
     /// The lapse in progress, if any.
     #[serde(default, rename = "la", skip_serializing_if = "Option::is_none")]
     pub lapse: Option<Lapse>,

@@ -154,13 +154,18 @@ impl<'a> Cx<'a> {
         decide_ms: i64,
         payload: serde_json::Value,
     ) {
-        let due_ms = decide_ms.saturating_add(self.tuning.grace_ms);
+        let due_ms = self.due_for(decide_ms);
         self.tail.push(Effect::SetTimer(Timer {
             kind: kind.to_owned(),
             timer_id,
             due_ms,
             payload,
         }));
+    }
+
+    /// When a timer for a decision at `decide_ms` is due (the out-of-order grace later).
+    pub(crate) fn due_for(&self, decide_ms: i64) -> i64 {
+        decide_ms.saturating_add(self.tuning.grace_ms)
     }
 
     /// Cancels a timer.

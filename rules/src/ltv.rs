@@ -71,6 +71,77 @@ pub fn counted(o: &OrderFact) -> bool {
     purchasable(o) && !(o.has(O_CANCELLED) && kept(o).is_zero())
 }
 
+/// One change of the lifetime figures on the business timeline.
+pub(crate) struct Delta {
+    /// When (Unix ms).
+    pub at: i64,
+    /// The order it belongs to.
+    pub order_id: u64,
+    /// Orders the deltas of one order at one instant: placed, refunds, final correction.
+    step: u8,
+    /// Change of the value.
+    pub value: Decimal,
+    /// Change of the count.
+    pub count: i64,
+}
+
+/// The lifetime figures as a business-time timeline, in time order: each purchasable order adds
+/// its total when placed, each refund subtracts when made, and whatever the order's final
+/// state adds or takes back (cancelled with nothing kept, refunded, voided) comes at its end.
+/// Summing every delta gives [`summary`]'s value and count.
+pub(crate) fn deltas(state: &State) -> Vec<Delta> {
+    let mut out = Vec::new();
+    for o in state.orders.iter().filter(|o| purchasable(o)) {
+        out.push(Delta {
+            at: o.placed_ms,
+            order_id: o.id,
+            step: 0,
+            value: o.total,
+            count: 1,
+        });
+        let mut refunded = Decimal::ZERO;
+        let mut end = o.placed_ms;
+        for r in &o.refunds {
+            let a = refund_amount(o, r);
+            refunded += a;
+            end = end.max(r.at_ms);
+            out.push(Delta {
+                at: r.at_ms.max(o.placed_ms),
+                order_id: o.id,
+                step: 1,
+                value: -a,
+                count: 0,
+            });
+        }
+        end = end.max(o.cancelled_ms.unwrap_or(end));
+        let is_counted = counted(o);
+        let final_value = if is_counted { kept(o) } else { Decimal::ZERO };
+        let dv = final_value - (o.total - refunded);
+        let dc = i64::from(is_counted) - 1;
+        if !dv.is_zero() || dc != 0 {
+            out.push(Delta {
+                at: end,
+                order_id: o.id,
+                step: 2,
+                value: dv,
+                count: dc,
+            });
+        }
+    }
+    out.sort_by_key(|d| (d.at, d.order_id, d.step));
+    out
+}
+
+/// The lifetime value as it stood at `at_ms` on the business timeline (so an event about a
+/// fact carries the same figure whatever arrived before or after it).
+pub(crate) fn value_at(state: &State, at_ms: i64) -> Decimal {
+    deltas(state)
+        .iter()
+        .take_while(|d| d.at <= at_ms)
+        .map(|d| d.value)
+        .sum()
+}
+
 /// The figures over every counted order.
 pub fn summary(state: &State) -> Summary {
     let mut s = Summary::default();

@@ -137,12 +137,20 @@ pub(crate) fn announce(
         f.insert("order_name".into(), Value::String(n.to_owned()));
     }
     let amount = ltv::refund_amount(fact, r);
+    // Figures as of this refund on the business timeline, not as of whatever else has arrived:
+    // the event must be the same in a live run, a backlog and a replay.
+    let refunded_by_then: rust_decimal::Decimal = fact
+        .refunds
+        .iter()
+        .filter(|x| (x.at_ms, x.id) <= (r.at_ms, r.id))
+        .map(|x| ltv::refund_amount(fact, x))
+        .sum();
     f.insert("refund_id".into(), Value::String(r.id.to_string()));
     f.insert("amount".into(), format::money(amount));
-    f.insert("refunded_total".into(), format::money(ltv::refunded(fact)));
+    f.insert("refunded_total".into(), format::money(refunded_by_then));
     f.insert(
         "fully_refunded".into(),
-        Value::Bool(ltv::kept(fact).is_zero()),
+        Value::Bool(refunded_by_then >= fact.total),
     );
     if let Some(c) = state.person.as_ref().and_then(|p| p.currency.as_deref()) {
         f.insert("currency".into(), Value::String(c.to_owned()));
@@ -152,7 +160,7 @@ pub(crate) fn announce(
     }
     f.insert(
         "lifetime_value".into(),
-        format::money(ltv::summary(state).value),
+        format::money(ltv::value_at(state, r.at_ms)),
     );
     let name = cx.cfg.events.order_refunded.clone();
     let id = ids::command_id(

@@ -16,6 +16,7 @@ use crate::emit::{Cx, KINDS, Tuning};
 use crate::refunds::{self, RECENT_REFUND_TIMER};
 use crate::routing::{self, CHECKOUT_COMPLETED, DATA_REQUEST, REDACT};
 use crate::shopify::{self, parse};
+use crate::tiers::TIER_TIMER;
 use crate::winback::{self, WINBACK_TIMER};
 use crate::{gdpr, ltv, orders, profile, tiers};
 
@@ -197,6 +198,7 @@ impl Rules for MarketingRules {
                 CHECKOUT_TIMER => checkout::fire(cx, st, timer)?,
                 WINBACK_TIMER => winback::fire(cx, st, timer),
                 RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
+                TIER_TIMER => tiers::fire(cx, st, timer),
                 _ => {}
             }
             Ok(())

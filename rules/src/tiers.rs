@@ -8,13 +8,20 @@
 //! the customer with `vip_tier_upgraded` (a jump over several tiers announces each, lowest
 //! first). `tiers.refunds_can_downgrade` decides whether the profile field follows the current
 //! figures down, or keeps the highest tier reached.
+//!
+//! An announcement cannot be taken back, so it waits for its facts: reaching a tier arms a
+//! timer at the crossing's business time, and the tier is announced when that timer fires, that
+//! is once the engine knows every fact up to that time is in (a partial refund of an earlier
+//! order, forwarded from the order's key, may still undo the crossing). The profile field, which
+//! a later update can correct, moves at once.
 
 use rust_decimal::Decimal;
 use schemas::DataFields;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::aggregate::State;
 use crate::config::{RulesConfig, TierLevel};
+use crate::domain::Timer;
 use crate::emit::{Cx, Kind};
 use crate::ids;
 use crate::ltv::{self, Summary};
@@ -47,33 +54,19 @@ struct Crossing {
 
 /// Every level ever reached on the timeline (bit i = `levels[i]`) and where.
 fn timeline(cfg: &RulesConfig, state: &State) -> (u32, Vec<Option<Crossing>>) {
-    // (time, order id, step, Δvalue, Δcount); step orders the deltas of one order at one instant.
-    let mut deltas: Vec<(i64, u64, u8, Decimal, i64)> = Vec::new();
-    for o in state.orders.iter().filter(|o| ltv::purchasable(o)) {
-        deltas.push((o.placed_ms, o.id, 0, o.total, 1));
-        let mut refunded = Decimal::ZERO;
-        let mut end = o.placed_ms;
-        for r in &o.refunds {
-            let a = ltv::refund_amount(o, r);
-            refunded += a;
-            end = end.max(r.at_ms);
-            deltas.push((r.at_ms.max(o.placed_ms), o.id, 1, -a, 0));
-        }
-        end = end.max(o.cancelled_ms.unwrap_or(end));
-        let counted = ltv::counted(o);
-        let final_value = if counted { ltv::kept(o) } else { Decimal::ZERO };
-        let dv = final_value - (o.total - refunded);
-        let dc = i64::from(counted) - 1;
-        if !dv.is_zero() || dc != 0 {
-            deltas.push((end, o.id, 2, dv, dc));
-        }
-    }
-    deltas.sort_by_key(|d| (d.0, d.1, d.2));
+    let deltas = ltv::deltas(state);
     let levels = &cfg.tiers.levels;
     let mut bits = 0u32;
     let mut crossings = vec![None; levels.len()];
     let (mut value, mut count) = (Decimal::ZERO, 0i64);
-    for (at, order_id, _, dv, dc) in deltas {
+    for ltv::Delta {
+        at,
+        order_id,
+        value: dv,
+        count: dc,
+        ..
+    } in deltas
+    {
         value += dv;
         count += dc;
         let s = Summary {
@@ -102,7 +95,22 @@ fn timeline(cfg: &RulesConfig, state: &State) -> (u32, Vec<Option<Crossing>>) {
     (bits, crossings)
 }
 
-/// Moves the tier after a change of the facts and announces newly reached tiers.
+/// Timer kind of a pending announcement; one timer per tier.
+pub(crate) const TIER_TIMER: &str = "tier";
+
+fn bit(i: usize) -> u32 {
+    1u32.checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+/// `tier:001-silver`: timers due at one instant fire in id order, so a jump over several tiers
+/// announces the lowest first.
+fn timer_id(cfg: &RulesConfig, level: u8) -> String {
+    format!("{TIER_TIMER}:{level:03}-{}", profile::tier_name(cfg, level))
+}
+
+/// Moves the tier after a change of the facts and arms (or moves, or cancels) the timers of
+/// tiers reached but not announced yet.
 pub(crate) fn derive(cx: &mut Cx<'_>, state: &mut State, s: &Summary) {
     let cfg = cx.cfg;
     let (bits, crossings) = timeline(cfg, state);
@@ -111,22 +119,72 @@ pub(crate) fn derive(cx: &mut Cx<'_>, state: &mut State, s: &Summary) {
         return;
     };
     let highest = u8::try_from(32 - bits.leading_zeros()).unwrap_or(0);
+    // The highest tier on the business timeline, not a maximum over what the state looked
+    // like after each arrival: an order applied before the refund that precedes it must not
+    // leave a tier the customer never held.
     p.tier = if cfg.tiers.refunds_can_downgrade {
         now_tier
     } else {
-        p.tier.max(highest).max(now_tier)
+        highest.max(now_tier)
     };
-    let fresh = bits & !p.tiers_announced;
-    p.tiers_announced |= bits;
-    let currency = p.currency.clone();
+    let mut armed = p.tiers_armed;
     for (i, c) in crossings.iter().enumerate() {
-        let bit = 1u32
-            .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
-            .unwrap_or(0);
-        let (Some(c), true) = (c, fresh & bit != 0) else {
-            continue;
-        };
         let level = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        if p.tiers_announced & bit(i) != 0 {
+            continue;
+        }
+        match c {
+            Some(c) => {
+                cx.set_timer(
+                    TIER_TIMER,
+                    timer_id(cfg, level),
+                    c.at,
+                    json!({ "level": level }),
+                );
+                armed |= bit(i);
+            }
+            // A later fact (a refund with an earlier business time) undid the crossing.
+            None if armed & bit(i) != 0 => {
+                cx.cancel_timer(timer_id(cfg, level));
+                armed &= !bit(i);
+            }
+            None => {}
+        }
+    }
+    p.tiers_armed = armed;
+}
+
+/// A tier's timer fired: every fact up to its crossing is in, so announce it if it still holds.
+pub(crate) fn fire(cx: &mut Cx<'_>, state: &mut State, timer: &Timer) {
+    let cfg = cx.cfg;
+    let Some(level) = timer
+        .payload
+        .get("level")
+        .and_then(Value::as_u64)
+        .and_then(|l| u8::try_from(l).ok())
+        .filter(|l| *l >= 1)
+    else {
+        return;
+    };
+    let i = usize::from(level - 1);
+    let (_, crossings) = timeline(cfg, state);
+    let Some(p) = state.person.as_deref_mut() else {
+        return;
+    };
+    p.tiers_armed &= !bit(i);
+    if p.tiers_announced & bit(i) != 0 {
+        return;
+    }
+    // The crossing may have moved later (then `derive` re-armed the timer for it) or gone.
+    let Some(Some(c)) = crossings.get(i).copied() else {
+        return;
+    };
+    if cx.due_for(c.at) > timer.due_ms {
+        return;
+    }
+    p.tiers_announced |= bit(i);
+    let currency = p.currency.clone();
+    {
         let mut f = DataFields::new();
         f.insert(
             "tier".into(),

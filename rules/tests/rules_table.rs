@@ -367,6 +367,8 @@ fn tiers_upgrade_once_and_downgrade_only_when_configured() {
         assert_eq!(h.profile(&ckey())["shopify_vip_tier"], json!("silver"));
         paid(&mut h, 602, T0 + DAY, "800.00");
         assert_eq!(h.profile(&ckey())["shopify_vip_tier"], json!("gold"));
+        // Announcements wait until the facts up to the crossing are in (grace later).
+        h.advance(T0 + DAY + 10 * MIN);
         let up = h.event_fields("vip_tier_upgraded");
         assert_eq!(up.len(), 2);
         assert_eq!(up[1]["previous_tier"], json!("silver"));
@@ -393,10 +395,45 @@ fn tiers_upgrade_once_and_downgrade_only_when_configured() {
     }
 }
 
+/// Issue 21: the partial refund of an earlier order reaches the customer (through its order's
+/// key) only after a later order seemed to cross the silver threshold. Before its timer fires
+/// the refund is in, so silver is never announced for a tier the customer never held.
+#[test]
+fn a_late_refund_before_the_crossing_cancels_the_announcement() {
+    let mut h = Harness::default();
+    paid(&mut h, 801, T0, "200.00");
+    paid(&mut h, 802, T0 + 2 * DAY, "100.00");
+    assert_eq!(h.profile(&ckey())["shopify_vip_tier"], json!("silver"));
+    // The refund (business time between the two orders) arrives now.
+    h.deliver(envelope(
+        "refunds/create",
+        &refund_json(9801, 801, T0 + DAY, "60.00", "USD", None),
+        "r-9801",
+        T0 + DAY,
+    ));
+    h.finish();
+    assert!(
+        h.events("vip_tier_upgraded").is_empty(),
+        "announced a tier never held: {:?}",
+        h.event_fields("vip_tier_upgraded")
+    );
+    assert_eq!(num(&h.profile(&ckey())["shopify_lifetime_value"]), 240.0);
+    assert_eq!(
+        h.profile(&ckey())["shopify_vip_tier"],
+        json!("none"),
+        "the profile keeps no tier the business timeline never reached"
+    );
+}
+
 #[test]
 fn jumping_tiers_announces_each_tier_once() {
     let mut h = Harness::default();
     paid(&mut h, 651, T0, "1200.00");
+    assert!(
+        h.events("vip_tier_upgraded").is_empty(),
+        "not before its facts are in"
+    );
+    h.advance(T0 + 10 * MIN);
     let up = h.event_fields("vip_tier_upgraded");
     assert_eq!(up.len(), 2);
     assert_eq!(
@@ -429,6 +466,7 @@ fn jumping_tiers_announces_each_tier_once() {
         T0 + 10 * MIN,
     ));
     paid(&mut h2, 651, T0, "1200.00");
+    h2.advance(T0 + 10 * MIN);
     assert_eq!(h2.events("vip_tier_upgraded").len(), 2);
     assert_eq!(num(&h2.profile(&ckey())["shopify_lifetime_value"]), 0.0);
 }

@@ -104,6 +104,15 @@ pub fn commands(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<IterableComma
         .collect()
 }
 
+/// A refund body with one successful refund transaction of `amount` (shop currency USD).
+pub fn refund_body(refund_id: u64, order_id: u64, amount: &str, at: i64) -> String {
+    format!(
+        r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{t}","processed_at":"{t}","restock":false,"refund_line_items":[],"order_adjustments":[],"refund_shipping_lines":[],"transactions":[{{"id":{tx},"order_id":{order_id},"kind":"refund","status":"success","amount":"{amount}","currency":"USD","gateway":"manual","created_at":"{t}"}}]}}"#,
+        t = iso(at),
+        tx = refund_id + 1
+    )
+}
+
 /// An email-only (guest) checkout body with one line, created and updated at `at`.
 pub fn guest_checkout_body(token: &str, email: &str, total: &str, at: i64) -> String {
     format!(
@@ -382,15 +391,6 @@ fn order_json(
         r##"{{"id":{id},"admin_graphql_api_id":"gid://shopify/Order/{id}","name":"#{id}","email":"{email}","created_at":"{t}","updated_at":"{t}","processed_at":"{t}","cancelled_at":null,"currency":"USD","presentment_currency":"USD","total_price":"{total}","subtotal_price":"{total}","total_tax":"0.00","total_discounts":"0.00","total_price_set":{{"shop_money":{{"amount":"{total}","currency_code":"USD"}},"presentment_money":{{"amount":"{total}","currency_code":"USD"}}}},"financial_status":"paid","fulfillment_status":null,"test":false,"checkout_token":"{token}","customer":{customer},"line_items":[{{"id":{li},"product_id":11,"variant_id":12,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","total_discount":"0.00"}}],"refunds":[]}}"##,
         t = iso(at),
         li = id * 10
-    )
-}
-
-/// A Shopify refund payload (keyed by its order only) refunding `amount`.
-pub fn refund_body(order_id: u64, refund_id: u64, amount: &str, at: i64) -> String {
-    format!(
-        r#"{{"id":{refund_id},"order_id":{order_id},"created_at":"{t}","processed_at":"{t}","restock":false,"refund_line_items":[],"order_adjustments":[],"refund_shipping_lines":[],"transactions":[{{"id":{tx},"order_id":{order_id},"kind":"refund","status":"success","amount":"{amount}","currency":"USD","gateway":"manual","created_at":"{t}"}}]}}"#,
-        t = iso(at),
-        tx = refund_id + 1
     )
 }
 
