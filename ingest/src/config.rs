@@ -1,4 +1,4 @@
-//! Ingest's configuration: embedded defaults, a TOML file and `TILLSTREAM_*` overrides.
+//! Ingest's configuration: embedded defaults, a TOML file and `TILLSTREAM__*` overrides.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -160,7 +160,7 @@ impl IngestConfig {
         if secrets.is_empty() {
             // Without a secret every delivery would be refused: fail at start, not per request.
             return Err(Error::Config(
-                "no Shopify secret configured: set shopify.secrets (TILLSTREAM_SHOPIFY__SECRETS) or shopify.secret_files"
+                "no Shopify secret configured: set shopify.secrets (TILLSTREAM__SHOPIFY__SECRETS) or shopify.secret_files"
                     .into(),
             ));
         }
@@ -224,9 +224,12 @@ mod tests {
                 "[http]\nack_timeout = \"2s\"\nbody_limit = 1024\n[shopify]\nallowed_shops = [\"a.myshopify.com\"]\n",
             )?;
             jail.create_file("previous.secret", "from-file\n")?;
-            jail.set_env("TILLSTREAM_SHOPIFY__SECRETS", r#"["current","previous"]"#);
-            jail.set_env("TILLSTREAM_SHOPIFY__SECRET_FILES", r#"["previous.secret"]"#);
-            jail.set_env("TILLSTREAM_HTTP__BODY_LIMIT", "2048");
+            jail.set_env("TILLSTREAM__SHOPIFY__SECRETS", r#"["current","previous"]"#);
+            jail.set_env(
+                "TILLSTREAM__SHOPIFY__SECRET_FILES",
+                r#"["previous.secret"]"#,
+            );
+            jail.set_env("TILLSTREAM__HTTP__BODY_LIMIT", "2048");
             let c =
                 IngestConfig::load(Some(Path::new("ingest.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.http.ack_timeout, Duration::from_secs(2));
@@ -244,7 +247,7 @@ mod tests {
                     .map(|v| v.len()),
                 Some(1)
             );
-            jail.set_env("TILLSTREAM_HTTP__BODY_LIMT", "1");
+            jail.set_env("TILLSTREAM__HTTP__BODY_LIMT", "1");
             let err = IngestConfig::load(None).unwrap_err().to_string();
             assert!(err.contains("body_limt"), "{err}");
             Ok(())

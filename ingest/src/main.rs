@@ -1,6 +1,5 @@
-//! The `ingest` binary: load config, start logging, run until SIGINT/SIGTERM.
-
-use std::path::PathBuf;
+//! The `ingest` binary: parse the shared arguments, start logging, load config, run until
+//! SIGINT/SIGTERM.
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,20 +8,16 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version)]
 struct Args {
-    /// TOML configuration file; environment variables `TILLSTREAM_<SECTION>__<KEY>` override it.
-    #[arg(long, env = "TILLSTREAM_CONFIG")]
-    config: Option<PathBuf>,
-    /// Log JSON lines instead of text.
-    #[arg(long, env = "TILLSTREAM_LOG_JSON")]
-    log_json: bool,
+    #[command(flatten)]
+    common: runtime::ServiceArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runtime::telemetry::init(args.log_json);
-    let config =
-        ingest::IngestConfig::load(args.config.as_deref()).context("loading configuration")?;
+    args.common.log.init()?;
+    let config = ingest::IngestConfig::load(args.common.config.as_deref())
+        .context("loading configuration")?;
     // The first signal drains and flushes; a second one exits at once (runtime::signal_shutdown).
     let shutdown = runtime::signal_shutdown();
     ingest::run(config, shutdown)

@@ -182,7 +182,7 @@ async fn heartbeats_reach_every_partition_of_the_raw_topic() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(ingest::run_with_listener(c, listener, shutdown.clone()));
-    let got = consume_records_until(&kafka, &topics.raw, Duration::from_secs(30), true, |r| {
+    let got = consume_records_until(&kafka, &topics.raw, Duration::from_secs(90), true, |r| {
         (0..3).all(|p| r.iter().filter(|c| c.partition == p).count() >= 2)
     })
     .await;

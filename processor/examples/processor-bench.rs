@@ -186,16 +186,16 @@ fn processor_bin() -> std::path::PathBuf {
 fn spawn(k: &KafkaConfig, t: &TopicsConfig, app: &str, txn_records: usize, port: u16) -> Child {
     Command::new(processor_bin())
         .envs(runtime::testing::service_env(k, t))
-        .env("TILLSTREAM_APPLICATION_ID", app)
-        .env("TILLSTREAM_INSTANCE_ID", "bench")
-        .env("TILLSTREAM_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TILLSTREAM__APPLICATION_ID", app)
+        .env("TILLSTREAM__INSTANCE_ID", "bench")
+        .env("TILLSTREAM__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env(
-            "TILLSTREAM_ENGINE__COMMIT_MAX_RECORDS",
+            "TILLSTREAM__ENGINE__COMMIT_MAX_RECORDS",
             txn_records.to_string(),
         )
         // Long enough that the size decides when a transaction commits, short enough that the
         // last, partial transaction of the run does not sit idle for long (it is timed too).
-        .env("TILLSTREAM_ENGINE__COMMIT_INTERVAL", "1s")
+        .env("TILLSTREAM__ENGINE__COMMIT_INTERVAL", "1s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

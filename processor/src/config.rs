@@ -17,9 +17,6 @@ pub struct ProcessorConfig {
     /// survive restarts (so a restarted instance fences and aborts its predecessor's open
     /// transaction at once) and differ between live instances. Empty = the host name.
     pub instance_id: String,
-    /// Emit logs as JSON lines.
-    #[serde(default)]
-    pub log_json: bool,
     /// Kafka connection.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -185,7 +182,7 @@ pub enum RulesKind {
 }
 
 impl ProcessorConfig {
-    /// Loads defaults, then `file`, then `TILLSTREAM_*` environment overrides.
+    /// Loads defaults, then `file`, then `TILLSTREAM__*` environment overrides.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut c: Self = runtime::load_config(include_str!("defaults.toml"), file)?;
         if c.instance_id.is_empty() {

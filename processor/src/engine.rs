@@ -1382,7 +1382,12 @@ struct RestoreContext;
 
 impl ClientContext for RestoreContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        // librdkafka reports the end of a partition through the error callback too, as a
+        // global error code (not as `KafkaError::PartitionEOF`); the poll loop handles it.
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             tracing::error!(%error, reason, "Changelog reader error.");
         }
     }

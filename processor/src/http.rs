@@ -3,18 +3,23 @@
 //! The engine thread owns the state; a query travels to it over a channel and is answered
 //! between two polls. When this instance does not own the key's partition, the answer names
 //! the partition and, from the consumer group's member list, the instance that owns it.
+//! The answer is the readable view (the rules' business view, timers in words, the dedup
+//! window); `?raw=true` gives the engine's internal form for debugging.
 
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use runtime::KafkaConfig;
 use schemas::CustomerKey;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::engine::{Query, QueryAnswer};
 
@@ -29,6 +34,30 @@ pub struct QueryState {
     pub group: String,
     /// Raw topic name, to read partition ownership from member assignments.
     pub raw_topic: String,
+    /// The rules' business view of an aggregate (JSON) under a key; `None` when the rules
+    /// have none (the answer then shows the aggregate as stored).
+    pub describe: Option<Describe>,
+    /// The dedup settings, to say what the remembered entries cover.
+    pub dedup: DedupSettings,
+}
+
+/// Turns a key's aggregate (as stored, JSON) into the rules' business view.
+pub type Describe = Arc<dyn Fn(&CustomerKey, &Value) -> Option<Value> + Send + Sync>;
+
+/// What bounds a key's dedup memory (`engine.dedup_window`, `engine.dedup_max_per_key`).
+#[derive(Debug, Clone, Copy)]
+pub struct DedupSettings {
+    /// Event-time span a delivery id is remembered.
+    pub window: Duration,
+    /// Most entries kept per key.
+    pub max_per_key: usize,
+}
+
+/// `?raw=true`: the engine's internal form.
+#[derive(Debug, Default, Deserialize)]
+struct Form {
+    #[serde(default)]
+    raw: bool,
 }
 
 /// Routes of the query API.
@@ -38,11 +67,15 @@ pub fn query_router(state: QueryState) -> Router {
         .with_state(state)
 }
 
-async fn customer(State(s): State<QueryState>, Path(key): Path<String>) -> Response {
-    if CustomerKey::parse(&key).is_err() {
+async fn customer(
+    State(s): State<QueryState>,
+    Path(key): Path<String>,
+    UrlQuery(form): UrlQuery<Form>,
+) -> Response {
+    let Ok(parsed) = CustomerKey::parse(&key) else {
         let body = serde_json::json!({"error": "not a tillstream key; expected {shop}/{kind}/{id}, e.g. demo.myshopify.com/c/123"});
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
-    }
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if s.queries
         .send(Query {
@@ -61,8 +94,14 @@ async fn customer(State(s): State<QueryState>, Path(key): Path<String>) -> Respo
         Ok(Ok(QueryAnswer::Owned { partition, state })) if state.is_null() => {
             (StatusCode::NOT_FOUND, Json(serde_json::json!({"key": key, "partition": partition, "owned_here": true, "state": null}))).into_response()
         }
-        Ok(Ok(QueryAnswer::Owned { partition, state })) => {
+        Ok(Ok(QueryAnswer::Owned { partition, state })) if form.raw => {
             (StatusCode::OK, Json(serde_json::json!({"key": key, "partition": partition, "owned_here": true, "state": state}))).into_response()
+        }
+        Ok(Ok(QueryAnswer::Owned { partition, state })) => {
+            let mut body = readable(&parsed, &state, &s, runtime::now_ms());
+            body["partition"] = partition.into();
+            body["owned_here"] = true.into();
+            (StatusCode::OK, Json(body)).into_response()
         }
         Ok(Ok(QueryAnswer::NotOwned { partition })) => {
             let owner = tokio::task::spawn_blocking(move || owner_of(&s.kafka, &s.group, &s.raw_topic, partition)).await.ok().flatten();
@@ -71,6 +110,43 @@ async fn customer(State(s): State<QueryState>, Path(key): Path<String>) -> Respo
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "engine busy; retry"}))).into_response(),
     }
+}
+
+/// The readable answer for a key's state as the engine reports it (`key`, `updated_at_ms`,
+/// `aggregate`, `timers`, `dedup_entries`).
+fn readable(key: &CustomerKey, state: &Value, s: &QueryState, now_ms: i64) -> Value {
+    let timers: Vec<Value> = state["timers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let timer = rules::Timer {
+                kind: t["kind"].as_str().unwrap_or_default().to_owned(),
+                timer_id: t["timer_id"].as_str().unwrap_or_default().to_owned(),
+                due_ms: t["due_ms"].as_i64().unwrap_or_default(),
+                payload: t["payload"].clone(),
+            };
+            serde_json::to_value(rules::view::timer_view(&timer, now_ms)).unwrap_or_default()
+        })
+        .collect();
+    let aggregate = &state["aggregate"];
+    let view = s.describe.as_ref().and_then(|d| d(key, aggregate));
+    let mut body = json!({
+        "key": key.as_str(),
+        "updated_at": state["updated_at_ms"].as_i64().map(rules::view::rfc3339),
+        "timers": timers,
+        "dedup": {
+            "remembered": state["dedup_entries"],
+            "max_per_key": s.dedup.max_per_key,
+            "window": humantime::format_duration(s.dedup.window).to_string(),
+        },
+    });
+    match view {
+        Some(v) => body["customer"] = v,
+        None => body["aggregate"] = aggregate.clone(),
+    }
+    body
 }
 
 /// Finds the group member (its client id, which carries its advertised URL) that owns the

@@ -84,6 +84,7 @@ pub async fn run_with_listener(
                 counter::OrderCounter {
                     timer_delay_ms: delay,
                 },
+                None,
             )
             .await
         }
@@ -97,11 +98,19 @@ pub async fn run_with_listener(
                 }
                 None => rules::RulesConfig::default(),
             };
+            let view_config = Arc::new(rules_config.clone());
+            let describe: http::Describe = Arc::new(
+                move |key: &schemas::CustomerKey, aggregate: &serde_json::Value| {
+                    let state: rules::State = serde_json::from_value(aggregate.clone()).ok()?;
+                    serde_json::to_value(rules::view::customer_view(&view_config, key, &state)).ok()
+                },
+            );
             serve(
                 config,
                 listener,
                 shutdown,
                 rules::MarketingRules::new(rules_config),
+                Some(describe),
             )
             .await
         }
@@ -113,6 +122,7 @@ async fn serve<R: Rules>(
     listener: TcpListener,
     shutdown: CancellationToken,
     rules: R,
+    describe: Option<http::Describe>,
 ) -> Result<(), ProcessorError> {
     let registry = Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
@@ -123,6 +133,11 @@ async fn serve<R: Rules>(
         kafka: config.kafka.clone(),
         group: config.application_id.clone(),
         raw_topic: config.topics.raw.clone(),
+        describe,
+        dedup: http::DedupSettings {
+            window: config.engine.dedup_window,
+            max_per_key: config.engine.dedup_max_per_key,
+        },
     })
     .merge(runtime::ops_router(health.clone(), registry));
     let http_stop = CancellationToken::new();

@@ -1,23 +1,21 @@
-//! The processor binary: load config, start telemetry, run until a signal or a fatal error.
-
-use std::path::PathBuf;
+//! The processor binary: parse the shared arguments, start logging, load config, run until a
+//! signal or a fatal error.
 
 use clap::Parser;
 
 /// tillstream processor: Shopify events in, Iterable commands out, exactly once.
-#[derive(Parser)]
-#[command(version)]
+#[derive(Debug, Parser)]
+#[command(name = "processor", version)]
 struct Args {
-    /// Configuration file (TOML); `TILLSTREAM_*` environment variables override it.
-    #[arg(long, env = "TILLSTREAM_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: runtime::ServiceArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = processor::ProcessorConfig::load(args.config.as_deref())?;
-    runtime::telemetry::init(config.log_json);
+    args.common.log.init()?;
+    let config = processor::ProcessorConfig::load(args.common.config.as_deref())?;
     tracing::info!(application_id = %config.application_id, instance_id = %config.instance_id, kafka = ?config.kafka, "Starting processor.");
     let shutdown = runtime::signal_shutdown();
     processor::run(config, shutdown).await?;

@@ -62,7 +62,7 @@ fn is_forget(c: &IterableCommand) -> bool {
     matches!(c.action, Action::DeleteUser { .. })
 }
 
-const MARKETING: [(&str, &str); 1] = [("TILLSTREAM_RULES__KIND", "marketing")];
+const MARKETING: [(&str, &str); 1] = [("TILLSTREAM__RULES__KIND", "marketing")];
 
 /// A processor deployment over `topics` (run with [`MARKETING`]).
 fn deployment(k: &KafkaConfig, topics: &TopicsConfig, app: &str) -> Deployment {

@@ -152,12 +152,12 @@ fn spawn(d: &Deployment) -> Proc {
     d.spawn_with(
         "late",
         &[
-            ("TILLSTREAM_RULES__KIND", "marketing"),
-            ("TILLSTREAM_ENGINE__TIMERS__CLOCK", &clock),
-            ("TILLSTREAM_ENGINE__TIMERS__HEARTBEAT_GAP", "60s"),
-            ("TILLSTREAM_ENGINE__TIMERS__RETRY_HORIZON", "3h"),
-            ("TILLSTREAM_ENGINE__TIMERS__LATE_SETTLE", "5min"),
-            ("TILLSTREAM_ENGINE__TIMERS__ANNOUNCE_INTERVAL", "100ms"),
+            ("TILLSTREAM__RULES__KIND", "marketing"),
+            ("TILLSTREAM__ENGINE__TIMERS__CLOCK", &clock),
+            ("TILLSTREAM__ENGINE__TIMERS__HEARTBEAT_GAP", "60s"),
+            ("TILLSTREAM__ENGINE__TIMERS__RETRY_HORIZON", "3h"),
+            ("TILLSTREAM__ENGINE__TIMERS__LATE_SETTLE", "5min"),
+            ("TILLSTREAM__ENGINE__TIMERS__ANNOUNCE_INTERVAL", "100ms"),
         ],
     )
 }

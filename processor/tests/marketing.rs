@@ -83,7 +83,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
         application_id: unique("mkt"),
         timer_delay: "1day".into(),
     };
-    let mut p = d.spawn_with("m", &[("TILLSTREAM_RULES__KIND", "marketing")]);
+    let mut p = d.spawn_with("m", &[("TILLSTREAM__RULES__KIND", "marketing")]);
     let ada = customer_key(customer);
     let cmds = wait_for(
         "the refund to correct the lifetime value",
@@ -95,13 +95,36 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
     );
     assert!(cmds.iter().any(|c| c.customer_key == ada && matches!(&c.action, Action::TrackEvent { event_name, .. } if event_name == "order_refunded")));
 
+    // The readable view (issue 16): the aggregate in business terms, timers in words.
+    let (status, body) = p.get(&format!("/customers/{ada}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let c = &v["customer"];
+    assert_eq!(c["identity"]["email"], "ada@example.com", "{body}");
+    assert_eq!(
+        c["lifetime"]["lifetime_value"],
+        serde_json::json!({"amount": "70.00", "currency": "USD"}),
+        "{body}"
+    );
+    assert_eq!(c["lifetime"]["orders"], 1, "{body}");
+    assert_eq!(c["lifetime"]["recent_refund"], true, "{body}");
+    let winback = v["timers"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["kind"] == "winback"))
+        .unwrap_or_else(|| panic!("no winback timer: {body}"));
+    assert!(
+        winback["due_in"].as_str().unwrap().starts_with("in "),
+        "{body}"
+    );
+    assert!(v["dedup"]["remembered"].as_u64().unwrap() >= 1, "{body}");
+
     // The guest's e-mail key learned that its checkout completed.
     let guest = format!("{SHOP}/e/guest@example.com");
     let state = wait_for(
         "the completion to reach the guest's state",
         Duration::from_secs(60),
         || {
-            let (status, body) = p.get(&format!("/customers/{guest}"))?;
+            let (status, body) = p.get(&format!("/customers/{guest}?raw=true"))?;
             let v: serde_json::Value = serde_json::from_str(&body).ok()?;
             let completed = v["state"]["aggregate"]["k"]
                 .as_array()?

@@ -1,4 +1,4 @@
-//! The publisher's configuration: embedded defaults, then a file, then `TILLSTREAM_*` variables.
+//! The publisher's configuration: embedded defaults, then a file, then `TILLSTREAM__*` variables.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ pub struct IterableConfig {
     /// API base URL without `/api`: `https://api.iterable.com` (US, default),
     /// `https://api.eu.iterable.com` (EU) or the simulator's address.
     pub base_url: String,
-    /// Server-side API key, usually from `TILLSTREAM_ITERABLE__API_KEY`. Redacted in logs.
+    /// Server-side API key, usually from `TILLSTREAM__ITERABLE__API_KEY`. Redacted in logs.
     #[serde(default)]
     pub api_key: Secret,
     /// File holding the API key (Docker/Kubernetes secret), read when `api_key` is empty.
@@ -107,7 +107,7 @@ impl IterableConfig {
                 Ok(key)
             }
             None => Err(ConfigError::Rejected(
-                "no Iterable API key: set TILLSTREAM_ITERABLE__API_KEY or iterable.api_key_file"
+                "no Iterable API key: set TILLSTREAM__ITERABLE__API_KEY or iterable.api_key_file"
                     .into(),
             )),
         }
@@ -278,7 +278,7 @@ pub struct PipelineConfig {
 }
 
 impl PublisherConfig {
-    /// Loads defaults, then `file`, then `TILLSTREAM_*` environment overrides, and validates.
+    /// Loads defaults, then `file`, then `TILLSTREAM__*` environment overrides, and validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = runtime::load_config(DEFAULTS_TOML, file)?;
         config.validate()?;

@@ -48,7 +48,7 @@ pub enum Error {
     Client(#[from] ClientError),
     /// Iterable refused the API key at the start-up check.
     #[error(
-        "Iterable rejected the API key at start-up (HTTP {status}): check TILLSTREAM_ITERABLE__API_KEY and the data center of iterable.base_url"
+        "Iterable rejected the API key at start-up (HTTP {status}): check TILLSTREAM__ITERABLE__API_KEY and the data center of iterable.base_url"
     )]
     BadApiKey {
         /// 401 or 403.

@@ -1,26 +1,20 @@
-//! The publisher binary: parse `--config`, load configuration, start telemetry, run.
-
-use std::path::PathBuf;
+//! The publisher binary: parse the shared arguments, start logging, load config, run.
 
 use clap::Parser;
 
 /// Delivers Iterable commands from Kafka to Iterable's REST API.
 #[derive(Debug, Parser)]
 #[command(name = "publisher", version)]
-struct Cli {
-    /// TOML configuration file (overrides the embedded defaults; `TILLSTREAM_*` overrides it).
-    #[arg(long, env = "TILLSTREAM_CONFIG")]
-    config: Option<PathBuf>,
-    /// Log JSON lines instead of text.
-    #[arg(long, env = "TILLSTREAM_LOG_JSON")]
-    log_json: bool,
+struct Args {
+    #[command(flatten)]
+    common: runtime::ServiceArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    runtime::telemetry::init(cli.log_json);
-    let config = publisher::PublisherConfig::load(cli.config.as_deref())?;
+    let args = Args::parse();
+    args.common.log.init()?;
+    let config = publisher::PublisherConfig::load(args.common.config.as_deref())?;
     let shutdown = runtime::signal_shutdown();
     publisher::run(config, shutdown).await?;
     Ok(())

@@ -21,6 +21,7 @@ pub mod routing;
 mod rules;
 pub mod shopify;
 mod tiers;
+pub mod view;
 mod winback;
 
 pub use aggregate::State;

@@ -3,14 +3,18 @@
 //! Precedence, lowest first:
 //! 1. the service's embedded defaults (a TOML string compiled into the binary);
 //! 2. the file given with `--config` (or `TILLSTREAM_CONFIG`);
-//! 3. environment variables `TILLSTREAM_<SECTION>__<KEY>`, e.g.
-//!    `TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS=kafka:9092` (double underscore = nesting).
+//! 3. environment variables `TILLSTREAM__<SECTION>__<KEY>`, e.g.
+//!    `TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS=kafka:9092`, `TILLSTREAM__APPLICATION_ID=x`.
 //!
-//! Unknown keys are rejected by the services' `deny_unknown_fields` structs, so a typo fails
-//! at start with the offending key named, instead of being silently ignored.
+//! Two namespaces that cannot collide: configuration keys start with `TILLSTREAM__` (two
+//! underscores; double underscore = nesting), while the variables of flags, tools and scripts
+//! (`TILLSTREAM_CONFIG`, `TILLSTREAM_LOG_JSON`, `TILLSTREAM_TEST_KAFKA`, ...) start with
+//! `TILLSTREAM_` and a letter. So no list of variables to ignore is needed, and unknown keys
+//! can still be rejected by the services' `deny_unknown_fields` structs: a typo fails at start
+//! with the offending key named instead of being silently ignored.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -37,22 +41,34 @@ pub enum ConfigError {
     },
 }
 
-/// `TILLSTREAM_*` variables that belong to tools and scripts, not to a service's
-/// configuration; they are inherited by services started from those tools, so they must not
-/// be read as (unknown, hence rejected) config keys.
-pub const NOT_CONFIG: &[&str] = &[
-    "config",
-    "test_kafka",
-    "processor_url",
-    "local_dir",
-    "cache",
-    "fault_seed",
-    "soak_rounds",
-    "bin_dir",
-];
+/// The arguments of every service binary (and, with `config` global, of the CLI): one
+/// definition, so the names, help and variables are the same everywhere.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServiceArgs {
+    /// TOML configuration file; `TILLSTREAM__<SECTION>__<KEY>` environment variables override it.
+    #[arg(long, env = "TILLSTREAM_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: crate::telemetry::LogArgs,
+}
 
-/// Loads a service configuration from defaults, an optional file and the environment.
+/// Prefix of the environment variables read as configuration.
+pub const ENV_PREFIX: &str = "TILLSTREAM__";
+
+/// Loads a service configuration from defaults, an optional file and the `TILLSTREAM__*`
+/// environment; warns about variables in the retired `TILLSTREAM_<SECTION>__<KEY>` form.
 pub fn load_config<T: DeserializeOwned>(
+    defaults_toml: &str,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
+    warn_about_old_names(std::env::vars().map(|(k, _)| k));
+    load_tool_config(defaults_toml, file)
+}
+
+/// [`load_config`] without the warning, for the CLI: its own flags' variables may have any
+/// single-underscore name.
+pub fn load_tool_config<T: DeserializeOwned>(
     defaults_toml: &str,
     file: Option<&Path>,
 ) -> Result<T, ConfigError> {
@@ -60,10 +76,32 @@ pub fn load_config<T: DeserializeOwned>(
     if let Some(path) = file {
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed("TILLSTREAM_").split("__").ignore(NOT_CONFIG));
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
     figment
         .extract()
         .map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+/// Names in the form configuration variables had before the `TILLSTREAM__` prefix
+/// (`TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS`): no longer read, which would otherwise go unnoticed.
+/// A warning, not an error: a tool may legitimately use such a name for its own flag.
+fn old_style_names(names: impl Iterator<Item = String>) -> Vec<String> {
+    names
+        .filter(|k| {
+            k.strip_prefix("TILLSTREAM_")
+                .is_some_and(|rest| !rest.starts_with('_') && rest.contains("__"))
+        })
+        .collect()
+}
+
+fn warn_about_old_names(names: impl Iterator<Item = String>) {
+    for name in old_style_names(names) {
+        let new = name.replacen("TILLSTREAM_", ENV_PREFIX, 1);
+        tracing::warn!(
+            variable = %name,
+            "{name} is not read as configuration: configuration variables start with {ENV_PREFIX} (did you mean {new}?)."
+        );
+    }
 }
 
 /// Parses only the embedded defaults, ignoring files and the environment (for tests and
@@ -178,7 +216,7 @@ mod tests {
     fn env_overrides_file_overrides_defaults_and_secrets_are_redacted() {
         Jail::expect_with(|jail| {
             jail.create_file("c.toml", "key = \"from-file\"\n")?;
-            jail.set_env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092");
+            jail.set_env("TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS", "kafka:9092");
             let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
             let c: Demo =
                 load_config(defaults, Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
@@ -192,8 +230,11 @@ mod tests {
     #[test]
     fn tool_variables_are_not_config() {
         Jail::expect_with(|jail| {
+            // Any single-underscore name, known to us or not, belongs to tools and flags.
             jail.set_env("TILLSTREAM_TEST_KAFKA", "127.0.0.1:9092");
             jail.set_env("TILLSTREAM_SOAK_ROUNDS", "20");
+            jail.set_env("TILLSTREAM_LOG_JSON", "true");
+            jail.set_env("TILLSTREAM_SOMETHING_NEW", "x");
             let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
             load_config::<Demo>(defaults, None).map_err(|e| e.to_string())?;
             Ok(())
@@ -203,11 +244,26 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         Jail::expect_with(|jail| {
-            jail.set_env("TILLSTREAM_KAFKA__BOOTSTRAP_SERVRS", "x");
+            jail.set_env("TILLSTREAM__KAFKA__BOOTSTRAP_SERVRS", "x");
             let defaults = "key = \"d\"\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n";
             let err = load_config::<Demo>(defaults, None).unwrap_err().to_string();
             assert!(err.contains("bootstrap_servrs"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn old_style_names_are_recognised() {
+        let names = [
+            "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS",
+            "TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS",
+            "TILLSTREAM_TEST_KAFKA",
+            "OTHER_A__B",
+        ]
+        .map(String::from);
+        assert_eq!(
+            old_style_names(names.into_iter()),
+            ["TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS"]
+        );
     }
 }

@@ -9,7 +9,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod topics;
 
-pub use config::{ConfigError, Secret, load_config, load_defaults};
+pub use config::{ConfigError, Secret, ServiceArgs, load_config, load_defaults};
 pub use http::{Health, ops_router, serve};
 pub use kafka::KafkaConfig;
 pub use shutdown::{Shutdown, signal_shutdown};

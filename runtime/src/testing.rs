@@ -65,11 +65,11 @@ pub async fn fresh_topics(kafka: &KafkaConfig, partitions: i32) -> TopicsConfig 
 }
 
 /// The environment that points a service binary (or the CLI) at `kafka` and the topic names
-/// of `topics`: `TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS` and every `TILLSTREAM_TOPICS__*`.
+/// of `topics`: `TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS` and every `TILLSTREAM__TOPICS__*`.
 pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, String)> {
     let t = topics;
     let mut env = vec![(
-        "TILLSTREAM_KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+        "TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS".to_owned(),
         kafka.bootstrap_servers.clone(),
     )];
     env.extend(
@@ -86,7 +86,7 @@ pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, S
             ("ERASURES", t.erasures.clone()),
         ]
         .into_iter()
-        .map(|(k, v)| (format!("TILLSTREAM_TOPICS__{k}"), v)),
+        .map(|(k, v)| (format!("TILLSTREAM__TOPICS__{k}"), v)),
     );
     env
 }

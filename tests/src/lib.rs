@@ -407,36 +407,39 @@ impl Stack {
         common.push(("RUST_LOG".into(), o.log_level.clone()));
         let port = |env: &mut Vec<(String, String)>| {
             let p = free_port();
-            env.push(("TILLSTREAM_HTTP__LISTEN".into(), format!("127.0.0.1:{p}")));
+            env.push(("TILLSTREAM__HTTP__LISTEN".into(), format!("127.0.0.1:{p}")));
             p
         };
 
         let mut env = common.clone();
         env.push((
-            "TILLSTREAM_SHOPIFY__SECRETS".into(),
+            "TILLSTREAM__SHOPIFY__SECRETS".into(),
             format!("[\"{SECRET}\"]"),
         ));
-        env.push(("TILLSTREAM_HTTP__READY_CHECK_INTERVAL".into(), "1s".into()));
+        env.push(("TILLSTREAM__HTTP__READY_CHECK_INTERVAL".into(), "1s".into()));
         env.extend(o.ingest_env.iter().cloned());
         let p = port(&mut env);
         let ingest = Service::new("ingest", bin_path("ingest"), env, p, dir);
 
         let mut env = common.clone();
         env.push((
-            "TILLSTREAM_APPLICATION_ID".into(),
+            "TILLSTREAM__APPLICATION_ID".into(),
             application_id.to_owned(),
         ));
-        env.push(("TILLSTREAM_INSTANCE_ID".into(), instance.to_owned()));
-        env.push(("TILLSTREAM_RULES__FILE".into(), rules.display().to_string()));
+        env.push(("TILLSTREAM__INSTANCE_ID".into(), instance.to_owned()));
         env.push((
-            "TILLSTREAM_ENGINE__TRANSACTION_TIMEOUT".into(),
+            "TILLSTREAM__RULES__FILE".into(),
+            rules.display().to_string(),
+        ));
+        env.push((
+            "TILLSTREAM__ENGINE__TRANSACTION_TIMEOUT".into(),
             "10s".into(),
         ));
-        env.push(("TILLSTREAM_ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
+        env.push(("TILLSTREAM__ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
         if o.event_time_only {
-            env.push(("TILLSTREAM_ENGINE__CAUGHT_UP_LAG".into(), "-1".into()));
+            env.push(("TILLSTREAM__ENGINE__CAUGHT_UP_LAG".into(), "-1".into()));
             env.push((
-                "TILLSTREAM_ENGINE__TIMERS__CLOCK".into(),
+                "TILLSTREAM__ENGINE__TIMERS__CLOCK".into(),
                 "stream_time".into(),
             ));
         }
@@ -451,13 +454,13 @@ impl Stack {
         );
 
         let mut env = common;
-        env.push(("TILLSTREAM_GROUP_ID".into(), publisher_group.to_owned()));
-        env.push(("TILLSTREAM_ITERABLE__BASE_URL".into(), sim.base_url()));
+        env.push(("TILLSTREAM__GROUP_ID".into(), publisher_group.to_owned()));
+        env.push(("TILLSTREAM__ITERABLE__BASE_URL".into(), sim.base_url()));
         env.push((
-            "TILLSTREAM_ITERABLE__API_KEY".into(),
+            "TILLSTREAM__ITERABLE__API_KEY".into(),
             iterable_sim::DEFAULT_API_KEY.into(),
         ));
-        env.push(("TILLSTREAM_PIPELINE__STATS_INTERVAL".into(), "1s".into()));
+        env.push(("TILLSTREAM__PIPELINE__STATS_INTERVAL".into(), "1s".into()));
         env.extend(o.publisher_env.iter().cloned());
         let p = port(&mut env);
         let publisher = Service::new("publisher", bin_path("publisher"), env, p, dir);

@@ -90,7 +90,7 @@ fn options(kafka: KafkaConfig) -> StackOptions {
     let mut o = StackOptions::historical(kafka);
     // Recover within seconds after an outage or a storm (the default cap is 30 s).
     o.publisher_env
-        .push(("TILLSTREAM_RETRY__MAX_BACKOFF".into(), "3s".into()));
+        .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));
     o
 }
 

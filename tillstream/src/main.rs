@@ -8,8 +8,6 @@ mod rewrite;
 mod seed;
 mod topics;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use processor::erasure::ErasureConfig;
 use runtime::{KafkaConfig, TopicsConfig};
@@ -19,10 +17,10 @@ use serde::Deserialize;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML) with `[kafka]` and `[topics]` sections, as the services use;
-    /// `TILLSTREAM_*` environment variables override it.
-    #[arg(long, global = true, env = "TILLSTREAM_CONFIG")]
-    config: Option<PathBuf>,
+    /// `--config`: a TOML file with `[kafka]` and `[topics]` sections, as the services use
+    /// (`TILLSTREAM__*` variables override it); `--log-json`, `--log-level`: as the services.
+    #[command(flatten)]
+    common: runtime::ServiceArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -34,21 +32,9 @@ enum Cmd {
         #[command(subcommand)]
         action: TopicsCmd,
     },
-    /// Show a customer's aggregate and timers from the processor instance that owns it.
-    Customer {
-        /// The key, e.g. `demo.myshopify.com/c/123` (or just the id with `--shop`).
-        key: String,
-        /// Shop domain, when `key` is a bare customer id.
-        #[arg(long)]
-        shop: Option<String>,
-        /// Any processor instance; the CLI follows the answer to the owner.
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:8081",
-            env = "TILLSTREAM_PROCESSOR_URL"
-        )]
-        processor: String,
-    },
+    /// Show what the processor holds for a customer: identity, lifetime value, tier,
+    /// consent, pending timers (a table; `--json` for scripts, `--raw` for the internal form).
+    Customer(customer::CustomerArgs),
     /// Rebuild the processor's state from a point in the raw topic (processors stopped).
     Replay(replay::ReplayArgs),
     /// Inspect and redrive the processor's and the publisher's dead letters.
@@ -101,16 +87,17 @@ struct CliConfig {
 
 fn load(file: Option<&std::path::Path>) -> anyhow::Result<CliConfig> {
     // Not deny_unknown_fields: one file can serve a service and the CLI.
-    Ok(runtime::load_config("", file)?)
+    Ok(runtime::config::load_tool_config("", file)?)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::telemetry::init(false);
     let cli = Cli::parse();
+    cli.common.log.init()?;
+    tracing::debug!(config = ?cli.common.config, version = env!("CARGO_PKG_VERSION"), "tillstream starting.");
     match cli.command {
         Cmd::Topics { action } => {
-            let cfg = load(cli.config.as_deref())?;
+            let cfg = load(cli.common.config.as_deref())?;
             match action {
                 TopicsCmd::Apply => topics::apply(&cfg.kafka, &cfg.topics).await,
                 TopicsCmd::List => {
@@ -119,17 +106,13 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Customer {
-            key,
-            shop,
-            processor,
-        } => customer::show(&processor, &key, shop.as_deref()).await,
+        Cmd::Customer(args) => customer::show(&args).await,
         Cmd::Replay(args) => {
-            let cfg = load(cli.config.as_deref())?;
+            let cfg = load(cli.common.config.as_deref())?;
             replay::run(&cfg.kafka, &cfg.topics, &args).await
         }
         Cmd::Dlq { action } => {
-            let cfg = load(cli.config.as_deref())?;
+            let cfg = load(cli.common.config.as_deref())?;
             match action {
                 dlq::DlqCmd::Inspect(args) => dlq::inspect(&cfg.kafka, &cfg.topics, &args),
                 dlq::DlqCmd::Redrive(args) => {
@@ -138,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Raw { action } => {
-            let cfg = load(cli.config.as_deref())?;
+            let cfg = load(cli.common.config.as_deref())?;
             match action {
                 RawCmd::Rewrite(args) => {
                     rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
@@ -149,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Backfill(args) => {
-            let cfg = load(cli.config.as_deref())?;
+            let cfg = load(cli.common.config.as_deref())?;
             backfill::run(*args, &cfg.kafka, &cfg.topics, &cfg.erasure).await
         }
     }

@@ -37,7 +37,7 @@ pub(crate) struct ReplayArgs {
     #[arg(
         long,
         default_value = "tillstream-processor",
-        env = "TILLSTREAM_APPLICATION_ID"
+        env = "TILLSTREAM__APPLICATION_ID"
     )]
     group: String,
     /// Print what would happen, per partition, and change nothing.
@@ -256,7 +256,7 @@ pub(crate) fn partition_count<C: ConsumerContext>(
             Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
         }
         _ => bail!(
-            "topic {topic} does not exist (run `tillstream topics apply`, and check the TILLSTREAM_TOPICS__* names)"
+            "topic {topic} does not exist (run `tillstream topics apply`, and check the TILLSTREAM__TOPICS__* names)"
         ),
     }
 }

@@ -19,7 +19,7 @@ fn cli(k: &KafkaConfig, t: &TopicsConfig, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tillstream"))
         .args(args)
         .env_remove("TILLSTREAM_CONFIG")
-        .env_remove("TILLSTREAM_APPLICATION_ID")
+        .env_remove("TILLSTREAM__APPLICATION_ID")
         .envs(runtime::testing::service_env(k, t))
         .output()
         .unwrap()

@@ -90,6 +90,11 @@ pub struct ScenarioConfig {
     pub big_id_fraction: f64,
     /// Emit a final `shop/redact` (wipes the shop downstream; off by default).
     pub shop_redact: bool,
+    /// Shopping sessions start at least this many hours before the end of the timeline, so
+    /// their follow-ups (payments, abandonment, completions) mostly fall inside it. The
+    /// demo sets 0 with a timeline ending `now`: shoppers are active up to the moment it is
+    /// sent, and what they leave pending (abandoned checkouts, lapses) comes due live.
+    pub session_margin_hours: u32,
     /// Webhook API versions, chosen per merchant action. Versions before `2025-01` get the
     /// legacy customer shape (tags, consent, orders_count, total_spent).
     pub api_versions: Vec<String>,
@@ -215,6 +220,7 @@ impl Default for ScenarioConfig {
             discount_fraction: 0.2,
             big_id_fraction: 0.2,
             shop_redact: false,
+            session_margin_hours: 48,
             api_versions: vec!["2024-10".into(), "2026-07".into()],
             faults: Faults::default(),
             rate_per_sec: 50.0,

@@ -334,7 +334,7 @@ impl Gen<'_> {
     /// plus extra sessions inside rate phases, at least a day apart so the only orders
     /// near an abandoned checkout are the deliberate "ordered-in-between" ones.
     fn session_times(&mut self, from: Ts, mean_days: f64, max_sessions: usize) -> Vec<Ts> {
-        let last_start = self.end - Duration::days(2);
+        let last_start = self.end - Duration::hours(i64::from(self.cfg.session_margin_hours));
         let mut times = Vec::new();
         let mut t = from + self.hours(1, 48);
         while t < last_start && times.len() < max_sessions {

@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     opts.sim = iterable_sim::SimConfig::default();
     opts.log_level = "warn".into();
     opts.ingest_env
-        .push(("TILLSTREAM_HTTP__MAX_IN_FLIGHT".into(), "4096".into()));
+        .push(("TILLSTREAM__HTTP__MAX_IN_FLIGHT".into(), "4096".into()));
     let stack = Stack::start(opts).await?;
     eprintln!("stack up; logs in {}", stack.dir.display());
     let url = stack.webhook_url();
