@@ -209,7 +209,7 @@ async fn settle(
             &format!("{name}: the completion to reach {key}"),
             Duration::from_secs(60),
             || {
-                let (status, body) = p.get(&format!("/customers/{key}"))?;
+                let (status, body) = p.get(&format!("/customers/{key}?raw=true"))?;
                 let v: serde_json::Value = serde_json::from_str(&body).ok()?;
                 let done = v["state"]["aggregate"]["k"]
                     .as_array()?

@@ -11,11 +11,12 @@ use publisher::mapping::Endpoint;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::Secret;
 use rust_decimal::Decimal;
-use schemas::command::{
-    Action, CommerceItem, DataFields, DeleteMode, IterableCommand, SubscriptionUpdate, UserRef,
-};
+use schemas::command::{Action, DataFields, DeleteMode, IterableCommand, SubscriptionUpdate};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{command, fields, item};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -25,42 +26,6 @@ struct Args {
     /// Only these endpoints (names as in the output); default all.
     #[arg(long)]
     only: Vec<String>,
-}
-
-fn command(id: String, user: usize, action: Action) -> IterableCommand {
-    IterableCommand {
-        command_id: id,
-        shop_domain: "bench.myshopify.com".into(),
-        customer_key: format!("bench.myshopify.com/{user}"),
-        user: UserRef {
-            user_id: Some(format!("u{user}")),
-            email: Some(format!("u{user}@example.com")),
-        },
-        event_time_ms: runtime::now_ms(),
-        source_ids: vec![],
-        action,
-    }
-}
-
-fn fields(v: serde_json::Value) -> DataFields {
-    match v {
-        serde_json::Value::Object(m) => m,
-        _ => DataFields::new(),
-    }
-}
-
-fn item() -> CommerceItem {
-    CommerceItem {
-        id: "v1".into(),
-        sku: None,
-        name: "Mug".into(),
-        price: Decimal::new(1250, 2),
-        quantity: 1,
-        categories: vec![],
-        url: None,
-        image_url: None,
-        data_fields: None,
-    }
 }
 
 /// The command for endpoint `e`, number `i`; every command is a different user so that the
@@ -80,11 +45,11 @@ fn make(e: Endpoint, i: usize) -> IterableCommand {
         Endpoint::CommerceTrackPurchase => Action::TrackPurchase {
             created_at_s: 1_700_000_000,
             total: Decimal::new(1250, 2),
-            items: vec![item()],
+            items: vec![item("v1".into())],
             data_fields: DataFields::new(),
         },
         Endpoint::CommerceUpdateCart => Action::UpdateCart {
-            items: vec![item()],
+            items: vec![item("v1".into())],
         },
         Endpoint::UsersUpdateSubscriptions => Action::UpdateSubscriptions(SubscriptionUpdate {
             email_list_ids: Some(vec![1]),
@@ -279,14 +244,7 @@ async fn main() {
         );
         let _ = sim.shutdown().await;
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = runtime::testing::cpu_model();
     let out = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "machine": { "cpu": cpu, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },

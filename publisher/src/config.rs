@@ -264,8 +264,12 @@ pub struct RetryConfig {
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Most commands read from Kafka and not yet delivered or dead-lettered; above it the
-    /// consumer pauses its partitions, so an outage builds lag in Kafka, not memory. Default 20000.
+    /// consumer pauses its partitions, so an outage builds lag in Kafka, not memory. Default 100000.
     pub max_pending: usize,
+    /// Most unfinished commands of one delivery lane (profile, events, purchases, carts,
+    /// erasure); a full lane pauses the consumer like `max_pending`. Carts coalesce to one
+    /// queued command per user, so this bounds the users with a cart waiting. Default 20000.
+    pub max_pending_per_lane: usize,
     /// How often finished offsets are committed. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -322,8 +326,8 @@ impl PublisherConfig {
                 "batching: max_records and max_coalesce must be > 0, max_bytes >= 1024".into(),
             );
         }
-        if self.pipeline.max_pending == 0 {
-            return reject("pipeline.max_pending must be > 0".into());
+        if self.pipeline.max_pending == 0 || self.pipeline.max_pending_per_lane == 0 {
+            return reject("pipeline.max_pending and max_pending_per_lane must be > 0".into());
         }
         if reqwest::Url::parse(&self.iterable.base_url).is_err() {
             return reject(format!(

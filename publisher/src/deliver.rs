@@ -1,24 +1,24 @@
-//! Delivery tasks: one unit over the single endpoint, or a batch over a bulk endpoint, with
+//! Single delivery and what all delivery tasks share: one unit over single endpoints, with
 //! limiter, retries, splitting and dead letters; each reports back what is done.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Path, assemble};
+use crate::batch::{Path, to_bytes};
 use crate::client::IterableClient;
 use crate::config::{IterableConfig, RetryConfig};
+use crate::conflict;
 use crate::dlq::{Aborted, DeadLetters, Failure, Source};
+use crate::lanes::Lane;
 use crate::limits::Limiters;
 use crate::mapping::{Endpoint, Family, Identity, Method, Request};
 use crate::metrics::Metrics;
-use crate::retry::{
-    Attempt, Backoff, BulkLogic, ItemFailure, RetryAction, RetryLogic, SingleLogic,
-};
+use crate::retry::{Attempt, Backoff, RetryAction, RetryLogic, SingleLogic};
 
 /// What the delivery side keeps of a command: enough to complete its offset, measure its
 /// age and dead-letter it.
@@ -29,6 +29,7 @@ pub(crate) struct JobMeta {
     pub(crate) event_time_ms: i64,
     pub(crate) command_id: Option<String>,
     pub(crate) family: Option<Family>,
+    pub(crate) lane: Option<Lane>,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) payload: Vec<u8>,
 }
@@ -60,10 +61,45 @@ pub(crate) struct Item {
     pub(crate) parts: Vec<Item>,
 }
 
+impl Item {
+    /// This item with `body` (the request minus its contested identifier fields) in place of
+    /// its own; the parts lose the fields too, in case they are ever tried one by one.
+    fn without_contested(self, body: serde_json::Value) -> Item {
+        let parts = self
+            .parts
+            .into_iter()
+            .map(|p| match conflict::strip(p.request.body.as_ref()) {
+                Some(b) => p.without_contested(b),
+                None => p,
+            })
+            .collect();
+        Item {
+            body: to_bytes(&body),
+            request: Request {
+                body: Some(body),
+                ..self.request
+            },
+            parts,
+            ..self
+        }
+    }
+}
+
+/// What is left of an item after an identifier conflict was recorded.
+pub(crate) enum Resolved {
+    /// The item without the contested fields: send it.
+    Resend(Item),
+    /// The contested field was all the item carried: finished, undelivered.
+    Finished(Item),
+    /// The item sets no identifier field, so nothing can be left out: a plain conflict.
+    Reject(Item),
+}
+
 /// The consecutive commands of one user dispatched together.
 #[derive(Debug)]
 pub(crate) struct Unit {
     pub(crate) user: Arc<str>,
+    pub(crate) lane: Lane,
     pub(crate) items: Vec<Item>,
 }
 
@@ -72,10 +108,13 @@ pub(crate) struct Unit {
 pub(crate) enum Event {
     /// These commands are finished: delivered or dead-lettered.
     Done { jobs: Vec<JobMeta> },
-    /// The user's dispatched commands are all finished; the next may go.
+    /// The user's dispatched commands of `lane` are all finished; the next may go.
     Release {
         user: Arc<str>,
+        lane: Lane,
         path: Option<(Family, Path)>,
+        /// Whether the dispatch held one of the lane's single-request slots.
+        slot: bool,
     },
 }
 
@@ -133,7 +172,7 @@ impl Deliverer {
         &self.bulk_waiting[family_index(family)]
     }
 
-    fn done(&self, jobs: Vec<JobMeta>, delivered: bool, path: Path) {
+    pub(crate) fn done(&self, jobs: Vec<JobMeta>, delivered: bool, path: Path) {
         if delivered {
             let now = runtime::now_ms();
             self.metrics
@@ -145,18 +184,35 @@ impl Deliverer {
                 #[allow(clippy::cast_precision_loss)]
                 let age = (now - j.event_time_ms).max(0) as f64 / 1000.0;
                 self.metrics.delivered_age.observe(age);
+                if let Some(l) = j.lane {
+                    self.metrics
+                        .lane_age
+                        .with_label_values(&[l.name()])
+                        .observe(age);
+                }
             }
         }
         // The receiver only goes away when the dispatcher has stopped; nothing to do then.
         let _ = self.events.send(Event::Done { jobs });
     }
 
-    fn release(&self, user: Arc<str>, path: Option<(Family, Path)>) {
-        let _ = self.events.send(Event::Release { user, path });
+    pub(crate) fn release(
+        &self,
+        user: Arc<str>,
+        lane: Lane,
+        path: Option<(Family, Path)>,
+        slot: bool,
+    ) {
+        let _ = self.events.send(Event::Release {
+            user,
+            lane,
+            path,
+            slot,
+        });
     }
 
     /// Counts a retry of `endpoint` for `reason`, then waits out the backoff for `attempt_no`.
-    async fn back_off(
+    pub(crate) async fn back_off(
         &self,
         endpoint: Endpoint,
         reason: &str,
@@ -178,7 +234,7 @@ impl Deliverer {
     }
 
     /// One attempt: in-flight slot, rate limiter, request; records metrics.
-    async fn attempt(
+    pub(crate) async fn attempt(
         &self,
         endpoint: Endpoint,
         method: Method,
@@ -220,10 +276,26 @@ impl Deliverer {
         Ok(result)
     }
 
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         item: &Item,
         kind: &str,
+        endpoint: Endpoint,
+        attempt: Option<&Attempt>,
+    ) -> Result<(), Aborted> {
+        let reason = format!("{} rejected the command ({kind})", endpoint.name());
+        let jobs: Vec<&JobMeta> = item.jobs.iter().collect();
+        self.write_dead_letters(&jobs, &item.body, kind, &reason, endpoint, attempt)
+            .await
+    }
+
+    /// Writes one dead letter per job, each with the request `body` and the answer.
+    async fn write_dead_letters(
+        &self,
+        jobs: &[&JobMeta],
+        body: &[u8],
+        kind: &str,
+        reason: &str,
         endpoint: Endpoint,
         attempt: Option<&Attempt>,
     ) -> Result<(), Aborted> {
@@ -234,22 +306,71 @@ impl Deliverer {
             Some(Attempt::Transport { message, .. }) => (None, None, message.clone()),
             None => (None, None, String::new()),
         };
-        for job in &item.jobs {
+        for job in jobs {
             let source = job.source();
             let failure = Failure {
                 kind,
-                reason: format!(
-                    "{} rejected the command ({kind}): {detail}",
-                    endpoint.name()
-                ),
+                reason: format!("{reason}: {detail}"),
                 endpoint: Some(endpoint.name()),
-                request: Some(&item.body),
+                request: Some(body),
                 status,
                 response,
             };
             self.dlq.send(&source, &failure, &self.abort).await?;
         }
         Ok(())
+    }
+
+    /// Handles an identifier conflict (`EmailAlreadyExists`) of `item`: records it on the
+    /// dead-letter topic (kind `identifier_conflict`) and returns the item without the
+    /// contested field, so nothing but that field is held back.
+    pub(crate) async fn resolve_conflict(
+        &self,
+        item: Item,
+        endpoint: Endpoint,
+        attempt: &Attempt,
+    ) -> Result<Resolved, Aborted> {
+        let contested = conflict::contested(item.request.body.as_ref());
+        let Some(rest) = conflict::strip(item.request.body.as_ref()) else {
+            return Ok(Resolved::Reject(item));
+        };
+        let sent = conflict::has_data(&rest);
+        let reason = format!(
+            "{} already belongs to another Iterable user; {}",
+            conflict::describe(&contested),
+            if sent {
+                "the rest of the update is delivered without it"
+            } else {
+                "the update carried nothing else"
+            }
+        );
+        // Of a coalesced item, only the commands that set the contested field are recorded.
+        let recorded: Vec<&JobMeta> = if item.parts.is_empty() {
+            item.jobs.iter().collect()
+        } else {
+            item.parts
+                .iter()
+                .filter(|p| !conflict::contested(p.request.body.as_ref()).is_empty())
+                .flat_map(|p| &p.jobs)
+                .collect()
+        };
+        self.write_dead_letters(
+            &recorded,
+            &item.body,
+            "identifier_conflict",
+            &reason,
+            endpoint,
+            Some(attempt),
+        )
+        .await?;
+        self.metrics
+            .conflicts
+            .with_label_values(&[endpoint.name()])
+            .inc_by(recorded.len() as u64);
+        if !sent {
+            return Ok(Resolved::Finished(item));
+        }
+        Ok(Resolved::Resend(item.without_contested(rest)))
     }
 
     /// Delivers one unit over single endpoints, item after item.
@@ -271,11 +392,11 @@ impl Deliverer {
                 Err(Aborted) => return,
             }
         }
-        self.release(unit.user, path);
+        self.release(unit.user, unit.lane, path, true);
     }
 
     /// Returns the parts to try separately when a coalesced item was rejected.
-    async fn single_item(&self, item: Item) -> Result<Option<Vec<Item>>, Aborted> {
+    async fn single_item(&self, mut item: Item) -> Result<Option<Vec<Item>>, Aborted> {
         let endpoint = item.request.endpoint;
         let logic = SingleLogic(endpoint);
         let mut attempt_no = 0u32;
@@ -319,166 +440,21 @@ impl Deliverer {
                     self.done(item.jobs, false, Path::Single);
                     return Ok(None);
                 }
-            }
-        }
-    }
-
-    /// Delivers a batch of units over the bulk endpoint of `family`.
-    ///
-    /// Failures are handled per item: items named in `failedUpdates` are dead-lettered (or
-    /// retried when the failure is transient), the rest are done. A request rejected as a
-    /// whole (type mismatch, too large) is split in halves until the offending record is
-    /// alone; halves go in order, so a user's commands keep their order.
-    pub(crate) async fn deliver_bulk(self: Arc<Self>, family: Family, units: Vec<Unit>) {
-        let endpoint = family.bulk();
-        let logic = BulkLogic(endpoint);
-        let mut progress = Progress {
-            remaining: units.iter().map(|u| u.items.len()).collect(),
-            users: Vec::new(),
-            family,
-        };
-        let mut all = Vec::new();
-        for (i, unit) in units.into_iter().enumerate() {
-            progress.users.push(unit.user);
-            all.extend(unit.items.into_iter().map(|item| (i, item)));
-        }
-        let mut first_admission = true;
-        let mut queue: VecDeque<Chunk> = VecDeque::from([(all, 0, 0)]);
-        let bulk_path: Vec<String> = match family {
-            Family::Users => vec!["users".into(), "bulkUpdate".into()],
-            Family::Events => vec!["events".into(), "trackBulk".into()],
-        };
-        while let Some((chunk, attempt_no, not_found)) = queue.pop_front() {
-            if chunk.is_empty() {
-                continue;
-            }
-            let body = assemble(family, chunk.iter().map(|(_, i)| i.body.as_slice()));
-            self.metrics
-                .batch_records
-                .with_label_values(&[endpoint.name()])
-                .observe(chunk.len() as f64);
-            #[allow(clippy::cast_precision_loss)]
-            self.metrics
-                .batch_bytes
-                .with_label_values(&[endpoint.name()])
-                .observe(body.len() as f64);
-            let result = self
-                .attempt(endpoint, Method::Post, &bulk_path, Some(&body))
-                .await;
-            if first_admission {
-                first_admission = false;
-                self.bulk_waiting(family).fetch_sub(1, Ordering::AcqRel);
-            }
-            let Ok(attempt) = result else { return };
-            match logic.classify(&attempt) {
-                RetryAction::Success => {
-                    for (u, item) in chunk {
-                        progress.finish(&self, u, item.jobs, true);
-                    }
-                }
-                RetryAction::Partial(failures) => {
-                    let mut again = Vec::new();
-                    let mut split_parts = Vec::new();
-                    for (u, item) in chunk {
-                        match failures.failure_of(&item.identity, item.event_name.as_deref()) {
-                            None => progress.finish(&self, u, item.jobs, true),
-                            Some(ItemFailure::Permanent("invalid_data"))
-                                if !item.parts.is_empty() =>
-                            {
-                                // The unit now waits for its parts instead of the merged item.
-                                progress.replace(u, item.parts.len());
-                                split_parts.extend(item.parts.into_iter().map(|p| (u, p)));
-                            }
-                            Some(ItemFailure::Permanent(kind)) => {
-                                if progress
-                                    .dead_letter(&self, u, item, kind, endpoint, &attempt)
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Some(ItemFailure::NotFound)
-                                if not_found + 1 >= self.retry.not_found_attempts =>
-                            {
-                                if progress
-                                    .dead_letter(&self, u, item, "not_found", endpoint, &attempt)
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Some(ItemFailure::NotFound | ItemFailure::Transient) => {
-                                again.push((u, item))
-                            }
+                RetryAction::Conflict => {
+                    match self.resolve_conflict(item, endpoint, &attempt).await? {
+                        Resolved::Resend(rest) => {
+                            item = rest;
+                            attempt_no = 0;
                         }
-                    }
-                    if !split_parts.is_empty() {
-                        queue.push_front((split_parts, 0, not_found));
-                    }
-                    if !again.is_empty() {
-                        if self
-                            .back_off(endpoint, "partial", attempt_no, None)
-                            .await
-                            .is_err()
-                        {
-                            return;
+                        Resolved::Finished(rest) => {
+                            self.done(rest.jobs, false, Path::Single);
+                            return Ok(None);
                         }
-                        queue.push_front((again, attempt_no.saturating_add(1), not_found + 1));
-                    }
-                }
-                RetryAction::Retry { reason, after } => {
-                    if self
-                        .back_off(endpoint, reason, attempt_no, after)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    queue.push_front((chunk, attempt_no.saturating_add(1), not_found));
-                }
-                RetryAction::NotFound if not_found + 1 < self.retry.not_found_attempts => {
-                    if self
-                        .back_off(endpoint, "not_found", attempt_no, None)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    queue.push_front((chunk, attempt_no.saturating_add(1), not_found + 1));
-                }
-                action @ (RetryAction::NotFound | RetryAction::Reject { .. }) => {
-                    let kind = match action {
-                        RetryAction::Reject { reason } => reason,
-                        _ => "not_found".to_owned(),
-                    };
-                    let mut chunk = chunk;
-                    if chunk.len() > 1 {
-                        // Bisect to isolate the record(s) Iterable rejects.
-                        self.metrics
-                            .retries
-                            .with_label_values(&[endpoint.name(), "split"])
-                            .inc();
-                        let second = chunk.split_off(chunk.len() / 2);
-                        queue.push_front((second, 0, not_found));
-                        queue.push_front((chunk, 0, not_found));
-                    } else if let Some((u, item)) = chunk.pop() {
-                        if item.parts.is_empty() {
-                            if progress
-                                .dead_letter(&self, u, item, &kind, endpoint, &attempt)
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        } else {
-                            progress.replace(u, item.parts.len());
-                            queue.push_front((
-                                item.parts.into_iter().map(|p| (u, p)).collect(),
-                                0,
-                                not_found,
-                            ));
+                        Resolved::Reject(rest) => {
+                            self.dead_letter(&rest, "conflict", endpoint, Some(&attempt))
+                                .await?;
+                            self.done(rest.jobs, false, Path::Single);
+                            return Ok(None);
                         }
                     }
                 }
@@ -492,7 +468,7 @@ impl Deliverer {
         job: JobMeta,
         kind: &'static str,
         reason: String,
-        user: Option<Arc<str>>,
+        user: Option<(Arc<str>, Lane)>,
     ) {
         let source = job.source();
         let failure = Failure {
@@ -504,57 +480,8 @@ impl Deliverer {
             return;
         }
         self.done(vec![job], false, Path::Single);
-        if let Some(user) = user {
-            self.release(user, None);
-        }
-    }
-}
-
-/// Items of a bulk request (with the index of their unit), attempts so far, and "not found"
-/// answers so far.
-type Chunk = (Vec<(usize, Item)>, u32, u32);
-
-/// Which units of a batch still have unfinished items.
-struct Progress {
-    remaining: Vec<usize>,
-    users: Vec<Arc<str>>,
-    family: Family,
-}
-
-impl Progress {
-    /// One item of `unit` is finished; the user is released with its last item.
-    fn finish(&mut self, this: &Deliverer, unit: usize, jobs: Vec<JobMeta>, delivered: bool) {
-        this.done(jobs, delivered, Path::Bulk);
-        if let Some(r) = self.remaining.get_mut(unit) {
-            *r = r.saturating_sub(1);
-            if *r == 0
-                && let Some(user) = self.users.get(unit)
-            {
-                this.release(user.clone(), Some((self.family, Path::Bulk)));
-            }
-        }
-    }
-
-    /// Dead-letters one item of `unit`, which finishes it undelivered.
-    async fn dead_letter(
-        &mut self,
-        this: &Deliverer,
-        unit: usize,
-        item: Item,
-        kind: &str,
-        endpoint: Endpoint,
-        attempt: &Attempt,
-    ) -> Result<(), Aborted> {
-        this.dead_letter(&item, kind, endpoint, Some(attempt))
-            .await?;
-        self.finish(this, unit, item.jobs, false);
-        Ok(())
-    }
-
-    /// One item of `unit` was replaced by `parts` items.
-    fn replace(&mut self, unit: usize, parts: usize) {
-        if let Some(r) = self.remaining.get_mut(unit) {
-            *r = (*r + parts).saturating_sub(1);
+        if let Some((user, lane)) = user {
+            self.release(user, lane, None, false);
         }
     }
 }

@@ -9,8 +9,12 @@
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod conflict;
 mod deliver;
+mod deliver_bulk;
+mod dispatch;
 pub mod dlq;
+pub mod lanes;
 pub mod limits;
 pub mod mapping;
 pub mod metrics;
@@ -30,11 +34,12 @@ pub use config::PublisherConfig;
 
 use crate::client::{ClientError, IterableClient};
 use crate::deliver::Deliverer;
+use crate::dispatch::Dispatcher;
 use crate::dlq::DeadLetters;
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
-use crate::pipeline::{Dispatcher, PublisherContext};
+use crate::pipeline::PublisherContext;
 use crate::retry::{Attempt, Backoff};
 
 /// Why the publisher could not start or stopped with an error.

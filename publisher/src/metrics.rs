@@ -33,6 +33,13 @@ pub struct Metrics {
     pub pending: IntGauge,
     /// `publisher_coalesced_total`: commands merged into another command's request.
     pub coalesced: IntCounterVec,
+    /// `publisher_conflicts_total{endpoint}`: commands whose identifier field another
+    /// Iterable user owns (delivered without it, recorded as `identifier_conflict`).
+    pub conflicts: IntCounterVec,
+    /// `publisher_lane_pending{lane}`: commands of the lane read and unfinished.
+    pub lane_pending: IntGaugeVec,
+    /// `publisher_lane_age_seconds{lane}`: now minus event time of delivered commands, per lane.
+    pub lane_age: HistogramVec,
 }
 
 impl Metrics {
@@ -125,6 +132,32 @@ impl Metrics {
                 ),
                 &["family"],
             )?,
+            conflicts: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_publisher_conflicts_total",
+                    "Commands whose email/userId belongs to another Iterable user; the rest was delivered without it.",
+                ),
+                &["endpoint"],
+            )?,
+            lane_pending: IntGaugeVec::new(
+                Opts::new(
+                    "tillstream_publisher_lane_pending",
+                    "Commands of the lane read from Kafka and not yet delivered or dead-lettered.",
+                ),
+                &["lane"],
+            )?,
+            lane_age: HistogramVec::new(
+                HistogramOpts::new(
+                    "tillstream_publisher_lane_age_seconds",
+                    "Now minus event time of delivered commands, per delivery lane.",
+                )
+                // Fine below 2 s, where the lanes' latency targets are.
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+                    10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0,
+                ]),
+                &["lane"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -138,6 +171,9 @@ impl Metrics {
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.pending.clone()))?;
         registry.register(Box::new(m.coalesced.clone()))?;
+        registry.register(Box::new(m.conflicts.clone()))?;
+        registry.register(Box::new(m.lane_pending.clone()))?;
+        registry.register(Box::new(m.lane_age.clone()))?;
         Ok(m)
     }
 }

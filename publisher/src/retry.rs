@@ -63,6 +63,9 @@ pub enum RetryAction {
     /// Not found yet (Iterable may still be processing the profile): retried a few times,
     /// then dead-lettered.
     NotFound,
+    /// An identifier the request sets (`dataFields.email`) belongs to another Iterable user
+    /// (`EmailAlreadyExists`): the rest of the request is re-sent without it.
+    Conflict,
 }
 
 /// Classifies an attempt. Implemented per request kind, as in Vector's `RetryLogic`.
@@ -98,6 +101,9 @@ fn classify_error(
         404 if endpoint.not_found_is_success() => RetryAction::Success,
         400..=499 => match code.as_deref() {
             Some("UnknownUserIdError" | "UnknownEmailError" | "NotFound") => RetryAction::NotFound,
+            // Decided by the code, not the status: the contract documents 400 for it, and a
+            // 409 with this code means the same contested address.
+            Some("EmailAlreadyExists") => RetryAction::Conflict,
             Some("RequestFieldsTypesMismatched") => RetryAction::Reject {
                 reason: "type_mismatch".into(),
             },
@@ -185,6 +191,8 @@ pub enum ItemFailure {
     NotFound,
     /// Iterable failed internally for a valid identifier: retry.
     Transient,
+    /// Listed in `conflictEmails`/`conflictUserIds`: re-send without the contested field.
+    Conflict,
 }
 
 /// Per-item failures of a 200 bulk answer, keyed by identifier (Iterable reports
@@ -202,7 +210,7 @@ impl BulkFailures {
     /// the subscription-style `valid*Failures` and `disallowedEventNames`. A body that is not
     /// JSON yields no failures: the status said the request was accepted.
     pub fn parse(body: &str) -> Self {
-        use ItemFailure::{NotFound, Permanent, Transient};
+        use ItemFailure::{Conflict, NotFound, Permanent, Transient};
         let mut out = Self::default();
         let Ok(v) = serde_json::from_str::<Value>(body) else {
             return out;
@@ -216,8 +224,8 @@ impl BulkFailures {
             (f("notFoundUserIds"), false, NotFound),
             (v.get("validEmailFailures"), true, Transient),
             (v.get("validUserIdFailures"), false, Transient),
-            (f("conflictEmails"), true, Permanent("conflict")),
-            (f("conflictUserIds"), false, Permanent("conflict")),
+            (f("conflictEmails"), true, Conflict),
+            (f("conflictUserIds"), false, Conflict),
             (f("forgottenEmails"), true, Permanent("forgotten_user")),
             (f("forgottenUserIds"), false, Permanent("forgotten_user")),
             (f("invalidDataEmails"), true, Permanent("invalid_data")),
@@ -248,7 +256,7 @@ impl BulkFailures {
                 };
                 // A permanent failure wins over a retryable one for the same identifier.
                 let entry = out.by_identity.entry(key).or_insert(failure);
-                if matches!(failure, Permanent(_)) {
+                if matches!(failure, Permanent(_) | Conflict) {
                     *entry = failure;
                 }
             }
@@ -269,14 +277,32 @@ impl BulkFailures {
         self.by_identity.is_empty() && self.disallowed_event_names.is_empty()
     }
 
-    /// The failure of one item, if any.
-    pub fn failure_of(&self, identity: &Identity, event_name: Option<&str>) -> Option<ItemFailure> {
+    /// The failure of one item, if any. `contested` are the identifiers the item sets in
+    /// `dataFields`: Iterable may name a conflict by the contested address rather than by
+    /// the identifier the record was sent with, so both count for the conflict lists.
+    pub fn failure_of(
+        &self,
+        identity: &Identity,
+        contested: &[Identity],
+        event_name: Option<&str>,
+    ) -> Option<ItemFailure> {
         if let Some(name) = event_name
             && self.disallowed_event_names.iter().any(|n| n == name)
         {
             return Some(ItemFailure::Permanent("disallowed_event_name"));
         }
-        self.by_identity.get(identity).copied()
+        let own = self.by_identity.get(identity).copied();
+        if matches!(own, Some(ItemFailure::Permanent(_))) {
+            return own;
+        }
+        let conflict = contested
+            .iter()
+            .any(|c| self.by_identity.get(c) == Some(&ItemFailure::Conflict));
+        if conflict {
+            Some(ItemFailure::Conflict)
+        } else {
+            own
+        }
     }
 }
 
@@ -423,20 +449,23 @@ mod tests {
             panic!("expected partial")
         };
         assert_eq!(
-            f.failure_of(&Identity::UserId("u2".into()), None),
+            f.failure_of(&Identity::UserId("u2".into()), &[], None),
             Some(ItemFailure::Permanent("forgotten_user"))
         );
         assert_eq!(
-            f.failure_of(&Identity::Email("n@x".into()), None),
+            f.failure_of(&Identity::Email("n@x".into()), &[], None),
             Some(ItemFailure::NotFound)
         );
         assert_eq!(
-            f.failure_of(&Identity::Email("bad".into()), None),
+            f.failure_of(&Identity::Email("bad".into()), &[], None),
             Some(ItemFailure::Permanent("invalid_identifier"))
         );
-        assert_eq!(f.failure_of(&Identity::UserId("ok".into()), None), None);
         assert_eq!(
-            f.failure_of(&Identity::UserId("ok".into()), Some("blocked")),
+            f.failure_of(&Identity::UserId("ok".into()), &[], None),
+            None
+        );
+        assert_eq!(
+            f.failure_of(&Identity::UserId("ok".into()), &[], Some("blocked")),
             Some(ItemFailure::Permanent("disallowed_event_name"))
         );
         assert_eq!(
@@ -447,6 +476,40 @@ mod tests {
             RetryAction::Success
         );
         assert_eq!(b.classify(&resp(200, "not json")), RetryAction::Success);
+    }
+
+    #[test]
+    fn email_conflicts_are_recognised_single_and_bulk() {
+        let s = SingleLogic(Endpoint::UsersUpdate);
+        let body =
+            r#"{"msg":"Email already exists: a@x","code":"EmailAlreadyExists","params":null}"#;
+        assert_eq!(s.classify(&resp(400, body)), RetryAction::Conflict);
+        assert_eq!(s.classify(&resp(409, body)), RetryAction::Conflict);
+        // Named by the contested address or by the record's own identifier: both count.
+        let b = BulkLogic(Endpoint::UsersBulkUpdate);
+        let by_email =
+            r#"{"successCount":1,"failCount":1,"failedUpdates":{"conflictEmails":["a@x"]}}"#;
+        let RetryAction::Partial(f) = b.classify(&resp(200, by_email)) else {
+            panic!("expected partial")
+        };
+        let contested = [Identity::Email("a@x".into())];
+        assert_eq!(
+            f.failure_of(&Identity::UserId("u1".into()), &contested, None),
+            Some(ItemFailure::Conflict)
+        );
+        assert_eq!(
+            f.failure_of(&Identity::UserId("u2".into()), &[], None),
+            None
+        );
+        let by_user =
+            r#"{"successCount":0,"failCount":1,"failedUpdates":{"conflictUserIds":["u1"]}}"#;
+        let RetryAction::Partial(f) = b.classify(&resp(200, by_user)) else {
+            panic!("expected partial")
+        };
+        assert_eq!(
+            f.failure_of(&Identity::UserId("u1".into()), &contested, None),
+            Some(ItemFailure::Conflict)
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The per-key aggregate: compact facts, merged so that duplicates and reordering do not matter.
 //!
 //! One [`State`] type serves every key kind: customer (`c`) and email (`e`) keys use
-//! [`Person`], orders and checkouts; order (`o`) and checkout (`k`) keys only use [`Link`].
+//! [`Person`], orders and checkouts; order (`o`) and checkout (`k`) keys only use [`Link`];
+//! email keys also keep the [`Claim`]s of customers whose current email they are.
 //! Whole payloads are never stored (except refunds or deletes parked on an entity key until
 //! its owner is known). Every mutable fact is a last-writer-wins register on the payload's own
 //! timestamp with a deterministic tie-break, and every flag only ever goes from false to true,
@@ -26,6 +27,24 @@ pub struct State {
     /// Entity keys (`o/`, `k/`): who owns the entity, and what waits for that answer.
     #[serde(default, rename = "l", skip_serializing_if = "Option::is_none")]
     pub link: Option<Box<Link>>,
+    /// Email keys: which customers claimed this address (the email → customer index).
+    #[serde(default, rename = "cl", skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<Claim>,
+}
+
+/// One customer's claim on an email key, a last-writer-wins register per customer: "this is my
+/// current email" (`held`) or "it no longer is" (released), at the customer's email time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The customer key.
+    #[serde(rename = "o")]
+    pub owner: String,
+    /// Business time of the email the customer reported (Unix ms).
+    #[serde(rename = "t")]
+    pub at: i64,
+    /// The address is the customer's current one.
+    #[serde(default, rename = "h", skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// A last-writer-wins text register.
@@ -217,6 +236,9 @@ pub struct Person {
     /// Unsubscribed-channel set last sent (bit 0 email, bit 1 SMS), if ever sent.
     #[serde(default, rename = "ch", skip_serializing_if = "Option::is_none")]
     pub channels_sent: Option<u8>,
+    /// The order `first_purchase` announced.
+    #[serde(default, rename = "fo", skip_serializing_if = "Option::is_none")]
+    pub first_purchase_order: Option<u64>,
     /// Orders placed by this email under a customer key: `(order id, placed ms)`, newest kept.
     #[serde(default, rename = "xo", skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
@@ -230,6 +252,10 @@ pub const P_CREATED_SENT: u16 = 1 << 1;
 pub const P_FIRST_PURCHASE: u16 = 1 << 2;
 /// The recent-refund flag is on.
 pub const P_RECENT_REFUND: u16 = 1 << 3;
+
+/// Email keys: a guest profile was written to Iterable before a customer claimed the address
+/// (so an erasure must still reach that user).
+pub const P_GUEST_SENT: u16 = 1 << 4;
 
 /// Serde's skip test for counters, flags and times that default to zero.
 fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
@@ -325,9 +351,12 @@ pub struct OrderFact {
     /// Order id.
     #[serde(rename = "i")]
     pub id: u64,
-    /// `processed_at` (else `created_at`), Unix ms.
+    /// `processed_at` (else `created_at`, else event time), Unix ms: see [`OrderFact::merge_placed`].
     #[serde(default, rename = "t", skip_serializing_if = "is_zero")]
     pub placed_ms: i64,
+    /// Where `placed_ms` came from: [`PLACED_PROCESSED`], [`PLACED_CREATED`] or 0 (event time).
+    #[serde(default, rename = "pr", skip_serializing_if = "is_zero")]
+    pub placed_rank: u8,
     /// `updated_at` of the payload the mutable fields come from.
     #[serde(default, rename = "u", skip_serializing_if = "is_zero")]
     pub updated_ms: i64,
@@ -349,6 +378,9 @@ pub struct OrderFact {
     /// Refunds, sorted by id.
     #[serde(default, rename = "r", skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<RefundFact>,
+    /// Content hash of the lines of the payload the mutable fields come from.
+    #[serde(default, rename = "lh", skip_serializing_if = "is_zero")]
+    pub lines_hash: u64,
     /// Content hash of the last `trackPurchase` sent (0 = none).
     #[serde(default, rename = "h", skip_serializing_if = "is_zero")]
     pub purchase_hash: u64,
@@ -379,10 +411,42 @@ pub const O_LINKED: u16 = 1 << 8;
 /// Completion forwarded to the email key.
 pub const O_COMPLETION_SENT: u16 = 1 << 9;
 
+/// `placed_ms` came from `processed_at`.
+pub const PLACED_PROCESSED: u8 = 2;
+/// `placed_ms` came from `created_at`.
+pub const PLACED_CREATED: u8 = 1;
+
+/// The version of an order's mutable fields: newest `updated_at` first, then status, totals and
+/// lines, so two different payloads are never tied and the winner does not depend on arrival.
+pub type OrderVersion = (i64, FinStatus, Decimal, Option<Decimal>, u64);
+
 impl OrderFact {
     /// Whether a flag is set.
     pub fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
+    }
+
+    /// The version of the mutable fields this fact holds.
+    pub fn version(&self) -> OrderVersion {
+        (
+            self.updated_ms,
+            self.status,
+            self.total,
+            self.presentment_total,
+            self.lines_hash,
+        )
+    }
+
+    /// The placed time is its own register: the best source wins (`processed_at` over
+    /// `created_at` over event time), then the later instant, whatever the arrival order.
+    /// Returns whether it changed.
+    pub fn merge_placed(&mut self, rank: u8, at: i64) -> bool {
+        let newer = (rank, at) > (self.placed_rank, self.placed_ms);
+        if newer {
+            self.placed_rank = rank;
+            self.placed_ms = at;
+        }
+        newer
     }
 }
 
@@ -517,6 +581,39 @@ impl State {
     /// The person, created if absent.
     pub fn person_mut(&mut self) -> &mut Person {
         self.person.get_or_insert_with(Box::default)
+    }
+
+    /// Email keys: the customer key that owns this address (newest held claim), if any.
+    pub fn email_owner(&self) -> Option<&str> {
+        self.claims
+            .iter()
+            .filter(|c| c.held)
+            .max_by(|a, b| (a.at, &a.owner).cmp(&(b.at, &b.owner)))
+            .map(|c| c.owner.as_str())
+    }
+
+    /// Applies a claim or release; per customer the newest wins, a release wins a tie (so any
+    /// arrival order converges). Returns whether anything changed.
+    pub fn merge_claim(&mut self, owner: &str, at: i64, held: bool) -> bool {
+        match self.claims.iter_mut().find(|c| c.owner == owner) {
+            Some(c) => {
+                let newer = (at, !held) > (c.at, !c.held);
+                if newer {
+                    c.at = at;
+                    c.held = held;
+                }
+                newer
+            }
+            None => {
+                self.claims.push(Claim {
+                    owner: owner.to_owned(),
+                    at,
+                    held,
+                });
+                self.claims.sort_by(|a, b| a.owner.cmp(&b.owner));
+                true
+            }
+        }
     }
 }
 

@@ -74,6 +74,21 @@ pub struct IdentityConfig {
     pub mode: IdentityMode,
     /// Guests (email only): `skip` or `email`. Unset: `skip` in `user_id` mode, else `email`.
     pub guests: Option<GuestPolicy>,
+    /// What `customers/delete` does: `keep` (default) or `delete`.
+    pub customer_delete: CustomerDeletePolicy,
+}
+
+/// What a Shopify `customers/delete` does to the Iterable user and tillstream's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerDeletePolicy {
+    /// Keep the Iterable user and the state: the person's history stays available to
+    /// marketers (Shopify deletes only customers without orders; GDPR goes through redact).
+    #[default]
+    Keep,
+    /// Delete the Iterable user (`DELETE /api/users/...`, not a GDPR forget), release the
+    /// email so later guest activity is a guest's, and purge the customer key's state.
+    Delete,
 }
 
 impl IdentityConfig {

@@ -59,7 +59,7 @@ pub(crate) fn redact(cx: &mut Cx<'_>, state: &mut State, c: Option<&Compliance>)
         RedactMode::Delete => Some(DeleteMode::Delete),
         RedactMode::None => None,
     };
-    if let (Some(mode), Some(user)) = (mode, profile::identity(cx.cfg, cx.key, state)) {
+    if let (Some(mode), Some(user)) = (mode, profile::erasure_identity(cx.cfg, cx.key, state)) {
         // A guest key that never reached Iterable has nothing there to delete.
         if cx.key.kind() == KeyKind::Customer || state.person.is_some() || !state.orders.is_empty()
         {

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::aggregate::{
     FinStatus, O_CANCEL_SENT, O_CANCELLED, O_COMPLETION_SENT, O_DELETED, O_FULFILL_SENT,
-    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, P_FIRST_PURCHASE, State, keep_earliest,
+    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, OrderVersion, P_FIRST_PURCHASE,
+    PLACED_CREATED, PLACED_PROCESSED, State, keep_earliest,
 };
 use crate::config::RulesConfig;
 use crate::emit::{Cx, Kind};
@@ -26,7 +27,11 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
     let id = o.id.0;
     let ev = cx.ctx.event_time_ms;
     let updated = o.updated_at.or(o.created_at).map_or(ev, |t| t.0);
-    let placed = o.processed_at.or(o.created_at).map_or(ev, |t| t.0);
+    let (placed_rank, placed) = match (o.processed_at, o.created_at) {
+        (Some(p), _) => (PLACED_PROCESSED, p.0),
+        (None, Some(c)) => (PLACED_CREATED, c.0),
+        (None, None) => (0, ev),
+    };
 
     if let Some(c) = &o.customer {
         profile::learn_customer(cx, state, c, updated);
@@ -36,22 +41,30 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
 
     let status = FinStatus::parse(o.financial_status.as_deref());
     let total = o.total_shop().unwrap_or_default();
+    let items: Vec<CommerceItem> = o
+        .line_items
+        .iter()
+        .map(|li| item(cx.cfg, li, true))
+        .collect();
+    let lines = lines_hash(&items);
     let fact = state.order_mut(id);
     let was = fact.clone();
     fact.flags |= O_KNOWN;
     if o.test == Some(true) {
         fact.flags |= O_TEST;
     }
-    // Newest payload wins; equal `updated_at` is broken by content so any order converges.
-    let candidate = (updated, status, total);
-    let newest = !was.has(O_KNOWN) || candidate >= (fact.updated_ms, fact.status, fact.total);
+    // Newest payload wins; two different payloads are never tied (the version includes their
+    // content), so the winner is the same in any arrival order.
+    let candidate: OrderVersion = (updated, status, total, o.total_presentment(), lines);
+    let newest = !was.has(O_KNOWN) || candidate > fact.version();
     if newest {
         fact.updated_ms = updated;
         fact.status = status;
         fact.total = total;
         fact.presentment_total = o.total_presentment();
-        fact.placed_ms = placed;
+        fact.lines_hash = lines;
     }
+    let placed_changed = fact.merge_placed(placed_rank, placed);
     if status.implies_paid() || topic == "orders/paid" {
         fact.flags |= O_PAID;
     }
@@ -94,13 +107,10 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
 
     let fact = state.order_mut(id).clone();
 
-    // Purchase: once paid, and again only when its content changes.
-    if ltv::purchasable(&fact) && (newest || became_paid) {
-        let items: Vec<CommerceItem> = o
-            .line_items
-            .iter()
-            .map(|li| item(cx.cfg, li, true))
-            .collect();
+    // Purchase: once paid, and again only when its content changes. Its lines come from this
+    // payload, so an older payload only re-sends it when it carries the newest lines.
+    let lines_current = lines == fact.lines_hash || fact.purchase_hash == 0;
+    if ltv::purchasable(&fact) && (newest || ((became_paid || placed_changed) && lines_current)) {
         let h = purchase_hash(&fact, &items);
         if h != fact.purchase_hash {
             state.order_mut(id).purchase_hash = h;
@@ -120,11 +130,15 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
         }
     }
 
-    // First purchase: the first order that counts, once per person.
+    // First purchase: the first order that counts, once per person; re-sent under the same id
+    // when a later payload of that order corrects its placed time.
     if ltv::counted(&fact) {
         let person = state.person_mut();
-        if person.flags & P_FIRST_PURCHASE == 0 {
+        let first = person.flags & P_FIRST_PURCHASE == 0;
+        let corrected = placed_changed && person.first_purchase_order == Some(id);
+        if first || corrected {
             person.flags |= P_FIRST_PURCHASE;
+            person.first_purchase_order = Some(id);
             let mut f = order_fields(o, &fact);
             f.insert(
                 "item_count".into(),
@@ -314,16 +328,23 @@ fn purchase_fields(o: &Order, fact: &OrderFact) -> DataFields {
     f
 }
 
-fn purchase_hash(fact: &OrderFact, items: &[CommerceItem]) -> u64 {
+/// Hash of an order's lines (what a purchase lists).
+fn lines_hash(items: &[CommerceItem]) -> u64 {
     let mut h = Hasher::new();
-    h.add(&fact.placed_ms.to_string())
-        .add(&fact.total.normalize().to_string());
     for i in items {
         h.add(&i.id)
             .add(&i.name)
             .add(&i.price.normalize().to_string())
             .add(&i.quantity.to_string());
     }
+    h.finish()
+}
+
+fn purchase_hash(fact: &OrderFact, items: &[CommerceItem]) -> u64 {
+    let mut h = Hasher::new();
+    h.add(&fact.placed_ms.to_string())
+        .add(&fact.total.normalize().to_string())
+        .add(&lines_hash(items).to_string());
     h.finish()
 }
 

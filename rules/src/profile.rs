@@ -11,19 +11,22 @@
 //! `subscribed` (and, with `require_confirmed_opt_in`, confirmed); withdrawal leaves the lists
 //! and unsubscribes the configured channel. Unknown consent counts as "not subscribed".
 
-use schemas::{Action, CustomerKey, DataFields, KeyKind, SubscriptionUpdate, UserRef};
+use schemas::{Action, CustomerKey, DataFields, DeleteMode, KeyKind, SubscriptionUpdate, UserRef};
 use serde_json::Value;
 
 use crate::aggregate::{
-    ConsentFact, ConsentState, K_CONTACT, Lww, P_CREATED, P_CREATED_SENT, P_RECENT_REFUND, Person,
-    Profile, State,
+    ConsentFact, ConsentState, K_CONTACT, Lww, P_CREATED, P_CREATED_SENT, P_GUEST_SENT,
+    P_RECENT_REFUND, Person, Profile, State,
 };
-use crate::config::{GuestPolicy, IdentityMode, RulesConfig};
+use crate::config::{CustomerDeletePolicy, GuestPolicy, IdentityMode, RulesConfig};
+use crate::email_index;
 use crate::emit::{Cx, Kind, Pending};
 use crate::format::{self, text};
 use crate::ids;
 use crate::ltv::Summary;
-use crate::shopify::{self, Customer, EmailConsentUpdate, SmsConsentUpdate, TagsChange};
+use crate::shopify::{
+    self, Customer, CustomerDelete, EmailConsentUpdate, SmsConsentUpdate, TagsChange,
+};
 
 /// Whether a key names a person (customer or email) rather than an entity.
 pub(crate) fn is_person(key: &CustomerKey) -> bool {
@@ -51,6 +54,9 @@ pub(crate) fn known(key: &CustomerKey, state: &State) -> bool {
         KeyKind::Customer => {
             state.person.is_some() || !state.orders.is_empty() || !state.checkouts.is_empty()
         }
+        // An email key owned by a customer writes nothing: the customer key does (one writer
+        // per Iterable user, see `email_index`).
+        KeyKind::Email if state.email_owner().is_some() => false,
         KeyKind::Email => {
             !state.orders.is_empty()
                 || state.checkouts.iter().any(|k| k.flags & K_CONTACT != 0)
@@ -65,14 +71,32 @@ pub(crate) fn known(key: &CustomerKey, state: &State) -> bool {
 
 /// The Iterable user for this key and state, per identity mode (`None`: cannot or must not send).
 pub(crate) fn identity(cfg: &RulesConfig, key: &CustomerKey, state: &State) -> Option<UserRef> {
-    if !known(key, state) {
+    if !known(key, state) || !is_person(key) {
         return None;
     }
     let customer = (key.kind() == KeyKind::Customer).then(|| key.id().to_owned());
-    let email = email(key, state).map(str::to_owned);
-    if !is_person(key) {
-        return None;
-    }
+    user_ref(cfg, customer, email(key, state).map(str::to_owned))
+}
+
+/// The Iterable user an erasure must reach: [`identity`], or for an email key a customer has
+/// claimed, the guest profile it wrote before the claim.
+pub(crate) fn erasure_identity(
+    cfg: &RulesConfig,
+    key: &CustomerKey,
+    state: &State,
+) -> Option<UserRef> {
+    identity(cfg, key, state).or_else(|| {
+        let guest_sent = state
+            .person
+            .as_ref()
+            .is_some_and(|p| p.flags & P_GUEST_SENT != 0);
+        (key.kind() == KeyKind::Email && guest_sent)
+            .then(|| user_ref(cfg, None, Some(key.id().to_owned())))
+            .flatten()
+    })
+}
+
+fn user_ref(cfg: &RulesConfig, customer: Option<String>, email: Option<String>) -> Option<UserRef> {
     match cfg.identity.mode {
         IdentityMode::UserId => match customer {
             Some(id) => Some(UserRef {
@@ -279,10 +303,19 @@ pub(crate) fn learn_customer(cx: &mut Cx<'_>, state: &mut State, c: &Customer, f
     let person = state.person_mut();
     if let Some(e) = text(c.email.as_deref()) {
         let e = e.to_lowercase();
-        if Lww::merge(&mut person.email, at, &e)
-            && let Some(old) = old_email.filter(|o| *o != e)
-        {
-            change_email(cx, before, &old, &e, at);
+        let changed = old_email.as_deref() != Some(e.as_str());
+        if Lww::merge(&mut person.email, at, &e) {
+            // Every advance of the register is claimed (not only a new value), so the email
+            // key holds the same claim time whatever order the payloads came in.
+            email_index::email_changed(cx, old_email.as_deref().filter(|_| changed), &e, at);
+            if let Some(old) = old_email.filter(|_| changed) {
+                change_email(cx, before, &old, &e, at);
+            }
+        } else if let Some(cur) = person.email.as_ref().filter(|c| c.value != e) {
+            // An older address arriving late: tell its key it is not ours, as it would have
+            // heard had the payloads come in order.
+            let cur_at = cur.at;
+            email_index::release(cx, &e, cur_at);
         }
     }
     let addr = c.default_address.clone().unwrap_or_default();
@@ -412,6 +445,38 @@ pub(crate) fn on_customer(cx: &mut Cx<'_>, state: &mut State, topic: &str, c: &C
     }
 }
 
+/// `customers/delete`, per `identity.customer_delete`: `keep` changes nothing; `delete` deletes
+/// the Iterable user as it was, releases the email and purges the key.
+pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &CustomerDelete) {
+    if cx.key.kind() != KeyKind::Customer
+        || d.id.0.to_string() != cx.key.id()
+        || cx.cfg.identity.customer_delete == CustomerDeletePolicy::Keep
+    {
+        return;
+    }
+    if let Some(user) = identity(cx.cfg, cx.key, state) {
+        let id = ids::command_id(
+            cx.shop(),
+            "customer-delete",
+            &[&ids::subject(cx.key), &cx.tag],
+        );
+        cx.pre.push(Pending {
+            id,
+            time_ms: cx.ctx.event_time_ms,
+            action: Action::DeleteUser {
+                mode: DeleteMode::Delete,
+            },
+            user: Some(user),
+        });
+    }
+    let held = state.person.as_ref().and_then(|p| p.email.clone());
+    if let Some(e) = held {
+        email_index::release(cx, &e.value, e.at.max(cx.ctx.event_time_ms));
+    }
+    *state = State::default();
+    cx.purge = true;
+}
+
 /// `customers_email_marketing_consent/update`.
 pub(crate) fn on_email_consent(cx: &mut Cx<'_>, state: &mut State, u: &EmailConsentUpdate) {
     if cx.key.kind() != KeyKind::Customer || u.customer_id.0.to_string() != cx.key.id() {
@@ -422,7 +487,9 @@ pub(crate) fn on_email_consent(cx: &mut Cx<'_>, state: &mut State, u: &EmailCons
     if let Some(e) = text(u.email_address.as_deref()) {
         // Only a fallback: consent timestamps do not order profile versions.
         if person.email.is_none() {
-            Lww::merge(&mut person.email, i64::MIN, &e.to_lowercase());
+            let e = e.to_lowercase();
+            Lww::merge(&mut person.email, i64::MIN, &e);
+            email_index::email_changed(cx, None, &e, i64::MIN);
         }
     }
     if let Some(f) = u

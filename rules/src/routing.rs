@@ -137,20 +137,7 @@ pub(crate) fn on_completion(cx: &mut Cx<'_>, state: &mut State, m: &CompletionMs
     let Ok(order_id) = m.order_id.parse::<u64>() else {
         return;
     };
-    let person = state.person_mut();
-    if !person.external_orders.iter().any(|(id, _)| *id == order_id) {
-        person.external_orders.push((order_id, m.placed_ms));
-        // Only recent orders matter (an abandonment is decided within hours); keeping those
-        // within a week of the newest is the same whatever order the messages came in.
-        person
-            .external_orders
-            .sort_by_key(|(id, t)| (std::cmp::Reverse(*t), *id));
-        let newest = person.external_orders.first().map_or(0, |(_, t)| *t);
-        person
-            .external_orders
-            .retain(|(_, t)| *t >= newest - 7 * 86_400_000);
-        person.external_orders.truncate(8);
-    }
+    crate::email_index::note_external_order(state.person_mut(), order_id, m.placed_ms);
 }
 
 fn park(input: &ShopifyEnvelope) -> Result<Parked, RuleError> {

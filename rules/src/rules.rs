@@ -6,13 +6,17 @@
 //! before, and only the difference is upserted, followed by list and channel reconciliation.
 //! A duplicate therefore changes nothing and sends nothing.
 
+use std::sync::Arc;
+
 use schemas::{CustomerKey, KeyKind, ShopifyEnvelope};
 
 use crate::aggregate::State;
 use crate::checkout::{self, CHECKOUT_TIMER};
 use crate::config::{ConfigErrors, FreshnessConfig, RulesConfig};
 use crate::domain::{Ctx, Effect, RuleError, Rules, Timer};
+use crate::email_index::{self, CHECKOUT_DUE, EMAIL_CLAIM, GUEST_HISTORY};
 use crate::emit::{Cx, KINDS, Tuning};
+use crate::lenient::{self, Coercions};
 use crate::refunds::{self, RECENT_REFUND_TIMER};
 use crate::routing::{self, CHECKOUT_COMPLETED, DATA_REQUEST, REDACT};
 use crate::shopify::{self, parse};
@@ -25,6 +29,8 @@ use crate::{gdpr, ltv, orders, profile, tiers};
 pub struct MarketingRules {
     cfg: RulesConfig,
     tuning: Tuning,
+    /// Secondary fields coerced or ignored while parsing (shared by clones).
+    coerced: Arc<lenient::Counters>,
 }
 
 impl MarketingRules {
@@ -49,6 +55,7 @@ impl MarketingRules {
         Self {
             cfg,
             tuning: Tuning { horizons, grace_ms },
+            coerced: Arc::default(),
         }
     }
 
@@ -61,6 +68,12 @@ impl MarketingRules {
     /// The configuration.
     pub fn config(&self) -> &RulesConfig {
         &self.cfg
+    }
+
+    /// How many secondary-field values were coerced or ignored so far (by every clone), for
+    /// the engine's metrics; see README.md, "Lenient and strict fields".
+    pub fn coercions(&self) -> Coercions {
+        self.coerced.snapshot()
     }
 
     fn run<'a>(
@@ -124,6 +137,45 @@ impl Rules for MarketingRules {
         input: &ShopifyEnvelope,
         ctx: &Ctx,
     ) -> Result<Vec<Effect>, RuleError> {
+        lenient::clear();
+        let out = self.on_input(key, state, input, ctx);
+        self.coerced.record(&lenient::take());
+        out
+    }
+
+    fn on_timer(
+        &self,
+        key: &CustomerKey,
+        state: &mut State,
+        timer: &Timer,
+        ctx: &Ctx,
+    ) -> Result<Vec<Effect>, RuleError> {
+        let tag = format!("{}-{}", timer.timer_id, timer.due_ms);
+        let sources = vec![format!("timer:{}:{}", timer.timer_id, timer.due_ms)];
+        self.run(key, state, ctx, (sources, tag), None, |cx, st| {
+            match timer.kind.as_str() {
+                // On an email key a customer owns, the owner decides (once).
+                CHECKOUT_TIMER if email_index::hand_due_timer(cx, st, timer) => {}
+                CHECKOUT_TIMER => checkout::fire(cx, st, timer)?,
+                WINBACK_TIMER => winback::fire(cx, st, timer),
+                RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
+                TIER_TIMER => tiers::fire(cx, st, timer),
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+}
+
+impl MarketingRules {
+    /// One input, by topic.
+    fn on_input(
+        &self,
+        key: &CustomerKey,
+        state: &mut State,
+        input: &ShopifyEnvelope,
+        ctx: &Ctx,
+    ) -> Result<Vec<Effect>, RuleError> {
         let topic = input.topic.as_str();
         let body = input.body.as_slice();
         let sources = vec![input.delivery_id.clone()];
@@ -143,6 +195,9 @@ impl Rules for MarketingRules {
             });
         }
         self.run(key, state, ctx, (sources, tag), Some(input), |cx, st| {
+            if email_index::forward_if_owned(cx, st, input)? {
+                return Ok(());
+            }
             match topic {
                 "orders/create"
                 | "orders/updated"
@@ -174,31 +229,14 @@ impl Rules for MarketingRules {
                 "customers/redact" => gdpr::redact(cx, st, Some(&parse(topic, body)?)),
                 "customers/data_request" => gdpr::data_request(cx, st, Some(&parse(topic, body)?)),
                 CHECKOUT_COMPLETED => routing::on_completion(cx, st, &parse(topic, body)?),
+                "customers/delete" => profile::on_delete(cx, st, &parse(topic, body)?),
+                EMAIL_CLAIM => email_index::on_claim(cx, st, &parse(topic, body)?)?,
+                GUEST_HISTORY => email_index::on_history(cx, st, parse(topic, body)?),
+                CHECKOUT_DUE => email_index::on_due(cx, st, parse(topic, body)?)?,
                 REDACT => gdpr::redact(cx, st, None),
                 DATA_REQUEST => gdpr::data_request(cx, st, None),
                 // Carts carry no person, products are catalog data, everything else is not a
                 // marketing signal: accepted and ignored.
-                _ => {}
-            }
-            Ok(())
-        })
-    }
-
-    fn on_timer(
-        &self,
-        key: &CustomerKey,
-        state: &mut State,
-        timer: &Timer,
-        ctx: &Ctx,
-    ) -> Result<Vec<Effect>, RuleError> {
-        let tag = format!("{}-{}", timer.timer_id, timer.due_ms);
-        let sources = vec![format!("timer:{}:{}", timer.timer_id, timer.due_ms)];
-        self.run(key, state, ctx, (sources, tag), None, |cx, st| {
-            match timer.kind.as_str() {
-                CHECKOUT_TIMER => checkout::fire(cx, st, timer)?,
-                WINBACK_TIMER => winback::fire(cx, st, timer),
-                RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
-                TIER_TIMER => tiers::fire(cx, st, timer),
                 _ => {}
             }
             Ok(())

@@ -17,14 +17,28 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::domain::RuleError;
 
-/// Parses a topic's body, mapping any failure to [`RuleError::Unparseable`].
+mod customer_topics;
+pub use customer_topics::*;
+
+/// Parses a topic's body, mapping any failure to [`RuleError::Unparseable`] with the path of
+/// the field at fault (`line_items[0].price: "12,50" is not a decimal amount`). Coercions of
+/// secondary fields are noted for [`crate::lenient::take`].
 pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
     topic: &str,
     body: &[u8],
 ) -> Result<T, RuleError> {
-    serde_json::from_slice(body).map_err(|e| RuleError::Unparseable {
-        topic: topic.to_owned(),
-        message: e.to_string(),
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        RuleError::Unparseable {
+            topic: topic.to_owned(),
+            message: if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            },
+        }
     })
 }
 
@@ -210,8 +224,10 @@ impl MoneySet {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Consent {
     /// `subscribed`, `not_subscribed`, `unsubscribed`, `pending`, `redacted`, `invalid`.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub state: Option<String>,
     /// `single_opt_in`, `confirmed_opt_in`, `unknown`.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub opt_in_level: Option<String>,
     /// When the consent last changed.
     #[serde(default, deserialize_with = "lenient_ts")]
@@ -222,12 +238,16 @@ pub struct Consent {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Address {
     /// City.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub city: Option<String>,
     /// Province code.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub province_code: Option<String>,
     /// Country code.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub country_code: Option<String>,
     /// Postal code.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub zip: Option<String>,
 }
 
@@ -239,12 +259,16 @@ pub struct Customer {
     /// Email.
     pub email: Option<String>,
     /// Phone (E.164).
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub phone: Option<String>,
     /// First name.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub first_name: Option<String>,
     /// Last name.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub last_name: Option<String>,
     /// `enabled`, `disabled`, `invited`, `declined`.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub state: Option<String>,
     /// Created.
     #[serde(default, deserialize_with = "lenient_ts")]
@@ -262,11 +286,13 @@ pub struct Customer {
     /// SMS consent (≤ 2024-10 only).
     pub sms_marketing_consent: Option<Consent>,
     /// Pre-2022 boolean consent.
+    #[serde(default, deserialize_with = "crate::lenient::flag")]
     pub accepts_marketing: Option<bool>,
     /// When `accepts_marketing` last changed.
     #[serde(default, deserialize_with = "lenient_ts")]
     pub accepts_marketing_updated_at: Option<Ts>,
     /// Pre-2022 opt-in level.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub marketing_opt_in_level: Option<String>,
 }
 
@@ -276,26 +302,35 @@ pub struct LineItem {
     /// Line id.
     pub id: Option<Id>,
     /// Checkout line key.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub key: Option<String>,
     /// Variant id.
     pub variant_id: Option<Id>,
     /// Product id.
     pub product_id: Option<Id>,
     /// SKU.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub sku: Option<String>,
     /// Product title.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub title: Option<String>,
     /// Variant title.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub variant_title: Option<String>,
     /// Product and variant title (orders).
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub name: Option<String>,
     /// Vendor.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub vendor: Option<String>,
     /// Product type, when a payload carries it.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub product_type: Option<String>,
     /// Product handle, when a payload carries it.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub handle: Option<String>,
     /// Quantity.
+    #[serde(default, deserialize_with = "crate::lenient::int")]
     pub quantity: Option<i64>,
     /// Unit list price (shop currency for orders).
     pub price: Option<Money>,
@@ -305,9 +340,11 @@ pub struct LineItem {
     pub line_price: Option<Money>,
     /// Product URL, when a payload carries it.
     #[serde(alias = "product_url")]
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub url: Option<String>,
     /// Image URL, when a payload carries it.
     #[serde(alias = "image")]
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub image_url: Option<String>,
 }
 
@@ -315,6 +352,7 @@ pub struct LineItem {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct DiscountCode {
     /// The code.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub code: Option<String>,
 }
 
@@ -332,6 +370,7 @@ pub struct Transaction {
     /// Transaction currency (presentment currency for multi-currency orders).
     pub currency: Option<String>,
     /// Test transaction.
+    #[serde(default, deserialize_with = "crate::lenient::strict_flag")]
     pub test: Option<bool>,
     /// Amount in both currencies, when sent.
     pub amount_set: Option<MoneySet>,
@@ -369,6 +408,7 @@ pub struct Refund {
     #[serde(default, deserialize_with = "lenient_ts")]
     pub processed_at: Option<Ts>,
     /// Merchant note.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub note: Option<String>,
     /// Money movements.
     #[serde(default)]
@@ -388,12 +428,16 @@ pub struct Fulfillment {
     #[serde(default, deserialize_with = "lenient_ts")]
     pub created_at: Option<Ts>,
     /// `success`, ...
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub status: Option<String>,
     /// Carrier.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub tracking_company: Option<String>,
     /// Tracking number.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub tracking_number: Option<String>,
     /// Tracking URL.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub tracking_url: Option<String>,
 }
 
@@ -403,8 +447,10 @@ pub struct Order {
     /// Order id.
     pub id: Id,
     /// `#1001`.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub name: Option<String>,
     /// Order number.
+    #[serde(default, deserialize_with = "crate::lenient::uint")]
     pub order_number: Option<u64>,
     /// Contact email.
     pub email: Option<String>,
@@ -423,8 +469,10 @@ pub struct Order {
     #[serde(default, deserialize_with = "lenient_ts")]
     pub cancelled_at: Option<Ts>,
     /// Why.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub cancel_reason: Option<String>,
     /// Test order.
+    #[serde(default, deserialize_with = "crate::lenient::strict_flag")]
     pub test: Option<bool>,
     /// Shop currency.
     pub currency: Option<String>,
@@ -445,14 +493,18 @@ pub struct Order {
     /// `pending|authorized|partially_paid|paid|partially_refunded|refunded|voided`.
     pub financial_status: Option<String>,
     /// `null|partial|fulfilled|restocked`.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub fulfillment_status: Option<String>,
     /// Token of the checkout this order completed.
     pub checkout_token: Option<String>,
     /// `web`, `pos`, ...
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub source_name: Option<String>,
     /// Order status page.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub order_status_url: Option<String>,
     /// Checkout marketing checkbox.
+    #[serde(default, deserialize_with = "crate::lenient::flag")]
     pub buyer_accepts_marketing: Option<bool>,
     /// The customer (absent or null for guests).
     pub customer: Option<Customer>,
@@ -533,6 +585,7 @@ pub struct Checkout {
     #[serde(default, deserialize_with = "lenient_ts")]
     pub completed_at: Option<Ts>,
     /// Recovery URL.
+    #[serde(default, deserialize_with = "crate::lenient::text")]
     pub abandoned_checkout_url: Option<String>,
     /// Shop currency.
     pub currency: Option<String>,
@@ -543,6 +596,7 @@ pub struct Checkout {
     /// Subtotal.
     pub subtotal_price: Option<Money>,
     /// Marketing checkbox.
+    #[serde(default, deserialize_with = "crate::lenient::flag")]
     pub buyer_accepts_marketing: Option<bool>,
     /// The customer, when logged in.
     pub customer: Option<Customer>,
@@ -582,73 +636,6 @@ pub struct CheckoutDelete {
     pub token: Option<String>,
     /// Cart token.
     pub cart_token: Option<String>,
-}
-
-/// `customers_email_marketing_consent/update`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EmailConsentUpdate {
-    /// Customer id.
-    pub customer_id: Id,
-    /// The address the consent is about.
-    pub email_address: Option<String>,
-    /// The consent (may be null).
-    pub email_marketing_consent: Option<Consent>,
-}
-
-/// `customers_marketing_consent/update` (SMS, despite the name).
-#[derive(Debug, Clone, Deserialize)]
-pub struct SmsConsentUpdate {
-    /// Customer id.
-    pub id: Id,
-    /// Phone.
-    pub phone: Option<String>,
-    /// The consent (may be null).
-    pub sms_marketing_consent: Option<Consent>,
-}
-
-/// The person in a compliance payload.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct CompliancePerson {
-    /// Customer id.
-    pub id: Option<Id>,
-    /// Email.
-    pub email: Option<String>,
-    /// Phone.
-    pub phone: Option<String>,
-}
-
-/// The data request reference.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct DataRequestRef {
-    /// Request id.
-    pub id: Option<Id>,
-}
-
-/// `customers/redact`, `customers/data_request`.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct Compliance {
-    /// The customer.
-    #[serde(default)]
-    pub customer: Option<CompliancePerson>,
-    /// Orders to redact.
-    #[serde(default)]
-    pub orders_to_redact: Vec<Id>,
-    /// Orders requested.
-    #[serde(default)]
-    pub orders_requested: Vec<Id>,
-    /// The request.
-    pub data_request: Option<DataRequestRef>,
-}
-
-/// `customer.tags_added` / `customer.tags_removed` (2025-01+).
-#[derive(Debug, Clone, Deserialize)]
-pub struct TagsChange {
-    /// The tags.
-    #[serde(default, deserialize_with = "tags")]
-    pub tags: Option<Vec<String>>,
-    /// When.
-    #[serde(default, rename = "occurredAt", deserialize_with = "lenient_ts")]
-    pub occurred_at: Option<Ts>,
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ struct OrderPlan {
     guest: bool,
     foreign: bool,
     checkout_minutes_before: Option<u32>,
+    /// Minutes `processed_at` precedes `created_at` (0: equal).
+    processed_minutes_before: u32,
+    /// Optional fields some deliveries lack (bit i: the i-th delivery of the order, in log order):
+    /// `processed_at` and line ids (low byte), `financial_status` (high byte); bit 7: the
+    /// checkouts' numeric `id`.
+    drops: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -54,13 +60,13 @@ fn order_plan() -> impl Strategy<Value = OrderPlan> {
             prop::bool::weighted(0.25),
             prop::bool::weighted(0.2),
         ),
-        prop::option::of(2u32..70),
+        (prop::option::of(2u32..70), 0u32..30, any::<u16>()),
     )
         .prop_map(
             |(
                 (day, minute, cents, pending_first, fulfilled),
                 (refund_pct, cancel, guest, foreign),
-                checkout,
+                (checkout, processed_minutes_before, drops),
             )| OrderPlan {
                 day,
                 minute,
@@ -72,8 +78,28 @@ fn order_plan() -> impl Strategy<Value = OrderPlan> {
                 guest,
                 foreign,
                 checkout_minutes_before: checkout,
+                processed_minutes_before,
+                drops,
             },
         )
+}
+
+/// Removes what real senders sometimes leave out: `processed_at`, `financial_status` (per the
+/// plan's bits for the `n`-th delivery of an order), and the numeric ids of lines.
+fn thin(mut body: serde_json::Value, drops: u16, n: u32) -> serde_json::Value {
+    let m = body.as_object_mut().unwrap();
+    if drops & (1 << n) != 0 {
+        m.remove("processed_at");
+        if let Some(lines) = m.get_mut("line_items").and_then(|l| l.as_array_mut()) {
+            for l in lines {
+                l.as_object_mut().unwrap().remove("id");
+            }
+        }
+    }
+    if drops & (1 << (8 + n)) != 0 {
+        m.remove("financial_status");
+    }
+    body
 }
 
 fn history() -> impl Strategy<Value = History> {
@@ -139,23 +165,29 @@ fn log(h: &History) -> Vec<ShopifyEnvelope> {
                 (start, "checkouts/create", "co-create"),
                 (start + MIN, "checkouts/update", "co-upd"),
             ] {
-                push(
+                let mut body = checkout_json(
+                    &token,
+                    900 + i as u64,
+                    Some(email),
+                    customer,
+                    start,
                     at,
-                    topic,
-                    checkout_json(
-                        &token,
-                        900 + i as u64,
-                        Some(email),
-                        customer,
-                        start,
-                        at,
-                        None,
-                    ),
-                    format!("{label}-{i}"),
+                    None,
                 );
+                // Bit 7 (no order has that many deliveries): checkouts without their numeric id.
+                if p.drops & (1 << 7) != 0 {
+                    body.as_object_mut().unwrap().remove("id");
+                }
+                push(at, topic, body, format!("{label}-{i}"));
             }
         }
         let mut o = OrderSpec::new(id, customer, email, t, total);
+        o.processed_offset = -i64::from(p.processed_minutes_before) * MIN;
+        let mut n = 0u32;
+        let mut thinned = |body: serde_json::Value| {
+            n += 1;
+            thin(body, p.drops, n - 1)
+        };
         if p.foreign {
             o.presentment = Some(("EUR", money(u64::from(p.cents) * 92 / 100)));
         }
@@ -163,19 +195,34 @@ fn log(h: &History) -> Vec<ShopifyEnvelope> {
         let paid_at = if p.pending_first { t + 2 * HOUR } else { t };
         if p.pending_first {
             o.financial_status = "pending";
-            push(t, "orders/create", o.json(), format!("o-create-{i}"));
+            push(
+                t,
+                "orders/create",
+                thinned(o.json()),
+                format!("o-create-{i}"),
+            );
         }
         o.financial_status = "paid";
         o.updated = paid_at;
         if !p.pending_first {
-            push(t, "orders/create", o.json(), format!("o-create-{i}"));
+            push(
+                t,
+                "orders/create",
+                thinned(o.json()),
+                format!("o-create-{i}"),
+            );
         }
-        push(paid_at, "orders/paid", o.json(), format!("o-paid-{i}"));
+        push(
+            paid_at,
+            "orders/paid",
+            thinned(o.json()),
+            format!("o-paid-{i}"),
+        );
         o.updated = paid_at + MIN;
         push(
             paid_at + MIN,
             "orders/updated",
-            o.json(),
+            thinned(o.json()),
             format!("o-upd-{i}"),
         );
         let mut refunded = 0u64;
@@ -201,7 +248,7 @@ fn log(h: &History) -> Vec<ShopifyEnvelope> {
             push(
                 paid_at + DAY,
                 "orders/fulfilled",
-                o.json(),
+                thinned(o.json()),
                 format!("o-ful-{i}"),
             );
         }
@@ -273,7 +320,8 @@ fn run(log: &[ShopifyEnvelope], wall: Option<i64>) -> Harness {
     h
 }
 
-/// What a journey sees: event and purchase ids, and each purchase's final content.
+/// What a journey sees: event ids (a re-send under the same id updates the one event in
+/// Iterable), and each purchase's final content.
 fn journeys(h: &Harness) -> (Vec<String>, BTreeMap<String, String>) {
     let mut ids: Vec<String> = Vec::new();
     let mut purchases = BTreeMap::new();
@@ -289,6 +337,7 @@ fn journeys(h: &Harness) -> (Vec<String>, BTreeMap<String, String>) {
         }
     }
     ids.sort();
+    ids.dedup();
     (ids, purchases)
 }
 
@@ -391,6 +440,8 @@ fn a_rich_history_exercises_every_rule() {
                 guest: false,
                 foreign: false,
                 checkout_minutes_before: Some(20),
+                processed_minutes_before: 0,
+                drops: 0,
             },
             OrderPlan {
                 day: 150,
@@ -403,6 +454,8 @@ fn a_rich_history_exercises_every_rule() {
                 guest: false,
                 foreign: true,
                 checkout_minutes_before: None,
+                processed_minutes_before: 0,
+                drops: 0,
             },
             OrderPlan {
                 day: 151,
@@ -415,6 +468,8 @@ fn a_rich_history_exercises_every_rule() {
                 guest: true,
                 foreign: false,
                 checkout_minutes_before: Some(5),
+                processed_minutes_before: 0,
+                drops: 0,
             },
         ],
         abandoned: vec![(3, 100, vec![30], None)],

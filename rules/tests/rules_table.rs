@@ -1062,7 +1062,10 @@ fn gdpr_redact_data_request_and_shop_redact() {
             )
         })
         .collect();
-    assert_eq!(del.len(), 2, "customer profile and guest profile");
+    // The guest order came after the customer claimed the address: it is the customer's, and
+    // there is one Iterable user to forget (a guest profile written before the claim would be a
+    // second one: see tests/identity.rs).
+    assert_eq!(del.len(), 1, "the customer's profile");
     for k in [
         ckey(),
         format!("e/{EMAIL}"),

@@ -26,6 +26,12 @@ pub struct KafkaConfig {
     /// `key` are redacted in logs.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Static group membership (`group.instance.id`) for this service's consumers: a
+    /// restarted instance with the same id gets its partitions back at once instead of after
+    /// the session timeout. Must be unique per running instance of a group (e.g. the pod or
+    /// container name); unset = dynamic membership.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -33,6 +39,7 @@ impl Default for KafkaConfig {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
             properties: BTreeMap::new(),
+            group_instance_id: None,
         }
     }
 }
@@ -50,6 +57,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("properties", &props)
+            .field("group_instance_id", &self.group_instance_id)
             .finish()
     }
 }
@@ -60,6 +68,7 @@ impl KafkaConfig {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
             properties: BTreeMap::new(),
+            group_instance_id: None,
         }
     }
 
@@ -104,6 +113,7 @@ impl KafkaConfig {
     }
 
     /// A consumer in `group` with auto-commit off; `read_committed` hides aborted transactions.
+    /// With `group_instance_id` set the consumer is a static member of the group.
     pub fn consumer(&self, client_id: &str, group: &str, read_committed: bool) -> ClientConfig {
         let mut c = self.client(client_id);
         c.set("group.id", group)
@@ -118,6 +128,13 @@ impl KafkaConfig {
                     "read_uncommitted"
                 },
             );
+        if let Some(id) = self
+            .group_instance_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+        {
+            c.set("group.instance.id", id);
+        }
         c
     }
 }

@@ -159,3 +159,63 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The CPU model (`model name` from `/proc/cpuinfo`), empty if unreadable; for the
+/// benchmarks' machine description.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Cumulative buckets `(le, count)` of Prometheus histogram `name` (without `_bucket`) from a
+/// `/metrics` text, for the series whose labels contain `labels` (`""` = all), sorted by `le`.
+pub fn histogram_buckets(metrics: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    let mut b: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(bucket.as_str()) && l.contains(labels))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let v = l.rsplit(' ').next()?.parse::<f64>().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, v))
+        })
+        .collect();
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    b
+}
+
+/// A quantile of cumulative buckets `(le, count)`, linear inside a bucket; `None` when empty.
+pub fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let target = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, c) in buckets {
+        if c >= target {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let frac = if c > prev.1 {
+                (target - prev.1) / (c - prev.1)
+            } else {
+                1.0
+            };
+            return Some(prev.0 + (le - prev.0) * frac);
+        }
+        prev = (le, c);
+    }
+    None
+}

@@ -43,9 +43,13 @@ pub struct TopicsConfig {
     pub partitions: i32,
     /// Partitions of the dead-letter and data-request topics.
     pub side_partitions: i32,
-    /// Replication factor of every topic (1 for a single-node development broker, 3 in
-    /// production).
-    pub replication_factor: i32,
+    /// Replication factor of every topic. Unset: 3, or the number of brokers when the
+    /// cluster has fewer (so a single development broker gets 1 and a cluster 3).
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of every topic: how many replicas must have a write before an
+    /// `acks=all` producer gets its ack. Unset: a majority of the replication factor (1 of 1,
+    /// 2 of 3), so one broker may be down without stopping writes or losing acked ones.
+    pub min_insync_replicas: Option<i32>,
     /// Raw Shopify events, the system of record: retention unlimited.
     pub raw: String,
     /// Iterable commands written by the processor, read by the publisher.
@@ -100,7 +104,8 @@ impl TopicsConfig {
         Self {
             partitions: 12,
             side_partitions: 3,
-            replication_factor: 1,
+            replication_factor: None,
+            min_insync_replicas: None,
             raw: format!("{prefix}shopify.raw"),
             commands: format!("{prefix}iterable.commands"),
             changelog: format!("{prefix}processor.changelog"),
@@ -113,13 +118,32 @@ impl TopicsConfig {
         }
     }
 
-    /// Every topic with its partitions and configs.
+    /// The replication factor on a cluster of `brokers` (see the field).
+    pub fn replication(&self, brokers: usize) -> i32 {
+        self.replication_factor
+            .unwrap_or_else(|| i32::try_from(brokers.clamp(1, 3)).unwrap_or(1))
+    }
+
+    /// The `min.insync.replicas` for replication factor `rf` (see the field).
+    pub fn min_insync(&self, rf: i32) -> i32 {
+        self.min_insync_replicas.unwrap_or((rf + 1) / 2).max(1)
+    }
+
+    /// Every topic with its partitions and configs; `min.insync.replicas` is among them
+    /// once the replication factor is known (set, or resolved by `apply`).
     pub fn specs(&self) -> Vec<TopicSpec> {
         let transient = self.transient_retention.as_millis().to_string();
+        let min_insync = self
+            .replication_factor
+            .map(|rf| ("min.insync.replicas", self.min_insync(rf).to_string()));
         let spec = |name: &str, partitions: i32, configs: &[(&'static str, &str)]| TopicSpec {
             name: name.to_owned(),
             partitions,
-            configs: configs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (*k, (*v).to_owned()))
+                .chain(min_insync.clone())
+                .collect(),
         };
         vec![
             // The system of record: never expire, replays and backfills start from offset 0.
@@ -189,8 +213,13 @@ impl TopicsConfig {
         let admin: AdminClient<DefaultClientContext> =
             kafka.client("tillstream-topics").create()?;
         let timeout = Duration::from_secs(30);
-        let specs = self.specs();
         let metadata = admin.inner().fetch_metadata(None, timeout)?;
+        let rf = self.replication(metadata.brokers().len());
+        let resolved = TopicsConfig {
+            replication_factor: Some(rf),
+            ..self.clone()
+        };
+        let specs = resolved.specs();
         let existing: BTreeMap<String, i32> = metadata
             .topics()
             .iter()
@@ -257,11 +286,7 @@ impl TopicsConfig {
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|s| {
-                let mut t = NewTopic::new(
-                    &s.name,
-                    s.partitions,
-                    TopicReplication::Fixed(self.replication_factor),
-                );
+                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(rf));
                 for (k, v) in &s.configs {
                     t = t.set(k, v);
                 }
@@ -312,5 +337,29 @@ mod tests {
         assert_eq!(changelog.configs["cleanup.policy"], "compact");
         let erasures = specs.iter().find(|s| s.name == t.erasures).unwrap();
         assert_eq!(erasures.configs["cleanup.policy"], "compact");
+    }
+
+    #[test]
+    fn replication_follows_the_cluster_and_min_insync_is_a_majority_unless_set() {
+        let mut t = TopicsConfig::default();
+        assert_eq!(
+            (t.replication(1), t.replication(3), t.replication(5)),
+            (1, 3, 3)
+        );
+        assert_eq!((t.min_insync(1), t.min_insync(3)), (1, 2));
+        assert!(
+            t.specs()
+                .iter()
+                .all(|s| !s.configs.contains_key("min.insync.replicas"))
+        );
+        t.replication_factor = Some(3);
+        assert_eq!(t.replication(1), 3, "an explicit factor is kept");
+        assert!(
+            t.specs()
+                .iter()
+                .all(|s| s.configs["min.insync.replicas"] == "2")
+        );
+        t.min_insync_replicas = Some(3);
+        assert_eq!(t.min_insync(3), 3);
     }
 }

@@ -42,24 +42,43 @@ impl Id {
     }
 }
 
+/// A field read if it has the expected shape and skipped otherwise: one odd value (a numeric
+/// email, a customer given as a string) must not send the whole event to the shop key.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Loose<T> {
+    Usable(T),
+    #[allow(dead_code)] // Present but of another type: treated as absent.
+    Other(IgnoredAny),
+}
+
+impl<T> Loose<T> {
+    fn get(this: &Option<Self>) -> Option<&T> {
+        match this {
+            Some(Loose::Usable(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct Person {
     id: Option<Id>,
-    email: Option<String>,
+    email: Option<Loose<String>>,
 }
 
 #[derive(Deserialize, Default)]
 struct Fields {
     id: Option<Id>,
     token: Option<Id>,
-    customer: Option<Person>,
-    email: Option<String>,
-    contact_email: Option<String>,
+    customer: Option<Loose<Person>>,
+    email: Option<Loose<String>>,
+    contact_email: Option<Loose<String>>,
     customer_id: Option<Id>,
     #[serde(rename = "customerId")]
     customer_id_camel: Option<Id>,
     order_id: Option<Id>,
-    order_edit: Option<OrderEdit>,
+    order_edit: Option<Loose<OrderEdit>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,8 +86,8 @@ struct OrderEdit {
     order_id: Option<Id>,
 }
 
-fn nonempty(s: &Option<String>) -> Option<&str> {
-    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+fn nonempty(s: &Option<Loose<String>>) -> Option<&str> {
+    Loose::get(s).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
 /// Computes the Kafka key of a raw event from its shop, topic and body bytes.
@@ -83,7 +102,7 @@ pub fn routing_key(shop: &ShopDomain, topic: &str, body: &[u8]) -> CustomerKey {
             .map(|id| CustomerKey::new(shop, kind, &id))
     };
     let person = |f: &Fields| {
-        let customer = f.customer.as_ref();
+        let customer = Loose::get(&f.customer);
         customer
             .and_then(|c| key(KeyKind::Customer, &c.id))
             .or_else(|| {
@@ -110,8 +129,7 @@ pub fn routing_key(shop: &ShopDomain, topic: &str, body: &[u8]) -> CustomerKey {
         "orders/delete" => key(KeyKind::Order, &f.id),
         "orders/edited" => key(
             KeyKind::Order,
-            &f.order_edit
-                .as_ref()
+            &Loose::get(&f.order_edit)
                 .and_then(|o| o.order_id.as_ref())
                 .and_then(Id::text)
                 .map(Id::Text),
@@ -212,6 +230,28 @@ mod tests {
                 r#"{"customer":{"id":5,"email":"x@y.z"}}"#
             ),
             "demo.myshopify.com/c/5"
+        );
+    }
+
+    #[test]
+    fn an_odd_field_does_not_cost_the_route() {
+        assert_eq!(
+            route(
+                "orders/paid",
+                r#"{"id":1,"customer":{"id":5,"email":42},"email":42}"#
+            ),
+            "demo.myshopify.com/c/5"
+        );
+        assert_eq!(
+            route("orders/paid", r#"{"id":7,"customer":"guest","email":true}"#),
+            "demo.myshopify.com/o/7"
+        );
+        assert_eq!(
+            route(
+                "orders/paid",
+                r#"{"id":7,"customer":null,"contact_email":"G@h.i"}"#
+            ),
+            "demo.myshopify.com/e/g@h.i"
         );
     }
 

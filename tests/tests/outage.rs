@@ -72,8 +72,8 @@ fn completing_order(i: u64, ms: i64) -> Delivery {
 async fn stack() -> Stack {
     let mut o = StackOptions::historical(runtime::testing::kafka());
     o.event_time_only = false;
-    o.rules_toml = "[checkout]\nabandon_after_minutes = 1\n[timing]\nout_of_order_grace = \"2s\"\n"
-        .to_owned();
+    o.rules_toml =
+        "[checkout]\nabandon_after_minutes = 1\n[timing]\nout_of_order_grace = \"2s\"\n".to_owned();
     o.ingest_env = vec![("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into())];
     let clock =
         std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
@@ -134,7 +134,10 @@ async fn check(stack: &Stack, expected: &[String], completed: &[String]) {
         .await
         .expect("drained");
     let fired = abandoned();
-    let false_alarms: Vec<_> = completed.iter().filter(|e| fired.contains_key(*e)).collect();
+    let false_alarms: Vec<_> = completed
+        .iter()
+        .filter(|e| fired.contains_key(*e))
+        .collect();
     assert!(
         false_alarms.is_empty(),
         "checkout_abandoned sent to buyers whose order was being retried: {false_alarms:?}"
@@ -143,7 +146,23 @@ async fn check(stack: &Stack, expected: &[String], completed: &[String]) {
         fired.values().all(|n| *n == 1),
         "not exactly once: {fired:?}"
     );
-    assert_eq!(fired.len(), expected.len(), "precision and recall: {fired:?}");
+    assert_eq!(
+        fired.len(),
+        expected.len(),
+        "precision and recall: {fired:?}"
+    );
+}
+
+/// Waits until the checkouts created at `t0` are past their decision time (one minute + grace):
+/// the outage or downtime must outlast it.
+async fn past_the_decision_time(t0: i64) {
+    wait_until(
+        "the decision time to pass",
+        Duration::from_secs(120),
+        || async { (runtime::now_ms() > t0 + 70_000).then_some(()) },
+    )
+    .await
+    .unwrap();
 }
 
 fn split() -> (Vec<String>, Vec<String>) {
@@ -159,19 +178,18 @@ async fn ingest_outage_longer_than_the_abandonment_delay() {
     let stack = stack().await;
     let t0 = runtime::now_ms();
     let url = stack.webhook_url();
-    send(url.clone(), (0..CHECKOUTS).map(|i| checkout(i, t0)).collect()).await;
+    send(
+        url.clone(),
+        (0..CHECKOUTS).map(|i| checkout(i, t0)).collect(),
+    )
+    .await;
     lock(&stack.ingest).kill9();
     let orders: Vec<_> = (0..CHECKOUTS)
         .filter(|i| i % 2 == 0)
         .map(|i| completing_order(i, t0 + 10_000))
         .collect();
     let retried = tokio::spawn(send(url, orders));
-    // Down past the checkouts' decision time (one minute + grace after t0).
-    wait_until("the decision time to pass", Duration::from_secs(120), || async {
-        (runtime::now_ms() > t0 + 70_000).then_some(())
-    })
-    .await
-    .unwrap();
+    past_the_decision_time(t0).await;
     lock(&stack.ingest).start();
     retried.await.expect("retries delivered");
     let (completed, abandoned) = split();
@@ -193,11 +211,7 @@ async fn processor_downtime_longer_than_the_abandonment_delay() {
             .map(|i| completing_order(i, t0 + 10_000)),
     );
     send(stack.webhook_url(), deliveries).await;
-    wait_until("the decision time to pass", Duration::from_secs(120), || async {
-        (runtime::now_ms() > t0 + 70_000).then_some(())
-    })
-    .await
-    .unwrap();
+    past_the_decision_time(t0).await;
     lock(&stack.processor).start();
     let (completed, abandoned) = split();
     check(&stack, &abandoned, &completed).await;

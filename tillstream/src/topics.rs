@@ -17,6 +17,12 @@ pub(crate) async fn apply(kafka: &KafkaConfig, topics: &TopicsConfig) -> anyhow:
 
 /// Prints the catalogue.
 pub(crate) fn list(topics: &TopicsConfig) {
+    match topics.replication_factor {
+        Some(rf) => println!("replication factor {rf}"),
+        None => println!(
+            "replication factor: 3, or the broker count when fewer (min.insync.replicas: a majority), resolved by 'topics apply'"
+        ),
+    }
     for s in topics.specs() {
         let configs: Vec<String> = s.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(

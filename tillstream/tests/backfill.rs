@@ -15,7 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::testing::{fresh_topics, kafka, unique};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{Action, EventSource, IterableCommand, ShopDomain, ShopifyEnvelope};
-use shopify_sim::{AdminOptions, FinishWebhook, Scenario, ScenarioConfig, generate, spawn_admin};
+use shopify_sim::{
+    AdminOptions, FinishWebhook, Scenario, ScenarioConfig, SyntheticSpec, generate, spawn_admin,
+    spawn_synthetic_admin,
+};
 
 const TOKEN: &str = "shpat_test_token";
 const WEBHOOK_SECRET: &str = "test-app-secret";
@@ -569,4 +572,125 @@ async fn finish_webhook_ends_a_long_poll_wait_and_forged_notices_are_refused() {
         (2, 0, 6),
         "start + 2 polls per operation: {stats:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_backfill_resumes_mid_stream_from_its_spill_and_logs_progress() {
+    // A synthetic store whose line items are shuffled and partly moved to the far ends of
+    // the file; big enough that production takes a few seconds.
+    let opts = AdminOptions {
+        access_token: TOKEN.into(),
+        polls_to_complete: 1,
+        ..AdminOptions::default()
+    };
+    let admin = spawn_synthetic_admin(SyntheticSpec::new(12_000, 5), opts, "127.0.0.1:0")
+        .await
+        .unwrap();
+    let k = kafka();
+    let t = fresh_topics(&k, 3).await;
+    let dir = std::env::temp_dir().join(unique("backfill-kill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cp = dir.join("checkpoint.json");
+    let shop = "synthetic-store.myshopify.com";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
+        .args(["backfill", "--shop", shop, "--admin-url", &admin.base_url])
+        .args([
+            "--poll-interval",
+            "50ms",
+            "--checkpoint",
+            cp.to_str().unwrap(),
+        ])
+        .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", TOKEN)
+        .env("TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
+        .env("TILLSTREAM__TOPICS__RAW", &t.raw)
+        .env("TILLSTREAM__TOPICS__ERASURES", &t.erasures)
+        .env("TILLSTREAM_BACKFILL__PROGRESS_INTERVAL", "200ms")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // kill -9 once Kafka has acknowledged a few thousand events.
+    let produced = |cp: &std::path::Path| -> usize {
+        std::fs::read(cp)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["produced"].as_u64())
+            .map_or(0, |n| usize::try_from(n).unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while produced(&cp) < 4000 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backfill ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no progress in the checkpoint");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let acked = produced(&cp);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("produce: ") && l.contains("/s, ETA ")),
+        "no progress line with rate and ETA on a non-terminal stderr:\n{stderr}"
+    );
+
+    // The resumed run goes straight to producing from the spill: no new download.
+    let r = backfill(
+        &k,
+        &t,
+        &admin.base_url,
+        shop,
+        &["--checkpoint", cp.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        r.ok && r.stdout.contains("backfill complete"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let total: usize = r
+        .stdout
+        .split("backfill complete: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stats = admin.stats();
+    assert_eq!(
+        (stats.operations, stats.downloads),
+        (2, 2),
+        "the resume re-downloaded instead of using its spill: {stats:?}"
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("({} produced in this run", total - acked)),
+        "resumed after the {acked} acknowledged events: {}",
+        r.stdout
+    );
+
+    // Every event is on the topic; only the batch in flight at the kill may be there twice.
+    let raw = read_all(&k, &t.raw, t.partitions);
+    let ids: std::collections::BTreeSet<String> = raw
+        .iter()
+        .map(|v| ShopifyEnvelope::decode(v).unwrap().delivery_id)
+        .collect();
+    assert_eq!(ids.len(), total, "every event at least once");
+    assert!(
+        raw.len() - total <= 2000,
+        "{} re-sent events: more than the batch in flight",
+        raw.len() - total
+    );
+    assert!(
+        !dir.join("checkpoint.spill").exists(),
+        "the spill is removed once everything is produced"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

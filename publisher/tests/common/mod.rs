@@ -11,7 +11,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::{KafkaConfig, Secret, TopicsConfig};
-use schemas::command::{Action, DataFields, IterableCommand, UserRef};
+use schemas::command::{Action, CommerceItem, DataFields, IterableCommand, UserRef};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -86,6 +86,32 @@ pub fn upsert(id: &str, user: usize, data: Value) -> IterableCommand {
         Action::UpsertUser {
             data_fields: fields(data),
             merge_nested_objects: false,
+        },
+    )
+}
+
+/// A one-piece line item with id and sku `sku`.
+pub fn item(sku: &str) -> CommerceItem {
+    CommerceItem {
+        id: sku.into(),
+        sku: Some(sku.into()),
+        name: format!("product {sku}"),
+        price: rust_decimal::Decimal::new(1999, 2),
+        quantity: 1,
+        categories: vec![],
+        url: None,
+        image_url: None,
+        data_fields: None,
+    }
+}
+
+/// A cart of customer `user` holding one item `sku`.
+pub fn cart(id: &str, user: usize, sku: &str) -> IterableCommand {
+    command(
+        id,
+        user,
+        Action::UpdateCart {
+            items: vec![item(sku)],
         },
     )
 }

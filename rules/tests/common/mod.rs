@@ -130,6 +130,8 @@ pub struct OrderSpec {
     pub checkout_token: Option<String>,
     pub fulfillment_status: Option<&'static str>,
     pub refunds: Vec<Value>,
+    /// `processed_at` minus `created_at` (imported orders were processed before).
+    pub processed_offset: i64,
 }
 
 impl OrderSpec {
@@ -149,6 +151,7 @@ impl OrderSpec {
             checkout_token: None,
             fulfillment_status: None,
             refunds: vec![],
+            processed_offset: 0,
         }
     }
 
@@ -182,7 +185,7 @@ impl OrderSpec {
             "contact_email": self.email,
             "created_at": ts(self.created),
             "updated_at": ts(self.updated),
-            "processed_at": ts(self.created),
+            "processed_at": ts(self.created + self.processed_offset),
             "cancelled_at": self.cancelled_at.map(ts),
             "cancel_reason": self.cancelled_at.map(|_| "customer"),
             "currency": "USD",

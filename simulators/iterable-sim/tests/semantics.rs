@@ -495,6 +495,63 @@ async fn hybrid_identity_conflicts_and_update_email() {
 }
 
 #[tokio::test]
+async fn email_owned_by_another_user_is_email_already_exists_and_writes_nothing() {
+    let sim = sim().await;
+    sim.post(
+        "/api/users/update",
+        json!({"email": "taken@example.com", "userId": "owner"}),
+    )
+    .await;
+    // Single: 400 EmailAlreadyExists, and the rejected update leaves no trace.
+    let r = sim
+        .post(
+            "/api/users/update",
+            json!({"userId": "newcomer", "dataFields": {"email": "taken@example.com", "firstName": "Ann"}}),
+        )
+        .await;
+    assert_eq!(
+        r.status_and_code(),
+        (400, Some("EmailAlreadyExists")),
+        "{}",
+        r.text
+    );
+    let r = sim.api_get("/api/users/byUserId/newcomer").await;
+    assert_eq!(
+        r.json,
+        json!({}),
+        "a rejected update must not create the user"
+    );
+    // Bulk: HTTP 200, the record fails and is named in failedUpdates.conflictEmails; the
+    // other record of the request is written.
+    let r = sim
+        .post(
+            "/api/users/bulkUpdate",
+            json!({"users": [
+                {"userId": "newcomer", "dataFields": {"email": "taken@example.com", "firstName": "Ann"}},
+                {"userId": "other", "dataFields": {"email": "free@example.com"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["successCount"], 1);
+    assert_eq!(r.json["failCount"], 1);
+    assert_eq!(
+        r.json["failedUpdates"]["conflictEmails"],
+        json!(["taken@example.com"])
+    );
+    let r = sim.api_get("/api/users/byUserId/newcomer").await;
+    assert_eq!(r.json, json!({}));
+    assert_eq!(
+        profile(&sim, "free@example.com").await.user_id.as_deref(),
+        Some("other")
+    );
+    assert_eq!(
+        profile(&sim, "taken@example.com").await.user_id.as_deref(),
+        Some("owner")
+    );
+}
+
+#[tokio::test]
 async fn lists_subscribe_unsubscribe_and_invalid_list() {
     let sim = sim().await;
     let r = sim

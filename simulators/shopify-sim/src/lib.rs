@@ -74,8 +74,8 @@ mod timeline;
 use std::collections::BTreeMap;
 
 pub use admin::{
-    AdminOptions, AdminServer, AdminStats, AdminStore, FinishWebhook, Resource, UpdatedRange,
-    spawn_admin,
+    AdminOptions, AdminServer, AdminStats, AdminStore, FinishWebhook, Resource, SyntheticSpec,
+    SyntheticStore, UpdatedRange, spawn_admin, spawn_synthetic_admin,
 };
 pub use config::{Faults, RatePhase, ScenarioConfig, TierRule, TruthRules, is_legacy_api_version};
 pub use delivery::{Delivery, DeliveryKind, format_triggered_at};

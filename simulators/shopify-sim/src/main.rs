@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shopify_sim::{
-    AdminOptions, FinishWebhook, ScenarioConfig, SendOptions, fixtures, generate, send, sign,
-    spawn_admin, write_fixtures, write_run,
+    AdminOptions, FinishWebhook, ScenarioConfig, SendOptions, SyntheticSpec, fixtures, generate,
+    send, sign, spawn_admin, spawn_synthetic_admin, write_fixtures, write_run,
 };
 
 #[derive(Parser)]
@@ -139,6 +139,11 @@ enum Cmd {
         /// App secret for the finish webhook.
         #[arg(long, env = "SHOPIFY_API_SECRET", default_value = "")]
         secret: String,
+        /// Serve a generated store of this many orders (one customer per four orders,
+        /// streamed, children displaced far from parents) instead of the scenario's; for
+        /// backfill benchmarks. The scenario's seed is used.
+        #[arg(long)]
+        synthetic_orders: Option<u64>,
     },
     /// Write one signed fixture per topic (plus edge cases) for ingest tests.
     Fixtures {
@@ -235,6 +240,7 @@ async fn main() -> Result<()> {
             fail_first_orders,
             finish_webhook,
             secret,
+            synthetic_orders,
         } => {
             let cfg = scenario.load()?;
             let as_of = match as_of {
@@ -254,7 +260,13 @@ async fn main() -> Result<()> {
                 finish_webhook: finish_webhook.map(|url| FinishWebhook { url, secret }),
                 ..AdminOptions::default()
             };
-            let server = spawn_admin(&cfg, opts, &listen).await?;
+            let server = match synthetic_orders {
+                Some(n) => {
+                    let spec = SyntheticSpec::new(n, cfg.seed);
+                    spawn_synthetic_admin(spec, opts, &listen).await?
+                }
+                None => spawn_admin(&cfg, opts, &listen).await?,
+            };
             println!(
                 "Admin API fake for {} ({} customers, {} orders) at {}/admin/api/<version>/graphql.json",
                 cfg.shop_domain, server.customers, server.orders, server.base_url

@@ -125,6 +125,7 @@ pub(crate) fn build(cfg: &ScenarioConfig) -> Result<Timeline, SimError> {
             customer: None,
             orders_created: Vec::new(),
             money: Vec::new(),
+            as_guest: false,
             truth: PersonTruth {
                 key: String::new(),
                 customer_id: None,
@@ -202,6 +203,8 @@ struct Gen<'a> {
     unattributed: Vec<CheckoutTruth>,
     /// Current state of a registered customer (None for guests).
     customer: Option<CustomerSnap>,
+    /// The registered customer is checking out as a guest: payloads carry no customer.
+    as_guest: bool,
     /// Non-test order creation times (for Shopify's legacy `orders_count`).
     orders_created: Vec<Ts>,
     /// (time, signed shop cents) payments and refunds (for legacy `total_spent`).
@@ -561,6 +564,9 @@ impl Gen<'_> {
 
     /// Customer snapshot as of `t`, with Shopify's own running stats for legacy payloads.
     fn snapshot(&self, t: Ts) -> Option<Box<CustomerSnap>> {
+        if self.as_guest {
+            return None;
+        }
         let mut c = self.customer.clone()?;
         c.orders_count = self.orders_created.iter().filter(|o| **o <= t).count() as u32;
         c.total_spent = self
@@ -865,6 +871,14 @@ impl Gen<'_> {
     }
 
     fn registered_session(&mut self, t0: Ts) {
+        // Not logged in: the same person and email, no customer object (the truth is still the
+        // customer's: tillstream must bring the guest checkout and order to the customer key).
+        self.as_guest = self.chance(self.cfg.registered_guest_checkout_fraction);
+        self.registered_checkout(t0);
+        self.as_guest = false;
+    }
+
+    fn registered_checkout(&mut self, t0: Ts) {
         let Some(c) = self.customer.clone() else {
             return;
         };

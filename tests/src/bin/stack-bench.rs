@@ -84,51 +84,6 @@ const LIMITS: &[(&str, Option<f64>, f64)] = &[
     ("lists/unsubscribe", None, 90.0),
 ];
 
-/// A quantile from cumulative Prometheus buckets `(le, count)`, linear inside a bucket.
-fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let target = q * total;
-    let mut prev = (0.0, 0.0);
-    for &(le, c) in buckets {
-        if c >= target {
-            if le.is_infinite() {
-                return Some(prev.0);
-            }
-            let frac = if c > prev.1 {
-                (target - prev.1) / (c - prev.1)
-            } else {
-                1.0
-            };
-            return Some(prev.0 + (le - prev.0) * frac);
-        }
-        prev = (le, c);
-    }
-    None
-}
-
-fn age_buckets(metrics: &str) -> Vec<(f64, f64)> {
-    let mut b: Vec<(f64, f64)> =
-        prom_samples(metrics, "tillstream_publisher_command_age_seconds_bucket")
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let le = k.split("le=\"").nth(1)?.split('"').next()?;
-                Some((
-                    if le == "+Inf" {
-                        f64::INFINITY
-                    } else {
-                        le.parse().ok()?
-                    },
-                    v,
-                ))
-            })
-            .collect();
-    b.sort_by(|x, y| x.0.total_cmp(&y.0));
-    b
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
@@ -377,7 +332,11 @@ async fn main() -> anyhow::Result<()> {
     let pub_metrics = get_ok(&format!("{pub_url}/metrics"))
         .await
         .unwrap_or_default();
-    let buckets = age_buckets(&pub_metrics);
+    let buckets = runtime::testing::histogram_buckets(
+        &pub_metrics,
+        "tillstream_publisher_command_age_seconds",
+        "",
+    );
     let stats = stack.sim_state().stats();
     // Per-endpoint request rate: mean over the whole run and the busiest one-second window.
     let mut endpoints = serde_json::Map::new();
@@ -439,8 +398,8 @@ async fn main() -> anyhow::Result<()> {
         "publisher_command_age_histogram_seconds": {
             "note": "now - the command's business time; the scenario's payload times are in 2026, so this is history age, not latency",
             "delivered": buckets.last().map(|b| b.1),
-            "p50": quantile(&buckets, 0.5),
-            "p99": quantile(&buckets, 0.99),
+            "p50": runtime::testing::histogram_quantile(&buckets, 0.5),
+            "p99": runtime::testing::histogram_quantile(&buckets, 0.99),
         },
         "iterable": { "endpoints": endpoints, "total_requests": stats.totals.requests, "total_429": stats.totals.rate_limited },
         "drained": stack.drained(),

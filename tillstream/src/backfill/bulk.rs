@@ -84,6 +84,8 @@ pub(crate) struct Finished {
     pub(crate) url: Option<String>,
     pub(crate) partial_url: Option<String>,
     pub(crate) object_count: u64,
+    /// The result file's size in bytes, when reported (plans the spill).
+    pub(crate) file_size: Option<u64>,
 }
 
 const STATUS_FIELDS: &str = "id status errorCode objectCount rootObjectCount fileSize url partialDataUrl createdAt completedAt";
@@ -136,14 +138,15 @@ pub(crate) async fn status(
         status.as_str(),
         "COMPLETED" | "FAILED" | "CANCELED" | "EXPIRED"
     );
-    let count = op
-        .get("objectCount")
-        .and_then(|v| {
+    // UnsignedInt64 fields are strings in JSON; accept numbers too.
+    let number = |k: &str| {
+        op.get(k).and_then(|v| {
             v.as_str()
                 .and_then(|s| s.parse().ok())
                 .or_else(|| v.as_u64())
         })
-        .unwrap_or(0);
+    };
+    let count = number("objectCount").unwrap_or(0);
     Ok(Some((
         Finished {
             id: id.to_owned(),
@@ -152,6 +155,7 @@ pub(crate) async fn status(
             url: s("url"),
             partial_url: s("partialDataUrl"),
             object_count: count,
+            file_size: number("fileSize"),
         },
         done,
     )))
@@ -186,9 +190,15 @@ pub(crate) async fn wait(
     }
 }
 
-/// Downloads a result (or partial data) file; the URL is pre-signed.
-pub(crate) async fn download(client: &AdminClient, url: &str) -> anyhow::Result<String> {
-    let resp = client
+/// Streams a result (or partial data) file line by line into `line`, never holding more
+/// than one network chunk and one line; the URL is pre-signed. `read` gets the bytes read so far.
+pub(crate) async fn download(
+    client: &AdminClient,
+    url: &str,
+    mut line: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    mut read: impl FnMut(u64),
+) -> anyhow::Result<()> {
+    let mut resp = client
         .http()
         .get(url)
         .send()
@@ -200,7 +210,36 @@ pub(crate) async fn download(client: &AdminClient, url: &str) -> anyhow::Result<
             "downloading the bulk result answered {status} (URLs expire after 7 days; run again to start a new operation)"
         );
     }
-    resp.text().await.context("reading the bulk result")
+    let mut rest: Vec<u8> = Vec::new();
+    let mut total = 0u64;
+    while let Some(chunk) = resp.chunk().await.context("reading the bulk result")? {
+        total += chunk.len() as u64;
+        let mut start = 0;
+        for end in memchr_all(&chunk) {
+            if rest.is_empty() {
+                line(&chunk[start..end])?;
+            } else {
+                rest.extend_from_slice(&chunk[start..end]);
+                line(&rest)?;
+                rest.clear();
+            }
+            start = end + 1;
+        }
+        rest.extend_from_slice(&chunk[start..]);
+        read(total);
+    }
+    if !rest.is_empty() {
+        line(&rest)?;
+    }
+    Ok(())
+}
+
+fn memchr_all(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]

@@ -17,6 +17,14 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+/// Every topic a conversion emits (run files store an index into this list).
+pub(crate) const TOPICS: [&str; 4] = [
+    "customers/update",
+    "orders/paid",
+    "refunds/create",
+    "orders/updated",
+];
+
 /// One envelope to produce.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Event {

@@ -1,37 +1,45 @@
 //! `tillstream backfill`: imports a shop's customers and orders from the Admin API's bulk
 //! operations into the raw topic, as webhook-shaped envelopes marked `BACKFILL`.
 //!
-//! Steps: run (or resume) one bulk query per resource, wait for it, download and reassemble
-//! its JSONL, convert every object into the events Shopify would have sent ([`convert`]), sort
-//! all events by event time (so tiers and first purchases are reached in the order they
-//! really were), and produce them with the idempotent producer, saving the checkpoint only
-//! after Kafka acknowledged each batch. A failed operation's partial data is counted and
-//! reported, never imported.
+//! Steps: run (or resume) one bulk query per resource and wait for it; stream its JSONL into
+//! buckets on disk, reassemble and convert each bucket into the events Shopify would have sent
+//! ([`convert`]) and write them as sorted runs ([`sorter`]); then merge all runs in event-time
+//! order (so tiers and first purchases are reached in the order they really were) and produce
+//! them with the idempotent producer, saving the checkpoint only after Kafka acknowledged each
+//! batch ([`produce`]). Memory is bounded by a bucket, not by the store. A failed operation's
+//! partial data is counted and reported, never imported.
 
 mod bulk;
 mod checkpoint;
 mod convert;
 mod graphql;
 mod jsonl;
+mod produce;
+mod progress;
+mod runs;
+mod sorter;
+mod spill;
+mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget};
 use processor::erasure::{ErasureConfig, Registry};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use runtime::{KafkaConfig, Secret, TopicsConfig};
-use schemas::{EventSource, ShopDomain, ShopifyEnvelope};
+use schemas::ShopDomain;
 use tokio::sync::Notify;
 
-use bulk::Resource;
-use checkpoint::{Checkpoint, CheckpointFile};
-use convert::Event;
+use bulk::{Finished, Resource};
+use checkpoint::{Checkpoint, CheckpointFile, Spilled, Stage};
 use graphql::AdminClient;
+use workdir::WorkDir;
 
 /// `tillstream backfill` options.
 #[derive(clap::Args, Debug)]
@@ -70,6 +78,18 @@ pub(crate) struct BackfillArgs {
     /// Stop after producing this many events in this run (import in slices; resume later).
     #[arg(long)]
     max_events: Option<usize>,
+    /// Spill directory for the sorted runs (several GB for millions of orders); default: next
+    /// to `--checkpoint` (`{checkpoint}.spill`, kept for a resume), else a temporary one.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// How often progress (rate, ETA) is logged when stderr is not a terminal.
+    #[arg(
+        long,
+        env = "TILLSTREAM_BACKFILL__PROGRESS_INTERVAL",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    progress_interval: Duration,
     /// Start a new operation this many times when one fails (its partial data is never used).
     #[arg(long, default_value_t = 0)]
     retry_failed: u32,
@@ -139,82 +159,98 @@ pub(crate) async fn run(
         until,
         ..Checkpoint::default()
     };
-    let mut cp = CheckpointFile::open(args.checkpoint.as_deref(), fresh)?;
-    if cp.state.completed && !args.dry_run {
+    let mut cp = CheckpointFile::open(args.checkpoint.as_deref(), fresh, args.dry_run)?;
+    if let Stage::Complete { total } = cp.state.stage
+        && !args.dry_run
+    {
         println!(
-            "backfill already complete ({} events); delete the checkpoint to run it again",
-            cp.state.produced
+            "backfill already complete ({total} events); delete the checkpoint to run it again"
         );
         return Ok(());
     }
+    let work = WorkDir::open(args.work_dir.as_deref(), cp.path(), args.dry_run)?;
     let notice = match &args.finish_listen {
         Some(addr) => Some(listen_for_finish(addr).await?),
         None => None,
     };
 
-    // 1. One bulk operation per resource, reused from the checkpoint when still readable.
-    let mut files = Vec::new();
+    // 1. Each resource's file spilled to sorted runs: kept from an earlier run when its files
+    // are intact, else from its operation (the checkpoint's when still readable, else new).
+    for (resource, spilled) in cp.state.spilled.clone() {
+        if !work.intact(&spilled) {
+            tracing::warn!(resource = resource.as_str(), dir = %work.path().display(), "The spilled runs are gone or damaged; sorting the file again.");
+            cp.state.respill(resource);
+        }
+    }
+    let started = std::time::Instant::now();
     for resource in [Resource::Customers, Resource::Orders] {
-        let text = obtain(&client, &mut cp, resource, &filter, &args, notice.clone()).await?;
-        files.push((resource, text));
-    }
-
-    // 2. Reassemble and convert.
-    let mut events: Vec<Event> = Vec::new();
-    let mut objects: BTreeMap<&str, usize> = BTreeMap::new();
-    for (resource, text) in &files {
-        let a = jsonl::assemble(text);
-        if a.bad_lines > 0 || a.orphans > 0 {
-            tracing::warn!(
-                resource = resource.as_str(),
-                bad_lines = a.bad_lines,
-                orphans = a.orphans,
-                "Unusable lines in the bulk result."
-            );
+        if cp.state.spilled.contains_key(&resource) {
+            continue;
         }
-        let mut invalid = 0usize;
-        for root in &a.roots {
-            let converted = match resource {
-                Resource::Customers => convert::customer(root),
-                Resource::Orders => convert::order(root),
-            };
-            match converted {
-                Ok(ev) => events.extend(ev),
-                Err(e) => {
-                    invalid += 1;
-                    tracing::warn!(resource = resource.as_str(), id = %root.get("id").unwrap_or(&serde_json::Value::Null), error = %e, "Object skipped.");
-                }
+        let op = obtain(
+            &client,
+            &mut cp,
+            resource,
+            &filter,
+            &args,
+            notice.clone(),
+            &work,
+        )
+        .await?;
+        let spilled = match &op.url {
+            Some(url) => {
+                sorter::spill(
+                    &client,
+                    url,
+                    op.file_size,
+                    resource,
+                    work.path(),
+                    args.progress_interval,
+                )
+                .await?
             }
-        }
-        *objects.entry(resource.as_str()).or_default() += a.roots.len() - invalid;
-        if invalid > 0 {
+            // A completed operation with no objects has no file.
+            None => Spilled::default(),
+        };
+        if spilled.invalid > 0 {
             println!(
-                "{}: {invalid} objects skipped (no id or bad timestamps; see the log)",
-                resource.as_str()
+                "{}: {} objects skipped (no id or bad timestamps; see the log)",
+                resource.as_str(),
+                spilled.invalid
             );
         }
+        cp.state.spilled.insert(resource, spilled);
+        cp.save()?;
     }
-    // Event time first; the delivery id breaks ties, so the order never depends on the file.
-    events.sort_by(|a, b| (a.at_ms, &a.delivery_id).cmp(&(b.at_ms, &b.delivery_id)));
+    let sorted_in = started.elapsed();
+
+    // 2. What will be imported.
+    let count = |r: Resource| cp.state.spilled.get(&r).map_or(0, |s| s.objects);
     let mut by_topic: BTreeMap<&str, usize> = BTreeMap::new();
-    for e in &events {
-        *by_topic.entry(e.topic).or_default() += 1;
+    let mut range: Option<(i64, i64)> = None;
+    for s in cp.state.spilled.values() {
+        for (t, n) in &s.by_topic {
+            *by_topic.entry(t).or_default() += n;
+        }
+        if let Some((f, l)) = s.range {
+            range = Some(range.map_or((f, l), |(a, b)| (a.min(f), b.max(l))));
+        }
     }
+    let events: usize = by_topic.values().sum();
     let summary = format!(
-        "{} customers, {} orders → {} events ({})",
-        objects.get("customers").unwrap_or(&0),
-        objects.get("orders").unwrap_or(&0),
-        events.len(),
+        "{} customers, {} orders → {events} events ({})",
+        count(Resource::Customers),
+        count(Resource::Orders),
         by_topic
             .iter()
             .map(|(t, n)| format!("{t}: {n}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let range = match (events.first(), events.last()) {
-        (Some(f), Some(l)) => format!("{} .. {}", fmt_ms(f.at_ms), fmt_ms(l.at_ms)),
-        _ => "none".into(),
-    };
+    let range = range.map_or_else(
+        || "none".into(),
+        |(f, l)| format!("{} .. {}", fmt_ms(f), fmt_ms(l)),
+    );
     if args.dry_run {
         println!(
             "dry run: would import {summary}; event times {range}; topic {}",
@@ -224,96 +260,51 @@ pub(crate) async fn run(
     }
     println!("importing {summary}; event times {range}");
 
-    // 3. Produce, checkpointing after every acknowledged batch.
-    cp.state.total = Some(events.len());
-    if cp.state.produced > events.len() {
-        cp.state.produced = 0;
-    }
+    // 3. Produce the merged runs, checkpointing after every acknowledged batch.
+    cp.state.start_producing();
     cp.save()?;
     let producer: FutureProducer = kafka
         .producer("tillstream-backfill")
         .create()
         .context("creating the Kafka producer")?;
-    let bar =
-        ProgressBar::with_draw_target(Some(events.len() as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events ({per_sec}, ETA {eta}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(cp.state.produced as u64);
-    let start = cp.state.produced;
-    let stop = args
-        .max_events
-        .map_or(events.len(), |m| (start + m).min(events.len()));
-    let now = runtime::now_ms();
+    let runs = work.runs(cp.state.spilled.values());
     // The Admin API still returns an erased customer's orders: they must not enter the raw
     // topic again (the processor would drop them, but the raw log must forget too).
     let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
         .context("cannot read the erasure registry")?;
-    let mut erased = 0usize;
-    for chunk in events.get(start..stop).unwrap_or_default().chunks(500) {
-        let mut prepared = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            let key = schemas::routing_key(&shop, e.topic, &e.body);
-            if erasures.covers(&key, e.at_ms) {
-                erased += 1;
-                continue;
-            }
-            let env = ShopifyEnvelope {
-                delivery_id: e.delivery_id.clone(),
-                event_id: None,
-                topic: e.topic.to_owned(),
-                shop_domain: shop_name.clone(),
-                api_version: Some(args.api_version.clone()),
-                triggered_at_ms: Some(e.at_ms),
-                received_at_ms: now,
-                routing_key: key.as_str().to_owned(),
-                source: EventSource::Backfill,
-                webhook_name: None,
-                body: e.body.clone(),
-            };
-            prepared.push((
-                env.encode().context("encoding an envelope")?,
-                env.routing_key,
-            ));
-        }
-        // `join_all` polls in order, so records are queued in event-time order (one partition
-        // per key keeps it).
-        let acks = prepared.iter().map(|(payload, key)| {
-            producer.send(
-                FutureRecord::to(&topics.raw).key(key).payload(payload),
-                Duration::from_secs(60),
-            )
-        });
-        for r in futures::future::join_all(acks).await {
-            r.map_err(|(e, _)| e)
-                .context("Kafka did not acknowledge a backfill record")?;
-        }
-        cp.state.produced += chunk.len();
-        cp.save()?;
-        bar.set_position(cp.state.produced as u64);
-        bar.set_message(format!(
-            "{} throttled",
-            client.throttled.load(std::sync::atomic::Ordering::Relaxed)
-        ));
-    }
-    bar.finish_and_clear();
-    if cp.state.produced < events.len() {
+    let target = produce::Target {
+        erasures: &erasures,
+        producer: &producer,
+        topic: &topics.raw,
+        shop: &shop,
+        api_version: &args.api_version,
+    };
+    let (produced, erased, took) = produce::produce(
+        &mut cp,
+        &runs,
+        &target,
+        args.max_events,
+        &client.throttled,
+        args.progress_interval,
+    )
+    .await?;
+    let rate = produced as f64 / took.as_secs_f64().max(0.001);
+    if cp.state.produced < events {
         println!(
-            "stopped after {} of {} events (--max-events); run again with the same --checkpoint to continue",
+            "stopped after {} of {events} events (--max-events); run again with the same --checkpoint to continue",
             cp.state.produced,
-            events.len()
         );
         return Ok(());
     }
-    cp.state.completed = true;
+    cp.state.complete();
     cp.save()?;
+    work.finished()?;
     println!(
-        "backfill complete: {} events on {} ({} produced in this run, {} throttled answers, {erased} about erased customers left out)",
-        events.len(),
+        "backfill complete: {events} events on {} ({produced} produced in this run, {erased} about erased customers left out, {} throttled answers); sorted in {:.1} s, produced in {:.1} s ({rate:.0} events/s)",
         topics.raw,
-        cp.state.produced - start,
-        client.throttled.load(std::sync::atomic::Ordering::Relaxed)
+        client.throttled.load(Ordering::Relaxed),
+        sorted_in.as_secs_f64(),
+        took.as_secs_f64(),
     );
     Ok(())
 }
@@ -325,7 +316,7 @@ fn fmt_ms(ms: i64) -> String {
     )
 }
 
-/// The JSONL of a completed operation for `resource`: the checkpoint's, else a new one.
+/// A completed operation for `resource`: the checkpoint's, else a new one.
 async fn obtain(
     client: &AdminClient,
     cp: &mut CheckpointFile,
@@ -333,7 +324,8 @@ async fn obtain(
     filter: &str,
     args: &BackfillArgs,
     notice: Option<Arc<Notify>>,
-) -> anyhow::Result<String> {
+    work: &WorkDir,
+) -> anyhow::Result<Finished> {
     let mut retries = args.retry_failed;
     loop {
         let id = match cp.state.operations.get(&resource) {
@@ -347,12 +339,9 @@ async fn obtain(
                         "{}: new operation, producing from the start again (already-sent events are deduplicated)",
                         resource.as_str()
                     );
-                    cp.state.produced = 0;
                 }
-                cp.state.operations.insert(resource, id.clone());
-                if !args.dry_run {
-                    cp.save()?;
-                }
+                cp.state.replace_operation(resource, id.clone());
+                cp.save()?;
                 id
             }
         };
@@ -370,25 +359,19 @@ async fn obtain(
         let Some(op) = waited? else {
             // Expired or unknown (results are kept 7 days): forget it and start a new one.
             tracing::warn!(operation = %id, "Shopify no longer knows this bulk operation; starting a new one.");
-            cp.state.operations.remove(&resource);
+            cp.state.forget_operation(resource);
             continue;
         };
-        match (op.status.as_str(), &op.url) {
-            ("COMPLETED", Some(url)) => return bulk::download(client, url).await,
-            // A completed operation with no objects has no file.
-            ("COMPLETED", None) => return Ok(String::new()),
-            _ => {}
+        if op.status == "COMPLETED" {
+            return Ok(op);
         }
         let partial = match &op.partial_url {
             Some(url) => {
-                let text = bulk::download(client, url).await?;
-                let a = jsonl::assemble(&text);
+                let a =
+                    sorter::count_partial(client, url, work.path(), args.progress_interval).await?;
                 format!(
                     "partial data at {url}: {} {label}, {} nested objects, {} orphaned lines, {} unreadable lines — NOT imported",
-                    a.roots.len(),
-                    a.children,
-                    a.orphans,
-                    a.bad_lines
+                    a.roots, a.children, a.orphans, a.bad_lines
                 )
             }
             None => "no partial data".into(),
@@ -400,11 +383,9 @@ async fn obtain(
             op.error_code.as_deref().unwrap_or("none"),
         );
         eprintln!("{message}");
-        cp.state.operations.remove(&resource);
+        cp.state.forget_operation(resource);
         cp.state.failed_operations.push(op.id.clone());
-        if !args.dry_run {
-            cp.save()?;
-        }
+        cp.save()?;
         if retries == 0 {
             bail!(
                 "{message}. Run the same command again to start a new operation (--retry-failed N does it automatically)."

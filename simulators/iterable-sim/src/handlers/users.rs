@@ -59,13 +59,18 @@ pub(crate) fn write_user(
     create: Create,
     now: u64,
 ) -> Result<ProfileId, Failure> {
+    let mut u = u;
+    let mut data = u.data_fields.take().unwrap_or_default();
     let ident = u.ident();
     let ptype = ps.ptype;
-    let id = ps.profiles.resolve(ptype, &ident, create, now)?;
-    let mut data = u.data_fields.unwrap_or_default();
     for k in drop {
         data.remove(k);
     }
+    // Rejected before the profile is created or its identifiers filled in.
+    let existing = ps.profiles.lookup(&ident);
+    ps.profiles
+        .check_identifier_fields(ptype, existing, &data)?;
+    let id = ps.profiles.resolve(ptype, &ident, create, now)?;
     ps.profiles.apply_identifier_fields(ptype, id, &data)?;
     if let Some(p) = ps.profiles.get_mut(id) {
         merge_data(&mut p.data, data, u.merge_nested_objects.unwrap_or(false));

@@ -381,6 +381,37 @@ impl Profiles {
         id: ProfileId,
         data: &Map<String, Value>,
     ) -> Result<(), Failure> {
+        self.check_identifier_fields(ptype, Some(id), data)?;
+        let new_email = data.get("email").and_then(Value::as_str);
+        let new_user = data.get("userId").and_then(Value::as_str);
+        if let Some(e) = new_email
+            && ptype != ProjectType::Email
+        {
+            self.set_email(id, e);
+        }
+        if let Some(u) = new_user {
+            self.set_user_id(id, u);
+        }
+        Ok(())
+    }
+
+    /// The profile an update for `ident` would write, without creating or changing anything.
+    pub(crate) fn lookup(&self, ident: &Ident<'_>) -> Option<ProfileId> {
+        ident
+            .user_id
+            .and_then(|u| self.find_user_id(u))
+            .or_else(|| ident.email.and_then(|e| self.find_email(e)))
+    }
+
+    /// Whether the identifier changes in `dataFields` are allowed for profile `id` (`None`:
+    /// a profile the update would create). Checked before anything is written, so a
+    /// rejected update leaves no trace (a 400 writes nothing).
+    pub(crate) fn check_identifier_fields(
+        &self,
+        ptype: ProjectType,
+        id: Option<ProfileId>,
+        data: &Map<String, Value>,
+    ) -> Result<(), Failure> {
         let new_email = data.get("email").and_then(Value::as_str);
         let new_user = data.get("userId").and_then(Value::as_str);
         if let Some(e) = new_email
@@ -394,7 +425,7 @@ impl Profiles {
             }
             if ptype == ProjectType::Hybrid
                 && let Some(other) = self.find_email(e)
-                && other != id
+                && Some(other) != id
             {
                 return Err(Failure::EmailExists(e.to_string()));
             }
@@ -408,21 +439,13 @@ impl Profiles {
             }
             if ptype != ProjectType::Email
                 && let Some(other) = self.find_user_id(u)
-                && other != id
+                && Some(other) != id
             {
                 return Err(Failure::Conflict(
                     Key::UserId(u.to_string()),
                     "userId already belongs to another user".into(),
                 ));
             }
-        }
-        if let Some(e) = new_email
-            && ptype != ProjectType::Email
-        {
-            self.set_email(id, e);
-        }
-        if let Some(u) = new_user {
-            self.set_user_id(id, u);
         }
         Ok(())
     }

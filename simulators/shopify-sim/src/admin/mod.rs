@@ -15,8 +15,12 @@
 //! `__parentId`, shuffled. With `fail_first_orders`, the first orders operation ends `FAILED`
 //! (`INTERNAL_SERVER_ERROR`) with a `partialDataUrl` holding the first part of its lines. When
 //! a finish webhook is configured, a signed `bulk_operations/finish` is POSTed on completion.
+//!
+//! [`spawn_synthetic_admin`] serves a generated store of any size instead ([`synthetic`]): its
+//! files are streamed while generated, with children displaced far from their parents.
 
 mod store;
+mod synthetic;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,6 +35,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 pub use store::{AdminStore, Resource, UpdatedRange};
+pub use synthetic::{SyntheticSpec, SyntheticStore};
 
 use crate::config::ScenarioConfig;
 use crate::error::SimError;
@@ -125,6 +130,24 @@ impl Status {
     }
 }
 
+/// What the fake serves: the scenario's store, or a generated one of any size.
+enum Source {
+    Scenario(AdminStore),
+    Synthetic(Arc<SyntheticStore>),
+}
+
+/// An operation's result file: materialised lines, or a synthetic store's query streamed on
+/// download (`objects` and an estimated `size` known up front).
+enum Contents {
+    Lines(Vec<String>),
+    Synthetic {
+        resource: Resource,
+        range: UpdatedRange,
+        objects: u64,
+        size: u64,
+    },
+}
+
 struct Operation {
     number: u64,
     created: Instant,
@@ -132,14 +155,33 @@ struct Operation {
     completed_at: Option<DateTime<Utc>>,
     polls: u32,
     fail: bool,
-    lines: Vec<String>,
+    contents: Contents,
     roots: u64,
     status: Status,
     query: String,
 }
 
+impl Operation {
+    fn objects(&self) -> usize {
+        match &self.contents {
+            Contents::Lines(l) => l.len(),
+            Contents::Synthetic { objects, .. } => usize::try_from(*objects).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match &self.contents {
+            Contents::Lines(l) => l.iter().map(|l| l.len() as u64 + 1).sum(),
+            Contents::Synthetic { size, .. } => *size,
+        }
+    }
+}
+
 struct Inner {
-    store: AdminStore,
+    store: Source,
+    /// Full-range `(roots, objects, estimated bytes)` per resource of a synthetic store,
+    /// computed once at start-up (a generation pass over millions of objects).
+    synthetic_counts: Vec<(Resource, u64, u64, u64)>,
     opts: AdminOptions,
     base_url: String,
     available: f64,
@@ -200,14 +242,56 @@ pub async fn spawn_admin(
     listen: &str,
 ) -> Result<AdminServer, SimError> {
     let store = AdminStore::build(cfg, opts.as_of)?;
+    let counts = (store.customer_count(), store.order_count());
+    serve(Source::Scenario(store), Vec::new(), counts, opts, listen).await
+}
+
+/// Serves a synthetic store of `spec.orders` orders (see [`synthetic`]); counting its
+/// objects takes one generation pass before the server answers.
+pub async fn spawn_synthetic_admin(
+    spec: SyntheticSpec,
+    opts: AdminOptions,
+    listen: &str,
+) -> Result<AdminServer, SimError> {
+    let store = Arc::new(SyntheticStore::new(spec));
+    let s = store.clone();
+    let totals = tokio::task::spawn_blocking(move || {
+        [Resource::Customers, Resource::Orders].map(|r| {
+            let (roots, objects) = s.counts(r, UpdatedRange::default());
+            (r, roots, objects, s.estimated_size(r, objects))
+        })
+    })
+    .await
+    .map_err(|e| SimError::io("synthetic store", std::io::Error::other(e)))?;
+    let counts = (
+        usize::try_from(store.customer_count()).unwrap_or(usize::MAX),
+        usize::try_from(store.order_count()).unwrap_or(usize::MAX),
+    );
+    serve(
+        Source::Synthetic(store),
+        totals.to_vec(),
+        counts,
+        opts,
+        listen,
+    )
+    .await
+}
+
+async fn serve(
+    store: Source,
+    synthetic_counts: Vec<(Resource, u64, u64, u64)>,
+    (customers, orders): (usize, usize),
+    opts: AdminOptions,
+    listen: &str,
+) -> Result<AdminServer, SimError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| SimError::io(listen, e))?;
     let addr = listener.local_addr().map_err(|e| SimError::io(listen, e))?;
     let base_url = format!("http://{addr}");
-    let (customers, orders) = (store.customer_count(), store.order_count());
     let shared = Arc::new(Mutex::new(Inner {
         store,
+        synthetic_counts,
         available: opts.maximum_available,
         opts,
         base_url: base_url.clone(),
@@ -304,7 +388,7 @@ impl Inner {
         let partial_lines = self.partial_len(op);
         let (objects, url, partial) = match op.status {
             Status::Completed => (
-                op.lines.len(),
+                op.objects(),
                 Some(format!("{}/bulk/{}.jsonl", self.base_url, op.number)),
                 None,
             ),
@@ -316,14 +400,10 @@ impl Inner {
                     self.base_url, op.number
                 )),
             ),
-            Status::Running => (op.lines.len() / 2, None, None),
+            Status::Running => (op.objects() / 2, None, None),
             Status::Created => (0, None, None),
         };
-        let size: usize = if done {
-            op.lines.iter().map(|l| l.len() + 1).sum()
-        } else {
-            0
-        };
+        let size = if done { op.size() } else { 0 };
         json!({
             "id": format!("gid://shopify/BulkOperation/{}", op.number),
             "type": "QUERY",
@@ -341,7 +421,7 @@ impl Inner {
     }
 
     fn partial_len(&self, op: &Operation) -> usize {
-        ((op.lines.len() as f64) * self.opts.partial_fraction.clamp(0.0, 1.0)) as usize
+        ((op.objects() as f64) * self.opts.partial_fraction.clamp(0.0, 1.0)) as usize
     }
 }
 
@@ -493,8 +573,37 @@ fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
     };
     let range = parse_range(&inner);
     let number = s.ops.len() as u64 + 1;
-    let (lines, roots) = s.store.jsonl(resource, range, number);
-    let fail = resource == Resource::Orders && s.opts.fail_first_orders && !s.orders_failed_once;
+    let (contents, roots) = match &s.store {
+        Source::Scenario(store) => {
+            let (lines, roots) = store.jsonl(resource, range, number);
+            (Contents::Lines(lines), roots)
+        }
+        Source::Synthetic(store) => {
+            let known = s
+                .synthetic_counts
+                .iter()
+                .find(|c| c.0 == resource && range == UpdatedRange::default());
+            let (roots, objects, size) = match known {
+                Some(&(_, roots, objects, size)) => (roots, objects, size),
+                None => {
+                    let (roots, objects) = store.counts(resource, range);
+                    (roots, objects, store.estimated_size(resource, objects))
+                }
+            };
+            let contents = Contents::Synthetic {
+                resource,
+                range,
+                objects,
+                size,
+            };
+            (contents, roots)
+        }
+    };
+    // A synthetic file is streamed, never materialised: it has no partial data to cut.
+    let fail = resource == Resource::Orders
+        && s.opts.fail_first_orders
+        && !s.orders_failed_once
+        && matches!(contents, Contents::Lines(_));
     if fail {
         s.orders_failed_once = true;
     }
@@ -506,7 +615,7 @@ fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
         completed_at: None,
         polls: 0,
         fail,
-        lines,
+        contents,
         roots,
         status: Status::Created,
         query: inner,
@@ -591,9 +700,27 @@ async fn download(State(shared): State<Shared>, Path(file): Path<String>) -> Res
         else {
             return StatusCode::NOT_FOUND.into_response();
         };
+        let all = match (&op.contents, &s.store) {
+            (Contents::Lines(l), _) => l.as_slice(),
+            (
+                Contents::Synthetic {
+                    resource, range, ..
+                },
+                Source::Synthetic(store),
+            ) if op.status == Status::Completed && !partial => {
+                let stream = stream_synthetic(store.clone(), *resource, *range, op.number);
+                s.stats.downloads += 1;
+                return (
+                    [("content-type", "application/jsonl")],
+                    axum::body::Body::from_stream(stream),
+                )
+                    .into_response();
+            }
+            _ => return StatusCode::NOT_FOUND.into_response(),
+        };
         let lines = match (op.status, partial) {
-            (Status::Completed, false) => op.lines.as_slice(),
-            (Status::Failed, true) => op.lines.get(..s.partial_len(op)).unwrap_or_default(),
+            (Status::Completed, false) => all,
+            (Status::Failed, true) => all.get(..s.partial_len(op)).unwrap_or_default(),
             _ => return StatusCode::NOT_FOUND.into_response(),
         };
         let mut text = lines.join("\n");
@@ -604,4 +731,21 @@ async fn download(State(shared): State<Shared>, Path(file): Path<String>) -> Res
     };
     s.stats.downloads += 1;
     ([("content-type", "application/jsonl")], text).into_response()
+}
+
+/// A synthetic file as a body stream: generated on a blocking thread, a few chunks ahead of
+/// the client (a bounded channel), abandoned when the client disconnects.
+fn stream_synthetic(
+    store: Arc<SyntheticStore>,
+    resource: Resource,
+    range: UpdatedRange,
+    op: u64,
+) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
+    tokio::task::spawn_blocking(move || {
+        store.stream(resource, range, op, |chunk| tx.blocking_send(chunk).is_ok());
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok(chunk), rx))
+    })
 }

@@ -37,7 +37,7 @@ pub struct UpdatedRange {
 }
 
 impl UpdatedRange {
-    fn contains(&self, t: DateTime<Utc>) -> bool {
+    pub(crate) fn contains(&self, t: DateTime<Utc>) -> bool {
         self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
     }
 }

@@ -1,0 +1,284 @@
+//! The email → customer index: one writer per Iterable user, whatever key an event arrives on.
+//!
+//! Guest checkouts and guest orders are keyed `e/{email}`; a registered customer is keyed
+//! `c/{id}`. Both would address the same Iterable user (by email, or by the customer whose
+//! email it is), so exactly one of them may write it: **a customer key owns the email key of
+//! its current email**. The customer key tells the email key through internal messages:
+//!
+//! | Topic | To | Body | Meaning |
+//! |---|---|---|---|
+//! | `tillstream/email-claim` | `e/{email}` | `{owner, at_ms, held}` | this is (`held`) / is no longer my current email |
+//! | `tillstream/guest-history` | `c/{id}` | `{orders, checkouts, external_orders}` | what the email key knew before it was claimed |
+//! | `tillstream/checkout-due` | `c/{id}` | a checkout timer | a guest checkout's abandonment is due: decide it |
+//!
+//! An owned email key sends nothing to Iterable and keeps nothing but the claims: it forwards
+//! every person event (orders, checkouts, refunds, deletes, completions) to its owner as the
+//! original envelope, and when it becomes owned it hands its guest history over (orders and
+//! checkouts merge into the customer's, so they count once), then forgets it. Its abandonment
+//! timers still fire where they were armed and are handed to the owner to decide, once. Claims
+//! are last-writer-wins per customer on the email's business time, so the owner is the same
+//! whatever order the messages arrive in; an email change releases the old address, which is
+//! a guest's again from then on.
+
+use schemas::{CustomerKey, KeyKind, ShopDomain, ShopifyEnvelope};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::aggregate::{CheckoutFact, OrderFact, P_GUEST_SENT, Person, State, keep_earliest};
+use crate::domain::{RuleError, Timer};
+use crate::emit::Cx;
+use crate::routing::{CHECKOUT_COMPLETED, CompletionMsg};
+use crate::{checkout, profile, refunds};
+
+/// See the module table.
+pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
+/// See the module table.
+pub(crate) const GUEST_HISTORY: &str = "tillstream/guest-history";
+/// See the module table.
+pub(crate) const CHECKOUT_DUE: &str = "tillstream/checkout-due";
+
+/// Body of `tillstream/email-claim`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ClaimMsg {
+    /// The customer key.
+    pub owner: String,
+    /// Business time of the email change.
+    pub at_ms: i64,
+    /// Claimed (true) or released (false).
+    pub held: bool,
+}
+
+/// Body of `tillstream/guest-history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct HistoryMsg {
+    /// The guest's orders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orders: Vec<OrderFact>,
+    /// The guest's checkouts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkouts: Vec<CheckoutFact>,
+    /// Orders placed by this email under customer keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_orders: Vec<(u64, i64)>,
+}
+
+fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
+    ShopDomain::parse(cx.shop())
+        .ok()
+        .map(|s| CustomerKey::new(&s, KeyKind::Email, email))
+}
+
+/// A customer key's current email changed from `old` to `new` (at the email's business time):
+/// release the old address, claim the new one.
+pub(crate) fn email_changed(cx: &mut Cx<'_>, old: Option<&str>, new: &str, at_ms: i64) {
+    if let Some(old) = old {
+        send_claim(cx, old, false, at_ms);
+    }
+    send_claim(cx, new, true, at_ms);
+}
+
+/// The customer key lets go of its email (the customer was deleted).
+pub(crate) fn release(cx: &mut Cx<'_>, email: &str, at_ms: i64) {
+    send_claim(cx, email, false, at_ms);
+}
+
+fn send_claim(cx: &mut Cx<'_>, email: &str, held: bool, at_ms: i64) {
+    let Some(to) = email_key(cx, email) else {
+        return;
+    };
+    let body = json!(ClaimMsg {
+        owner: cx.key.as_str().to_owned(),
+        at_ms,
+        held
+    });
+    let purpose = if held { "email-claim" } else { "email-release" };
+    cx.send(to, EMAIL_CLAIM, purpose, &body);
+}
+
+/// `tillstream/email-claim` on an email key: record it; a new owner receives the guest history.
+pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Result<(), RuleError> {
+    if cx.key.kind() != KeyKind::Email {
+        return Ok(());
+    }
+    let owner = CustomerKey::parse(&m.owner).map_err(|_| RuleError::Unparseable {
+        topic: EMAIL_CLAIM.into(),
+        message: format!("bad owner key {:?}", m.owner),
+    })?;
+    let guest_sent = profile::erasure_identity(cx.cfg, cx.key, state).is_some();
+    state.merge_claim(owner.as_str(), m.at_ms, m.held);
+    let Some(current) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
+        return Ok(());
+    };
+    let history = HistoryMsg {
+        orders: std::mem::take(&mut state.orders),
+        checkouts: std::mem::take(&mut state.checkouts),
+        external_orders: state
+            .person
+            .take()
+            .map(|p| p.external_orders)
+            .unwrap_or_default(),
+    };
+    if guest_sent {
+        state.person_mut().flags |= P_GUEST_SENT;
+    }
+    if !(history.orders.is_empty()
+        && history.checkouts.is_empty()
+        && history.external_orders.is_empty())
+    {
+        cx.send(current, GUEST_HISTORY, "guest-history", &json!(history));
+    }
+    Ok(())
+}
+
+/// On an owned email key, forwards a person event to the owner; returns whether it did.
+/// Completions from the owner itself are dropped: the owner already knows its orders.
+pub(crate) fn forward_if_owned(
+    cx: &mut Cx<'_>,
+    state: &State,
+    input: &ShopifyEnvelope,
+) -> Result<bool, RuleError> {
+    if cx.key.kind() != KeyKind::Email {
+        return Ok(false);
+    }
+    let Some(owner) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
+        return Ok(false);
+    };
+    let topic = input.topic.as_str();
+    let person_event = topic.starts_with("orders/")
+        || topic.starts_with("checkouts/")
+        || topic == "refunds/create"
+        || topic == "order_transactions/create"
+        || topic == CHECKOUT_COMPLETED;
+    if !person_event {
+        return Ok(false);
+    }
+    if topic == CHECKOUT_COMPLETED {
+        let m: CompletionMsg = crate::shopify::parse(topic, &input.body)?;
+        if m.owner == owner.as_str() {
+            return Ok(true);
+        }
+    }
+    cx.forward_input(owner);
+    Ok(true)
+}
+
+/// A checkout timer on an owned email key: the owner decides it (once: the email key no longer
+/// holds the checkout).
+pub(crate) fn hand_due_timer(cx: &mut Cx<'_>, state: &State, timer: &Timer) -> bool {
+    if cx.key.kind() != KeyKind::Email {
+        return false;
+    }
+    let Some(owner) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
+        return false;
+    };
+    let body = json!({
+        "kind": timer.kind,
+        "timer_id": timer.timer_id,
+        "due_ms": timer.due_ms,
+        "payload": timer.payload,
+    });
+    cx.send(owner, CHECKOUT_DUE, "checkout-due", &body);
+    true
+}
+
+/// Body of `tillstream/checkout-due`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DueMsg {
+    kind: String,
+    timer_id: String,
+    due_ms: i64,
+    payload: serde_json::Value,
+}
+
+/// `tillstream/checkout-due` on a customer key.
+pub(crate) fn on_due(cx: &mut Cx<'_>, state: &mut State, m: DueMsg) -> Result<(), RuleError> {
+    if cx.key.kind() != KeyKind::Customer {
+        return Ok(());
+    }
+    let timer = Timer {
+        kind: m.kind,
+        timer_id: m.timer_id,
+        due_ms: m.due_ms,
+        payload: m.payload,
+    };
+    checkout::fire(cx, state, &timer)
+}
+
+/// `tillstream/guest-history` on a customer key: the guest's orders and checkouts become the
+/// customer's, merged with what the customer already knows of them.
+pub(crate) fn on_history(cx: &Cx<'_>, state: &mut State, m: HistoryMsg) {
+    if cx.key.kind() != KeyKind::Customer {
+        return;
+    }
+    for o in m.orders {
+        absorb_order(state.order_mut(o.id), o);
+    }
+    for k in m.checkouts {
+        absorb_checkout(state.checkout_mut(k.token_hash), k);
+    }
+    let person = state.person_mut();
+    for (id, at) in m.external_orders {
+        note_external_order(person, id, at);
+    }
+}
+
+/// Merges another key's view of an order, the same way payloads merge.
+fn absorb_order(mine: &mut OrderFact, theirs: OrderFact) {
+    use crate::aggregate::O_KNOWN;
+    if theirs.has(O_KNOWN) && (!mine.has(O_KNOWN) || theirs.version() > mine.version()) {
+        mine.updated_ms = theirs.updated_ms;
+        mine.status = theirs.status;
+        mine.total = theirs.total;
+        mine.presentment_total = theirs.presentment_total;
+        mine.lines_hash = theirs.lines_hash;
+    }
+    mine.merge_placed(theirs.placed_rank, theirs.placed_ms);
+    mine.flags |= theirs.flags;
+    if let Some(c) = theirs.cancelled_ms {
+        keep_earliest(&mut mine.cancelled_ms, c);
+    }
+    for r in theirs.refunds {
+        refunds::insert(mine, r);
+    }
+    if mine.purchase_hash == 0 {
+        mine.purchase_hash = theirs.purchase_hash;
+    }
+}
+
+/// Merges another key's view of a checkout: the earliest settlement, the latest activity.
+fn absorb_checkout(mine: &mut CheckoutFact, theirs: CheckoutFact) {
+    mine.id = mine.id.or(theirs.id);
+    if mine.cart_hash == 0 {
+        mine.cart_hash = theirs.cart_hash;
+    }
+    mine.updated_ms = mine.updated_ms.max(theirs.updated_ms);
+    mine.last_update_ms = mine.last_update_ms.max(theirs.last_update_ms);
+    if let Some(c) = theirs.completed_ms {
+        keep_earliest(&mut mine.completed_ms, c);
+    }
+    if let Some(d) = theirs.deleted_ms {
+        keep_earliest(&mut mine.deleted_ms, d);
+    }
+    mine.flags |= theirs.flags;
+    if mine.completed_ms.is_some() || mine.deleted_ms.is_some() {
+        mine.cart_sent_hash = 0;
+    }
+}
+
+/// Remembers an order placed by this person's email under another key (recent ones only: an
+/// abandonment is decided within hours, so a week around the newest is plenty, and the result
+/// does not depend on the order the messages came in).
+pub(crate) fn note_external_order(person: &mut Person, order_id: u64, placed_ms: i64) {
+    if person.external_orders.iter().any(|(id, _)| *id == order_id) {
+        return;
+    }
+    person.external_orders.push((order_id, placed_ms));
+    person
+        .external_orders
+        .sort_by_key(|(id, t)| (std::cmp::Reverse(*t), *id));
+    let newest = person.external_orders.first().map_or(0, |(_, t)| *t);
+    person
+        .external_orders
+        .retain(|(_, t)| *t >= newest - 7 * 86_400_000);
+    person.external_orders.truncate(8);
+}

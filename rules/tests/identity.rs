@@ -1,0 +1,476 @@
+//! Identity: one Iterable user, one writer, whatever the arrival order and the project type.
+//!
+//! The commands the rules emit are folded into a small model of Iterable's user store (reference
+//! §3.1 and §6.4): users are found by `userId` or `email` as the project type identifies them, a
+//! hybrid project keeps both unique, and an email held by another user is held back (as the
+//! publisher does on `EmailAlreadyExists`) while the rest of the update lands.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use rules::config::{GuestPolicy, IdentityMode, RulesConfig};
+use schemas::{Action, IterableCommand, ShopifyEnvelope};
+use serde_json::{Map, Value};
+
+const C: u64 = 6_210_000_000_042;
+const EMAIL: &str = "maya.lopez@example.com";
+
+#[derive(Debug, Default, Clone)]
+struct User {
+    user_id: Option<String>,
+    email: Option<String>,
+    fields: Map<String, Value>,
+}
+
+/// Iterable's user store as the commands leave it.
+struct Iterable {
+    mode: IdentityMode,
+    users: Vec<User>,
+}
+
+impl Iterable {
+    fn new(mode: IdentityMode) -> Self {
+        Self {
+            mode,
+            users: Vec::new(),
+        }
+    }
+
+    fn by_user_id(&self, u: &str) -> Option<usize> {
+        self.users
+            .iter()
+            .position(|x| x.user_id.as_deref() == Some(u))
+    }
+
+    fn by_email(&self, e: &str) -> Option<usize> {
+        self.users
+            .iter()
+            .position(|x| x.email.as_deref() == Some(e))
+    }
+
+    /// The user a command addresses, created if missing (the publisher's identifier choice).
+    fn locate(&mut self, c: &IterableCommand) -> Option<usize> {
+        let (uid, email) = (c.user.user_id.as_deref(), c.user.email.as_deref());
+        let by_uid = |s: &mut Self, u: &str| {
+            s.by_user_id(u).unwrap_or_else(|| {
+                s.users.push(User {
+                    user_id: Some(u.to_owned()),
+                    ..User::default()
+                });
+                s.users.len() - 1
+            })
+        };
+        let by_email = |s: &mut Self, e: &str| {
+            s.by_email(e).unwrap_or_else(|| {
+                s.users.push(User {
+                    email: Some(e.to_owned()),
+                    ..User::default()
+                });
+                s.users.len() - 1
+            })
+        };
+        match (self.mode, uid, email) {
+            (IdentityMode::Hybrid | IdentityMode::UserId, Some(u), _) => Some(by_uid(self, u)),
+            (IdentityMode::Hybrid, None, Some(e)) => Some(by_email(self, e)),
+            (IdentityMode::Email, _, Some(e)) => Some(by_email(self, e)),
+            (IdentityMode::Email, Some(u), None) => Some(by_uid(self, u)),
+            // userID-based projects cannot address a user by email: the publisher refuses.
+            _ => None,
+        }
+    }
+
+    fn set_email(&mut self, i: usize, e: &str) {
+        let taken = self.by_email(e).is_some_and(|j| j != i);
+        if !(taken && self.mode != IdentityMode::UserId) {
+            self.users[i].email = Some(e.to_owned());
+        }
+    }
+
+    fn apply(&mut self, c: &IterableCommand) {
+        match &c.action {
+            Action::UpsertUser { data_fields, .. } => {
+                let Some(i) = self.locate(c) else { return };
+                if self.mode != IdentityMode::Email
+                    && let Some(e) = data_fields.get("email").and_then(Value::as_str)
+                {
+                    self.set_email(i, e);
+                }
+                for (k, v) in data_fields {
+                    self.users[i].fields.insert(k.clone(), v.clone());
+                }
+            }
+            Action::ChangeEmail { new_email, .. } => {
+                if let Some(i) = self.locate(c) {
+                    self.set_email(i, new_email);
+                }
+            }
+            Action::DeleteUser { .. } => {
+                if let Some(i) = self.locate(c) {
+                    self.users.remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The customer's Iterable user.
+    fn customer(&self) -> &User {
+        let i = match self.mode {
+            IdentityMode::Email => self.by_email(EMAIL),
+            _ => self.by_user_id(&C.to_string()),
+        };
+        &self.users[i.unwrap_or_else(|| panic!("no user for the customer in {:?}", self.users))]
+    }
+}
+
+fn harness(mode: IdentityMode, guests: Option<GuestPolicy>) -> Harness {
+    let mut cfg = RulesConfig::default();
+    cfg.identity.mode = mode;
+    cfg.identity.guests = guests;
+    Harness::new(cfg)
+}
+
+const MODES: [(IdentityMode, Option<GuestPolicy>); 4] = [
+    (IdentityMode::Hybrid, None),
+    (IdentityMode::Email, None),
+    (IdentityMode::UserId, None),
+    (IdentityMode::UserId, Some(GuestPolicy::Email)),
+];
+
+fn fold(mode: IdentityMode, commands: &[IterableCommand]) -> Iterable {
+    let mut it = Iterable::new(mode);
+    for c in commands {
+        it.apply(c);
+    }
+    it
+}
+
+fn num(u: &User, field: &str) -> f64 {
+    u.fields
+        .get(field)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{field} missing in {:?}", u.fields))
+}
+
+fn customer_created(at: i64) -> ShopifyEnvelope {
+    envelope(
+        "customers/create",
+        &customer_json(C, EMAIL, at, at, false),
+        "cc",
+        at,
+    )
+}
+
+fn order(id: u64, customer: Option<u64>, at: i64, total: &'static str) -> ShopifyEnvelope {
+    envelope(
+        "orders/paid",
+        &OrderSpec::new(id, customer, EMAIL, at, total).json(),
+        &format!("paid-{id}"),
+        at,
+    )
+}
+
+fn guest_checkout(token: &str, id: u64, at: i64) -> ShopifyEnvelope {
+    envelope(
+        "checkouts/update",
+        &checkout_json(token, id, Some(EMAIL), None, at, at, None),
+        &format!("co-{token}"),
+        at,
+    )
+}
+
+fn guest_order_completing(id: u64, token: &str, at: i64, total: &'static str) -> ShopifyEnvelope {
+    let mut o = OrderSpec::new(id, None, EMAIL, at, total);
+    o.checkout_token = Some(token.into());
+    envelope("orders/paid", &o.json(), &format!("paid-{id}"), at)
+}
+
+/// The case: a registered customer checks out as a guest. The guest order counts for the
+/// customer, and the email key never writes the customer's Iterable user.
+#[test]
+fn a_registered_customers_guest_checkout_reaches_the_customer() {
+    for (mode, guests) in MODES {
+        let mut h = harness(mode, guests);
+        h.deliver(customer_created(T0));
+        h.deliver(order(4001, Some(C), T0 + HOUR, "100.00"));
+        h.deliver(guest_checkout("tokG1", 3901, T0 + DAY));
+        h.deliver(guest_order_completing(
+            4002,
+            "tokG1",
+            T0 + DAY + 10 * MIN,
+            "50.00",
+        ));
+        h.finish();
+        let it = fold(mode, &h.commands);
+        let u = it.customer();
+        assert_eq!(num(u, "shopify_lifetime_value"), 150.0, "{mode:?}");
+        assert_eq!(num(u, "shopify_orders_count"), 2.0, "{mode:?}");
+        let from_email_key: Vec<_> = h
+            .commands
+            .iter()
+            .filter(|c| c.customer_key.contains("/e/"))
+            .collect();
+        assert!(
+            from_email_key.is_empty(),
+            "{mode:?}: the email key wrote {from_email_key:#?}"
+        );
+        assert!(h.events("checkout_abandoned").is_empty(), "{mode:?}");
+        assert_eq!(h.purchases().len(), 2, "{mode:?}");
+    }
+}
+
+/// A guest who registers later: the guest history joins the customer, once.
+#[test]
+fn a_guest_who_registers_later_brings_their_history() {
+    for (mode, guests) in MODES {
+        let mut h = harness(mode, guests);
+        h.deliver(guest_checkout("tokA", 3911, T0));
+        h.deliver(order(4011, None, T0 + 10 * HOUR, "50.00"));
+        h.deliver(customer_created(T0 + DAY));
+        h.deliver(order(4012, Some(C), T0 + 2 * DAY, "100.00"));
+        h.finish();
+        let u = fold(mode, &h.commands).customer().clone();
+        assert_eq!(num(&u, "shopify_lifetime_value"), 150.0, "{mode:?}");
+        assert_eq!(num(&u, "shopify_orders_count"), 2.0, "{mode:?}");
+        assert!(h.state(&format!("e/{EMAIL}")).orders.is_empty(), "{mode:?}");
+        // The guest checkout was abandoned (no order within the hour): decided once.
+        assert!(h.events("checkout_abandoned").len() <= 1, "{mode:?}");
+    }
+}
+
+/// A guest profile written before the customer claimed the address is still erased.
+#[test]
+fn redacting_a_customer_forgets_the_guest_profile_written_before_the_claim() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(order(4031, None, T0, "50.00"));
+    h.deliver(customer_created(T0 + DAY));
+    h.deliver(envelope(
+        "customers/redact",
+        &serde_json::json!({"shop_id": 1, "shop_domain": SHOP,
+        "customer": {"id": C, "email": EMAIL, "phone": null}, "orders_to_redact": [4031]}),
+        "rd",
+        T0 + 2 * DAY,
+    ));
+    let forgets: Vec<_> = h
+        .commands
+        .iter()
+        .filter(|c| matches!(c.action, Action::DeleteUser { .. }))
+        .map(|c| (c.user.user_id.clone(), c.user.email.clone()))
+        .collect();
+    assert!(
+        forgets.contains(&(Some(C.to_string()), Some(EMAIL.into()))),
+        "{forgets:?}"
+    );
+    assert!(forgets.contains(&(None, Some(EMAIL.into()))), "{forgets:?}");
+    assert!(!h.states.contains_key(&format!("{SHOP}/e/{EMAIL}")));
+}
+
+/// `customers/delete`: kept by default; with `delete`, the Iterable user is deleted, the state
+/// purged and the address is a guest's again.
+#[test]
+fn customers_delete_keeps_or_deletes_as_configured() {
+    let delete = |h: &mut Harness| {
+        h.deliver(envelope(
+            "customers/delete",
+            &serde_json::json!({"id": C}),
+            "cdel",
+            T0 + DAY,
+        ))
+    };
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(customer_created(T0));
+    h.deliver(order(4041, Some(C), T0 + HOUR, "80.00"));
+    let before = h.commands.len();
+    delete(&mut h);
+    assert_eq!(h.commands.len(), before, "keep sends nothing");
+    assert_eq!(h.state(&format!("c/{C}")).orders.len(), 1);
+
+    let mut cfg = RulesConfig::default();
+    cfg.identity.customer_delete = rules::config::CustomerDeletePolicy::Delete;
+    let mut h = Harness::new(cfg);
+    h.deliver(customer_created(T0));
+    h.deliver(order(4041, Some(C), T0 + HOUR, "80.00"));
+    delete(&mut h);
+    let last = h.commands.last().unwrap();
+    assert_eq!(
+        last.action,
+        Action::DeleteUser {
+            mode: schemas::DeleteMode::Delete
+        }
+    );
+    assert_eq!(last.user.user_id.as_deref(), Some(C.to_string().as_str()));
+    assert!(h.purged.contains(&format!("{SHOP}/c/{C}")));
+    // The address is released: a later guest order is the guest's.
+    h.deliver(order(4042, None, T0 + 2 * DAY, "20.00"));
+    assert_eq!(
+        h.profile(&format!("e/{EMAIL}"))["shopify_lifetime_value"].as_f64(),
+        Some(20.0)
+    );
+}
+
+/// An email change moves the index: activity of the old address is a guest's again, the new
+/// address's history joins the customer.
+#[test]
+fn an_email_change_moves_the_index() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(customer_created(T0));
+    h.deliver(envelope(
+        "customers/update",
+        &customer_json(C, "maya.new@example.com", T0, T0 + DAY, false),
+        "cu",
+        T0 + DAY,
+    ));
+    let mut o = OrderSpec::new(4021, None, "maya.new@example.com", T0 + 2 * DAY, "30.00");
+    o.lines.truncate(1);
+    h.deliver(envelope("orders/paid", &o.json(), "p-4021", T0 + 2 * DAY));
+    h.deliver(order(4022, None, T0 + 3 * DAY, "20.00"));
+    h.finish();
+    let c = h.profile(&format!("c/{C}"));
+    assert_eq!(c["shopify_lifetime_value"].as_f64(), Some(30.0));
+    let g = h.profile(&format!("e/{EMAIL}"));
+    assert_eq!(g["shopify_lifetime_value"].as_f64(), Some(20.0));
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    /// Days after `T0` the customer registers (guest activity may come before or after).
+    registers: u32,
+    /// Customer orders: (day, cents).
+    orders: Vec<(u32, u32)>,
+    /// Guest orders: (day, cents, refund percent, completes a guest checkout).
+    guest: Vec<(u32, u32, Option<u32>, bool)>,
+    /// Guest checkouts nobody completes: day.
+    abandoned: Vec<u32>,
+}
+
+fn plan() -> impl Strategy<Value = Plan> {
+    (
+        0u32..20,
+        prop::collection::vec((0u32..30, 100u32..50_000), 0..3),
+        prop::collection::vec(
+            (
+                0u32..30,
+                100u32..50_000,
+                prop::option::of(10u32..=100),
+                any::<bool>(),
+            ),
+            1..4,
+        ),
+        prop::collection::vec(0u32..30, 0..2),
+    )
+        .prop_map(|(registers, orders, guest, abandoned)| Plan {
+            registers,
+            orders,
+            guest,
+            abandoned,
+        })
+}
+
+fn money(cents: u64) -> &'static str {
+    Box::leak(format!("{}.{:02}", cents / 100, cents % 100).into_boxed_str())
+}
+
+/// The log and the truth (lifetime value in cents, orders counted).
+fn log(p: &Plan) -> (Vec<ShopifyEnvelope>, u64, u32) {
+    let mut out = vec![customer_created(T0 + i64::from(p.registers) * DAY)];
+    let (mut value, mut count) = (0u64, 0u32);
+    for (i, (day, cents)) in p.orders.iter().enumerate() {
+        let at = T0 + i64::from(*day) * DAY + 3 * HOUR + i as i64 * MIN;
+        out.push(order(
+            4100 + i as u64,
+            Some(C),
+            at,
+            money(u64::from(*cents)),
+        ));
+        value += u64::from(*cents);
+        count += 1;
+    }
+    for (i, (day, cents, refund, checkout)) in p.guest.iter().enumerate() {
+        let at = T0 + i64::from(*day) * DAY + 5 * HOUR + i as i64 * MIN;
+        let id = 4200 + i as u64;
+        let token = format!("tokg{i}");
+        if *checkout {
+            out.push(guest_checkout(&token, 3920 + i as u64, at - 20 * MIN));
+            out.push(guest_order_completing(
+                id,
+                &token,
+                at,
+                money(u64::from(*cents)),
+            ));
+        } else {
+            out.push(order(id, None, at, money(u64::from(*cents))));
+        }
+        let mut kept = u64::from(*cents);
+        if let Some(pct) = refund {
+            let amount = u64::from(*cents) * u64::from(*pct) / 100;
+            kept -= amount;
+            let rt = at + DAY;
+            out.push(envelope(
+                "refunds/create",
+                &refund_json(9100 + i as u64, id, rt, money(amount), "USD", None),
+                &format!("refund-{id}"),
+                rt,
+            ));
+        }
+        value += kept;
+        count += 1;
+    }
+    for (i, day) in p.abandoned.iter().enumerate() {
+        let at = T0 + i64::from(*day) * DAY + 9 * HOUR + i as i64 * MIN;
+        out.push(guest_checkout(&format!("toka{i}"), 3950 + i as u64, at));
+    }
+    (out, value, count)
+}
+
+fn config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 32;
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// In every arrival order and every project type, the customer's Iterable user ends with the
+    /// lifetime figures of all their orders, guest ones included, and each abandoned checkout is
+    /// decided at most once.
+    #[test]
+    fn the_customers_profile_is_right_in_any_arrival_order(p in plan(), order in prop::collection::vec(any::<u64>(), 64)) {
+        let (clean, value, count) = log(&p);
+        let mut shuffled: Vec<(u64, ShopifyEnvelope)> = clean
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (order[i % order.len()].rotate_left(i as u32), e.clone()))
+            .collect();
+        shuffled.sort_by_key(|(k, _)| *k);
+        for (mode, guests) in MODES {
+            for arrivals in [clean.clone(), shuffled.iter().map(|(_, e)| e.clone()).collect()] {
+                let mut h = harness(mode, guests);
+                for e in arrivals {
+                    h.deliver(e);
+                }
+                h.finish();
+                let it = fold(mode, &h.commands);
+                let u = it.customer();
+                prop_assert_eq!(
+                    (num(u, "shopify_lifetime_value") * 100.0).round() as u64,
+                    value,
+                    "{:?} {:?}", mode, u.fields
+                );
+                prop_assert_eq!(num(u, "shopify_orders_count") as u32, count);
+                let mut abandoned: Vec<&str> = h
+                    .events("checkout_abandoned")
+                    .iter()
+                    .map(|c| c.command_id.as_str())
+                    .collect();
+                let n = abandoned.len();
+                abandoned.dedup();
+                prop_assert_eq!(n, abandoned.len(), "decided twice");
+            }
+        }
+    }
+}
