@@ -209,6 +209,23 @@ fn clock_record(p: i32, clock: &PartitionClock) -> Result<Vec<u8>, EngineError> 
     .map_err(|e| EngineError::Fatal(format!("cannot encode the clock: {e}")))
 }
 
+/// Errors of a metadata or watermark request that a later attempt can get past (leadership
+/// moving, a broker restarting).
+fn is_transient_metadata_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
 fn is_json_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
         && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
@@ -1247,7 +1264,20 @@ impl<R: Rules> Engine<R> {
             // partition per reader, 1 MiB fetches) at a few bytes per restored key.
             .set("queued.max.messages.kbytes", "2048");
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
-        let (low, high) = reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT)?;
+        // Leadership of a partition can move under a rebalance or a broker restart; a restore
+        // must not end the instance over a metadata answer that the next attempt gets right.
+        let mut attempts = 0;
+        let (low, high) = loop {
+            match reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT) {
+                Ok(w) => break w,
+                Err(e) if attempts < 10 && is_transient_metadata_error(&e) => {
+                    attempts += 1;
+                    tracing::info!(partition = p, error = %e, "Changelog watermarks not available yet; retrying.");
+                    std::thread::sleep(Duration::from_millis(200 * attempts));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         // The changelog's record count bounds its keys (compaction keeps about one record per
         // key); sizing for it up front avoids growing the tables during the restore. Capped so
         // a changelog not yet compacted cannot reserve far more than it will hold.

@@ -190,6 +190,9 @@ pub(crate) async fn wait(
     }
 }
 
+/// How long a download may go without receiving a byte.
+const STALL: Duration = Duration::from_secs(60);
+
 /// Streams a result (or partial data) file line by line into `line`, never holding more
 /// than one network chunk and one line; the URL is pre-signed. `read` gets the bytes read so far.
 pub(crate) async fn download(
@@ -198,9 +201,12 @@ pub(crate) async fn download(
     mut line: impl FnMut(&[u8]) -> anyhow::Result<()>,
     mut read: impl FnMut(u64),
 ) -> anyhow::Result<()> {
+    // A multi-GB file takes minutes: no bound on the whole download (the client's 60 s would
+    // cut it), only on a stalled connection, per chunk below.
     let mut resp = client
         .http()
         .get(url)
+        .timeout(Duration::from_secs(7 * 24 * 3600))
         .send()
         .await
         .with_context(|| format!("downloading {url}"))?;
@@ -212,7 +218,13 @@ pub(crate) async fn download(
     }
     let mut rest: Vec<u8> = Vec::new();
     let mut total = 0u64;
-    while let Some(chunk) = resp.chunk().await.context("reading the bulk result")? {
+    loop {
+        let next = tokio::time::timeout(STALL, resp.chunk())
+            .await
+            .map_err(|_| anyhow::anyhow!("the bulk result download stalled for {STALL:?}"))?;
+        let Some(chunk) = next.context("reading the bulk result")? else {
+            break;
+        };
         total += chunk.len() as u64;
         let mut start = 0;
         for end in memchr_all(&chunk) {
