@@ -29,6 +29,9 @@ pub struct ProcessorConfig {
     pub engine: EngineConfig,
     /// Which rules to run.
     pub rules: RulesSelection,
+    /// The erasure registry's hash key (see [`crate::erasure`]).
+    #[serde(default)]
+    pub erasure: crate::erasure::ErasureConfig,
 }
 
 /// HTTP settings.

@@ -55,6 +55,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{EngineConfig, TimerClock};
+use crate::erasure::{ErasureConfig, ErasureError, Registry as Erasures};
 use crate::metrics::Metrics;
 use crate::partitioner::partition_for;
 use crate::state::{PartitionState, fingerprint};
@@ -85,6 +86,9 @@ pub enum EngineError {
         /// What went wrong.
         message: String,
     },
+    /// The erasure registry could not be loaded (see [`crate::erasure`]).
+    #[error(transparent)]
+    Erasures(#[from] ErasureError),
 }
 
 /// A question to the engine about one key (`GET /customers/{key}`).
@@ -259,6 +263,8 @@ pub struct Engine<R: Rules> {
     clock: fn() -> i64,
     /// The late-data rule's settings, in milliseconds (from `cfg.timers`).
     watermark: WatermarkConfig,
+    /// Erased subjects (GDPR): their inputs are dropped before the rules see them.
+    erasures: Erasures,
 }
 
 /// The consumer context: routes rebalance callbacks into the engine and keeps the latest
@@ -367,6 +373,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     engine.fatal.get_or_insert(e);
                     return;
                 }
+            }
+            // Erasure: markers other instances wrote before this assignment.
+            if let Err(e) = engine.reload_erasures() {
+                engine.fatal.get_or_insert(e);
+                return;
             }
             engine.update_gauges();
             let owned = engine.partitions.len();
@@ -668,6 +679,12 @@ impl<R: Rules> Engine<R> {
         event_time: i64,
         wall: i64,
     ) -> Result<(), EngineError> {
+        if env.topic != SHOP_PURGE && self.erasures.covers(key, event_time) {
+            // Erasure is final (crate::erasure): checked before the dedup window, which would
+            // otherwise create an entry for the erased key.
+            self.metrics.erased_inputs.inc();
+            return Ok(());
+        }
         let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
         let prints = fingerprints(env);
         if state.seen_before(
@@ -681,6 +698,11 @@ impl<R: Rules> Engine<R> {
             return Ok(());
         }
         if env.topic == SHOP_PURGE {
+            let at = serde_json::from_slice::<serde_json::Value>(&env.body)
+                .ok()
+                .and_then(|b| b["erased_at_ms"].as_i64())
+                .unwrap_or(state.stream_time_ms);
+            self.erasures.note_shop(&env.shop_domain, at);
             let prefix = format!("{}/", env.shop_domain);
             let doomed = state.keys_with_prefix(&prefix);
             tracing::info!(shop = %env.shop_domain, keys = doomed.len(), "Purging a shop's state on this partition (shop/redact).");
@@ -708,7 +730,8 @@ impl<R: Rules> Engine<R> {
         match self.rules.on_event(key, &mut aggregate, env, &ctx) {
             Ok(effects) => {
                 state.set_aggregate(key.as_str(), &aggregate, event_time);
-                self.apply_effects(state, key, &env.shop_domain, &env.delivery_id, effects)
+                let shop = &env.shop_domain;
+                self.apply_effects(state, key, shop, &env.delivery_id, event_time, effects)
             }
             // The stored aggregate is untouched: a failed rule changes nothing. Forget the
             // fingerprints too, so the record can be redriven from the dead-letter topic once
@@ -725,6 +748,7 @@ impl<R: Rules> Engine<R> {
         key: &CustomerKey,
         shop: &str,
         source_delivery: &str,
+        erased_at_ms: i64,
     ) -> Result<(), EngineError> {
         let topic = self.topics.repartition.clone();
         for p in 0..self.topics.partitions {
@@ -739,7 +763,9 @@ impl<R: Rules> Engine<R> {
                 routing_key: key.as_str().to_owned(),
                 source: schemas::EventSource::Webhook,
                 webhook_name: None,
-                body: b"{}".to_vec(),
+                body: serde_json::json!({ "erased_at_ms": erased_at_ms })
+                    .to_string()
+                    .into_bytes(),
             };
             let bytes = env
                 .encode()
@@ -757,6 +783,7 @@ impl<R: Rules> Engine<R> {
         key: &CustomerKey,
         shop: &str,
         source_delivery: &str,
+        at_ms: i64,
         effects: Vec<Effect>,
     ) -> Result<(), EngineError> {
         let mut purge = false;
@@ -800,14 +827,32 @@ impl<R: Rules> Engine<R> {
         if purge && key.kind() == KeyKind::Shop {
             // shop/redact: every key of the shop, on every partition, must go. The shop key
             // lives on one partition, so tell all of them through the repartition topic.
-            self.broadcast_shop_purge(key, shop, source_delivery)?;
+            self.record_erasure(key, at_ms)?;
+            self.broadcast_shop_purge(key, shop, source_delivery, at_ms)?;
             state.purge(key.as_str());
         } else if purge {
+            self.record_erasure(key, at_ms)?;
             state.purge(key.as_str());
         } else {
             state.mark_dirty(key.as_str());
         }
         Ok(())
+    }
+
+    /// Marks `key` erased at `at_ms` (GDPR): in memory now, and in the erasures topic within
+    /// this transaction, so the marker commits exactly when the purge does.
+    fn record_erasure(&mut self, key: &CustomerKey, at_ms: i64) -> Result<(), EngineError> {
+        if let Some(marker) = self.erasures.erase(key, at_ms) {
+            let topic = self.topics.erasures.clone();
+            self.send(&topic, &marker.key, Some(&marker.value), None)?;
+            self.metrics.erasures.inc();
+        }
+        Ok(())
+    }
+
+    /// Replaces the in-memory erasure markers with the committed erasures topic.
+    fn reload_erasures(&mut self) -> Result<(), EngineError> {
+        Ok(self.erasures.reload(&self.kafka, &self.topics.erasures)?)
     }
 
     /// Fires every timer of the partition due at or before its "now", in due order.
@@ -840,7 +885,7 @@ impl<R: Rules> Engine<R> {
                 Ok(effects) => {
                     state.set_aggregate(&key_text, &aggregate, timer.due_ms);
                     let source = format!("timer-{}-{}", timer.timer_id, timer.due_ms);
-                    self.apply_effects(state, &key, &shop, &source, effects)?;
+                    self.apply_effects(state, &key, &shop, &source, timer.due_ms, effects)?;
                 }
                 Err(e) => self.timer_dead_letter(&key_text, &timer, &e.to_string())?,
             }
@@ -1162,6 +1207,8 @@ impl<R: Rules> Engine<R> {
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         let states = self.restore_all(&owned)?;
         self.partitions.extend(states);
+        // Erasure: forget markers of the aborted work, as the state just did.
+        self.reload_erasures()?;
         let assignment = consumer.assignment()?;
         let committed = consumer.committed_offsets(assignment, KAFKA_TIMEOUT)?;
         for e in committed.elements() {
@@ -1407,6 +1454,8 @@ pub struct EngineParts<R: Rules> {
     pub queries: Receiver<Query>,
     /// Stop signal.
     pub shutdown: CancellationToken,
+    /// The erasure registry's hash key.
+    pub erasure: ErasureConfig,
 }
 
 /// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
@@ -1445,6 +1494,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         fatal: None,
         clock: runtime::now_ms,
         watermark: parts.cfg.timers.watermark(),
+        erasures: Erasures::new(&parts.erasure.hash_key),
     }));
     let mut consumer_cfg = parts
         .kafka

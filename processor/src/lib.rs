@@ -2,12 +2,14 @@
 //!
 //! Layout: [`engine`] (Kafka transactions, rebalances, restore, timers), [`state`] (per-partition
 //! in-memory state mirrored to the changelog), [`http`] (customer queries), [`counter`] (the
-//! engine's diagnostic rule set), [`config`], [`metrics`], [`partitioner`]. The marketing rules
+//! engine's diagnostic rule set), [`erasure`] (the GDPR erasure registry), [`config`], [`metrics`],
+//! [`partitioner`]. The marketing rules
 //! live in the `rules` crate, which has no Kafka in it.
 
 pub mod config;
 pub mod counter;
 pub mod engine;
+pub mod erasure;
 pub mod http;
 pub mod metrics;
 pub mod pack;
@@ -153,6 +155,7 @@ async fn serve<R: Rules>(
         health: Arc::clone(&health),
         queries: queries_rx,
         shutdown: shutdown.clone(),
+        erasure: config.erasure.clone(),
     };
     let result = tokio::task::spawn_blocking(move || engine::run_engine(parts)).await;
     // The engine is done (shutdown or failure): stop answering HTTP too.

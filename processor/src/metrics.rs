@@ -11,6 +11,10 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Inputs skipped as duplicates (delivery id or content fingerprint seen before).
     pub dedup_hits: IntCounter,
+    /// Inputs dropped because their subject was erased (GDPR redact).
+    pub erased_inputs: IntCounter,
+    /// Erasure markers written (one per purged person key or shop).
+    pub erasures: IntCounter,
     /// Records sent to the dead-letter topic, by error kind.
     pub dead_letters: IntCounterVec,
     /// Commands written, by kind (event name for tracked events, else the action kind).
@@ -53,6 +57,14 @@ impl Metrics {
             dedup_hits: IntCounter::new(
                 "tillstream_processor_dedup_hits_total",
                 "Inputs skipped as duplicates.",
+            )?,
+            erased_inputs: IntCounter::new(
+                "tillstream_processor_erased_inputs_total",
+                "Inputs dropped because their subject was erased.",
+            )?,
+            erasures: IntCounter::new(
+                "tillstream_processor_erasures_total",
+                "Erasure markers written.",
             )?,
             dead_letters: IntCounterVec::new(
                 Opts::new(
@@ -121,6 +133,8 @@ impl Metrics {
         };
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.dedup_hits.clone()))?;
+        registry.register(Box::new(m.erased_inputs.clone()))?;
+        registry.register(Box::new(m.erasures.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.commands.clone()))?;
         registry.register(Box::new(m.transactions.clone()))?;

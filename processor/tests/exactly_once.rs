@@ -408,13 +408,16 @@ async fn shop_redact_purges_every_key_of_the_shop_on_every_partition() {
     };
     let mut p = d.spawn("p");
     wait_commands(&k, &topics, n, "orders before the redaction");
+    // Dated before the orders that follow it: records at or before a shop's erasure time are
+    // its erased past and dropped for good (processor/src/erasure.rs), later ones are a new
+    // start for the shop.
     produce(
         &k,
         &topics.raw,
         &[envelope(
             "shop/redact",
             "redact-1",
-            runtime::now_ms(),
+            runtime::now_ms() - 2 * 3_600_000,
             r#"{"shop_id":1,"shop_domain":"test-shop.myshopify.com"}"#,
         )],
     )

@@ -5,6 +5,10 @@
 //! (the engine writes a changelog tombstone and drops its timers). `shop/redact` arrives on the
 //! shop key `{shop}/s/-`; the rules answer with `Purge` there, and the engine treats a purge of
 //! the shop key as a purge of every key of that shop (see `Effect::Purge`).
+//!
+//! Every purge is final: the engine records the purged key in its erasure registry, and drops
+//! any later input for it, including this module's own forwarded redacts on a replay
+//! (processor/src/erasure.rs). The rules therefore never see an erased person again.
 
 use schemas::{Action, DeleteMode, KeyKind};
 use serde_json::{Value, json};

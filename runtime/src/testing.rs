@@ -83,6 +83,7 @@ pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, S
             ("PROCESSOR_DLQ", t.processor_dlq.clone()),
             ("PUBLISHER_DLQ", t.publisher_dlq.clone()),
             ("DATA_REQUESTS", t.data_requests.clone()),
+            ("ERASURES", t.erasures.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("TILLSTREAM__TOPICS__{k}"), v)),

@@ -64,6 +64,9 @@ pub struct TopicsConfig {
     pub publisher_dlq: String,
     /// Answers to `customers/data_request`: what the state holds about a customer.
     pub data_requests: String,
+    /// The erasure registry: one marker per erased subject (keyed hash, no personal data),
+    /// compacted and never deleted by a replay, so an erased customer stays erased.
+    pub erasures: String,
     /// Retention of the commands and repartition topics.
     #[serde(with = "humantime_serde")]
     pub transient_retention: Duration,
@@ -110,6 +113,7 @@ impl TopicsConfig {
             processor_dlq: format!("{prefix}processor.dlq"),
             publisher_dlq: format!("{prefix}publisher.dlq"),
             data_requests: format!("{prefix}gdpr.data-requests"),
+            erasures: format!("{prefix}gdpr.erasures"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -189,6 +193,16 @@ impl TopicsConfig {
                 &self.data_requests,
                 self.side_partitions,
                 &[("cleanup.policy", "delete"), ("retention.ms", "2592000000")],
+            ),
+            // Compacted, never expired: the latest marker per erased subject must outlive every
+            // raw record about it (the raw topic keeps records forever).
+            spec(
+                &self.erasures,
+                self.side_partitions,
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", "0"),
+                ],
             ),
         ]
     }
@@ -321,6 +335,8 @@ mod tests {
         assert_eq!(raw.configs["retention.ms"], "-1");
         let changelog = specs.iter().find(|s| s.name == t.changelog).unwrap();
         assert_eq!(changelog.configs["cleanup.policy"], "compact");
+        let erasures = specs.iter().find(|s| s.name == t.erasures).unwrap();
+        assert_eq!(erasures.configs["cleanup.policy"], "compact");
     }
 
     #[test]

@@ -495,7 +495,8 @@ impl Stack {
 
     /// Replaces the processor with a new deployment (new application id, instance `p0`) that
     /// reads the same raw topic from the beginning into fresh state (its own changelog and
-    /// repartition topics) and writes to the same commands topic, with `rules_toml`.
+    /// repartition topics) and writes to the same commands topic, with `rules_toml`; the
+    /// erasure registry is kept, as `tillstream replay` keeps it.
     ///
     /// # Errors
     /// When topics or files cannot be created or it does not become ready.
@@ -508,6 +509,8 @@ impl Stack {
         let mut topics = fresh;
         topics.raw = self.topics.raw.clone();
         topics.commands = self.topics.commands.clone();
+        // Like `tillstream replay`, which never recreates the erasure registry.
+        topics.erasures = self.topics.erasures.clone();
         let mut opts = self.options.clone();
         opts.rules_toml = rules_toml.to_owned();
         let app = runtime::testing::unique("e2e-replay");

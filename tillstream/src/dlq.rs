@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use processor::erasure::{ErasureConfig, Registry};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -29,6 +30,9 @@ const BATCH: usize = 500;
 
 /// Longest wait for the next record while the end of the topic has not been reached.
 const STALL: Duration = Duration::from_secs(60);
+
+/// Why a dead letter about an erased customer is not redriven.
+const ERASED: &str = "erased subject (GDPR redact): never sent again";
 
 /// Header naming where a redriven record came from (`{dlq topic}/{partition}/{offset}`).
 const REDRIVE_HEADER: &str = "tillstream.redrive.source";
@@ -137,13 +141,13 @@ fn redrive_group(which: Which, kind: Option<&str>) -> String {
 
 /// One partition to read: `[start, end)`.
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    start: i64,
-    end: i64,
+pub(crate) struct Span {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
 }
 
 /// Per partition: from the group's committed offset (or the beginning) to the current end.
-fn spans(
+pub(crate) fn spans(
     consumer: &BaseConsumer<Reader>,
     topic: &str,
     from_beginning: bool,
@@ -178,7 +182,7 @@ fn spans(
 /// Reads every record of `spans`, calling `on` for each; stops when each partition reached
 /// its end (or librdkafka reports the partition's end, e.g. the last stable offset) or when
 /// `on` returns false.
-fn read(
+pub(crate) fn read(
     consumer: &BaseConsumer<Reader>,
     topic: &str,
     spans: &BTreeMap<i32, Span>,
@@ -201,7 +205,7 @@ fn read(
     }
     consumer
         .assign(&tpl)
-        .context("cannot assign the dead-letter partitions")?;
+        .with_context(|| format!("cannot assign the partitions of {topic}"))?;
     let mut last_progress = Instant::now();
     while !open.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
@@ -248,7 +252,7 @@ fn read(
 
 /// The consumer's context: reaching a partition's end is how reading stops, not an error,
 /// so it is not logged as one.
-struct Reader;
+pub(crate) struct Reader;
 
 impl ClientContext for Reader {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -264,7 +268,11 @@ impl ClientContext for Reader {
 
 impl ConsumerContext for Reader {}
 
-fn reader(kafka: &KafkaConfig, client: &str, group: &str) -> anyhow::Result<BaseConsumer<Reader>> {
+pub(crate) fn reader(
+    kafka: &KafkaConfig,
+    client: &str,
+    group: &str,
+) -> anyhow::Result<BaseConsumer<Reader>> {
     let mut cfg = kafka.consumer(client, group, true);
     // The end of each partition is reported, so reading stops at the last stable offset
     // (after a transaction marker there may be no record at high watermark − 1).
@@ -487,6 +495,23 @@ fn target(which: Which, topics: &TopicsConfig, m: &OwnedMessage) -> Result<Strin
     }
 }
 
+/// Whether a dead letter is about an erased subject (GDPR): its record key is covered by the
+/// erasure registry at the record's event time. Such records are never sent again.
+fn erased(which: Which, erasures: &Registry, m: &OwnedMessage) -> bool {
+    let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        return false;
+    };
+    let payload = m.payload().unwrap_or_default();
+    match which {
+        Which::Processor => erasures.covers_record(key, payload),
+        // An undated command counts as old: any marker of its key covers it.
+        Which::Publisher => erasures.covers_text(
+            key,
+            IterableCommand::decode(payload).map_or(i64::MIN, |c| c.event_time_ms),
+        ),
+    }
+}
+
 /// Counts for the summary.
 #[derive(Default)]
 struct Tally {
@@ -509,9 +534,12 @@ impl Tally {
 pub(crate) async fn redrive(
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
+    erasure: &ErasureConfig,
     args: &RedriveArgs,
 ) -> anyhow::Result<()> {
     let which = args.topic;
+    let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
+        .context("cannot read the erasure registry")?;
     let topic = which.topic(topics).to_owned();
     let group = args
         .group
@@ -563,6 +591,8 @@ pub(crate) async fn redrive(
                 tally.filtered += 1;
             } else if m.payload().is_none() {
                 *tally.skipped.entry("no payload".into()).or_default() += 1;
+            } else if erased(which, &erasures, &m) {
+                *tally.skipped.entry(ERASED.into()).or_default() += 1;
             } else {
                 match target(which, topics, &m) {
                     Err(why) => {

@@ -4,9 +4,12 @@ mod backfill;
 mod customer;
 mod dlq;
 mod replay;
+mod rewrite;
+mod seed;
 mod topics;
 
 use clap::{Parser, Subcommand};
+use processor::erasure::ErasureConfig;
 use runtime::{KafkaConfig, TopicsConfig};
 use serde::Deserialize;
 
@@ -39,9 +42,26 @@ enum Cmd {
         #[command(subcommand)]
         action: dlq::DlqCmd,
     },
+    /// Operations on the raw topic itself.
+    Raw {
+        #[command(subcommand)]
+        action: RawCmd,
+    },
     /// Import the shop's customers and orders from the Admin API (bulk operations) into the
     /// raw topic, marked as backfill (see README, "Backfill").
     Backfill(Box<backfill::BackfillArgs>),
+}
+
+#[derive(Subcommand)]
+enum RawCmd {
+    /// Copy the raw topic into a new, empty topic without the records of erased customers
+    /// (GDPR: how the raw log forgets; also migrates a raw topic written before the erasure
+    /// registry existed).
+    Rewrite(rewrite::RewriteArgs),
+    /// Record in the erasure registry every `customers/redact` and `shop/redact` the raw topic
+    /// holds (once, for raw data written before the registry existed: run it before the first
+    /// replay or rewrite after upgrading).
+    SeedErasures(seed::SeedArgs),
 }
 
 #[derive(Subcommand)]
@@ -60,6 +80,9 @@ struct CliConfig {
     kafka: KafkaConfig,
     #[serde(default)]
     topics: TopicsConfig,
+    /// The erasure registry's hash key: redrive and backfill skip erased subjects.
+    #[serde(default)]
+    erasure: ErasureConfig,
 }
 
 fn load(file: Option<&std::path::Path>) -> anyhow::Result<CliConfig> {
@@ -92,12 +115,25 @@ async fn main() -> anyhow::Result<()> {
             let cfg = load(cli.common.config.as_deref())?;
             match action {
                 dlq::DlqCmd::Inspect(args) => dlq::inspect(&cfg.kafka, &cfg.topics, &args),
-                dlq::DlqCmd::Redrive(args) => dlq::redrive(&cfg.kafka, &cfg.topics, &args).await,
+                dlq::DlqCmd::Redrive(args) => {
+                    dlq::redrive(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                }
+            }
+        }
+        Cmd::Raw { action } => {
+            let cfg = load(cli.common.config.as_deref())?;
+            match action {
+                RawCmd::Rewrite(args) => {
+                    rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                }
+                RawCmd::SeedErasures(args) => {
+                    seed::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                }
             }
         }
         Cmd::Backfill(args) => {
             let cfg = load(cli.common.config.as_deref())?;
-            backfill::run(*args, &cfg.kafka, &cfg.topics).await
+            backfill::run(*args, &cfg.kafka, &cfg.topics, &cfg.erasure).await
         }
     }
 }

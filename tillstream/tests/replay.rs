@@ -159,6 +159,7 @@ async fn dry_run_changes_nothing_then_earliest_resets_offsets_and_recreates_stat
     produce(&k, &t.changelog, 0, &[0, 0]).await;
     produce(&k, &t.changelog, 1, &[0]).await;
     produce(&k, &t.repartition, 1, &[0, 0]).await;
+    produce(&k, &t.erasures, 0, &[0]).await;
     // As if a processor had consumed everything and left.
     commit(
         &k,
@@ -224,6 +225,11 @@ async fn dry_run_changes_nothing_then_earliest_resets_offsets_and_recreates_stat
             "raw kept"
         );
     }
+    assert_eq!(
+        high(&k, &t.erasures, 0),
+        1,
+        "the erasure registry survives a replay: erased customers stay erased"
+    );
     // Recreated with the catalogue's partitions and configs (compaction included).
     t.apply(&k).await.unwrap();
 }

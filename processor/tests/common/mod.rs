@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{
@@ -100,29 +102,6 @@ pub fn commands(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<IterableComma
         .into_iter()
         .filter_map(|(_, _, v, _)| v.map(|v| IterableCommand::decode(&v).unwrap()))
         .collect()
-}
-
-/// A Shopify-style UTC timestamp for `ms`.
-pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .expect("timestamp in range")
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-pub fn order_body(
-    id: u64,
-    customer: u64,
-    email: &str,
-    total: &str,
-    token: &str,
-    at: i64,
-) -> String {
-    format!(
-        r##"{{"id":{id},"admin_graphql_api_id":"gid://shopify/Order/{id}","name":"#{id}","email":"{email}","created_at":"{t}","updated_at":"{t}","processed_at":"{t}","cancelled_at":null,"currency":"USD","presentment_currency":"USD","total_price":"{total}","subtotal_price":"{total}","total_tax":"0.00","total_discounts":"0.00","total_price_set":{{"shop_money":{{"amount":"{total}","currency_code":"USD"}},"presentment_money":{{"amount":"{total}","currency_code":"USD"}}}},"financial_status":"paid","fulfillment_status":null,"test":false,"checkout_token":"{token}","customer":{{"id":{customer},"email":"{email}","first_name":"Ada","last_name":"Byron","state":"enabled"}},"line_items":[{{"id":{li},"product_id":11,"variant_id":12,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","total_discount":"0.00"}}],"refunds":[]}}"##,
-        t = iso(at),
-        li = id * 10
-    )
 }
 
 /// A refund body with one successful refund transaction of `amount` (shop currency USD).
@@ -365,4 +344,111 @@ mod probe {
         let _ = s.read_to_string(&mut buf);
         buf.starts_with("HTTP/1.1 200")
     }
+}
+
+/// A Shopify-style UTC timestamp for `ms`.
+pub fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("timestamp in range")
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A registered customer's Shopify order payload.
+pub fn order_body(
+    id: u64,
+    customer: u64,
+    email: &str,
+    total: &str,
+    token: &str,
+    at: i64,
+) -> String {
+    order_json(id, Some(customer), email, total, token, at)
+}
+
+/// A guest's Shopify order payload: no customer, known only by its email.
+pub fn guest_order_body(id: u64, email: &str, total: &str, token: &str, at: i64) -> String {
+    order_json(id, None, email, total, token, at)
+}
+
+fn order_json(
+    id: u64,
+    customer: Option<u64>,
+    email: &str,
+    total: &str,
+    token: &str,
+    at: i64,
+) -> String {
+    let customer = customer.map_or_else(
+        || "null".to_owned(),
+        |c| {
+            format!(
+                r#"{{"id":{c},"email":"{email}","first_name":"Ada","last_name":"Byron","state":"enabled"}}"#
+            )
+        },
+    );
+    format!(
+        r##"{{"id":{id},"admin_graphql_api_id":"gid://shopify/Order/{id}","name":"#{id}","email":"{email}","created_at":"{t}","updated_at":"{t}","processed_at":"{t}","cancelled_at":null,"currency":"USD","presentment_currency":"USD","total_price":"{total}","subtotal_price":"{total}","total_tax":"0.00","total_discounts":"0.00","total_price_set":{{"shop_money":{{"amount":"{total}","currency_code":"USD"}},"presentment_money":{{"amount":"{total}","currency_code":"USD"}}}},"financial_status":"paid","fulfillment_status":null,"test":false,"checkout_token":"{token}","customer":{customer},"line_items":[{{"id":{li},"product_id":11,"variant_id":12,"sku":"SKU-1","title":"Salt \u0026 Pepper","quantity":1,"price":"{total}","total_discount":"0.00"}}],"refunds":[]}}"##,
+        t = iso(at),
+        li = id * 10
+    )
+}
+
+/// Whether the processor group `group` has committed every raw record and every repartition
+/// record (a transaction's commit marker may follow the last repartition record).
+pub fn drained(kafka: &KafkaConfig, topics: &TopicsConfig, group: &str) -> bool {
+    let t = Duration::from_secs(10);
+    let mut cfg = kafka.client("test-drained");
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().unwrap();
+    [(&topics.raw, 0), (&topics.repartition, 1)]
+        .into_iter()
+        .all(|(topic, slack)| {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..topics.partitions {
+                tpl.add_partition(topic, p);
+            }
+            let Ok(got) = c.committed_offsets(tpl, t) else {
+                return false;
+            };
+            (0..topics.partitions).all(|p| {
+                let high = c.fetch_watermarks(topic, p, t).map_or(i64::MAX, |w| w.1);
+                let done = got
+                    .find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(-1);
+                high == 0 || done >= high - slack
+            })
+        })
+}
+
+/// Waits until [`drained`] holds with an unchanged commands topic for 2 s; returns the commands.
+pub fn wait_drained(
+    kafka: &KafkaConfig,
+    topics: &TopicsConfig,
+    group: &str,
+) -> Vec<IterableCommand> {
+    let mut last: Option<(usize, Instant)> = None;
+    wait_for(
+        "the processor to drain its input",
+        Duration::from_secs(120),
+        || {
+            if !drained(kafka, topics, group) {
+                last = None;
+                return None;
+            }
+            let cmds = commands(kafka, topics);
+            match last {
+                Some((n, at)) if n == cmds.len() && at.elapsed() >= Duration::from_secs(2) => {
+                    Some(cmds)
+                }
+                Some((n, _)) if n == cmds.len() => None,
+                _ => {
+                    last = Some((cmds.len(), Instant::now()));
+                    None
+                }
+            }
+        },
+    )
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget};
+use processor::erasure::{ErasureConfig, Registry};
 use rdkafka::producer::FutureProducer;
 use runtime::{KafkaConfig, Secret, TopicsConfig};
 use schemas::ShopDomain;
@@ -135,6 +136,7 @@ pub(crate) async fn run(
     args: BackfillArgs,
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
+    erasure: &ErasureConfig,
 ) -> anyhow::Result<()> {
     let shop = ShopDomain::parse(&args.shop)
         .map_err(|e| anyhow::anyhow!("--shop {:?}: {e}", args.shop))?;
@@ -266,13 +268,18 @@ pub(crate) async fn run(
         .create()
         .context("creating the Kafka producer")?;
     let runs = work.runs(cp.state.spilled.values());
+    // The Admin API still returns an erased customer's orders: they must not enter the raw
+    // topic again (the processor would drop them, but the raw log must forget too).
+    let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
+        .context("cannot read the erasure registry")?;
     let target = produce::Target {
+        erasures: &erasures,
         producer: &producer,
         topic: &topics.raw,
         shop: &shop,
         api_version: &args.api_version,
     };
-    let (produced, took) = produce::produce(
+    let (produced, erased, took) = produce::produce(
         &mut cp,
         &runs,
         &target,
@@ -293,7 +300,7 @@ pub(crate) async fn run(
     cp.save()?;
     work.finished()?;
     println!(
-        "backfill complete: {events} events on {} ({produced} produced in this run, {} throttled answers); sorted in {:.1} s, produced in {:.1} s ({rate:.0} events/s)",
+        "backfill complete: {events} events on {} ({produced} produced in this run, {erased} about erased customers left out, {} throttled answers); sorted in {:.1} s, produced in {:.1} s ({rate:.0} events/s)",
         topics.raw,
         client.throttled.load(Ordering::Relaxed),
         sorted_in.as_secs_f64(),

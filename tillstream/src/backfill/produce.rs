@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use processor::erasure::Registry;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::{EventSource, ShopDomain, ShopifyEnvelope};
 
@@ -23,10 +24,13 @@ pub(crate) struct Target<'a> {
     pub(crate) topic: &'a str,
     pub(crate) shop: &'a ShopDomain,
     pub(crate) api_version: &'a str,
+    /// Erased subjects: their events are left out (GDPR).
+    pub(crate) erasures: &'a Registry,
 }
 
-/// Produces from `cp.state.produced` on, at most `max` events; returns how many were
-/// produced in this run and how long it took.
+/// Produces from `cp.state.produced` on, at most `max` events, leaving out those about erased
+/// subjects; returns how many were passed in this run (produced or left out), how many of them
+/// were left out, and how long it took.
 pub(crate) async fn produce(
     cp: &mut CheckpointFile,
     runs: &[PathBuf],
@@ -34,7 +38,7 @@ pub(crate) async fn produce(
     max: Option<usize>,
     throttled: &AtomicU64,
     interval: Duration,
-) -> anyhow::Result<(usize, Duration)> {
+) -> anyhow::Result<(usize, usize, Duration)> {
     let Stage::Producing { total } = cp.state.stage else {
         anyhow::bail!("production started before every resource was spilled");
     };
@@ -49,11 +53,19 @@ pub(crate) async fn produce(
         interval,
     );
     let now = runtime::now_ms();
+    let mut erased = 0;
     loop {
         let mut prepared = Vec::with_capacity(BATCH);
+        // Events taken from the runs, produced or not: the checkpoint counts positions.
+        let mut taken = 0;
         for e in events.by_ref().take(BATCH) {
             let e = e?;
+            taken += 1;
             let key = schemas::routing_key(target.shop, e.topic, &e.body);
+            if target.erasures.covers(&key, e.at_ms) {
+                erased += 1;
+                continue;
+            }
             let env = ShopifyEnvelope {
                 delivery_id: e.delivery_id,
                 event_id: None,
@@ -72,7 +84,7 @@ pub(crate) async fn produce(
                 env.routing_key,
             ));
         }
-        if prepared.is_empty() {
+        if taken == 0 {
             break;
         }
         // `join_all` polls in order, so records are queued in event-time order (one partition
@@ -87,11 +99,11 @@ pub(crate) async fn produce(
             r.map_err(|(e, _)| e)
                 .context("Kafka did not acknowledge a backfill record")?;
         }
-        cp.state.produced += prepared.len();
+        cp.state.produced += taken;
         cp.save()?;
         progress.set(cp.state.produced as u64, || {
             format!("{} throttled", throttled.load(Ordering::Relaxed))
         });
     }
-    Ok((cp.state.produced - start, progress.finish()))
+    Ok((cp.state.produced - start, erased, progress.finish()))
 }
