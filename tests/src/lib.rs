@@ -821,6 +821,43 @@ pub async fn send_all(
     Ok(report)
 }
 
+/// Ends a scenario run under a fault: lets the timeline's last timers come due, waits until
+/// everything is drained, and asserts that Iterable equals `expected.json`.
+///
+/// # Panics
+/// When the stack does not drain or the outcome differs (naming `fault`).
+#[allow(clippy::unwrap_used, clippy::print_stderr)]
+pub async fn finish_and_compare(
+    stack: &Stack,
+    sc: &shopify_sim::Scenario,
+    report: &shopify_sim::SendReport,
+    started: Instant,
+    fault: &str,
+) {
+    eprintln!(
+        "sent {} deliveries ({} retried attempts, statuses {:?})",
+        report.sent, report.retried, report.status_counts
+    );
+    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
+    stack
+        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
+        .await
+        .unwrap();
+    stack.wait_drained(Duration::from_secs(240)).await.unwrap();
+    eprintln!(
+        "drained at {:?}; unexpected exits {:?}",
+        started.elapsed(),
+        stack.unexpected_exits()
+    );
+    let outcome = check_outcome(&sc.expected, stack.sim_state());
+    eprintln!("{}", outcome.summary(60));
+    assert!(
+        outcome.mismatches.is_empty(),
+        "Iterable differs from expected.json after {fault}:\n{}",
+        outcome.summary(200)
+    );
+}
+
 /// The abandoned-checkout event id the rules use for a checkout token.
 pub fn checkout_event_id(shop: &str, token: &str) -> String {
     schemas::iterable_id(&[shop, "checkout-abandoned", token])

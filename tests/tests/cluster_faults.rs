@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use runtime::KafkaConfig;
 use tests::{
-    Stack, StackOptions, TIMER_GRACE_MS, check_outcome, ci_scenario, free_port, rfc3339_ms,
-    scenario, send_all, wait_until,
+    Stack, StackOptions, ci_scenario, finish_and_compare, free_port, scenario, send_all, wait_until,
 };
 
 /// A private three-node cluster, stopped and deleted on drop.
@@ -178,28 +177,14 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     eprintln!("broker {victim} back at {:?}", started.elapsed());
 
     let report = sender.await.unwrap().unwrap();
-    eprintln!(
-        "sent {} deliveries ({} retried attempts, statuses {:?})",
-        report.sent, report.retried, report.status_counts
-    );
-    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
-    stack
-        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
-        .await
-        .unwrap();
-    stack.wait_drained(Duration::from_secs(240)).await.unwrap();
-    eprintln!(
-        "drained at {:?}; unexpected exits {:?}",
-        started.elapsed(),
-        stack.unexpected_exits()
-    );
-    let outcome = check_outcome(&sc.expected, stack.sim_state());
-    eprintln!("{}", outcome.summary(60));
-    assert!(
-        outcome.mismatches.is_empty(),
-        "Iterable differs from expected.json after a broker kill on the cluster:\n{}",
-        outcome.summary(200)
-    );
+    finish_and_compare(
+        &stack,
+        &sc,
+        &report,
+        started,
+        "a broker kill on the cluster",
+    )
+    .await;
     for dlq in [&t.processor_dlq, &t.publisher_dlq] {
         assert_eq!(stack.side_topic_records(dlq), 0, "dead letters in {dlq}");
     }

@@ -14,8 +14,8 @@ use iterable_sim::FaultSpec;
 use rand::{Rng, SeedableRng};
 use runtime::KafkaConfig;
 use tests::{
-    Shared, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, ci_scenario, free_port, lock,
-    rfc3339_ms, scenario, send_all, wait_until,
+    Shared, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, ci_scenario, finish_and_compare,
+    free_port, lock, rfc3339_ms, scenario, send_all, wait_until,
 };
 
 /// What shows that a service is doing work (a kill point is "after k more units of it").
@@ -350,28 +350,7 @@ async fn broker_restart_mid_stream_reaches_the_expected_outcome() {
     );
 
     let report = sender.await.unwrap().unwrap();
-    eprintln!(
-        "sent {} deliveries ({} retried attempts, statuses {:?})",
-        report.sent, report.retried, report.status_counts
-    );
-    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
-    stack
-        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
-        .await
-        .unwrap();
-    stack.wait_drained(Duration::from_secs(240)).await.unwrap();
-    eprintln!(
-        "drained at {:?}; unexpected exits {:?}",
-        started.elapsed(),
-        stack.unexpected_exits()
-    );
-    let outcome = check_outcome(&sc.expected, stack.sim_state());
-    eprintln!("{}", outcome.summary(60));
-    assert!(
-        outcome.mismatches.is_empty(),
-        "Iterable differs from expected.json after a broker restart:\n{}",
-        outcome.summary(200)
-    );
+    finish_and_compare(&stack, &sc, &report, started, "a broker restart").await;
     assert_no_dead_letters(&stack);
     eprintln!("total {:?}", started.elapsed());
     if let Ok(stack) = Arc::try_unwrap(stack) {
