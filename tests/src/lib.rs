@@ -821,6 +821,26 @@ pub async fn send_all(
     Ok(report)
 }
 
+/// Lets the timeline's last timers come due (clock ticks past its end) and waits until the
+/// stack has drained everything.
+///
+/// # Panics
+/// When it does not drain within four minutes.
+#[allow(clippy::unwrap_used, clippy::print_stderr)]
+pub async fn drain_past_timeline_end(stack: &Stack, sc: &shopify_sim::Scenario, started: Instant) {
+    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
+    stack
+        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
+        .await
+        .unwrap();
+    stack.wait_drained(Duration::from_secs(240)).await.unwrap();
+    eprintln!(
+        "drained at {:?}; unexpected exits {:?}",
+        started.elapsed(),
+        stack.unexpected_exits()
+    );
+}
+
 /// Ends a scenario run under a fault: lets the timeline's last timers come due, waits until
 /// everything is drained, and asserts that Iterable equals `expected.json`.
 ///
@@ -838,17 +858,7 @@ pub async fn finish_and_compare(
         "sent {} deliveries ({} retried attempts, statuses {:?})",
         report.sent, report.retried, report.status_counts
     );
-    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
-    stack
-        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
-        .await
-        .unwrap();
-    stack.wait_drained(Duration::from_secs(240)).await.unwrap();
-    eprintln!(
-        "drained at {:?}; unexpected exits {:?}",
-        started.elapsed(),
-        stack.unexpected_exits()
-    );
+    drain_past_timeline_end(stack, sc, started).await;
     let outcome = check_outcome(&sc.expected, stack.sim_state());
     eprintln!("{}", outcome.summary(60));
     assert!(

@@ -14,8 +14,8 @@ use iterable_sim::FaultSpec;
 use rand::{Rng, SeedableRng};
 use runtime::KafkaConfig;
 use tests::{
-    Shared, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, ci_scenario, finish_and_compare,
-    free_port, lock, rfc3339_ms, scenario, send_all, wait_until,
+    Shared, Stack, StackOptions, check_outcome, ci_scenario, drain_past_timeline_end,
+    finish_and_compare, free_port, lock, scenario, send_all, wait_until,
 };
 
 /// What shows that a service is doing work (a kill point is "after k more units of it").
@@ -210,17 +210,7 @@ async fn kill9_rounds_iterable_outage_and_429_storm_reach_the_expected_outcome()
         report.retried,
         started.elapsed()
     );
-    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
-    stack
-        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
-        .await
-        .unwrap();
-    stack.wait_drained(Duration::from_secs(240)).await.unwrap();
-    eprintln!(
-        "drained at {:?}; unexpected exits {:?}",
-        started.elapsed(),
-        stack.unexpected_exits()
-    );
+    drain_past_timeline_end(&stack, &sc, started).await;
 
     let sim = stack.sim_state();
     let outcome = check_outcome(&sc.expected, sim);
