@@ -78,6 +78,16 @@ impl SimConfig {
             if !ids.insert(p.id) {
                 return Err(Error::Config(format!("duplicate project id {}", p.id)));
             }
+            if let Some(bad) = p
+                .catalogs
+                .iter()
+                .find(|c| !crate::store::catalogs::valid_name(c))
+            {
+                return Err(Error::Config(format!(
+                    "project {}: invalid catalog name {bad:?}",
+                    p.id
+                )));
+            }
             if p.api_keys.is_empty() {
                 return Err(Error::Config(format!("project {} has no api_keys", p.id)));
             }
@@ -187,6 +197,9 @@ pub struct ProjectConfig {
     pub list_ids: Vec<u64>,
     /// Accept every list id as existing (then `list_ids` is ignored). Default false.
     pub any_list_id: bool,
+    /// Catalogs that exist at start-up (others must be created with
+    /// `POST /api/catalogs/{name}`). Default none.
+    pub catalogs: Vec<String>,
     /// Project setting for unknown fields: add them (true, default) or drop them and report
     /// them in `filteredOutFields` (false). A request's `createNewFields` overrides it.
     pub create_new_fields: bool,
@@ -200,6 +213,7 @@ impl Default for ProjectConfig {
             api_keys: vec![DEFAULT_API_KEY.to_string()],
             list_ids: vec![1, 2, 3],
             any_list_id: false,
+            catalogs: Vec::new(),
             create_new_fields: true,
         }
     }
@@ -307,6 +321,16 @@ pub struct BodyLimits {
     /// Maximum records per bulk request (users, events, subscribers, subscription requests);
     /// above it: 400 `BatchTooLarge`. Default none (Iterable documents no record cap).
     pub bulk_max_records: Option<usize>,
+    /// Maximum body of `POST /api/catalogs/{name}/items` in bytes. Iterable documents no
+    /// byte cap there, only 1000 items of ≤ 30 KB each, so the default (32,000,000) admits
+    /// any request that respects those two.
+    pub catalog_bulk_max_bytes: usize,
+    /// Maximum documents per catalog bulk upsert (reference §3.11: 1000). Above it:
+    /// 400 `BatchTooLarge`.
+    pub catalog_max_items: usize,
+    /// Maximum size of one catalog item's JSON in bytes (reference §3.11: "≤ 30 KB"; the
+    /// strict reading, 30,000, like `bulk_max_bytes`). Above it: 400 `BadParams`.
+    pub catalog_item_max_bytes: usize,
 }
 
 impl Default for BodyLimits {
@@ -316,6 +340,9 @@ impl Default for BodyLimits {
             single_max_bytes: 4_000_000,
             too_large: TooLargeResponse::Status413,
             bulk_max_records: None,
+            catalog_bulk_max_bytes: 32_000_000,
+            catalog_max_items: 1000,
+            catalog_item_max_bytes: 30_000,
         }
     }
 }
@@ -374,6 +401,18 @@ mod tests {
         assert_eq!(f.per_day, Some(1000));
         assert_eq!(
             c.effective_limit(Endpoint::CommerceUpdateCart).per_second,
+            None
+        );
+        // Catalog items: 100 req/s (bulk) and 1000 req/s (PUT) per API key; PATCH unpublished.
+        let bulk = c.effective_limit(Endpoint::CatalogsBulkUpdateItems);
+        assert_eq!((bulk.per_second, bulk.burst), (Some(100.0), Some(100.0)));
+        assert!(Endpoint::CatalogsBulkUpdateItems.limited_per_api_key());
+        assert_eq!(
+            c.effective_limit(Endpoint::CatalogsReplaceItem).per_second,
+            Some(1000.0)
+        );
+        assert_eq!(
+            c.effective_limit(Endpoint::CatalogsUpdateItem).per_second,
             None
         );
     }

@@ -14,7 +14,10 @@ use crate::auth::KeyTable;
 use crate::config::SimConfig;
 use crate::error::Error;
 use crate::faults::{FaultSpec, FaultStatus, Faults};
-use crate::inspect::{self, CartView, EventView, Filter, ListView, ProfileView, PurchaseView};
+use crate::inspect::{
+    self, CartView, CatalogItemView, CatalogView, EventView, Filter, ListView, ProfileView,
+    PurchaseView,
+};
 use crate::ratelimit::RateLimiter;
 use crate::stats::{Stats, StatsView};
 use crate::store::{ProjectStore, Store};
@@ -94,6 +97,17 @@ impl SimState {
     /// Lists (same as `GET /_sim/lists`).
     pub fn lists(&self, filter: &Filter) -> Vec<ListView> {
         inspect::lists(self, filter)
+    }
+
+    /// Catalogs (same as `GET /_sim/catalogs`).
+    pub fn catalogs(&self, filter: &Filter) -> Vec<CatalogView> {
+        inspect::catalogs(self, filter)
+    }
+
+    /// Items of catalog `name` (same as `GET /_sim/catalogs/{name}/items`); `None` when no
+    /// project the filter admits has that catalog.
+    pub fn catalog_items(&self, name: &str, filter: &Filter) -> Option<Vec<CatalogItemView>> {
+        inspect::catalog_items(self, name, filter)
     }
 
     /// Current fault injection (same as `GET /_sim/faults`).

@@ -1,9 +1,10 @@
-//! In-memory state of every project: profiles, field types, events, purchases, lists.
+//! In-memory state of every project: profiles, field types, events, purchases, lists, catalogs.
 //!
 //! Each project lives behind its own mutex; a request holds it for its whole (synchronous)
 //! processing, which makes every request — including a bulk one — atomic, as the
 //! "type mismatch fails the whole request" rule requires.
 
+pub(crate) mod catalogs;
 pub(crate) mod fasthash;
 pub(crate) mod profiles;
 pub(crate) mod records;
@@ -30,6 +31,7 @@ pub(crate) struct ProjectStore {
     pub(crate) types: TypeRegistry,
     pub(crate) events: Keyed<EventRecord>,
     pub(crate) purchases: Keyed<PurchaseRecord>,
+    pub(crate) catalogs: catalogs::Catalogs,
 }
 
 impl ProjectStore {
@@ -44,6 +46,13 @@ impl ProjectStore {
             types: TypeRegistry::default(),
             events: Keyed::default(),
             purchases: Keyed::default(),
+            catalogs: {
+                let mut c = catalogs::Catalogs::default();
+                for name in &p.catalogs {
+                    c.create(name);
+                }
+                c
+            },
         }
     }
 
