@@ -27,12 +27,15 @@ mod handlers;
 pub mod inspect;
 pub mod ratelimit;
 mod server;
+mod simulate;
 pub mod stats;
 mod store;
+mod webhooks;
 
 pub use config::{
     BehaviourConfig, BodyLimits, DEFAULT_API_KEY, EndpointLimit, LimitModel, ProjectConfig,
-    ProjectType, RateLimitBody, RateLimitConfig, RateLimitResponse, SimConfig, TooLargeResponse,
+    ProjectType, RateLimitBody, RateLimitConfig, RateLimitResponse, Secret, SimConfig,
+    SystemWebhookConfig, TooLargeResponse,
 };
 pub use endpoint::Endpoint;
 pub use error::{ApiError, Error};
@@ -43,3 +46,4 @@ pub use inspect::{
 };
 pub use server::{SimHandle, SimState, app, run, spawn, spawn_on};
 pub use stats::{EndpointStats, StatsView};
+pub use webhooks::{DeliveryState, WebhookView};

@@ -21,6 +21,7 @@ use crate::inspect::{
 use crate::ratelimit::RateLimiter;
 use crate::stats::{Stats, StatsView};
 use crate::store::{ProjectStore, Store};
+use crate::webhooks::{WebhookView, Webhooks};
 
 /// Cheaply clonable handle on the whole simulator state.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// 429s served, to alternate body styles.
     pub(crate) served_429: AtomicU64,
+    /// System webhooks: recorded and sent by a worker started in `serve`.
+    pub(crate) webhooks: Arc<Webhooks>,
 }
 
 impl SimState {
@@ -59,6 +62,7 @@ impl SimState {
                 faults: Faults::new(config.faults.clone()),
                 shutdown,
                 served_429: AtomicU64::new(0),
+                webhooks: Arc::new(Webhooks::new(config.system_webhooks.clone())),
                 config,
             }),
         })
@@ -122,8 +126,16 @@ impl SimState {
         Ok(())
     }
 
-    /// Clears data, counters and rate-limit buckets and restores the start-up faults.
+    /// System webhooks emitted so far, with their delivery state (same as
+    /// `GET /_sim/webhooks`).
+    pub fn webhooks(&self) -> Vec<WebhookView> {
+        self.inner.webhooks.views()
+    }
+
+    /// Clears data, counters, recorded webhooks and rate-limit buckets and restores the
+    /// start-up faults.
     pub fn reset(&self) {
+        self.inner.webhooks.reset();
         self.inner.store.reset();
         self.inner.stats.reset();
         self.inner.limiter.reset(&self.inner.config);
@@ -143,6 +155,7 @@ impl SimState {
 pub fn app(state: SimState) -> Router {
     crate::handlers::router()
         .merge(inspect::router())
+        .merge(crate::simulate::router())
         .fallback(crate::handlers::not_found)
         .with_state(state)
 }
@@ -162,6 +175,7 @@ async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    state.inner.webhooks.start(shutdown.clone());
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     // No Nagle: pipelined or multi-write responses must not wait for the client's delayed ACK
     // (a 40 ms stall per response would make the simulator the bottleneck it must never be).

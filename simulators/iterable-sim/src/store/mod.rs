@@ -32,6 +32,10 @@ pub(crate) struct ProjectStore {
     pub(crate) events: Keyed<EventRecord>,
     pub(crate) purchases: Keyed<PurchaseRecord>,
     pub(crate) catalogs: catalogs::Catalogs,
+    /// Channel an email unsubscribe applies to.
+    pub(crate) email_channel_id: i64,
+    /// Channel a STOP reply applies to.
+    pub(crate) sms_channel_id: i64,
 }
 
 impl ProjectStore {
@@ -46,6 +50,8 @@ impl ProjectStore {
             types: TypeRegistry::default(),
             events: Keyed::default(),
             purchases: Keyed::default(),
+            email_channel_id: p.email_channel_id,
+            sms_channel_id: p.sms_channel_id,
             catalogs: {
                 let mut c = catalogs::Catalogs::default();
                 for name in &p.catalogs {
