@@ -157,6 +157,8 @@ pub(crate) enum ConsentState {
     Subscribed,
     NotSubscribed,
     Unsubscribed,
+    /// Confirmation requested (double opt-in); only set through the Admin API here.
+    Pending,
 }
 
 impl ConsentState {
@@ -165,6 +167,7 @@ impl ConsentState {
             ConsentState::Subscribed => "subscribed",
             ConsentState::NotSubscribed => "not_subscribed",
             ConsentState::Unsubscribed => "unsubscribed",
+            ConsentState::Pending => "pending",
         }
     }
 }

@@ -626,7 +626,9 @@ impl Gen<'_> {
         };
         consent.state = match consent.state {
             ConsentState::Subscribed => ConsentState::Unsubscribed,
-            ConsentState::NotSubscribed | ConsentState::Unsubscribed => ConsentState::Subscribed,
+            ConsentState::NotSubscribed | ConsentState::Unsubscribed | ConsentState::Pending => {
+                ConsentState::Subscribed
+            }
         };
         consent.opt_in_level = if confirmed {
             "confirmed_opt_in"

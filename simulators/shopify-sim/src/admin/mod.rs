@@ -19,9 +19,13 @@
 //! [`spawn_synthetic_admin`] serves a generated store of any size instead ([`synthetic`]): its
 //! files are streamed while generated, with children displaced far from their parents.
 
+mod consent;
+mod files;
+mod finish;
 mod store;
 mod synthetic;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +43,7 @@ pub use synthetic::{SyntheticSpec, SyntheticStore};
 
 use crate::config::ScenarioConfig;
 use crate::error::SimError;
+use crate::sender::SendOptions;
 
 /// Where and how to send `bulk_operations/finish`.
 #[derive(Debug, Clone)]
@@ -188,6 +193,10 @@ struct Inner {
     refilled: Instant,
     ops: Vec<Operation>,
     orders_failed_once: bool,
+    /// Where consent changes send their webhooks (see [`AdminServer::set_customer_webhook`]).
+    customer_webhook: Option<FinishWebhook>,
+    /// Consent mutations that changed something, per customer id.
+    consent_updates: BTreeMap<u64, u64>,
     stats: AdminStats,
 }
 
@@ -211,6 +220,18 @@ impl AdminServer {
     /// A snapshot of the counters.
     pub fn stats(&self) -> AdminStats {
         lock(&self.shared).stats.clone()
+    }
+
+    /// Sends the webhooks of consent changes (the consent topic and `customers/update`) to
+    /// `hook.url`, signed with `hook.secret`, with Shopify's retries.
+    pub fn set_customer_webhook(&self, hook: FinishWebhook) {
+        lock(&self.shared).customer_webhook = Some(hook);
+    }
+
+    /// A customer's current email and SMS consent, as `GET /_sim/customers/{id}` serves it;
+    /// `None` for an unknown customer (or a synthetic store).
+    pub fn customer(&self, id: u64) -> Option<Value> {
+        customer_json(&lock(&self.shared), id)
     }
 
     /// Empties the cost bucket and keeps it empty for `hold`, as another app of the same
@@ -298,6 +319,8 @@ async fn serve(
         refilled: Instant::now(),
         ops: Vec::new(),
         orders_failed_once: false,
+        customer_webhook: None,
+        consent_updates: BTreeMap::new(),
         stats: AdminStats::default(),
     }));
     let app = router(shared.clone());
@@ -316,10 +339,28 @@ async fn serve(
     })
 }
 
+fn customer_json(s: &Inner, id: u64) -> Option<Value> {
+    match &s.store {
+        Source::Scenario(store) => store
+            .snaps
+            .get(&id)
+            .map(|c| consent::customer_view(c, s.consent_updates.get(&id).copied().unwrap_or(0))),
+        Source::Synthetic(_) => None,
+    }
+}
+
+async fn customer_route(State(shared): State<Shared>, Path(id): Path<u64>) -> Response {
+    match customer_json(&lock(&shared), id) {
+        Some(v) => axum::Json(v).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/admin/api/{version}/graphql.json", post(graphql))
-        .route("/bulk/{file}", get(download))
+        .route("/bulk/{file}", get(files::download))
+        .route("/_sim/customers/{id}", get(customer_route))
         .with_state(shared)
 }
 
@@ -464,7 +505,10 @@ async fn graphql(
             .to_owned();
         let vars = req.get("variables").cloned().unwrap_or(Value::Null);
         let is_run = query.contains("bulkOperationRunQuery");
-        let requested = if is_run {
+        let consent = consent::Channel::of_query(&query);
+        let requested = if consent.is_some() {
+            consent::MUTATION_COST
+        } else if is_run {
             s.opts.run_cost
         } else {
             s.opts.poll_cost
@@ -481,7 +525,34 @@ async fn graphql(
                 finished.push(i);
             }
         }
-        let mut body = if is_run {
+        let mut body = if let Some(ch) = consent {
+            let seq = s.stats.requests;
+            let outcome = match &mut s.store {
+                Source::Scenario(store) => consent::mutate(store, ch, &vars, Utc::now(), seq),
+                Source::Synthetic(_) => consent::not_found(ch),
+            };
+            if !outcome.webhooks.is_empty() {
+                if let Some(id) = outcome.customer_id {
+                    *s.consent_updates.entry(id).or_default() += 1;
+                }
+                match s.customer_webhook.clone() {
+                    Some(hook) => {
+                        let options = SendOptions {
+                            rate_per_sec: 0.0,
+                            concurrency: 1,
+                            ..SendOptions::new(hook.url, hook.secret)
+                        };
+                        tokio::spawn(async move {
+                            if let Err(e) = crate::sender::send(outcome.webhooks, options).await {
+                                tracing::warn!(error = %e, "consent webhooks not delivered");
+                            }
+                        });
+                    }
+                    None => tracing::debug!("consent changed; no customer webhook configured"),
+                }
+            }
+            outcome.body
+        } else if is_run {
             let before = s.ops.len();
             let body = run_query(&mut s, &query, &vars);
             if s.ops.len() > before {
@@ -523,13 +594,15 @@ async fn graphql(
                 None => json!({"data": {"currentBulkOperation": null}}),
             }
         } else {
-            graphql_error("The Admin API fake only answers bulk operation queries")
+            graphql_error(
+                "The Admin API fake only answers bulk operation queries and consent mutations",
+            )
         };
         body["extensions"] = json!({"cost": s.cost(requested, Some(requested))});
         for i in &finished {
             if let (Some(hook), Some(op)) = (s.opts.finish_webhook.clone(), s.ops.get(*i)) {
-                let notice = finish_notice(op);
-                tokio::spawn(send_finish(hook, notice));
+                let notice = finish::finish_notice(op);
+                tokio::spawn(finish::send_finish(hook, notice));
             }
         }
         body
@@ -548,11 +621,11 @@ fn finish_on_time(shared: Shared, i: usize, run_time: Duration) {
                 return;
             }
             match (s.opts.finish_webhook.clone(), s.ops.get(i)) {
-                (Some(hook), Some(op)) => (hook, finish_notice(op)),
+                (Some(hook), Some(op)) => (hook, finish::finish_notice(op)),
                 _ => return,
             }
         };
-        send_finish(send.0, send.1).await;
+        finish::send_finish(send.0, send.1).await;
     });
 }
 
@@ -639,113 +712,4 @@ fn parse_range(query: &str) -> UpdatedRange {
         since: value(">="),
         until: value("<="),
     }
-}
-
-fn finish_notice(op: &Operation) -> Value {
-    json!({
-        "admin_graphql_api_id": format!("gid://shopify/BulkOperation/{}", op.number),
-        "completed_at": op.completed_at.map(utc),
-        "created_at": utc(op.created_at),
-        "error_code": if op.status == Status::Failed { Value::from("internal_server_error") } else { Value::Null },
-        "status": op.status.as_str().to_lowercase(),
-        "type": "query",
-    })
-}
-
-async fn send_finish(hook: FinishWebhook, notice: Value) {
-    let body = notice.to_string().into_bytes();
-    let signature = crate::sign::sign(&body, hook.secret.as_bytes());
-    let id = format!(
-        "bulk-finish-{}",
-        notice["admin_graphql_api_id"]
-            .as_str()
-            .unwrap_or_default()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-    );
-    let result = reqwest::Client::new()
-        .post(&hook.url)
-        .header("X-Shopify-Topic", "bulk_operations/finish")
-        .header("X-Shopify-Hmac-Sha256", signature)
-        .header("X-Shopify-Webhook-Id", id)
-        .header(
-            "X-Shopify-Triggered-At",
-            crate::delivery::format_triggered_at(Utc::now()),
-        )
-        .header("Content-Type", "application/json")
-        .timeout(Duration::from_secs(5))
-        .body(body)
-        .send()
-        .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, url = %hook.url, "bulk_operations/finish webhook not delivered");
-    }
-}
-
-async fn download(State(shared): State<Shared>, Path(file): Path<String>) -> Response {
-    let mut s = lock(&shared);
-    let Some(name) = file.strip_suffix(".jsonl") else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let (number, partial) = match name.strip_suffix("-partial") {
-        Some(n) => (n, true),
-        None => (name, false),
-    };
-    let text = {
-        let Some(op) = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| s.ops.iter().find(|o| o.number == n))
-        else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
-        let all = match (&op.contents, &s.store) {
-            (Contents::Lines(l), _) => l.as_slice(),
-            (
-                Contents::Synthetic {
-                    resource, range, ..
-                },
-                Source::Synthetic(store),
-            ) if op.status == Status::Completed && !partial => {
-                let stream = stream_synthetic(store.clone(), *resource, *range, op.number);
-                s.stats.downloads += 1;
-                return (
-                    [("content-type", "application/jsonl")],
-                    axum::body::Body::from_stream(stream),
-                )
-                    .into_response();
-            }
-            _ => return StatusCode::NOT_FOUND.into_response(),
-        };
-        let lines = match (op.status, partial) {
-            (Status::Completed, false) => all,
-            (Status::Failed, true) => all.get(..s.partial_len(op)).unwrap_or_default(),
-            _ => return StatusCode::NOT_FOUND.into_response(),
-        };
-        let mut text = lines.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text
-    };
-    s.stats.downloads += 1;
-    ([("content-type", "application/jsonl")], text).into_response()
-}
-
-/// A synthetic file as a body stream: generated on a blocking thread, a few chunks ahead of
-/// the client (a bounded channel), abandoned when the client disconnects.
-fn stream_synthetic(
-    store: Arc<SyntheticStore>,
-    resource: Resource,
-    range: UpdatedRange,
-    op: u64,
-) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
-    tokio::task::spawn_blocking(move || {
-        store.stream(resource, range, op, |chunk| tx.blocking_send(chunk).is_ok());
-    });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok(chunk), rx))
-    })
 }

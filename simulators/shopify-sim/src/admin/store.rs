@@ -53,6 +53,12 @@ pub struct AdminStore {
     customers: Vec<Record>,
     orders: Vec<Record>,
     seed: u64,
+    /// Latest snapshot of every customer (consent mutations change these and re-render the
+    /// customer's node and webhooks from them).
+    pub(crate) snaps: BTreeMap<u64, CustomerSnap>,
+    pub(crate) shop_domain: String,
+    pub(crate) shop_id: u64,
+    pub(crate) currency: String,
 }
 
 fn utc(t: Ts) -> String {
@@ -134,6 +140,7 @@ impl AdminStore {
         });
 
         let currency = cfg.shop_currency.as_str();
+        let snaps = customers.clone();
         let customers = customers
             .values()
             .map(|c| customer_record(currency, c))
@@ -165,7 +172,25 @@ impl AdminStore {
             customers,
             orders,
             seed: cfg.seed,
+            snaps,
+            shop_domain: cfg.shop_domain.clone(),
+            shop_id: cfg.shop_id,
+            currency: cfg.shop_currency.clone(),
         })
+    }
+
+    /// Re-renders customer `id`'s node from its snapshot (after a consent change), so a
+    /// later bulk query returns the new state.
+    pub(crate) fn refresh_customer(&mut self, id: u64) {
+        let Some(snap) = self.snaps.get(&id) else {
+            return;
+        };
+        let fresh = customer_record(&self.currency, snap);
+        let gid = Value::String(gid("Customer", id));
+        match self.customers.iter_mut().find(|r| r.node["id"] == gid) {
+            Some(r) => *r = fresh,
+            None => self.customers.push(fresh),
+        }
     }
 
     /// Customers in the store.
@@ -198,7 +223,7 @@ impl AdminStore {
     }
 }
 
-fn consent_node(state: &str, level: &str, at: Option<Ts>) -> (String, String, Value) {
+pub(crate) fn consent_node(state: &str, level: &str, at: Option<Ts>) -> (String, String, Value) {
     (
         state.to_uppercase(),
         level.to_uppercase(),
