@@ -24,6 +24,7 @@ use crate::admin::store::AdminStore;
 use crate::delivery::{Delivery, DeliveryKind, uuid};
 use crate::model::{Action, Consent, ConsentState, CustomerSnap, Subject, Topic};
 use crate::payloads::{Ctx, render};
+use crate::sender::SendOptions;
 
 /// Which mutation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +311,7 @@ fn webhooks_for(
         currency: &store.currency,
         catalogue: &[],
         order_numbers: &numbers,
+        catalog: None,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(snap.id ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let event_id = uuid(&mut rng);
@@ -337,4 +339,37 @@ fn webhooks_for(
             }
         })
         .collect()
+}
+
+/// Runs a consent mutation for the fake (after its cost was taken) and sends the webhooks
+/// of a change to the configured receiver in the background; returns the GraphQL body.
+pub(super) fn handle(s: &mut super::Inner, ch: Channel, vars: &Value) -> Value {
+    let seq = s.stats.requests;
+    let outcome = match &mut s.store {
+        super::Source::Scenario(store) => mutate(store, ch, vars, Utc::now(), seq),
+        super::Source::Synthetic(_) => not_found(ch),
+    };
+    if outcome.webhooks.is_empty() {
+        return outcome.body;
+    }
+    if let Some(id) = outcome.customer_id {
+        *s.consent_updates.entry(id).or_default() += 1;
+    }
+    match s.customer_webhook.clone() {
+        Some(hook) => {
+            let options = SendOptions {
+                rate_per_sec: 0.0,
+                concurrency: 1,
+                ..SendOptions::new(hook.url, hook.secret)
+            };
+            let webhooks = outcome.webhooks;
+            tokio::spawn(async move {
+                if let Err(e) = crate::sender::send(webhooks, options).await {
+                    tracing::warn!(error = %e, "consent webhooks not delivered");
+                }
+            });
+        }
+        None => tracing::debug!("consent changed; no customer webhook configured"),
+    }
+    outcome.body
 }

@@ -2,11 +2,13 @@
 //!
 //! `POST /admin/api/{version}/graphql.json` understands the three documents a backfill sends
 //! (recognised by their root field, not parsed as GraphQL):
-//! - `bulkOperationRunQuery(query: $query)`: the inner query's top connection (`customers` or
-//!   `orders`) and its `updated_at:>=`/`updated_at:<=` search filter pick the objects;
+//! - `bulkOperationRunQuery(query: $query)`: the inner query's top connection (`customers`,
+//!   `orders` or `products`, the last with `variants` and `collections` children) and its `updated_at:>=`/`updated_at:<=` search filter pick the objects;
 //! - `bulkOperation(id: $id)` and `currentBulkOperation`: the status, which goes
 //!   `CREATED → RUNNING → COMPLETED` (or `FAILED`) after `polls_to_complete` polls or
 //!   `run_time`, whichever comes first;
+//! - `customerEmailMarketingConsentUpdate` / `customerSmsMarketingConsentUpdate`
+//!   ([`consent`]): the customer's consent changes and the consent webhooks are sent;
 //! - anything else is answered with a GraphQL error.
 //!
 //! Every answer carries `extensions.cost.throttleStatus` from a leaky bucket; a request whose
@@ -22,6 +24,7 @@
 mod consent;
 mod files;
 mod finish;
+mod products;
 mod store;
 mod synthetic;
 
@@ -43,7 +46,6 @@ pub use synthetic::{SyntheticSpec, SyntheticStore};
 
 use crate::config::ScenarioConfig;
 use crate::error::SimError;
-use crate::sender::SendOptions;
 
 /// Where and how to send `bulk_operations/finish`.
 #[derive(Debug, Clone)]
@@ -526,32 +528,7 @@ async fn graphql(
             }
         }
         let mut body = if let Some(ch) = consent {
-            let seq = s.stats.requests;
-            let outcome = match &mut s.store {
-                Source::Scenario(store) => consent::mutate(store, ch, &vars, Utc::now(), seq),
-                Source::Synthetic(_) => consent::not_found(ch),
-            };
-            if !outcome.webhooks.is_empty() {
-                if let Some(id) = outcome.customer_id {
-                    *s.consent_updates.entry(id).or_default() += 1;
-                }
-                match s.customer_webhook.clone() {
-                    Some(hook) => {
-                        let options = SendOptions {
-                            rate_per_sec: 0.0,
-                            concurrency: 1,
-                            ..SendOptions::new(hook.url, hook.secret)
-                        };
-                        tokio::spawn(async move {
-                            if let Err(e) = crate::sender::send(outcome.webhooks, options).await {
-                                tracing::warn!(error = %e, "consent webhooks not delivered");
-                            }
-                        });
-                    }
-                    None => tracing::debug!("consent changed; no customer webhook configured"),
-                }
-            }
-            outcome.body
+            consent::handle(&mut s, ch, &vars)
         } else if is_run {
             let before = s.ops.len();
             let body = run_query(&mut s, &query, &vars);
@@ -636,13 +613,16 @@ fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
         .map(str::to_owned)
         .unwrap_or_else(|| query.to_owned());
     let body = inner.trim_start().trim_start_matches('{').trim_start();
+    if body.starts_with("products") {
+        return run_products_query(s, &inner);
+    }
     let resource = if body.starts_with("orders") {
         Resource::Orders
     } else if body.starts_with("customers") {
         Resource::Customers
     } else {
         return json!({"data": {"bulkOperationRunQuery": {"bulkOperation": null, "userErrors": [
-            {"field": ["query"], "message": "The fake supports bulk queries over `customers` or `orders` only"}]}}});
+            {"field": ["query"], "message": "The fake supports bulk queries over `customers`, `orders` or `products` only"}]}}});
     };
     let range = parse_range(&inner);
     let number = s.ops.len() as u64 + 1;
@@ -692,6 +672,31 @@ fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
         roots,
         status: Status::Created,
         query: inner,
+    });
+    let op = s.op_json(&s.ops[s.ops.len() - 1]);
+    json!({"data": {"bulkOperationRunQuery": {"bulkOperation": {"id": op["id"], "status": op["status"]}, "userErrors": []}}})
+}
+
+/// A `products` bulk query: the scenario store's products (none in a synthetic store).
+fn run_products_query(s: &mut Inner, inner: &str) -> Value {
+    let range = parse_range(inner);
+    let number = s.ops.len() as u64 + 1;
+    let (lines, roots) = match &s.store {
+        Source::Scenario(store) => store.products_jsonl(range, number),
+        Source::Synthetic(_) => (Vec::new(), 0),
+    };
+    s.stats.operations += 1;
+    s.ops.push(Operation {
+        number,
+        created: Instant::now(),
+        created_at: Utc::now(),
+        completed_at: None,
+        polls: 0,
+        fail: false,
+        contents: Contents::Lines(lines),
+        roots,
+        status: Status::Created,
+        query: inner.to_owned(),
     });
     let op = s.op_json(&s.ops[s.ops.len() - 1]);
     json!({"data": {"bulkOperationRunQuery": {"bulkOperation": {"id": op["id"], "status": op["status"]}, "userErrors": []}}})

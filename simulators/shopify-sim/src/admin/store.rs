@@ -42,16 +42,18 @@ impl UpdatedRange {
     }
 }
 
-struct Record {
-    updated_at: DateTime<Utc>,
-    node: Value,
-    children: Vec<Value>,
+pub(super) struct Record {
+    pub(super) updated_at: DateTime<Utc>,
+    pub(super) node: Value,
+    pub(super) children: Vec<Value>,
 }
 
 /// The shop as the Admin API sees it at `as_of`.
 pub struct AdminStore {
     customers: Vec<Record>,
     orders: Vec<Record>,
+    /// Products (`[products] enabled` only), deleted ones gone.
+    products: Vec<Record>,
     seed: u64,
     /// Latest snapshot of every customer (consent mutations change these and re-render the
     /// customer's node and webhooks from them).
@@ -168,9 +170,21 @@ impl AdminStore {
                 )
             })
             .collect();
+        let products = match &tl.catalog {
+            Some(catalog) => catalog
+                .histories
+                .iter()
+                .filter_map(|h| h.at(as_of.map_or(tl.end, |t| t.with_timezone(&tl.end.timezone()))))
+                .map(|p| {
+                    super::products::product_record(p, &catalog.url(&cfg.shop_domain, &p.handle))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Self {
             customers,
             orders,
+            products,
             seed: cfg.seed,
             snaps,
             shop_domain: cfg.shop_domain.clone(),
@@ -203,6 +217,11 @@ impl AdminStore {
         self.orders.len()
     }
 
+    /// Products in the store (0 unless the scenario enables products).
+    pub fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
     /// The JSONL lines of a bulk query: roots plus child lines carrying `__parentId`, shuffled
     /// (deterministically per operation) so children may come before their parent.
     pub fn jsonl(&self, resource: Resource, range: UpdatedRange, op: u64) -> (Vec<String>, u64) {
@@ -210,6 +229,15 @@ impl AdminStore {
             Resource::Customers => &self.customers,
             Resource::Orders => &self.orders,
         };
+        self.lines(records, range, op)
+    }
+
+    /// [`AdminStore::jsonl`] of a `products` query (variants and collections as children).
+    pub(crate) fn products_jsonl(&self, range: UpdatedRange, op: u64) -> (Vec<String>, u64) {
+        self.lines(&self.products, range, op)
+    }
+
+    fn lines(&self, records: &[Record], range: UpdatedRange, op: u64) -> (Vec<String>, u64) {
         let mut lines = Vec::new();
         let mut roots = 0;
         for r in records.iter().filter(|r| range.contains(r.updated_at)) {
@@ -418,10 +446,10 @@ fn order_record(
             json!({
                 "id": gid("LineItem", l.id),
                 "name": p.map(|p| format!("{} - {}", p.title, p.variant_title)),
-                "title": p.map(|p| p.title),
-                "variantTitle": p.map(|p| p.variant_title),
+                "title": p.map(|p| p.title.as_str()),
+                "variantTitle": p.map(|p| p.variant_title.as_str()),
                 "sku": p.map(|p| p.sku.clone()),
-                "vendor": p.map(|p| p.vendor),
+                "vendor": p.map(|p| p.vendor.as_str()),
                 "quantity": l.quantity,
                 "originalUnitPriceSet": bag(currency, b, l.price),
                 "totalDiscountSet": bag(currency, b, l.discount),
