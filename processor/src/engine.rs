@@ -59,6 +59,7 @@ use crate::erasure::{ErasureConfig, ErasureError, Registry as Erasures};
 use crate::metrics::Metrics;
 use crate::partitioner::partition_for;
 use crate::state::{PartitionState, fingerprint};
+use crate::txn::{CommitOutcome, Held, Recovery, Route, Settled, Txn, TxnFailure, WorkStart};
 use crate::watermark::{CLOCK_KEY_PREFIX, PROGRESS_TOPIC, PartitionClock, WatermarkConfig};
 
 #[path = "engine_clock.rs"]
@@ -117,27 +118,17 @@ pub enum QueryAnswer {
     },
 }
 
-/// Where a transaction step failed and what to do about it.
-enum TxnFailure {
-    Abort(String),
-    Fatal(String),
-}
-
-/// A record waiting for its transaction to begin.
-struct Held {
-    topic: String,
-    key: String,
-    partition: Option<i32>,
-    payload: Option<Vec<u8>>,
-    headers: Option<OwnedHeaders>,
-}
-
 /// Fatal errors (fenced, producer unusable) end the engine; every other failure aborts.
 fn classify(error: &KafkaError) -> TxnFailure {
     match error {
         KafkaError::Transaction(e) if e.is_fatal() => TxnFailure::Fatal(e.to_string()),
         other => TxnFailure::Abort(other.to_string()),
     }
+}
+
+/// A transition the transaction state machine refused: a bug, so the instance restarts.
+fn illegal(e: crate::txn::Illegal) -> EngineError {
+    EngineError::Fatal(e.to_string())
 }
 
 /// librdkafka may ask for a plain retry of a transactional call (and only then).
@@ -226,24 +217,16 @@ pub struct Engine<R: Rules> {
     application_id: String,
     producer: Arc<ThreadedProducer<DefaultProducerContext>>,
     partitions: HashMap<i32, PartitionState>,
-    /// Work since the last commit started (inputs, outputs, offsets): it belongs to the next
-    /// transaction.
-    in_txn: bool,
-    /// Whether the producer has an open transaction for that work (false while the previous
-    /// transaction is still committing: the work's records are held meanwhile).
-    txn_open: bool,
-    /// The previous transaction, committing on a helper thread (see [`Engine::start_commit`]).
-    committing: Option<std::thread::JoinHandle<(Result<(), TxnFailure>, f64)>>,
-    /// Records of the next transaction produced while the previous one commits.
-    held: Vec<Held>,
-    /// Whether a failed transaction rebuilds the state and rewinds the consumer (false while
-    /// partitions are being revoked: their state is about to be dropped).
-    rewind_on_abort: bool,
+    /// The transaction's state (crate::txn): open, committing on a helper thread while the
+    /// next work's records are held, failed, rewinding, fenced.
+    txn: Txn<std::thread::JoinHandle<CommitOutcome>>,
     txn_records: usize,
     txn_started: Instant,
     offsets: BTreeMap<(String, i32), i64>,
     metrics: Metrics,
     health: Arc<Health>,
+    /// An error raised inside a rebalance callback (which cannot return one), returned by the
+    /// poll loop right after.
     fatal: Option<EngineError>,
     clock: fn() -> i64,
     /// The late-data rule's settings, in milliseconds (from `cfg.timers`).
@@ -313,17 +296,17 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     // on, so a commit would carry a stale generation and be rejected. Abort;
                     // whoever owns the partitions next redoes the uncommitted inputs.
                     tracing::warn!("Assignment lost; aborting the open transaction.");
-                    engine.abort_quietly();
+                    if let Err(e) = engine.recover(consumer, Recovery::AbortOnly) {
+                        engine.fatal.get_or_insert(e);
+                    }
                 } else {
                     // Finish the open transaction while this instance still belongs to the
                     // group generation, so its offsets are accepted; the new owner then starts
                     // exactly where this one stopped. The partitions' state is dropped next,
                     // so a failed commit aborts without rebuilding it.
-                    engine.rewind_on_abort = false;
-                    if let Err(e) = engine.commit(consumer) {
+                    if let Err(e) = engine.commit(consumer, Recovery::AbortOnly) {
                         engine.fatal.get_or_insert(e);
                     }
-                    engine.rewind_on_abort = true;
                 }
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 for p in revoked {
@@ -334,7 +317,9 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
             }
             Rebalance::Error(e) => {
                 tracing::error!(error = %e, "Rebalance error; aborting the open transaction.");
-                engine.abort_quietly();
+                if let Err(e) = engine.recover(consumer, Recovery::AbortOnly) {
+                    engine.fatal.get_or_insert(e);
+                }
                 engine.partitions.clear();
             }
             Rebalance::Assign(_) => {}
@@ -373,26 +358,27 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
 }
 
 impl<R: Rules> Engine<R> {
+    /// Starts (or continues) the pending work of the next transaction.
     fn ensure_txn(&mut self) -> Result<(), EngineError> {
-        if self.in_txn {
+        let start = self.txn.work().map_err(illegal)?;
+        if start == WorkStart::Continue {
             return Ok(());
         }
-        self.in_txn = true;
         self.txn_records = 0;
         self.txn_started = Instant::now();
-        if self.committing.is_none() {
-            self.begin()?;
+        if start == WorkStart::Begin {
+            self.begin(Vec::new())?;
         }
         Ok(())
     }
 
     /// Begins the producer transaction for the pending work and sends what was held for it.
-    fn begin(&mut self) -> Result<(), EngineError> {
-        self.producer
-            .begin_transaction()
-            .map_err(|e| EngineError::Fatal(format!("begin_transaction: {e}")))?;
-        self.txn_open = true;
-        for h in std::mem::take(&mut self.held) {
+    fn begin(&mut self, held: Vec<Held>) -> Result<(), EngineError> {
+        if let Err(e) = self.producer.begin_transaction() {
+            self.txn.fence();
+            return Err(EngineError::Fatal(format!("begin_transaction: {e}")));
+        }
+        for h in held {
             self.produce(
                 &h.topic,
                 &h.key,
@@ -425,19 +411,20 @@ impl<R: Rules> Engine<R> {
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), EngineError> {
-        if self.txn_open {
-            return self.produce(topic, key, partition, payload, headers);
+        match self.txn.route().map_err(illegal)? {
+            Route::Produce => self.produce(topic, key, partition, payload, headers),
+            Route::Hold(held) => {
+                held.push(Held {
+                    topic: topic.to_owned(),
+                    key: key.to_owned(),
+                    partition,
+                    payload: payload.map(<[u8]>::to_vec),
+                    headers,
+                });
+                Ok(())
+            }
         }
-        self.held.push(Held {
-            topic: topic.to_owned(),
-            key: key.to_owned(),
-            partition,
-            payload: payload.map(<[u8]>::to_vec),
-            headers,
-        });
-        Ok(())
     }
-
     /// Queues a record in the open transaction, waiting while the local queue is full.
     fn produce(
         &self,
@@ -897,20 +884,24 @@ impl<R: Rules> Engine<R> {
     }
 
     fn should_commit(&self) -> bool {
-        self.in_txn
-            && self.committing.is_none()
+        self.txn.is_open()
             && (self.txn_records >= self.cfg.commit_max_records
                 || self.txn_started.elapsed() >= self.cfg.commit_interval)
     }
 
-    /// Commits everything pending and waits for it (revocation, shutdown).
-    fn commit(&mut self, consumer: &BaseConsumer<EngineContext<R>>) -> Result<(), EngineError> {
-        self.settle_commit(consumer, true)?;
-        if !self.in_txn {
+    /// Commits everything pending and waits for it (revocation, shutdown). A failure recovers
+    /// as `recovery` says.
+    fn commit(
+        &mut self,
+        consumer: &BaseConsumer<EngineContext<R>>,
+        recovery: Recovery,
+    ) -> Result<(), EngineError> {
+        self.settle_commit(consumer, true, recovery)?;
+        if !self.txn.is_open() {
             return Ok(());
         }
-        self.start_commit(consumer)?;
-        self.settle_commit(consumer, true)
+        self.start_commit(consumer, recovery)?;
+        self.settle_commit(consumer, true, recovery)
     }
 
     /// Writes dirty state and the consumed offsets into the open transaction, then commits it
@@ -926,13 +917,15 @@ impl<R: Rules> Engine<R> {
     fn start_commit(
         &mut self,
         consumer: &BaseConsumer<EngineContext<R>>,
+        recovery: Recovery,
     ) -> Result<(), EngineError> {
-        if !self.txn_open {
-            self.begin()?;
+        if !self.txn.is_open() {
+            return Ok(());
         }
         if let Err(e) = self.publish_clocks() {
             tracing::warn!(error = %e, "Could not announce progress; aborting.");
-            return self.abort_after_failure(consumer);
+            self.txn.step_failed().map_err(illegal)?;
+            return self.recover(consumer, recovery);
         }
         let changelog = self.topics.changelog.clone();
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
@@ -978,11 +971,10 @@ impl<R: Rules> Engine<R> {
         };
         if let Err(e) = sent {
             tracing::warn!(error = %e, "Could not complete the transaction; aborting.");
-            return self.abort_after_failure(consumer);
+            self.txn.step_failed().map_err(illegal)?;
+            return self.recover(consumer, recovery);
         }
         let producer = Arc::clone(&self.producer);
-        self.in_txn = false;
-        self.txn_open = false;
         let spawned = std::thread::Builder::new()
             .name("txn-commit".into())
             .spawn(move || {
@@ -998,117 +990,92 @@ impl<R: Rules> Engine<R> {
                 (result, started.elapsed().as_secs_f64())
             });
         match spawned {
-            Ok(handle) => {
-                self.committing = Some(handle);
-                Ok(())
+            Ok(handle) => self.txn.commit_started(handle).map_err(illegal),
+            Err(e) => {
+                self.txn.fence();
+                Err(EngineError::Fatal(format!(
+                    "cannot start the commit thread: {e}"
+                )))
             }
-            Err(e) => Err(EngineError::Fatal(format!(
-                "cannot start the commit thread: {e}"
-            ))),
         }
     }
 
     /// Takes the result of the commit in flight (waiting for it when `wait`, else only if it
     /// has ended). On success the next transaction begins with the held records; an abortable
-    /// failure aborts and rewinds; a fatal one ends the engine.
+    /// failure recovers as `recovery` says; a fatal one ends the engine.
     fn settle_commit(
         &mut self,
         consumer: &BaseConsumer<EngineContext<R>>,
         wait: bool,
+        recovery: Recovery,
     ) -> Result<(), EngineError> {
-        let Some(handle) = self.committing.take_if(|h| wait || h.is_finished()) else {
-            return Ok(());
-        };
-        let (result, secs) = handle
-            .join()
-            .unwrap_or_else(|_| (Err(TxnFailure::Fatal("commit thread panicked".into())), 0.0));
-        match result {
-            Ok(()) => {
-                self.metrics
-                    .transactions
-                    .with_label_values(&["commit"])
-                    .inc();
-                self.metrics.commit_seconds.observe(secs);
-                self.update_gauges();
-                if self.in_txn {
-                    self.begin()?;
+        match self.txn.settle(wait) {
+            None => Ok(()),
+            Some(Settled::Committed {
+                seconds,
+                begin_with,
+            }) => {
+                self.committed(seconds);
+                match begin_with {
+                    Some(held) => self.begin(held),
+                    None => Ok(()),
                 }
-                Ok(())
             }
-            Err(TxnFailure::Fatal(m)) => Err(EngineError::Fatal(m)),
-            Err(TxnFailure::Abort(m)) => {
+            Some(Settled::Fenced(m)) => Err(EngineError::Fatal(m)),
+            Some(Settled::Failed(m)) => {
                 tracing::warn!(error = %m, "Transaction failed; aborting.");
-                // The failed transaction is still open in the producer: abort it.
-                self.txn_open = true;
-                self.abort_after_failure(consumer)
+                self.recover(consumer, recovery)
             }
         }
     }
 
-    /// After a failed transaction: abort and rewind to the last commit, or (while partitions
-    /// are being revoked) only abort.
-    fn abort_after_failure(
+    fn committed(&self, seconds: f64) {
+        self.metrics
+            .transactions
+            .with_label_values(&["commit"])
+            .inc();
+        self.metrics.commit_seconds.observe(seconds);
+        self.update_gauges();
+    }
+
+    /// The one abort sequence: ends the pending work without committing it (waiting for a
+    /// commit in flight, aborting the producer's transaction, dropping held records and
+    /// offsets) and, with [`Recovery::Rewind`], rebuilds every owned partition's state from the
+    /// committed changelog and seeks the consumer back to the committed offsets, so the engine
+    /// redoes the aborted work from exactly the state it was based on.
+    fn recover(
         &mut self,
         consumer: &BaseConsumer<EngineContext<R>>,
+        recovery: Recovery,
     ) -> Result<(), EngineError> {
-        if self.rewind_on_abort {
-            self.abort_and_rewind(consumer)
-        } else {
-            self.abort_quietly();
-            Ok(())
+        let plan = self.txn.abort(recovery).map_err(illegal)?;
+        self.offsets.clear();
+        if let Some(seconds) = plan.committed {
+            self.committed(seconds);
         }
-    }
-
-    fn abort_quietly(&mut self) {
-        if let Some(handle) = self.committing.take()
-            && let Ok((Err(TxnFailure::Abort(_) | TxnFailure::Fatal(_)), _)) = handle.join()
-        {
-            self.txn_open = true;
-        }
-        if self.txn_open {
-            if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
-                tracing::error!(error = %e, "Abort failed.");
-            }
+        if plan.abort_producer {
             self.metrics
                 .transactions
                 .with_label_values(&["abort"])
                 .inc();
+            if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
+                if !plan.rewind {
+                    // The partitions are going anyway; a fenced producer shows at the next
+                    // transaction.
+                    tracing::error!(error = %e, "Abort failed.");
+                } else {
+                    // An abort that fails leaves the producer unusable: restart the instance.
+                    self.txn.fence();
+                    return Err(match classify(&e) {
+                        TxnFailure::Fatal(m) => EngineError::Fatal(m),
+                        TxnFailure::Abort(m) => EngineError::Fatal(format!("abort failed: {m}")),
+                    });
+                }
+            }
         }
-        self.txn_open = false;
-        self.in_txn = false;
-        self.held.clear();
-        self.offsets.clear();
-    }
-
-    /// Aborts the open transaction, rebuilds every owned partition's state from the committed
-    /// changelog and seeks the consumer back to the committed offsets: the engine then redoes
-    /// the aborted work from exactly the state it was based on.
-    fn abort_and_rewind(
-        &mut self,
-        consumer: &BaseConsumer<EngineContext<R>>,
-    ) -> Result<(), EngineError> {
-        if let Some(handle) = self.committing.take()
-            && let Ok((Err(_), _)) = handle.join()
-        {
-            self.txn_open = true;
+        if !plan.rewind {
+            return Ok(());
         }
-        if self.txn_open
-            && let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT)
-        {
-            // An abort that fails leaves the producer unusable: restart the instance.
-            return Err(match classify(&e) {
-                TxnFailure::Fatal(m) => EngineError::Fatal(m),
-                TxnFailure::Abort(m) => EngineError::Fatal(format!("abort failed: {m}")),
-            });
-        }
-        self.metrics
-            .transactions
-            .with_label_values(&["abort"])
-            .inc();
-        self.txn_open = false;
-        self.in_txn = false;
-        self.held.clear();
-        self.offsets.clear();
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         let states = self.restore_all(&owned)?;
         self.partitions.extend(states);
@@ -1123,6 +1090,7 @@ impl<R: Rules> Engine<R> {
             };
             consumer.seek(e.topic(), e.partition(), offset, KAFKA_TIMEOUT)?;
         }
+        self.txn.rewound().map_err(illegal)?;
         self.update_gauges();
         Ok(())
     }
@@ -1367,12 +1335,8 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         kafka: parts.kafka.clone(),
         application_id: parts.application_id.clone(),
         producer: Arc::new(producer),
-        txn_open: false,
-        committing: None,
-        held: Vec::new(),
-        rewind_on_abort: true,
+        txn: Txn::Idle,
         partitions: HashMap::new(),
-        in_txn: false,
         txn_records: 0,
         txn_started: Instant::now(),
         offsets: BTreeMap::new(),
@@ -1419,7 +1383,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         if parts.shutdown.is_cancelled() {
             let mut e = lock();
             tracing::info!("Shutting down: committing the open transaction.");
-            let result = e.commit(&consumer);
+            let result = e.commit(&consumer, Recovery::Rewind);
             e.health.set_ready(false, "shutting down");
             drop(e);
             // Leave the group now so partitions move at once instead of after a session timeout.
@@ -1435,22 +1399,22 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         while let Ok(q) = parts.queries.try_recv() {
             e.answer(q);
         }
-        e.settle_commit(&consumer, false)?;
+        e.settle_commit(&consumer, false, Recovery::Rewind)?;
         match polled {
             Some(Ok(msg)) => e.on_message(&msg)?,
             Some(Err(error)) => tracing::warn!(%error, "Consumer error."),
             None => {}
         }
-        if e.committing.is_some() && e.txn_records >= e.cfg.commit_max_records {
+        if e.txn.is_committing() && e.txn_records >= e.cfg.commit_max_records {
             // A full transaction is waiting for the previous commit: bound what is held.
-            e.settle_commit(&consumer, true)?;
+            e.settle_commit(&consumer, true, Recovery::Rewind)?;
         }
         if idle || last_idle.elapsed() >= Duration::from_millis(200) {
             e.on_idle(&consumer)?;
             last_idle = Instant::now();
         }
         if e.should_commit() {
-            e.start_commit(&consumer)?;
+            e.start_commit(&consumer, Recovery::Rewind)?;
         }
     }
 }

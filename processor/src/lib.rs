@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pack;
 pub mod partitioner;
 pub mod state;
+mod txn;
 pub mod watermark;
 
 use std::sync::Arc;
