@@ -4,46 +4,14 @@
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rules::{Ctx, Effect, Rules};
 use schemas::{Action, CustomerKey, KeyKind, ShopifyEnvelope};
-use serde::Deserialize;
 
 use super::{Engine, EngineError};
-use crate::state::{PartitionState, fingerprint};
+use crate::content::fingerprints;
+use crate::state::PartitionState;
 use crate::watermark::PROGRESS_TOPIC;
 
 /// Internal topic of the message that purges one shop's keys on one partition (shop/redact).
 const SHOP_PURGE: &str = "tillstream/shop-purge";
-
-/// Fields used for the content fingerprint (two subscriptions deliver one change twice).
-#[derive(Deserialize)]
-struct ContentFields {
-    id: Option<serde_json::Value>,
-    token: Option<serde_json::Value>,
-    updated_at: Option<String>,
-    created_at: Option<String>,
-}
-
-/// Fingerprints of an input: its delivery, and its content when the body names a resource and
-/// a timestamp (topic + resource id + `updated_at`).
-fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
-    let mut prints = vec![fingerprint(&format!(
-        "d:{}:{}",
-        env.shop_domain, env.delivery_id
-    ))];
-    if env.topic.starts_with("tillstream/") {
-        return prints;
-    }
-    if let Ok(f) = serde_json::from_slice::<ContentFields>(&env.body) {
-        let id = f.id.or(f.token).filter(|v| !v.is_null());
-        let at = f.updated_at.or(f.created_at);
-        if let (Some(id), Some(at)) = (id, at) {
-            prints.push(fingerprint(&format!(
-                "c:{}:{}:{}:{}",
-                env.shop_domain, env.topic, id, at
-            )));
-        }
-    }
-    prints
-}
 
 /// Whether `body` is a JSON object (without building it).
 fn is_json_object(body: &[u8]) -> bool {
@@ -344,42 +312,5 @@ impl<R: Rules> Engine<R> {
     /// Replaces the in-memory erasure markers with the committed erasures topic.
     pub(super) fn reload_erasures(&mut self) -> Result<(), EngineError> {
         Ok(self.erasures.reload(&self.kafka, &self.topics.erasures)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(topic: &str, delivery: &str, body: &str) -> ShopifyEnvelope {
-        ShopifyEnvelope {
-            delivery_id: delivery.into(),
-            event_id: None,
-            topic: topic.into(),
-            shop_domain: "s.myshopify.com".into(),
-            api_version: None,
-            triggered_at_ms: Some(1),
-            received_at_ms: 1,
-            routing_key: "s.myshopify.com/c/1".into(),
-            source: schemas::EventSource::Webhook,
-            webhook_name: None,
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    #[test]
-    fn content_fingerprint_ignores_the_delivery_id() {
-        let body = r#"{"id":5,"updated_at":"2026-01-01T00:00:00-05:00"}"#;
-        let a = fingerprints(&env("orders/updated", "d1", body));
-        let b = fingerprints(&env("orders/updated", "d2", body));
-        assert_ne!(a[0], b[0], "different deliveries");
-        assert_eq!(a[1], b[1], "same content");
-        let c = fingerprints(&env("orders/paid", "d2", body));
-        assert_ne!(a[1], c[1], "another topic is another change");
-        assert_eq!(fingerprints(&env("orders/paid", "d3", "not json")).len(), 1);
-        assert_eq!(
-            fingerprints(&env("tillstream/order-link", "d4", body)).len(),
-            1
-        );
     }
 }

@@ -7,6 +7,7 @@
 //! live in the `rules` crate, which has no Kafka in it.
 
 pub mod config;
+pub mod content;
 pub mod counter;
 pub mod engine;
 pub mod erasure;
