@@ -242,6 +242,29 @@ pub struct Person {
     /// Orders placed by this email under a customer key: `(order id, placed ms)`, newest kept.
     #[serde(default, rename = "xo", skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
+    /// The `first_purchase` waiting for its facts (until announced).
+    #[serde(default, rename = "fp", skip_serializing_if = "Option::is_none")]
+    pub first_pending: Option<FirstPending>,
+}
+
+/// A `first_purchase` not announced yet: the earliest paid order known so far, and the fields
+/// its newest payload gave. Kept only until the announcement, so it costs nothing afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirstPending {
+    /// The order.
+    #[serde(rename = "o")]
+    pub order_id: u64,
+    /// Placed time the timer is armed for (`i64::MIN`: not armed yet).
+    #[serde(rename = "t")]
+    pub armed_ms: i64,
+    /// Fields of the order's newest payload (empty: only the fact is known, e.g. a handed-over
+    /// guest order whose payload never reached this key).
+    #[serde(
+        default,
+        rename = "d",
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `customers/create` was seen.

@@ -8,7 +8,7 @@
 //! | Topic | To | Body | Meaning |
 //! |---|---|---|---|
 //! | `tillstream/email-claim` | `e/{email}` | `{owner, at_ms, held}` | this is (`held`) / is no longer my current email |
-//! | `tillstream/guest-history` | `c/{id}` | `{orders, checkouts, external_orders}` | what the email key knew before it was claimed |
+//! | `tillstream/guest-history` | `c/{id}` | `{orders, checkouts, external_orders, first_pending, first_announced}` | what the email key knew before it was claimed |
 //! | `tillstream/checkout-due` | `c/{id}` | a checkout timer | a guest checkout's abandonment is due: decide it |
 //!
 //! An owned email key sends nothing to Iterable and keeps nothing but the claims: it forwards
@@ -24,11 +24,13 @@ use schemas::{CustomerKey, KeyKind, ShopDomain, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::aggregate::{CheckoutFact, OrderFact, P_GUEST_SENT, Person, State, keep_earliest};
+use crate::aggregate::{
+    CheckoutFact, FirstPending, OrderFact, P_GUEST_SENT, Person, State, keep_earliest,
+};
 use crate::domain::{RuleError, Timer};
 use crate::emit::Cx;
 use crate::routing::{CHECKOUT_COMPLETED, CompletionMsg};
-use crate::{checkout, profile, refunds};
+use crate::{checkout, first_purchase, profile, refunds};
 
 /// See the module table.
 pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
@@ -60,6 +62,12 @@ pub(crate) struct HistoryMsg {
     /// Orders placed by this email under customer keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
+    /// The guest's `first_purchase` waiting for its facts, with its order's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_pending: Option<FirstPending>,
+    /// The order the guest already announced as its `first_purchase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_announced: Option<u64>,
 }
 
 fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
@@ -109,7 +117,10 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     let Some(current) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
         return Ok(());
     };
+    let (first_pending, first_announced) = first_purchase::hand_over(cx, state);
     let history = HistoryMsg {
+        first_pending,
+        first_announced,
         orders: std::mem::take(&mut state.orders),
         checkouts: std::mem::take(&mut state.checkouts),
         external_orders: state
@@ -123,7 +134,8 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     }
     if !(history.orders.is_empty()
         && history.checkouts.is_empty()
-        && history.external_orders.is_empty())
+        && history.external_orders.is_empty()
+        && history.first_announced.is_none())
     {
         cx.send(current, GUEST_HISTORY, "guest-history", &json!(history));
     }
@@ -206,7 +218,7 @@ pub(crate) fn on_due(cx: &mut Cx<'_>, state: &mut State, m: DueMsg) -> Result<()
 
 /// `tillstream/guest-history` on a customer key: the guest's orders and checkouts become the
 /// customer's, merged with what the customer already knows of them.
-pub(crate) fn on_history(cx: &Cx<'_>, state: &mut State, m: HistoryMsg) {
+pub(crate) fn on_history(cx: &mut Cx<'_>, state: &mut State, m: HistoryMsg) {
     if cx.key.kind() != KeyKind::Customer {
         return;
     }
@@ -220,6 +232,7 @@ pub(crate) fn on_history(cx: &Cx<'_>, state: &mut State, m: HistoryMsg) {
     for (id, at) in m.external_orders {
         note_external_order(person, id, at);
     }
+    first_purchase::adopt(cx, state, m.first_pending, m.first_announced);
 }
 
 /// Merges another key's view of an order, the same way payloads merge.

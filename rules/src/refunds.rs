@@ -14,8 +14,8 @@ use crate::aggregate::{O_DELETED, O_TEST, OrderFact, P_RECENT_REFUND, RefundFact
 use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
 use crate::ids;
+use crate::ltv;
 use crate::shopify::{MoneySet, Order, Refund};
-use crate::{ltv, orders};
 
 /// Timer kind that clears the recent-refund flag.
 pub(crate) const RECENT_REFUND_TIMER: &str = "recent_refund";
@@ -130,7 +130,7 @@ pub(crate) fn announce(
     if fact.has(O_TEST) || fact.has(O_DELETED) {
         return;
     }
-    let mut f: DataFields = orders::bare_fields(fact);
+    let mut f: DataFields = ltv::fact_fields(fact);
     if let Some(o) = o
         && let Some(n) = text(o.name.as_deref())
     {

@@ -16,6 +16,7 @@ use crate::config::{ConfigErrors, FreshnessConfig, RulesConfig};
 use crate::domain::{Ctx, Effect, RuleError, Rules, Timer};
 use crate::email_index::{self, CHECKOUT_DUE, EMAIL_CLAIM, GUEST_HISTORY};
 use crate::emit::{Cx, KINDS, Tuning};
+use crate::first_purchase::{self, FIRST_PURCHASE_TIMER};
 use crate::lenient::{self, Coercions};
 use crate::refunds::{self, RECENT_REFUND_TIMER};
 use crate::routing::{self, CHECKOUT_COMPLETED, DATA_REQUEST, REDACT};
@@ -105,6 +106,7 @@ impl MarketingRules {
         }
         let after_sum = ltv::summary(&next);
         tiers::derive(&mut cx, &mut next, &after_sum);
+        first_purchase::derive(&mut cx, &mut next);
         winback::derive(&mut cx, &mut next, &before_sum, &after_sum);
         refunds::derive_recent(&mut cx, &mut next);
 
@@ -160,6 +162,7 @@ impl Rules for MarketingRules {
                 WINBACK_TIMER => winback::fire(cx, st, timer),
                 RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
                 TIER_TIMER => tiers::fire(cx, st, timer),
+                FIRST_PURCHASE_TIMER => first_purchase::fire(cx, st, timer),
                 _ => {}
             }
             Ok(())

@@ -221,6 +221,41 @@ fn a_registered_customers_guest_checkout_reaches_the_customer() {
     }
 }
 
+/// `first_purchase` is the person's earliest paid order, whichever key saw it first: a
+/// registered customer's guest order delivered before the customer's first payload (so before
+/// the claim reaches the email key) and placed before their first customer order is announced
+/// once, for the guest order, with its payload's fields, by the customer key.
+#[test]
+fn first_purchase_is_the_persons_earliest_order_whatever_key_saw_it_first() {
+    for (mode, guests) in MODES {
+        let mut h = harness(mode, guests);
+        h.deliver(order(4051, None, T0 + HOUR, "30.00"));
+        h.deliver(customer_created(T0));
+        h.deliver(order(4052, Some(C), T0 + 2 * HOUR, "80.00"));
+        h.finish();
+        let fp = h.events("first_purchase");
+        assert_eq!(fp.len(), 1, "{mode:?}: {fp:#?}");
+        let f = &h.event_fields("first_purchase")[0];
+        assert_eq!(f["order_id"], "4051", "{mode:?}");
+        assert!(f.contains_key("item_names"), "{mode:?}: {f:?}");
+        assert!(fp[0].customer_key.contains("/c/"), "{mode:?}");
+    }
+}
+
+/// An earlier order delivered after a later one (a Shopify retry) is still the first purchase:
+/// the announcement waits for the facts instead of following the first arrival.
+#[test]
+fn first_purchase_waits_for_an_earlier_order_delivered_late() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(customer_created(T0));
+    h.deliver(order(4062, Some(C), T0 + 2 * HOUR, "80.00"));
+    h.deliver(order(4061, Some(C), T0 + HOUR, "30.00"));
+    h.finish();
+    let fp = h.event_fields("first_purchase");
+    assert_eq!(fp.len(), 1, "{fp:#?}");
+    assert_eq!(fp[0]["order_id"], "4061");
+}
+
 /// A guest who registers later: the guest history joins the customer, once.
 #[test]
 fn a_guest_who_registers_later_brings_their_history() {
@@ -282,6 +317,8 @@ fn customers_delete_keeps_or_deletes_as_configured() {
     let mut h = harness(IdentityMode::Hybrid, None);
     h.deliver(customer_created(T0));
     h.deliver(order(4041, Some(C), T0 + HOUR, "80.00"));
+    // `first_purchase` is announced once the order's facts are in, before the delete.
+    h.advance(T0 + DAY - 1);
     let before = h.commands.len();
     delete(&mut h);
     assert_eq!(h.commands.len(), before, "keep sends nothing");
