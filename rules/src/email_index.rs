@@ -22,6 +22,8 @@
 
 use schemas::{CustomerKey, KeyKind, ShopDomain, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use crate::aggregate::{
@@ -30,6 +32,7 @@ use crate::aggregate::{
 use crate::domain::{RuleError, Timer};
 use crate::emit::Cx;
 use crate::routing::{CHECKOUT_COMPLETED, CompletionMsg};
+use crate::shopify::Placement;
 use crate::{checkout, first_purchase, profile, refunds};
 
 /// See the module table.
@@ -114,30 +117,65 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     })?;
     let guest_sent = profile::erasure_identity(cx.cfg, cx.key, state).is_some();
     state.merge_claim(owner.as_str(), m.at_ms, m.held);
-    let Some(current) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
-        return Ok(());
+    // Each order and checkout goes to whoever held the address when it happened, so the
+    // split is the same whichever claim or release arrived first.
+    let mut parts: BTreeMap<String, HistoryMsg> = BTreeMap::new();
+    for o in std::mem::take(&mut state.orders) {
+        match state.email_owner_at(o.placed_ms) {
+            Some(w) => parts.entry(w.to_owned()).or_default().orders.push(o),
+            None => state.orders.push(o),
+        }
+    }
+    for k in std::mem::take(&mut state.checkouts) {
+        match state.email_owner_at(k.updated_ms) {
+            Some(w) => parts.entry(w.to_owned()).or_default().checkouts.push(k),
+            None => state.checkouts.push(k),
+        }
+    }
+    let part_of = |parts: &BTreeMap<String, HistoryMsg>, order: u64| {
+        parts
+            .iter()
+            .find(|(_, h)| h.orders.iter().any(|o| o.id == order))
+            .map(|(w, _)| w.clone())
     };
-    let (first_pending, first_announced) = first_purchase::hand_over(cx, state);
-    let history = HistoryMsg {
-        first_pending,
-        first_announced,
-        orders: std::mem::take(&mut state.orders),
-        checkouts: std::mem::take(&mut state.checkouts),
-        external_orders: state
+    let (pending, announced) =
+        first_purchase::hand_over(cx, state, |id| part_of(&parts, id).is_some());
+    if let Some(p) = pending
+        && let Some(w) = part_of(&parts, p.order_id)
+    {
+        parts.entry(w).or_default().first_pending = Some(p);
+    }
+    if let Some(id) = announced
+        && let Some(w) = part_of(&parts, id)
+    {
+        parts.entry(w).or_default().first_announced = Some(id);
+    }
+    // Nothing of the guest left: what only the person knew goes to the current owner.
+    if state.orders.is_empty()
+        && state.checkouts.is_empty()
+        && let Some(current) = state.email_owner().map(str::to_owned)
+    {
+        let external = state
             .person
             .take()
             .map(|p| p.external_orders)
-            .unwrap_or_default(),
-    };
-    if guest_sent {
-        state.person_mut().flags |= P_GUEST_SENT;
+            .unwrap_or_default();
+        parts.entry(current).or_default().external_orders = external;
+        if guest_sent {
+            state.person_mut().flags |= P_GUEST_SENT;
+        }
     }
-    if !(history.orders.is_empty()
-        && history.checkouts.is_empty()
-        && history.external_orders.is_empty()
-        && history.first_announced.is_none())
-    {
-        cx.send(current, GUEST_HISTORY, "guest-history", &json!(history));
+    for (w, history) in parts {
+        let Ok(to) = CustomerKey::parse(&w) else {
+            continue;
+        };
+        if !(history.orders.is_empty()
+            && history.checkouts.is_empty()
+            && history.external_orders.is_empty()
+            && history.first_announced.is_none())
+        {
+            cx.send(to, GUEST_HISTORY, "guest-history", &json!(history));
+        }
     }
     Ok(())
 }
@@ -152,10 +190,26 @@ pub(crate) fn forward_if_owned(
     if cx.key.kind() != KeyKind::Email {
         return Ok(false);
     }
-    let Some(owner) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
+    if state.claims.is_empty() {
+        return Ok(false);
+    }
+    let topic = input.topic.as_str();
+    // Orders belong to whoever held the address when they were placed (an `orders/updated`
+    // months later included); everything else to whoever held it when it happened.
+    let at = if topic.starts_with("orders/") && topic != "orders/delete" {
+        let p: Placement = crate::shopify::parse(topic, &input.body).unwrap_or_default();
+        p.processed_at
+            .or(p.created_at)
+            .map_or(cx.ctx.event_time_ms, |t| t.0)
+    } else {
+        cx.ctx.event_time_ms
+    };
+    let Some(owner) = state
+        .email_owner_at(at)
+        .and_then(|o| CustomerKey::parse(o).ok())
+    else {
         return Ok(false);
     };
-    let topic = input.topic.as_str();
     let person_event = topic.starts_with("orders/")
         || topic.starts_with("checkouts/")
         || topic == "refunds/create"

@@ -167,14 +167,22 @@ fn emit(cx: &mut Cx<'_>, at: i64, fields: DataFields) {
     cx.event(Kind::FirstPurchase, &name, id, at, fields);
 }
 
-/// What an email key hands over with its guest history: its pending announcement (the timer
-/// is cancelled here: the owner decides), or the order it already announced as a guest.
-pub(crate) fn hand_over(cx: &mut Cx<'_>, state: &mut State) -> (Option<FirstPending>, Option<u64>) {
+/// What an email key hands over with the orders that `moved` to an owner: its pending
+/// announcement for one of them (the timer is cancelled here: the owner decides), or the one of
+/// them it already announced as a guest.
+pub(crate) fn hand_over(
+    cx: &mut Cx<'_>,
+    state: &mut State,
+    moved: impl Fn(u64) -> bool,
+) -> (Option<FirstPending>, Option<u64>) {
     let Some(p) = state.person.as_deref_mut() else {
         return (None, None);
     };
     if p.flags & P_FIRST_PURCHASE != 0 {
-        return (None, p.first_purchase_order);
+        return (None, p.first_purchase_order.filter(|id| moved(*id)));
+    }
+    if !p.first_pending.as_ref().is_some_and(|f| moved(f.order_id)) {
+        return (None, None);
     }
     let pending = p.first_pending.take();
     if pending.as_ref().is_some_and(|p| p.armed_ms != i64::MIN) {

@@ -370,6 +370,30 @@ fn an_email_change_moves_the_index() {
     assert_eq!(g["shopify_lifetime_value"].as_f64(), Some(20.0));
 }
 
+/// An order placed with the old address before the email change belongs to the customer even
+/// when it is delivered after the change (a backlog, a replay, a retry): the email key attributes
+/// activity by when it happened, not by which claim or release it heard first.
+#[test]
+fn an_order_placed_before_an_email_change_stays_the_customers_whenever_it_arrives() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(customer_created(T0));
+    h.deliver(envelope(
+        "customers/update",
+        &customer_json(C, "maya.new@example.com", T0, T0 + 10 * DAY, false),
+        "cu",
+        T0 + 10 * DAY,
+    ));
+    // Placed with the old address a day after registering, delivered after the change.
+    h.deliver(order(4031, None, T0 + DAY, "45.00"));
+    h.finish();
+    let c = h.profile(&format!("c/{C}"));
+    assert_eq!(c["shopify_lifetime_value"].as_f64(), Some(45.0));
+    let fp = h.events("first_purchase");
+    assert_eq!(fp.len(), 1, "{fp:#?}");
+    assert!(fp[0].customer_key.contains("/c/"), "{fp:#?}");
+    assert!(h.state(&format!("e/{EMAIL}")).orders.is_empty());
+}
+
 #[derive(Debug, Clone)]
 struct Plan {
     /// Days after `T0` the customer registers (guest activity may come before or after).
