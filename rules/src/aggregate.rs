@@ -260,6 +260,23 @@ pub struct Person {
     /// The `first_purchase` waiting for its facts (until announced).
     #[serde(default, rename = "fp", skip_serializing_if = "Option::is_none")]
     pub first_pending: Option<FirstPending>,
+    /// `order_refunded` announcements waiting for their facts.
+    #[serde(default, rename = "rp", skip_serializing_if = "Vec::is_empty")]
+    pub refunds_pending: Vec<PendingRefund>,
+}
+
+/// An `order_refunded` not announced yet (its timer is armed at the refund's time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRefund {
+    /// The order.
+    #[serde(rename = "o")]
+    pub order_id: u64,
+    /// The refund.
+    #[serde(rename = "r")]
+    pub refund_id: u64,
+    /// The merchant's note, which the facts do not keep.
+    #[serde(default, rename = "n", skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A `first_purchase` not announced yet: the earliest paid order known so far, and the fields

@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::aggregate::{
-    CheckoutFact, FirstPending, OrderFact, P_GUEST_SENT, Person, State, keep_earliest,
+    CheckoutFact, FirstPending, O_CANCEL_SENT, O_FULFILL_SENT, OrderFact, P_GUEST_SENT,
+    PendingRefund, Person, State, keep_earliest,
 };
 use crate::domain::{RuleError, Timer};
 use crate::emit::Cx;
@@ -41,6 +42,19 @@ pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
 pub(crate) const GUEST_HISTORY: &str = "tillstream/guest-history";
 /// See the module table.
 pub(crate) const CHECKOUT_DUE: &str = "tillstream/checkout-due";
+
+/// Timer kind (and id) of an unclaimed email key's deferred profile write.
+pub(crate) const GUEST_PROFILE: &str = "guest-profile";
+
+/// An email key nobody claims writes its profile only once every input up to `at` is in. A
+/// customer who registered before that time has claimed the address by then (the claim is
+/// dated by the customer's email, which precedes the guest activity), so a registered
+/// customer's guest checkout never writes the email key's figures over the customer's user,
+/// whatever order the raw and forwarded inputs are read in.
+pub(crate) fn defer_profile(cx: &mut Cx<'_>) {
+    let at = cx.ctx.event_time_ms;
+    cx.set_timer(GUEST_PROFILE, GUEST_PROFILE.to_owned(), at, json!({}));
+}
 
 /// Body of `tillstream/email-claim`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +85,12 @@ pub(crate) struct HistoryMsg {
     /// The order the guest already announced as its `first_purchase`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_announced: Option<u64>,
+    /// The guest's `order_refunded` announcements still waiting, for orders handed over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds_pending: Vec<PendingRefund>,
+    /// The shop currency the guest's orders taught (events carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
@@ -116,6 +136,9 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
         message: format!("bad owner key {:?}", m.owner),
     })?;
     let guest_sent = profile::erasure_identity(cx.cfg, cx.key, state).is_some();
+    // Without an identity (a user-id project that skips guests) nothing the guest "sent"
+    // left tillstream: the owner must send it.
+    let had_identity = profile::identity(cx.cfg, cx.key, state).is_some();
     state.merge_claim(owner.as_str(), m.at_ms, m.held);
     // Each order and checkout goes to whoever held the address when it happened, so the
     // split is the same whichever claim or release arrived first.
@@ -140,6 +163,22 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     };
     let (pending, announced) =
         first_purchase::hand_over(cx, state, |id| part_of(&parts, id).is_some());
+    let announced = announced.filter(|_| had_identity);
+    for p in refunds::take_pending(cx, state, |id| part_of(&parts, id).is_some()) {
+        if let Some(w) = part_of(&parts, p.order_id) {
+            parts.entry(w).or_default().refunds_pending.push(p);
+        }
+    }
+    let currency = state.person.as_ref().and_then(|p| p.currency.clone());
+    for h in parts.values_mut() {
+        h.currency.clone_from(&currency);
+        if !had_identity {
+            for o in &mut h.orders {
+                o.flags &= !(O_FULFILL_SENT | O_CANCEL_SENT);
+                o.purchase_hash = 0;
+            }
+        }
+    }
     if let Some(p) = pending
         && let Some(w) = part_of(&parts, p.order_id)
     {
@@ -170,6 +209,7 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
             continue;
         };
         if !(history.orders.is_empty()
+            && history.refunds_pending.is_empty()
             && history.checkouts.is_empty()
             && history.external_orders.is_empty()
             && history.first_announced.is_none())
@@ -285,6 +325,19 @@ pub(crate) fn on_history(cx: &mut Cx<'_>, state: &mut State, m: HistoryMsg) {
     let person = state.person_mut();
     for (id, at) in m.external_orders {
         note_external_order(person, id, at);
+    }
+    profile::learn_currency(state, m.currency.as_deref());
+    // The guest's pending refund announcements are the owner's now, due when they were.
+    for p in m.refunds_pending {
+        let at = state
+            .orders
+            .iter()
+            .find(|o| o.id == p.order_id)
+            .and_then(|o| o.refunds.iter().find(|r| r.id == p.refund_id))
+            .map(|r| r.at_ms);
+        if let Some(at) = at {
+            refunds::arm(cx, state, p, at);
+        }
     }
     first_purchase::adopt(cx, state, m.first_pending, m.first_announced);
 }
