@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pack;
 pub mod partitioner;
 pub mod state;
+pub mod trail;
 mod txn;
 pub mod watermark;
 

@@ -378,6 +378,7 @@ impl Harness {
                     queue.push_back((to, *envelope));
                 }
                 Effect::DataReport(v) => self.reports.push(v),
+                Effect::Suppressed { .. } => {}
                 Effect::Purge => {
                     self.states.remove(key.as_str());
                     self.timers.remove(key.as_str());
