@@ -461,8 +461,8 @@ async fn main() {
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }
 
-/// A realistic key state: what the marketing rules hold for a customer with two paid orders
-/// (the aggregate as JSON, and the timers they armed: the win-back timer).
+/// A realistic key state: what the marketing rules hold for a customer with two paid orders,
+/// settled (the aggregate as JSON, and the timers still pending: the win-back timer).
 fn restore_sample() -> (String, Vec<schemas::TimerRecord>) {
     use rules::{Ctx, Rules};
     let rules = rules::MarketingRules::new(rules::RulesConfig::default());
@@ -503,6 +503,40 @@ fn restore_sample() -> (String, Vec<schemas::TimerRecord>) {
                     due_ms: t.due_ms,
                     payload_json: t.payload.to_string(),
                 });
+            }
+        }
+    }
+    // Settled, as a customer is minutes after an order: the timers due then (the first-purchase
+    // announcement) have fired; the win-back timer, due in 90 days, stays.
+    let settled = 1_767_225_600_000 + 86_400_000;
+    while let Some(i) = timers.iter().position(|t| t.due_ms <= settled) {
+        let t = timers.remove(i);
+        let timer = rules::Timer {
+            kind: t.kind,
+            timer_id: t.timer_id,
+            due_ms: t.due_ms,
+            payload: serde_json::from_str(&t.payload_json).unwrap_or_default(),
+        };
+        let ctx = Ctx {
+            now_ms: timer.due_ms,
+            event_time_ms: timer.due_ms,
+            wall_clock_ms: timer.due_ms,
+        };
+        for effect in rules.on_timer(&key, &mut state, &timer, &ctx).unwrap() {
+            match effect {
+                rules::Effect::SetTimer(t) => {
+                    timers.retain(|x| x.timer_id != t.timer_id);
+                    timers.push(schemas::TimerRecord {
+                        kind: t.kind,
+                        timer_id: t.timer_id,
+                        due_ms: t.due_ms,
+                        payload_json: t.payload.to_string(),
+                    });
+                }
+                rules::Effect::CancelTimer { timer_id } => {
+                    timers.retain(|x| x.timer_id != timer_id)
+                }
+                _ => {}
             }
         }
     }
