@@ -1117,7 +1117,11 @@ fn replays_do_not_start_journeys() {
     assert!(names.is_empty(), "{names:?}");
     // ... and each suppression is reported (the decision trail shows it).
     for name in ["customer_created", "first_purchase", "vip_tier_upgraded"] {
-        assert!(h.suppressed.iter().any(|s| s == name), "{name}: {:?}", h.suppressed);
+        assert!(
+            h.suppressed.iter().any(|s| s == name),
+            "{name}: {:?}",
+            h.suppressed
+        );
     }
     assert_eq!(h.purchases().len(), 1);
     let p = h.profile(&ckey());
