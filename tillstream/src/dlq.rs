@@ -48,6 +48,29 @@ pub(crate) enum DlqCmd {
     /// Send dead letters back to the topic they came from, once.
     #[command(long_about = REDRIVE_ABOUT)]
     Redrive(RedriveArgs),
+    /// Copy a dead-letter topic into a new one without the records of erased customers
+    /// (GDPR: dead letters keep personal data forever otherwise).
+    Rewrite(DlqRewriteArgs),
+}
+
+/// `tillstream dlq rewrite`.
+#[derive(Debug, Args)]
+pub(crate) struct DlqRewriteArgs {
+    /// Which dead-letter topic.
+    #[arg(long, value_enum)]
+    pub(crate) topic: Which,
+    #[command(flatten)]
+    pub(crate) rewrite: crate::rewrite::RewriteArgs,
+}
+
+impl DlqRewriteArgs {
+    /// The topic to rewrite.
+    pub(crate) fn source(&self) -> crate::rewrite::Source {
+        match self.topic {
+            Which::Processor => crate::rewrite::Source::ProcessorDlq,
+            Which::Publisher => crate::rewrite::Source::PublisherDlq,
+        }
+    }
 }
 
 const REDRIVE_ABOUT: &str = "\

@@ -126,13 +126,18 @@ async fn main() -> anyhow::Result<()> {
                 dlq::DlqCmd::Redrive(args) => {
                     dlq::redrive(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
                 }
+                dlq::DlqCmd::Rewrite(args) => {
+                    let source = args.source();
+                    rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, source, &args.rewrite).await
+                }
             }
         }
         Cmd::Raw { action } => {
             let cfg = load(cli.common.config.as_deref())?;
             match action {
                 RawCmd::Rewrite(args) => {
-                    rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await
+                    let raw = rewrite::Source::Raw;
+                    rewrite::run(&cfg.kafka, &cfg.topics, &cfg.erasure, raw, &args).await
                 }
                 RawCmd::SeedErasures(args) => {
                     seed::run(&cfg.kafka, &cfg.topics, &cfg.erasure, &args).await

@@ -1,11 +1,12 @@
-//! `tillstream raw rewrite`: copy the raw topic into a new one without erased customers' records.
+//! `tillstream raw rewrite` / `dlq rewrite`: copy a topic into a new one without erased people.
 //!
-//! The raw topic is append-only with unlimited retention, so an erased customer's webhooks stay
-//! in it. This command is how the raw log forgets: it copies every record to the same partition
-//! of a new topic (same key, timestamp and headers, same order) except the records the erasure
-//! registry covers; the operator then points the services at the new topic, replays, and
-//! deletes the old one (README, "GDPR requests"). The same command migrates an existing raw
-//! topic written before the registry existed.
+//! The raw topic and the dead-letter topics are append-only with unlimited retention, so an
+//! erased customer's webhooks (and their dead letters: the original envelope, or the command
+//! with its personal fields) stay in them. This is how they forget: every record is copied to
+//! the same partition of a new topic (same key, timestamp and headers, same order) except the
+//! records the erasure registry covers; the operator then points the services at the new
+//! topic (and, for the raw topic, replays) and deletes the old one (README, "GDPR requests").
+//! The same command migrates a raw topic written before the registry existed.
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -19,10 +20,50 @@ use crate::dlq::{read, reader, spans};
 /// Records queued before waiting for their acknowledgements.
 const BATCH: usize = 5_000;
 
-/// `tillstream raw rewrite`.
+/// The topic being rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `topics.raw`.
+    Raw,
+    /// `topics.processor_dlq` (original envelopes).
+    ProcessorDlq,
+    /// `topics.publisher_dlq` (commands; keyed by the customer key).
+    PublisherDlq,
+}
+
+impl Source {
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Raw => "topics.raw",
+            Self::ProcessorDlq => "topics.processor_dlq",
+            Self::PublisherDlq => "topics.publisher_dlq",
+        }
+    }
+
+    fn topic(self, topics: &TopicsConfig) -> &str {
+        match self {
+            Self::Raw => &topics.raw,
+            Self::ProcessorDlq => &topics.processor_dlq,
+            Self::PublisherDlq => &topics.publisher_dlq,
+        }
+    }
+
+    /// The catalogue with this topic renamed to `to` (so `apply` creates it with its shape).
+    fn renamed(self, topics: &TopicsConfig, to: &str) -> TopicsConfig {
+        let mut t = topics.clone();
+        match self {
+            Self::Raw => t.raw = to.to_owned(),
+            Self::ProcessorDlq => t.processor_dlq = to.to_owned(),
+            Self::PublisherDlq => t.publisher_dlq = to.to_owned(),
+        }
+        t
+    }
+}
+
+/// `tillstream raw rewrite` and `tillstream dlq rewrite`.
 #[derive(Args, Debug)]
 pub(crate) struct RewriteArgs {
-    /// The new raw topic: created with the raw topic's partitions and configs, and it must be
+    /// The new topic: created with the source topic's partitions and configs, and it must be
     /// empty.
     #[arg(long)]
     to: String,
@@ -38,27 +79,25 @@ struct Tally {
     erased: u64,
 }
 
-/// Runs `tillstream raw rewrite`.
+/// Rewrites `source` into `args.to`.
 pub(crate) async fn run(
     kafka: &KafkaConfig,
     topics: &TopicsConfig,
     erasure: &ErasureConfig,
+    source_topic: Source,
     args: &RewriteArgs,
 ) -> anyhow::Result<()> {
-    if args.to == topics.raw {
-        bail!(
-            "--to must name a new topic, not the raw topic {}",
-            topics.raw
-        );
+    let from = source_topic.topic(topics).to_owned();
+    if args.to == from {
+        bail!("--to must name a new topic, not {from} itself");
     }
     let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
         .context("cannot read the erasure registry")?;
-    let consumer = reader(kafka, "tillstream-raw-rewrite", "tillstream-raw-rewrite")?;
-    let source = spans(&consumer, &topics.raw, true)?;
+    let consumer = reader(kafka, "tillstream-rewrite", "tillstream-rewrite")?;
+    let source = spans(&consumer, &from, true)?;
     if !args.dry_run {
-        let mut target = topics.clone();
-        target.raw = args.to.clone();
-        target
+        source_topic
+            .renamed(topics, &args.to)
             .apply(kafka)
             .await
             .with_context(|| format!("cannot create or verify {}", args.to))?;
@@ -76,7 +115,7 @@ pub(crate) async fn run(
         .context("cannot create a Kafka producer")?;
     println!(
         "Rewriting {} into {} without the records of {} erased subject(s){}",
-        topics.raw,
+        from,
         args.to,
         erasures.len(),
         if args.dry_run {
@@ -89,9 +128,12 @@ pub(crate) async fn run(
     let mut tally = Tally::default();
     let mut batch: Vec<DeliveryFuture> = Vec::new();
     tokio::task::block_in_place(|| {
-        read(&consumer, &topics.raw, &source, |m| {
+        read(&consumer, &from, &source, |m| {
             let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
             let payload = m.payload().unwrap_or_default();
+            // Raw and processor dead letters hold envelopes (erased from the redact's time on,
+            // for emails and shops); a publisher dead letter is a command, which any marker of
+            // its key covers.
             if key.is_some_and(|k| erasures.covers_record(k, payload)) {
                 tally.erased += 1;
                 return Ok(true);
@@ -132,12 +174,26 @@ pub(crate) async fn run(
         tally.copied, tally.erased
     );
     if !args.dry_run {
-        println!(
-            "Next: set topics.raw = {} for every service and the CLI, run `tillstream replay --from \
-             earliest`, start the services, then delete {} (records written to it after this run \
-             started are not copied: stop ingest before rewriting).",
-            args.to, topics.raw
-        );
+        match source_topic {
+            Source::Raw => println!(
+                "Next: set topics.raw = {} for every service and the CLI, run `tillstream replay \
+                 --from earliest`, start the services, then delete {from} (records written to it \
+                 after this run started are not copied: stop ingest before rewriting).",
+                args.to
+            ),
+            Source::ProcessorDlq | Source::PublisherDlq => println!(
+                "Next: set {} = {} for every service and the CLI, restart them, then delete \
+                 {from} (dead letters written to it after this run started are not copied: stop \
+                 the {} first).",
+                source_topic.setting(),
+                args.to,
+                if source_topic == Source::ProcessorDlq {
+                    "processor"
+                } else {
+                    "publisher"
+                }
+            ),
+        }
     }
     Ok(())
 }

@@ -335,3 +335,77 @@ async fn seeded_then_rewritten_raw_topic_holds_no_byte_of_an_erased_customer_and
     assert!(!again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds records"));
 }
+
+/// Dead letters keep their bytes forever (unlimited retention): `dlq rewrite` copies each
+/// dead-letter topic without the erased customer's records (processor: the original envelope;
+/// publisher: the command with its personal fields), and keeps everyone else's.
+#[tokio::test(flavor = "multi_thread")]
+async fn rewritten_dead_letter_topics_hold_no_record_of_an_erased_customer() {
+    let k = kafka();
+    let t = fresh_topics(&k, 2).await;
+    let at = 1_760_000_000_000;
+    let p: FutureProducer = k.producer("test-dlq").create().unwrap();
+    for (customer, email) in [(7101, "ada@example.com"), (7102, "bob@example.com")] {
+        let e = webhook(
+            "orders/paid",
+            &format!("d{customer}"),
+            at,
+            &format!(
+                r#"{{"id":{},"customer":{{"id":{customer},"email":"{email}"}},"total_price":"12,50"}}"#,
+                customer + 1000
+            ),
+        );
+        p.send(
+            FutureRecord::to(&t.processor_dlq)
+                .key(&e.routing_key)
+                .payload(&e.encode().unwrap()),
+            T,
+        )
+        .await
+        .unwrap();
+        let cmd = command(customer);
+        p.send(
+            FutureRecord::to(&t.publisher_dlq)
+                .key(&cmd.customer_key)
+                .payload(&cmd.encode().unwrap()),
+            T,
+        )
+        .await
+        .unwrap();
+    }
+    p.flush(T).unwrap();
+    erase(
+        &k,
+        &t,
+        &["demo.myshopify.com/c/7101".to_owned()],
+        at + 60_000,
+    )
+    .await;
+
+    for (which, source, personal) in [
+        ("processor", &t.processor_dlq, "ada@example.com"),
+        ("publisher", &t.publisher_dlq, "demo.myshopify.com/c/7101"),
+    ] {
+        let to = format!("{source}.v2");
+        let out = cli(&k, &t, &["dlq", "rewrite", "--topic", which, "--to", &to]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Copied 1 record(s); left out 1"),
+            "{which}: {}",
+            text(&out)
+        );
+        let copied = read_committed(&k, &to, t.side_partitions);
+        assert_eq!(copied.len(), 1, "{which}");
+        for (_, key, value, _) in &copied {
+            let bytes = [
+                key.clone().unwrap_or_default(),
+                value.clone().unwrap_or_default(),
+            ]
+            .concat();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(personal),
+                "{which}: {personal} copied"
+            );
+        }
+    }
+}
