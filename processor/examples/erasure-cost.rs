@@ -14,15 +14,7 @@ use processor::erasure::{ErasureConfig, Registry};
 use schemas::{CustomerKey, KeyKind, ShopDomain};
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    runtime::testing::rss_kib(std::process::id())
 }
 
 fn main() {
