@@ -495,15 +495,7 @@ fn restore_sample() -> (String, Vec<schemas::TimerRecord>) {
             wall_clock_ms: 1_767_225_600_000,
         };
         for effect in rules.on_event(&key, &mut state, &env, &ctx).unwrap() {
-            if let rules::Effect::SetTimer(t) = effect {
-                timers.retain(|x| x.timer_id != t.timer_id);
-                timers.push(schemas::TimerRecord {
-                    kind: t.kind,
-                    timer_id: t.timer_id,
-                    due_ms: t.due_ms,
-                    payload_json: t.payload.to_string(),
-                });
-            }
+            keep_timers(&mut timers, effect);
         }
     }
     // Settled, as a customer is minutes after an order: the timers due then (the first-purchase
@@ -523,22 +515,25 @@ fn restore_sample() -> (String, Vec<schemas::TimerRecord>) {
             wall_clock_ms: timer.due_ms,
         };
         for effect in rules.on_timer(&key, &mut state, &timer, &ctx).unwrap() {
-            match effect {
-                rules::Effect::SetTimer(t) => {
-                    timers.retain(|x| x.timer_id != t.timer_id);
-                    timers.push(schemas::TimerRecord {
-                        kind: t.kind,
-                        timer_id: t.timer_id,
-                        due_ms: t.due_ms,
-                        payload_json: t.payload.to_string(),
-                    });
-                }
-                rules::Effect::CancelTimer { timer_id } => {
-                    timers.retain(|x| x.timer_id != timer_id)
-                }
-                _ => {}
-            }
+            keep_timers(&mut timers, effect);
         }
     }
     (serde_json::to_string(&state).unwrap(), timers)
+}
+
+/// Applies a rules effect to the key's pending timers (set replaces by id, cancel removes).
+fn keep_timers(timers: &mut Vec<schemas::TimerRecord>, effect: rules::Effect) {
+    match effect {
+        rules::Effect::SetTimer(t) => {
+            timers.retain(|x| x.timer_id != t.timer_id);
+            timers.push(schemas::TimerRecord {
+                kind: t.kind,
+                timer_id: t.timer_id,
+                due_ms: t.due_ms,
+                payload_json: t.payload.to_string(),
+            });
+        }
+        rules::Effect::CancelTimer { timer_id } => timers.retain(|x| x.timer_id != timer_id),
+        _ => {}
+    }
 }
