@@ -242,6 +242,56 @@ pub struct Person {
     /// Orders placed by this email under a customer key: `(order id, placed ms)`, newest kept.
     #[serde(default, rename = "xo", skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
+    /// Two-way consent: what Iterable reported and what tillstream wrote (only once an Iterable
+    /// consent event was seen for this person, so one-way customers pay nothing for it).
+    #[serde(default, rename = "cw", skip_serializing_if = "Option::is_none")]
+    pub two_way: Option<Box<TwoWay>>,
+}
+
+/// A consent write to Shopify whose echo is awaited. Transitions (all in
+/// `two_way::record_shopify` and `two_way::decide`): none → `Pending` (we write); `Pending` →
+/// none (its echo: Shopify holds it); `Pending` → `Contested` (another change was reported
+/// first, so which one Shopify holds last is unknown); `Contested` → `Pending` (we write the
+/// effective consent again with a newer timestamp, which settles it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShopifyWrite {
+    /// Written; Shopify is believed to hold it.
+    #[serde(rename = "p")]
+    Pending(ConsentFact),
+    /// Written, but a change made in Shopify was reported before the echo.
+    #[serde(rename = "c")]
+    Contested(ConsentFact),
+}
+
+/// Two-way consent state of one person (rules/src/two_way.rs). Shopify's side is
+/// `Person::email_consent` / `sms_consent` (what Shopify holds, origin Shopify).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoWay {
+    /// Email consent as the user last changed it in Iterable (origin Iterable, event time).
+    #[serde(default, rename = "ie", skip_serializing_if = "Option::is_none")]
+    pub iterable_email: Option<ConsentFact>,
+    /// SMS consent as the user last changed it in Iterable.
+    #[serde(default, rename = "is", skip_serializing_if = "Option::is_none")]
+    pub iterable_sms: Option<ConsentFact>,
+    /// Email consent written to Shopify whose echo (same state and `consent_updated_at`) has
+    /// not come back yet: Shopify is believed to hold it.
+    #[serde(default, rename = "pe", skip_serializing_if = "Option::is_none")]
+    pub shopify_pending_email: Option<ShopifyWrite>,
+    /// SMS consent written to Shopify, echo awaited.
+    #[serde(default, rename = "ps", skip_serializing_if = "Option::is_none")]
+    pub shopify_pending_sms: Option<ShopifyWrite>,
+    /// Email consent last told to Iterable (through lists and channels).
+    #[serde(default, rename = "te", skip_serializing_if = "Option::is_none")]
+    pub told_email: Option<bool>,
+    /// SMS consent last told to Iterable.
+    #[serde(default, rename = "ts", skip_serializing_if = "Option::is_none")]
+    pub told_sms: Option<bool>,
+    /// Email consent told to Iterable whose system webhook (our own write echoed) is awaited.
+    #[serde(default, rename = "ee", skip_serializing_if = "Option::is_none")]
+    pub iterable_echo_email: Option<bool>,
+    /// SMS consent told to Iterable, echo awaited.
+    #[serde(default, rename = "es", skip_serializing_if = "Option::is_none")]
+    pub iterable_echo_sms: Option<bool>,
 }
 
 /// `customers/create` was seen.
