@@ -124,6 +124,7 @@ fn an_unsubscribe_in_iterable_reaches_shopify_once_and_survives_echo_and_updates
 #[test]
 fn policy_shopify_overwrites_an_iterable_change_back_in_iterable() {
     let mut h = start(cfg(SourceOfTruth::Shopify));
+    let before = h.commands.len();
     h.deliver(iterable(
         "emailUnSubscribe",
         json!({"channelIds": [EMAIL_CHANNEL]}),
@@ -131,6 +132,11 @@ fn policy_shopify_overwrites_an_iterable_change_back_in_iterable() {
         T0 + HOUR,
     ));
     assert!(h.shopify_commands.is_empty(), "Shopify is never written");
+    let resent = h.commands[before..]
+        .iter()
+        .filter(|c| matches!(c.action, Action::UpdateSubscriptions(_)))
+        .count();
+    assert_eq!(resent, 1, "Iterable is told again");
     assert_eq!(
         iterable_email_unsubscribed(&h),
         Some(false),

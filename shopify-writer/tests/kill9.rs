@@ -40,7 +40,11 @@ async fn graphql(
     tokio::time::sleep(Duration::from_millis(15)).await;
     let mut f = fake.lock().unwrap();
     f.requests += 1;
-    if headers.get("x-shopify-access-token").and_then(|v| v.to_str().ok()) != Some(TOKEN) {
+    if headers
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        != Some(TOKEN)
+    {
         f.bad_token += 1;
         return Json(json!({"errors": "[API] Invalid API key or access token"}));
     }
@@ -72,7 +76,10 @@ async fn graphql(
     f.applied.push((
         gid.clone(),
         consent["marketingState"].as_str().unwrap_or("").to_owned(),
-        consent["consentUpdatedAt"].as_str().unwrap_or("").to_owned(),
+        consent["consentUpdatedAt"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
     ));
     Json(json!({
         "data": {name: {"customer": {"id": gid}, "userErrors": []}},
@@ -175,7 +182,11 @@ max_backoff = "300ms"
             commands.push(command(round * 100 + c, c, state));
         }
     }
-    commands.push(command(10_000, REFUSED_CUSTOMER, MarketingState::Unsubscribed));
+    commands.push(command(
+        10_000,
+        REFUSED_CUSTOMER,
+        MarketingState::Unsubscribed,
+    ));
     let producer: FutureProducer = kafka.producer("writer-test").create().unwrap();
     for c in &commands {
         producer
@@ -193,13 +204,20 @@ max_backoff = "300ms"
     let mut child = spawn(&config, &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     while applied() < 60 {
-        assert!(Instant::now() < deadline, "only {} applied before the kill", applied());
+        assert!(
+            Instant::now() < deadline,
+            "only {} applied before the kill",
+            applied()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let at_kill = applied();
-    assert!(at_kill < commands.len() - 1, "the kill came too late to test anything");
+    assert!(
+        at_kill < commands.len() - 1,
+        "the kill came too late to test anything"
+    );
 
     let mut child = spawn(&config, &log);
     let want = commands.len() - 1;
@@ -238,7 +256,9 @@ max_backoff = "300ms"
         .unwrap();
     assert!(reason.contains("Phone number is required"), "{reason}");
     assert_eq!(
-        ShopifyCommand::decode(m.payload().unwrap()).unwrap().customer_id,
+        ShopifyCommand::decode(m.payload().unwrap())
+            .unwrap()
+            .customer_id,
         REFUSED_CUSTOMER
     );
 
@@ -261,7 +281,15 @@ max_backoff = "300ms"
         last.insert(gid, state);
     }
     for c in 1..=40i64 {
-        let want = if (4 + c) % 2 == 0 { "SUBSCRIBED" } else { "UNSUBSCRIBED" };
-        assert_eq!(last[format!("gid://shopify/Customer/{c}").as_str()], want, "customer {c}");
+        let want = if (4 + c) % 2 == 0 {
+            "SUBSCRIBED"
+        } else {
+            "UNSUBSCRIBED"
+        };
+        assert_eq!(
+            last[format!("gid://shopify/Customer/{c}").as_str()],
+            want,
+            "customer {c}"
+        );
     }
 }
