@@ -248,17 +248,23 @@ pub struct Person {
     pub two_way: Option<Box<TwoWay>>,
 }
 
-/// A consent write to Shopify whose echo is awaited. Transitions (all in
-/// `two_way::record_shopify` and `two_way::decide`): none → `Pending` (we write); `Pending` →
-/// none (its echo: Shopify holds it); `Pending` → `Contested` (another change was reported
-/// first, so which one Shopify holds last is unknown); `Contested` → `Pending` (we write the
-/// effective consent again with a newer timestamp, which settles it).
+/// The last consent write to Shopify and what is known of it. Transitions (all in
+/// `two_way::record_shopify` and `two_way::decide`): none or `Landed` → `Pending` (we write);
+/// `Pending` → `Landed` (its echo: Shopify holds it); `Pending` → `Contested` (a different
+/// change made in Shopify after our decision was reported first); `Landed` → `Contested` (such a
+/// change reported after the echo but within `two_way::WRITE_SETTLE_MS` of our decision: it
+/// may have reached Shopify before our write did); `Landed` → none (a change reported later
+/// than that); `Contested` → `Pending` (we write the effective consent again with a newer
+/// timestamp, which settles which one Shopify keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShopifyWrite {
     /// Written; Shopify is believed to hold it.
     #[serde(rename = "p")]
     Pending(ConsentFact),
-    /// Written, but a change made in Shopify was reported before the echo.
+    /// Written and echoed.
+    #[serde(rename = "l")]
+    Landed(ConsentFact),
+    /// Written, and a different change made in Shopify may have been applied after it.
     #[serde(rename = "c")]
     Contested(ConsentFact),
 }
@@ -292,6 +298,13 @@ pub struct TwoWay {
     /// SMS consent told to Iterable, echo awaited.
     #[serde(default, rename = "es", skip_serializing_if = "Option::is_none")]
     pub iterable_echo_sms: Option<bool>,
+    /// Event time of the latest email report from Iterable (user change or echo): an older
+    /// report delivered late says nothing about what Iterable holds now.
+    #[serde(default, rename = "ra", skip_serializing_if = "Option::is_none")]
+    pub iterable_seen_email: Option<i64>,
+    /// Event time of the latest SMS report from Iterable.
+    #[serde(default, rename = "rb", skip_serializing_if = "Option::is_none")]
+    pub iterable_seen_sms: Option<i64>,
 }
 
 /// `customers/create` was seen.

@@ -27,6 +27,11 @@ use crate::shopify::parse;
 
 const CHANNELS: [ConsentChannel; 2] = [ConsentChannel::Email, ConsentChannel::Sms];
 
+/// How long after its decision time a write to Shopify may still land (the writer's normal
+/// lag, retries and throttling): a different change made in Shopify within this window may
+/// have been overwritten by our write, so it is written again to settle it.
+pub(crate) const WRITE_SETTLE_MS: i64 = 10 * 60 * 1000;
+
 /// The body of an Iterable system webhook (reference §10b), as far as consent needs it.
 #[derive(Debug, Deserialize)]
 struct SystemWebhook {
@@ -74,6 +79,13 @@ impl TwoWay {
         match ch {
             ConsentChannel::Email => &mut self.told_email,
             ConsentChannel::Sms => &mut self.told_sms,
+        }
+    }
+
+    fn seen_mut(&mut self, ch: ConsentChannel) -> &mut Option<i64> {
+        match ch {
+            ConsentChannel::Email => &mut self.iterable_seen_email,
+            ConsentChannel::Sms => &mut self.iterable_seen_sms,
         }
     }
 
@@ -126,15 +138,22 @@ pub(crate) fn record_shopify(p: &mut Person, ch: ConsentChannel, f: ConsentFact)
     match *pending {
         Some(ShopifyWrite::Pending(w)) if w.at == f.at && w.state == f.state => {
             // Our echo: Shopify holds our write, whatever its timestamp.
-            *pending = None;
+            *pending = Some(ShopifyWrite::Landed(w));
             *slot = Some(f);
         }
-        Some(ShopifyWrite::Pending(w)) if w.state != f.state && f.at >= w.at => {
-            // Changed in Shopify after our decision while our write was on its way: which one
-            // Shopify applied last is unknown (webhooks are not ordered), so decide() writes
-            // again. Older reports (made before our decision, so applied before our write) and
-            // reports of the same state leave the write pending.
+        Some(ShopifyWrite::Pending(w) | ShopifyWrite::Landed(w))
+            if w.state != f.state
+                && f.at >= w.at
+                && f.at < w.at.saturating_add(WRITE_SETTLE_MS) =>
+        {
+            // Changed in Shopify after our decision, close to our write: which one Shopify
+            // applied last is unknown (webhooks are not ordered, and our write carries the
+            // decision's time), so decide() writes again.
             *pending = Some(ShopifyWrite::Contested(w));
+            ConsentFact::merge(slot, f);
+        }
+        Some(ShopifyWrite::Landed(w)) if f.at >= w.at.saturating_add(WRITE_SETTLE_MS) => {
+            *pending = None;
             ConsentFact::merge(slot, f);
         }
         _ => {
@@ -250,8 +269,19 @@ pub(crate) fn on_iterable(
     let Some(t) = person.two_way.as_deref_mut() else {
         return Ok(());
     };
-    if t.echo_mut(ch).take() == Some(subscribed) {
-        // Our own write, echoed by Iterable: not a user change.
+    // Only the latest report (by Iterable's event time) says what Iterable holds now.
+    let latest = t.seen_mut(ch).is_none_or(|seen| at >= seen);
+    if latest {
+        *t.seen_mut(ch) = Some(at);
+    }
+    let echoed = t.echo_mut(ch).take() == Some(subscribed);
+    if echoed || api_sourced(&data) {
+        // Our own write echoed (Iterable fires system webhooks for API changes too): not a
+        // user change, but it says what Iterable holds now, so reconciliation corrects it if
+        // a later decision was overtaken by it.
+        if latest {
+            iterable_holds(cfg, person, ch, subscribed);
+        }
         return Ok(());
     }
     let fact = ConsentFact {
@@ -269,7 +299,28 @@ pub(crate) fn on_iterable(
         return Ok(());
     }
     // Iterable holds this now: tell reconciliation, so a policy that disagrees overwrites it.
-    *t.told_mut(ch) = Some(subscribed);
+    if latest {
+        iterable_holds(cfg, person, ch, subscribed);
+    }
+    Ok(())
+}
+
+/// Changes made through Iterable's API (`unsubSource`/`subscribeSource` = `API`) are writes
+/// by an integration, in practice tillstream's own: never a person's consent action.
+fn api_sourced(data: &Map<String, Value>) -> bool {
+    ["unsubSource", "subscribeSource"].iter().any(|k| {
+        data.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case("API"))
+    })
+}
+
+/// Records that Iterable holds `subscribed` for `ch`, so list and channel reconciliation
+/// sends the effective consent again when it differs.
+fn iterable_holds(cfg: &RulesConfig, person: &mut Person, ch: ConsentChannel, subscribed: bool) {
+    if let Some(t) = person.two_way.as_deref_mut() {
+        *t.told_mut(ch) = Some(subscribed);
+    }
     let bit = match ch {
         ConsentChannel::Email => 1u8,
         ConsentChannel::Sms => 2u8,
@@ -288,7 +339,6 @@ pub(crate) fn on_iterable(
         };
         person.lists.retain(|l| !lists.contains(l));
     }
-    Ok(())
 }
 
 fn is_subscribed(f: Option<ConsentFact>) -> bool {
@@ -330,7 +380,7 @@ pub(crate) fn decide(cx: &mut Cx<'_>, state: &mut State) {
         let pending = t.pending_mut(ch);
         let mut at = eff.at;
         match *pending {
-            None if is_subscribed(holds) == want => continue,
+            None | Some(ShopifyWrite::Landed(_)) if is_subscribed(holds) == want => continue,
             Some(ShopifyWrite::Pending(w)) if is_subscribed(Some(w)) == want => continue,
             Some(ShopifyWrite::Contested(w)) => {
                 // Newer than anything reported or written, so it is the one Shopify keeps.
