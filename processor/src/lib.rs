@@ -7,6 +7,7 @@
 //! live in the `rules` crate, which has no Kafka in it.
 
 pub mod config;
+pub mod content;
 pub mod counter;
 pub mod engine;
 pub mod erasure;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod pack;
 pub mod partitioner;
 pub mod state;
+mod txn;
 pub mod watermark;
 
 use std::sync::Arc;
