@@ -29,6 +29,9 @@ pub struct WriterConfig {
     pub shopify: ShopifyConfig,
     /// Backoff for transient failures (the publisher's policy: full jitter, unbounded attempts).
     pub retry: RetryConfig,
+    /// librdkafka statistics interval, the source of the consumer-lag gauge. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
 /// The operations server.
@@ -86,6 +89,9 @@ impl WriterConfig {
             && !self.shopify.endpoint.contains("graphql")
         {
             return reject("shopify.endpoint must be a GraphQL URL template".into());
+        }
+        if self.stats_interval.is_zero() {
+            return reject("stats_interval must be positive".into());
         }
         if self.shopify.request_timeout.is_zero() {
             return reject("shopify.request_timeout must be positive".into());

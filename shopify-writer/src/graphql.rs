@@ -113,14 +113,15 @@ impl Throttle {
     }
 }
 
-/// Sends one command and classifies the answer.
+/// Sends one command and classifies the answer; also returns the HTTP status the request got
+/// (`"error"` when none came back), for the requests metric.
 pub async fn send(
     http: &reqwest::Client,
     url: &str,
     token: &Secret,
     cmd: &ShopifyCommand,
     throttle: &mut Throttle,
-) -> Outcome {
+) -> (Outcome, String) {
     let response = http
         .post(url)
         .header("X-Shopify-Access-Token", token.expose())
@@ -130,10 +131,11 @@ pub async fn send(
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            return Outcome::Retry {
+            let outcome = Outcome::Retry {
                 reason: format!("request failed: {e}"),
                 wait: None,
             };
+            return (outcome, "error".to_owned());
         }
     };
     let status = response.status();
@@ -143,7 +145,8 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| publisher::retry::parse_retry_after(v, chrono::Utc::now()));
     let text = response.text().await.unwrap_or_default();
-    classify(status, retry_after, &text, &cmd.shop_domain, throttle)
+    let outcome = classify(status, retry_after, &text, &cmd.shop_domain, throttle);
+    (outcome, status.as_u16().to_string())
 }
 
 /// What an answer means (pure, so it is unit-tested without HTTP).

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod graphql;
+pub mod lag;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -65,10 +66,19 @@ pub async fn run_with_listener(
         runtime::ops_router(health.clone(), registry.clone()),
         shutdown.clone(),
     ));
-    let consumer: StreamConsumer = config
-        .kafka
-        .consumer("tillstream-shopify-writer", &config.group_id, true)
-        .create()?;
+    let context = lag::LagContext {
+        topic: config.topics.shopify_commands.clone(),
+        gauge: metrics.consumer_lag.clone(),
+    };
+    let mut consumer_config =
+        config
+            .kafka
+            .consumer("tillstream-shopify-writer", &config.group_id, true);
+    consumer_config.set(
+        "statistics.interval.ms",
+        config.stats_interval.as_millis().to_string(),
+    );
+    let consumer: StreamConsumer<lag::LagContext> = consumer_config.create_with_context(context)?;
     consumer.subscribe(&[&config.topics.shopify_commands])?;
     let producer = config
         .kafka

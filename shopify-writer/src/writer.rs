@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use publisher::dlq::headers;
 use publisher::retry::Backoff;
 use rdkafka::Message;
@@ -15,6 +15,7 @@ use schemas::ShopifyCommand;
 use tokio_util::sync::CancellationToken;
 
 use crate::graphql::{self, Outcome, Throttle};
+use crate::lag::LagContext;
 
 /// The writer's metrics.
 #[derive(Clone)]
@@ -27,6 +28,12 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// `tillstream_shopify_writer_throttle_waits_total`: waits before a request the bucket could not pay for.
     pub throttle_waits: IntCounter,
+    /// `tillstream_shopify_writer_requests_total{channel,status}`: every mutation sent, by the
+    /// HTTP status it got (`error` when none: network, timeout).
+    pub requests: IntCounterVec,
+    /// `tillstream_shopify_writer_consumer_lag{partition}`: commands not yet applied or
+    /// dead-lettered (high watermark minus committed offset, from librdkafka's statistics).
+    pub consumer_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -43,6 +50,14 @@ impl Metrics {
             "Requests delayed because the shop's cost bucket could not pay for them.",
         )?;
         registry.register(Box::new(throttle_waits.clone()))?;
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "tillstream_shopify_writer_consumer_lag",
+                "Shopify commands not yet applied or dead-lettered, by partition.",
+            ),
+            &["partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
         Ok(Self {
             commands: vec(
                 "tillstream_shopify_writer_commands_total",
@@ -60,6 +75,12 @@ impl Metrics {
                 &["kind"],
             )?,
             throttle_waits,
+            requests: vec(
+                "tillstream_shopify_writer_requests_total",
+                "Consent mutations sent to Shopify, by channel and HTTP status (error: none came back).",
+                &["channel", "status"],
+            )?,
+            consumer_lag,
         })
     }
 }
@@ -83,7 +104,11 @@ pub struct Writer {
 
 impl Writer {
     /// Reads until `shutdown`; each record is applied or dead-lettered, then its offset committed.
-    pub async fn run(&mut self, consumer: &StreamConsumer, shutdown: &CancellationToken) {
+    pub async fn run(
+        &mut self,
+        consumer: &StreamConsumer<LagContext>,
+        shutdown: &CancellationToken,
+    ) {
         loop {
             let message = tokio::select! {
                 m = consumer.recv() => m,
@@ -138,7 +163,13 @@ impl Writer {
                 self.metrics.throttle_waits.inc();
                 sleep(wait, shutdown).await?;
             }
-            match graphql::send(&self.http, &url, &token, &cmd, &mut self.throttle).await {
+            let (outcome, status) =
+                graphql::send(&self.http, &url, &token, &cmd, &mut self.throttle).await;
+            self.metrics
+                .requests
+                .with_label_values(&[cmd.channel.name(), status.as_str()])
+                .inc();
+            match outcome {
                 Outcome::Applied => {
                     self.metrics
                         .commands

@@ -88,7 +88,7 @@ async fn graphql(
     }))
 }
 
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+fn spawn(config: &std::path::Path, log: &std::path::Path, port: u16) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -98,10 +98,39 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info,rdkafka=warn")
+        .env("TILLSTREAM__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap()
+}
+
+/// A port free right now (the writer binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The samples of metric `name` (labels as written) on the writer's `/metrics`, if it answers.
+async fn samples(port: u16, name: &str) -> Option<Vec<(String, f64)>> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
 }
 
 fn command(i: i64, customer: i64, state: MarketingState) -> ShopifyCommand {
@@ -143,6 +172,7 @@ async fn kill_9_mid_stream_applies_every_command() {
         &config,
         format!(
             r#"group_id = "{group}"
+stats_interval = "500ms"
 [kafka]
 bootstrap_servers = "{servers}"
 [kafka.properties]
@@ -201,7 +231,7 @@ max_backoff = "300ms"
     }
 
     let applied = || fake.lock().unwrap().applied.len();
-    let mut child = spawn(&config, &log);
+    let mut child = spawn(&config, &log, free_port());
     let deadline = Instant::now() + Duration::from_secs(60);
     while applied() < 60 {
         assert!(
@@ -219,7 +249,8 @@ max_backoff = "300ms"
         "the kill came too late to test anything"
     );
 
-    let mut child = spawn(&config, &log);
+    let port = free_port();
+    let mut child = spawn(&config, &log, port);
     let want = commands.len() - 1;
     let deadline = Instant::now() + Duration::from_secs(90);
     let distinct = || {
@@ -261,6 +292,44 @@ max_backoff = "300ms"
             .customer_id,
         REFUSED_CUSTOMER
     );
+
+    // What an operator sees: mutations sent, throttled answers, and a lag that drains to 0.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lag = samples(port, "tillstream_shopify_writer_consumer_lag")
+            .await
+            .unwrap_or_default();
+        if !lag.is_empty() && lag.iter().all(|(_, v)| *v == 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer's lag gauge never drained to 0: {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent: f64 = samples(port, "tillstream_shopify_writer_requests_total")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains("status=\"200\""))
+        .map(|(_, v)| v)
+        .sum();
+    let throttled: f64 = samples(port, "tillstream_shopify_writer_retries_total")
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains("reason=\"throttled\""))
+        .map(|(_, v)| v)
+        .sum();
+    // The restarted writer applied at least what was left after the kill, and the fake
+    // throttles one request in seven.
+    assert!(
+        sent as usize >= want.saturating_sub(at_kill),
+        "{sent} requests counted, {} left after the kill",
+        want.saturating_sub(at_kill)
+    );
+    assert!(throttled >= 1.0, "{throttled} throttled answers counted");
 
     let _ = Command::new("kill")
         .arg("-TERM")

@@ -9,7 +9,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
-use tests::{SECRET, Service, Stack, StackOptions, bin_path, free_port, lock, wait_until};
+use tests::{
+    SECRET, Service, Stack, StackOptions, bin_path, free_port, get_ok, lock, prom_samples,
+    wait_until,
+};
 
 const SHOP: &str = "two-way.myshopify.com";
 const ITERABLE_SECRET: &str = "iterable-hook-secret";
@@ -187,6 +190,7 @@ async fn start(source_of_truth: &str) -> TwoWay {
         "TILLSTREAM__SHOPIFY__SHOPS".into(),
         format!("{{\"{SHOP}\"={{access_token=\"{TOKEN}\"}}}}"),
     ));
+    env.push(("TILLSTREAM__STATS_INTERVAL".into(), "500ms".into()));
     env.push(("RUST_LOG".into(), "info".into()));
     let mut writer = Service::new(
         "shopify-writer",
@@ -357,6 +361,37 @@ async fn iterable_unsubscribe_and_stop_reach_shopify_and_stay() {
     );
     assert_eq!(t.writes_for(7002).len(), 1);
     // Nothing from the forged webhook (user 7001's only write is the click's).
+
+    // The writer's metrics say the same: one mutation per channel, answered 200, lag drained.
+    let metrics = format!("{}/metrics", t.writer.url());
+    let lag = wait_until(
+        "the writer's lag gauge at 0",
+        Duration::from_secs(30),
+        || async {
+            let text = get_ok(&metrics).await?;
+            let lag = prom_samples(&text, "tillstream_shopify_writer_consumer_lag");
+            (!lag.is_empty() && lag.iter().all(|(_, v)| *v == 0.0)).then_some(text)
+        },
+    )
+    .await
+    .unwrap();
+    let mut sent = prom_samples(&lag, "tillstream_shopify_writer_requests_total");
+    sent.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        sent,
+        [
+            (
+                "tillstream_shopify_writer_requests_total{channel=\"email\",status=\"200\"}"
+                    .to_owned(),
+                1.0
+            ),
+            (
+                "tillstream_shopify_writer_requests_total{channel=\"sms\",status=\"200\"}"
+                    .to_owned(),
+                1.0
+            )
+        ]
+    );
 
     t.writer.terminate();
     t.stack.shutdown().await;
