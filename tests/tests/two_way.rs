@@ -172,7 +172,22 @@ async fn start(source_of_truth: &str) -> TwoWay {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut env = runtime::testing::service_env(&kafka, &stack.topics);
+    let writer = start_writer(
+        &stack,
+        &format!("http://{addr}/{{shop}}/admin/api/{{version}}/graphql.json"),
+        SHOP,
+    );
+    TwoWay {
+        stack,
+        writer,
+        writes,
+        http,
+    }
+}
+
+/// Starts the shopify-writer binary against `endpoint` with `shop`'s token.
+fn start_writer(stack: &Stack, endpoint: &str, shop: &str) -> Service {
+    let mut env = runtime::testing::service_env(&stack.kafka, &stack.topics);
     let port = free_port();
     env.push((
         "TILLSTREAM__HTTP__LISTEN".into(),
@@ -182,13 +197,10 @@ async fn start(source_of_truth: &str) -> TwoWay {
         "TILLSTREAM__GROUP_ID".into(),
         runtime::testing::unique("writer"),
     ));
-    env.push((
-        "TILLSTREAM__SHOPIFY__ENDPOINT".into(),
-        format!("http://{addr}/{{shop}}/admin/api/{{version}}/graphql.json"),
-    ));
+    env.push(("TILLSTREAM__SHOPIFY__ENDPOINT".into(), endpoint.to_owned()));
     env.push((
         "TILLSTREAM__SHOPIFY__SHOPS".into(),
-        format!("{{\"{SHOP}\"={{access_token=\"{TOKEN}\"}}}}"),
+        format!("{{\"{shop}\"={{access_token=\"{TOKEN}\"}}}}"),
     ));
     env.push(("TILLSTREAM__STATS_INTERVAL".into(), "500ms".into()));
     env.push(("RUST_LOG".into(), "info".into()));
@@ -200,12 +212,7 @@ async fn start(source_of_truth: &str) -> TwoWay {
         &stack.dir,
     );
     writer.start();
-    TwoWay {
-        stack,
-        writer,
-        writes,
-        http,
-    }
+    writer
 }
 
 impl TwoWay {
@@ -475,4 +482,151 @@ fn channel_updates(t: &TwoWay, id: u64) -> Vec<Vec<i64>> {
         _ => None,
     })
     .collect()
+}
+
+/// The demo as a test, through both simulators: a customer subscribed in Shopify clicks
+/// "unsubscribe" in an iterable-sim email; iterable-sim's system webhook reaches ingest, the
+/// processor decides, shopify-writer runs the mutation on shopify-sim's Admin API, whose
+/// consent webhooks come back and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsubscribe_clicked_in_iterable_sim_reaches_shopify_sim() {
+    let kafka = runtime::testing::kafka();
+    let cfg = shopify_sim::ScenarioConfig {
+        seed: 20,
+        customers: 12,
+        days: 30,
+        rate_per_sec: 0.0,
+        redact_fraction: 0.0,
+        ..Default::default()
+    };
+    let shop = cfg.shop_domain.clone();
+    let sc = tests::scenario(&cfg).unwrap();
+    let admin = shopify_sim::spawn_admin(
+        &cfg,
+        shopify_sim::AdminOptions {
+            access_token: TOKEN.into(),
+            ..Default::default()
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+
+    // iterable-sim is configured before ingest runs, so ingest gets a port chosen now.
+    let ingest_port = free_port();
+    let mut options = StackOptions::historical(kafka);
+    options.event_time_only = false;
+    // iterable-sim's default channels (email 1, SMS 2); Iterable's later change wins.
+    options.rules_toml = format!(
+        "{}\n[consent]\nemail_channel_id = 1\nsms_channel_id = 2\n[consent.source_of_truth]\nemail = \"latest\"\nsms = \"latest\"\n",
+        tests::HISTORICAL_RULES
+    );
+    options.ingest_port = Some(ingest_port);
+    options.ingest_env.push((
+        "TILLSTREAM__ITERABLE__SECRETS".into(),
+        format!("[\"{ITERABLE_SECRET}\"]"),
+    ));
+    let hooks = &mut options.sim.system_webhooks;
+    hooks.url = Some(format!(
+        "http://127.0.0.1:{ingest_port}/webhooks/iterable/{shop}"
+    ));
+    hooks.auth_header = "X-Tillstream-Webhook-Secret".into();
+    hooks.auth_value = Some(iterable_sim::Secret(ITERABLE_SECRET.into()));
+    let stack = Stack::start(options).await.unwrap();
+    admin.set_customer_webhook(shopify_sim::FinishWebhook {
+        url: stack.webhook_url(),
+        secret: SECRET.into(),
+    });
+    let mut writer = start_writer(
+        &stack,
+        &format!("{}/admin/api/{{version}}/graphql.json", admin.base_url),
+        &shop,
+    );
+
+    // The store's history through ingest; then someone subscribed to email on both sides.
+    tests::send_all(&stack.webhook_url(), sc.deliveries.clone(), 0.0)
+        .await
+        .unwrap();
+    stack.wait_drained(Duration::from_secs(120)).await.unwrap();
+    let email_state = |id: u64| {
+        admin.customer(id).map(|c| {
+            c["emailMarketingConsent"]["marketingState"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+    };
+    let profiles = stack.sim_state().profiles(&iterable_sim::Filter::default());
+    let id: u64 = profiles
+        .iter()
+        .filter(|p| !p.unsubscribed_channel_ids.contains(&1))
+        .filter_map(|p| p.user_id.as_deref()?.parse().ok())
+        .find(|id| email_state(*id).as_deref() == Some("SUBSCRIBED"))
+        .expect("a customer subscribed to email in both simulators");
+    assert_eq!(admin.customer(id).unwrap()["consentMutationsApplied"], 0);
+
+    // The click. Shopify's echo is the consent webhook shopify-sim sends after the mutation.
+    let echoes = || async {
+        let text = get_ok(&format!("{}/metrics", lock(&stack.ingest).url())).await?;
+        Some(
+            prom_samples(&text, "tillstream_ingest_requests_total")
+                .iter()
+                .filter(|(k, _)| k.contains("customers_email_marketing_consent/update"))
+                .map(|(_, v)| v)
+                .sum::<f64>(),
+        )
+    };
+    let echoes_before = echoes().await.unwrap();
+    let sim = format!("http://{}", stack.sim.addr());
+    let r = reqwest::Client::new()
+        .post(format!("{sim}/_sim/simulate/unsubscribeClick"))
+        .json(&json!({"userId": id.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    wait_until(
+        "shopify-sim shows the customer unsubscribed",
+        Duration::from_secs(30),
+        || async { (email_state(id).as_deref() == Some("UNSUBSCRIBED")).then_some(()) },
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "Shopify's echo at ingest",
+        Duration::from_secs(30),
+        || async { (echoes().await? > echoes_before).then_some(()) },
+    )
+    .await
+    .unwrap();
+    stack.wait_drained(Duration::from_secs(60)).await.unwrap();
+
+    // After the echo: one mutation, still unsubscribed on both sides, and the processor agrees.
+    let customer = admin.customer(id).unwrap();
+    assert_eq!(customer["consentMutationsApplied"], 1, "{customer}");
+    assert_eq!(email_state(id).as_deref(), Some("UNSUBSCRIBED"));
+    let profile = stack.sim_state().profiles(&iterable_sim::Filter {
+        user_id: Some(id.to_string()),
+        ..Default::default()
+    });
+    assert!(
+        profile
+            .iter()
+            .all(|p| p.unsubscribed_channel_ids.contains(&1)),
+        "the echo re-subscribed the user in iterable-sim: {:?}",
+        profile
+            .iter()
+            .map(|p| &p.unsubscribed_channel_ids)
+            .collect::<Vec<_>>()
+    );
+    let url = format!("{}/customers/{shop}/c/{id}", lock(&stack.processor).url());
+    let view: Value = serde_json::from_str(&get_ok(&url).await.unwrap()).unwrap();
+    assert_eq!(
+        view["customer"]["consent"]["email"]["state"], "unsubscribed",
+        "{view}"
+    );
+
+    writer.terminate();
+    stack.shutdown().await;
 }
