@@ -88,7 +88,17 @@ async fn graphql(
     }))
 }
 
-fn spawn(config: &std::path::Path, log: &std::path::Path, port: u16) -> Child {
+/// The writer process; killed when dropped, so a failing assertion leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path, port: u16) -> Running {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -102,6 +112,7 @@ fn spawn(config: &std::path::Path, log: &std::path::Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
+        .map(Running)
         .unwrap()
 }
 
@@ -241,8 +252,8 @@ max_backoff = "300ms"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     let at_kill = applied();
     assert!(
         at_kill < commands.len() - 1,
@@ -333,9 +344,9 @@ max_backoff = "300ms"
 
     let _ = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status();
-    child.wait().unwrap();
+    child.0.wait().unwrap();
 
     let f = fake.lock().unwrap();
     // Every change applied; redone ones are only those the killed process had not committed

@@ -63,7 +63,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     let path = dir.join(name);
     if !path.exists() {
         panic!(
-            "{} does not exist: run `cargo build -p ingest -p processor -p publisher` first \
+            "{} does not exist: run `cargo build -p ingest -p processor -p publisher -p shopify-writer` first \
              (same CARGO_TARGET_DIR and profile as the tests; scripts/test does it)",
             path.display()
         );
