@@ -78,6 +78,11 @@ pub struct EngineConfig {
     /// When timers fire: the late-data rule (ARCHITECTURE.md, "Event time and timers").
     #[serde(default)]
     pub timers: TimerSettings,
+    /// Write the decision trail (what each input and timer did, `tillstream explain`) to the
+    /// decisions topic, in the same transactions. Off by default: it costs one record per
+    /// input (docs/benchmarks.md); the demo turns it on.
+    #[serde(default)]
+    pub trail: bool,
 }
 
 /// What decides that a timer is due.

@@ -12,6 +12,7 @@ pub mod consent_policy;
 pub mod domain;
 mod email_index;
 mod emit;
+mod first_purchase;
 pub mod format;
 mod gdpr;
 pub mod ids;

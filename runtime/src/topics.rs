@@ -72,7 +72,10 @@ pub struct TopicsConfig {
     pub shopify_commands: String,
     /// Shopify commands the Admin API refused (`userErrors`) or that could not be decoded.
     pub shopify_writer_dlq: String,
-    /// Retention of the commands and repartition topics.
+    /// The processor's decision trail (`engine.trail`): per input or timer, what the rules
+    /// decided and why, keyed like the state (`tillstream explain` reads it).
+    pub decisions: String,
+    /// Retention of the commands, repartition and decisions topics.
     #[serde(with = "humantime_serde")]
     pub transient_retention: Duration,
 }
@@ -121,6 +124,7 @@ impl TopicsConfig {
             erasures: format!("{prefix}gdpr.erasures"),
             shopify_commands: format!("{prefix}shopify.commands"),
             shopify_writer_dlq: format!("{prefix}shopify-writer.dlq"),
+            decisions: format!("{prefix}processor.decisions"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -180,6 +184,12 @@ impl TopicsConfig {
                     ("min.compaction.lag.ms", "0"),
                     ("delete.retention.ms", "86400000"),
                 ],
+            ),
+            // Keyed and partitioned like the state, so one key's trail is in one partition.
+            spec(
+                &self.decisions,
+                self.partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", &transient)],
             ),
             spec(
                 &self.repartition,
