@@ -236,7 +236,7 @@ mod tests {
             c.collect()
                 .iter()
                 .flat_map(|f| f.get_metric().iter())
-                .filter(|m| m.get_label().iter().any(|l| l.get_value() == "boolean"))
+                .filter(|m| m.get_label().iter().any(|l| l.value() == "boolean"))
                 .map(|m| m.get_counter().get_value())
                 .sum::<f64>()
         };

@@ -222,11 +222,10 @@ pub(crate) fn adopt(
     let person = state.person_mut();
     match person.first_pending.as_mut() {
         // Both know the order's payload: keep ours unless we only had the fact.
-        Some(mine) if mine.order_id == theirs.order_id => {
-            if mine.fields.is_empty() {
-                mine.fields = theirs.fields;
-            }
+        Some(mine) if mine.order_id == theirs.order_id && mine.fields.is_empty() => {
+            mine.fields = theirs.fields;
         }
+        Some(mine) if mine.order_id == theirs.order_id => {}
         // Theirs is the earliest paid order now: `derive` arms the timer for it (the same
         // timer id, so one armed for our order is replaced).
         _ if first == Some(theirs.order_id) => {
