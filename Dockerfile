@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image with every tillstream binary: ingest, processor, publisher, tillstream (ops CLI),
-# iterable-sim and shopify-sim. docker-compose.yml picks the binary per service with `command`.
+# One image with every tillstream binary: ingest, processor, publisher, shopify-writer,
+# tillstream (ops CLI), iterable-sim and shopify-sim. docker-compose.yml picks the binary per service with `command`.
 #
 #   docker build -t tillstream:dev .
 #   docker run --rm tillstream:dev tillstream --help
@@ -28,15 +28,15 @@ COPY . .
 
 # The target dir lives in a cache mount, so the binaries are copied out of it in the same step.
 # --locked: build exactly the committed Cargo.lock (rdkafka-sys is pinned there on purpose).
-# Only the six shipped binaries (not the -bench ones under src/bin).
+# Only the seven shipped binaries (not the -bench ones under src/bin).
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     set -eux; \
     cargo build --release --locked \
-      --bin ingest --bin processor --bin publisher --bin tillstream --bin iterable-sim --bin shopify-sim; \
+      --bin ingest --bin processor --bin publisher --bin shopify-writer --bin tillstream --bin iterable-sim --bin shopify-sim; \
     mkdir -p /out; \
-    for bin in ingest processor publisher tillstream iterable-sim shopify-sim; do \
+    for bin in ingest processor publisher shopify-writer tillstream iterable-sim shopify-sim; do \
       cp "target/release/$bin" /out/; \
     done
 

@@ -32,6 +32,52 @@ pub struct IngestConfig {
     /// Heartbeats to every raw partition, which the processor's timers wait on.
     #[serde(default)]
     pub heartbeat: HeartbeatConfig,
+    /// Iterable system webhooks (`POST /webhooks/iterable/{shop}`, two-way consent).
+    #[serde(default)]
+    pub iterable: IterableWebhookConfig,
+}
+
+/// Iterable system webhooks: a shared secret in a header (Iterable signs nothing, see
+/// ingest/README.md). No secret configured = the endpoint answers 404.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IterableWebhookConfig {
+    /// The header Iterable is configured to send (custom header of the system webhook).
+    pub header: String,
+    /// Accepted secrets, current first; keep the previous one while Iterable's webhook
+    /// settings are switched over (rotation, like `shopify.secrets`).
+    pub secrets: Vec<Secret>,
+    /// Files holding one secret each, tried after `secrets`.
+    pub secret_files: Vec<PathBuf>,
+}
+
+impl Default for IterableWebhookConfig {
+    fn default() -> Self {
+        Self {
+            header: "X-Tillstream-Webhook-Secret".into(),
+            secrets: Vec::new(),
+            secret_files: Vec::new(),
+        }
+    }
+}
+
+impl IterableWebhookConfig {
+    /// The configured secrets followed by those read from `secret_files` (may be empty).
+    pub fn resolve(&self) -> Result<Vec<Secret>, Error> {
+        let mut out: Vec<Secret> = self
+            .secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        for path in &self.secret_files {
+            let secret = Secret::from_file(path).map_err(|e| Error::Config(e.to_string()))?;
+            if !secret.is_empty() {
+                out.push(secret);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Heartbeats (ingest/src/heartbeat.rs).
@@ -139,6 +185,12 @@ impl IngestConfig {
             return reject("http.ready_check_interval must be positive".into());
         }
         self.allowed_shops()?;
+        if axum::http::HeaderName::from_bytes(self.iterable.header.as_bytes()).is_err() {
+            return reject(format!(
+                "iterable.header {:?} is not a valid header name",
+                self.iterable.header
+            ));
+        }
         Ok(())
     }
 

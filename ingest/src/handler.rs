@@ -31,20 +31,22 @@ use crate::verify::{Signature, SignatureError, Verifier};
 /// Everything the handler shares across requests. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    sink: Arc<dyn EventSink>,
+pub(crate) struct Inner {
+    pub(crate) sink: Arc<dyn EventSink>,
     verifier: Verifier,
-    allowed_shops: Option<HashSet<ShopDomain>>,
-    body_limit: usize,
-    read_timeout: Duration,
-    ack_timeout: Duration,
-    permits: Semaphore,
+    pub(crate) allowed_shops: Option<HashSet<ShopDomain>>,
+    pub(crate) body_limit: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) permits: Semaphore,
     metrics: Metrics,
     registry: Registry,
     health: Arc<Health>,
+    /// The Iterable system-webhook endpoint (`None`: no secret configured, answers 404).
+    pub(crate) iterable: Option<crate::iterable::IterableEndpoint>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +68,7 @@ impl AppState {
         let allowed_shops = config.allowed_shops()?.map(|v| v.into_iter().collect());
         let registry = Registry::new();
         let metrics = Metrics::new(&registry).map_err(|e| Error::Metrics(e.to_string()))?;
+        let iterable = crate::iterable::IterableEndpoint::new(&config.iterable, &registry)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 sink,
@@ -78,6 +81,7 @@ impl AppState {
                 metrics,
                 registry,
                 health: Health::new(),
+                iterable,
             }),
         })
     }
@@ -378,7 +382,7 @@ fn signature(headers: &HeaderMap) -> Result<Signature, SignatureError> {
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -388,7 +392,7 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
 }
 
 /// Collects the body, refusing it as soon as it exceeds `limit`.
-async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, RequestError> {
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, RequestError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| RequestError::BodyRead)?;

@@ -1,5 +1,5 @@
-//! Shopify webhook receiver: verify the HMAC, publish the raw delivery to Kafka, answer 200 only
-//! once the broker acknowledged it.
+//! Webhook receiver: verify Shopify's HMAC (or Iterable's shared secret), publish the raw
+//! delivery to Kafka, answer 200 only once the broker acknowledged it.
 //!
 //! * [`app`] builds the router (webhook endpoint plus `/healthz`, `/readyz`, `/metrics`) over an
 //!   [`AppState`], so tests drive it with `tower::ServiceExt::oneshot` and a [`MemorySink`].
@@ -12,6 +12,7 @@ pub mod config;
 pub mod handler;
 pub mod headers;
 pub mod heartbeat;
+pub mod iterable;
 pub mod metrics;
 pub mod server;
 pub mod sink;
@@ -66,6 +67,7 @@ pub enum Error {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(handler::webhook))
+        .route(iterable::ITERABLE_PATH, post(iterable::webhook))
         .with_state(state.clone())
         .merge(runtime::ops_router(state.health(), state.registry()))
 }
@@ -101,6 +103,7 @@ pub async fn run_with_listener(
         topic = %config.topics.raw,
         secrets = config.secrets()?.len(),
         allowed_shops = config.shopify.allowed_shops.len(),
+        iterable_endpoint = state.inner.iterable.is_some(),
         kafka = ?config.kafka,
         "ingest starting"
     );

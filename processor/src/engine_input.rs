@@ -285,6 +285,18 @@ impl<R: Rules> Engine<R> {
                     let topic = self.topics.commands.clone();
                     self.send(&topic, &cmd.customer_key, Some(&bytes), None)?;
                 }
+                // Two-way consent (issue 20): a write for the Shopify writer, same transaction.
+                Effect::ShopifyCommand(cmd) => {
+                    let bytes = cmd.encode().map_err(|e| {
+                        EngineError::Fatal(format!("cannot encode a Shopify command: {e}"))
+                    })?;
+                    self.metrics
+                        .commands
+                        .with_label_values(&["shopify_consent"])
+                        .inc();
+                    let topic = self.topics.shopify_commands.clone();
+                    self.send(&topic, &cmd.customer_key, Some(&bytes), None)?;
+                }
                 Effect::SetTimer(t) => state.set_timer(key.as_str(), t),
                 Effect::CancelTimer { timer_id } => state.cancel_timer(key.as_str(), &timer_id),
                 Effect::Forward { to, envelope } => {

@@ -120,6 +120,10 @@ pub struct Decision {
     /// Journey events suppressed as too old.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressed: Vec<SuppressedRef>,
+    /// Consent writes for shopify-writer (two-way consent), kept apart from `commands`: they go
+    /// to `topics.shopify_commands`, not to the publisher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shopify_writes: Vec<CommandRef>,
     /// The key's state was purged (GDPR).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub purged: bool,
@@ -139,6 +143,7 @@ impl Decision {
             timers_cancelled: Vec::new(),
             forwards: Vec::new(),
             suppressed: Vec::new(),
+            shopify_writes: Vec::new(),
             purged: false,
         }
     }
@@ -175,6 +180,10 @@ impl Decision {
                 Effect::Suppressed { event, due_ms } => self.suppressed.push(SuppressedRef {
                     event: event.clone(),
                     due_ms: *due_ms,
+                }),
+                Effect::ShopifyCommand(c) => self.shopify_writes.push(CommandRef {
+                    id: c.command_id.clone(),
+                    action: format!("{}:{}", c.channel.name(), c.marketing_state.graphql()),
                 }),
                 Effect::Purge => self.purged = true,
                 Effect::DataReport(_) => {}
@@ -226,5 +235,37 @@ mod tests {
             !text.contains("commands"),
             "empty lists are left out: {text}"
         );
+    }
+
+    #[test]
+    fn a_shopify_consent_write_is_recorded_apart_from_iterable_commands() {
+        let write = schemas::ShopifyCommand {
+            command_id: "sc-1".into(),
+            shop_domain: "s.myshopify.com".into(),
+            customer_key: "s.myshopify.com/c/1".into(),
+            customer_id: 1,
+            channel: schemas::ConsentChannel::Email,
+            marketing_state: schemas::MarketingState::Unsubscribed,
+            consent_updated_at_ms: 5,
+            event_time_ms: 5,
+            reason: "iterable/emailUnSubscribe".into(),
+            source_ids: vec!["d-1".into()],
+        };
+        let d = Decision::new(
+            "s.myshopify.com/c/1",
+            5,
+            Input::Timer {
+                timer_kind: "t".into(),
+                timer_id: "t".into(),
+                due_ms: 4,
+            },
+            Outcome::Applied,
+        )
+        .with_effects(&[Effect::ShopifyCommand(write)]);
+        assert!(d.commands.is_empty());
+        assert_eq!(d.shopify_writes[0].id, "sc-1");
+        assert_eq!(d.shopify_writes[0].action, "email:UNSUBSCRIBED");
+        let back: Decision = serde_json::from_slice(&d.to_bytes()).unwrap();
+        assert_eq!(back, d);
     }
 }

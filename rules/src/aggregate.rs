@@ -257,6 +257,10 @@ pub struct Person {
     /// Orders placed by this email under a customer key: `(order id, placed ms)`, newest kept.
     #[serde(default, rename = "xo", skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
+    /// Two-way consent: what Iterable reported and what tillstream wrote (only once an Iterable
+    /// consent event was seen for this person, so one-way customers pay nothing for it).
+    #[serde(default, rename = "cw", skip_serializing_if = "Option::is_none")]
+    pub two_way: Option<Box<TwoWay>>,
     /// The `first_purchase` waiting for its facts (until announced).
     #[serde(default, rename = "fp", skip_serializing_if = "Option::is_none")]
     pub first_pending: Option<FirstPending>,
@@ -297,6 +301,65 @@ pub struct FirstPending {
         skip_serializing_if = "serde_json::Map::is_empty"
     )]
     pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The last consent write to Shopify and what is known of it. Transitions (all in
+/// `two_way::record_shopify` and `two_way::decide`): none or `Landed` → `Pending` (we write);
+/// `Pending` → `Landed` (its echo: Shopify holds it); `Pending` → `Contested` (a different
+/// change made in Shopify after our decision was reported first); `Landed` → `Contested` (such a
+/// change reported after the echo but within `two_way::WRITE_SETTLE_MS` of our decision: it
+/// may have reached Shopify before our write did); `Landed` → none (a change reported later
+/// than that); `Contested` → `Pending` (we write the effective consent again with a newer
+/// timestamp, which settles which one Shopify keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShopifyWrite {
+    /// Written; Shopify is believed to hold it.
+    #[serde(rename = "p")]
+    Pending(ConsentFact),
+    /// Written and echoed.
+    #[serde(rename = "l")]
+    Landed(ConsentFact),
+    /// Written, and a different change made in Shopify may have been applied after it.
+    #[serde(rename = "c")]
+    Contested(ConsentFact),
+}
+
+/// Two-way consent state of one person (rules/src/two_way.rs). Shopify's side is
+/// `Person::email_consent` / `sms_consent` (what Shopify holds, origin Shopify).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwoWay {
+    /// Email consent as the user last changed it in Iterable (origin Iterable, event time).
+    #[serde(default, rename = "ie", skip_serializing_if = "Option::is_none")]
+    pub iterable_email: Option<ConsentFact>,
+    /// SMS consent as the user last changed it in Iterable.
+    #[serde(default, rename = "is", skip_serializing_if = "Option::is_none")]
+    pub iterable_sms: Option<ConsentFact>,
+    /// Email consent written to Shopify whose echo (same state and `consent_updated_at`) has
+    /// not come back yet: Shopify is believed to hold it.
+    #[serde(default, rename = "pe", skip_serializing_if = "Option::is_none")]
+    pub shopify_pending_email: Option<ShopifyWrite>,
+    /// SMS consent written to Shopify, echo awaited.
+    #[serde(default, rename = "ps", skip_serializing_if = "Option::is_none")]
+    pub shopify_pending_sms: Option<ShopifyWrite>,
+    /// Email consent last told to Iterable (through lists and channels).
+    #[serde(default, rename = "te", skip_serializing_if = "Option::is_none")]
+    pub told_email: Option<bool>,
+    /// SMS consent last told to Iterable.
+    #[serde(default, rename = "ts", skip_serializing_if = "Option::is_none")]
+    pub told_sms: Option<bool>,
+    /// Email consent told to Iterable whose system webhook (our own write echoed) is awaited.
+    #[serde(default, rename = "ee", skip_serializing_if = "Option::is_none")]
+    pub iterable_echo_email: Option<bool>,
+    /// SMS consent told to Iterable, echo awaited.
+    #[serde(default, rename = "es", skip_serializing_if = "Option::is_none")]
+    pub iterable_echo_sms: Option<bool>,
+    /// Event time of the latest email report from Iterable (user change or echo): an older
+    /// report delivered late says nothing about what Iterable holds now.
+    #[serde(default, rename = "ra", skip_serializing_if = "Option::is_none")]
+    pub iterable_seen_email: Option<i64>,
+    /// Event time of the latest SMS report from Iterable.
+    #[serde(default, rename = "rb", skip_serializing_if = "Option::is_none")]
+    pub iterable_seen_sms: Option<i64>,
 }
 
 /// `customers/create` was seen.

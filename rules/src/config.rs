@@ -11,6 +11,8 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::consent_policy::{IterableEventsConfig, SourceOfTruth, SourceOfTruthConfig};
+
 /// Everything the marketing rules can be told.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -237,6 +239,10 @@ pub struct ConsentConfig {
     pub require_confirmed_opt_in: bool,
     /// Treat a guest order's or checkout's `buyer_accepts_marketing: true` as email consent.
     pub guest_checkout_consent: bool,
+    /// Two-way consent: which side wins per attribute (`shopify`, `iterable`, `latest`).
+    pub source_of_truth: SourceOfTruthConfig,
+    /// Two-way consent: how Iterable's system webhooks count.
+    pub iterable_events: IterableEventsConfig,
 }
 
 impl Default for ConsentConfig {
@@ -248,6 +254,8 @@ impl Default for ConsentConfig {
             sms_channel_id: None,
             require_confirmed_opt_in: false,
             guest_checkout_consent: true,
+            source_of_truth: SourceOfTruthConfig::default(),
+            iterable_events: IterableEventsConfig::default(),
         }
     }
 }

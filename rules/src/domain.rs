@@ -5,7 +5,7 @@
 //! Kafka transaction as the input's offset. That is what makes replays deterministic and crashes
 //! harmless: the same log and the same rules give the same effects, ids included.
 
-use schemas::{CustomerKey, IterableCommand, ShopifyEnvelope};
+use schemas::{CustomerKey, IterableCommand, ShopifyCommand, ShopifyEnvelope};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -41,6 +41,8 @@ pub struct Timer {
 pub enum Effect {
     /// Write a command for the publisher.
     Command(IterableCommand),
+    /// Write a consent command for the Shopify writer (two-way consent).
+    ShopifyCommand(ShopifyCommand),
     /// Arm (or re-arm, by `timer_id`) a timer on this key.
     SetTimer(Timer),
     /// Cancel a timer on this key by id (no-op if absent).

@@ -8,6 +8,7 @@
 pub mod aggregate;
 mod checkout;
 pub mod config;
+pub mod consent_policy;
 pub mod domain;
 mod email_index;
 mod emit;
@@ -24,6 +25,7 @@ pub mod routing;
 mod rules;
 pub mod shopify;
 mod tiers;
+mod two_way;
 pub mod view;
 mod winback;
 

@@ -7,11 +7,15 @@
 //!   (their full profile is sent once an email is known); email changes use `updateEmail`.
 //! * `hybrid`: `userId` when the key is a customer, plus the current email; guests by email.
 //!
-//! Consent: Shopify is the source of truth. A list is joined only while the matching consent is
+//! Consent: the effective consent per channel (`two_way::effective`: Shopify's, or Iterable's
+//! under the configured source of truth) decides. A list is joined only while the matching consent is
 //! `subscribed` (and, with `require_confirmed_opt_in`, confirmed); withdrawal leaves the lists
 //! and unsubscribes the configured channel. Unknown consent counts as "not subscribed".
 
-use schemas::{Action, CustomerKey, DataFields, DeleteMode, KeyKind, SubscriptionUpdate, UserRef};
+use schemas::{
+    Action, ConsentChannel, CustomerKey, DataFields, DeleteMode, KeyKind, SubscriptionUpdate,
+    UserRef,
+};
 use serde_json::Value;
 
 use crate::aggregate::{
@@ -27,6 +31,7 @@ use crate::ltv::Summary;
 use crate::shopify::{
     self, Customer, CustomerDelete, EmailConsentUpdate, SmsConsentUpdate, TagsChange,
 };
+use crate::two_way;
 
 /// Whether a key names a person (customer or email) rather than an entity.
 pub(crate) fn is_person(key: &CustomerKey) -> bool {
@@ -214,13 +219,13 @@ pub(crate) fn fields(
     put(
         &n.email_consent,
         person
-            .and_then(|p| p.email_consent)
+            .and_then(|p| two_way::effective(cfg, p, ConsentChannel::Email))
             .map_or(Value::Null, |c| Value::String(c.state.as_str().into())),
     );
     put(
         &n.sms_consent,
         person
-            .and_then(|p| p.sms_consent)
+            .and_then(|p| two_way::effective(cfg, p, ConsentChannel::Sms))
             .map_or(Value::Null, |c| Value::String(c.state.as_str().into())),
     );
     m
@@ -440,7 +445,10 @@ pub(crate) fn on_customer(cx: &mut Cx<'_>, state: &mut State, topic: &str, c: &C
                 "email_consent".into(),
                 Value::Bool(consents(
                     cx.cfg,
-                    state.person.as_ref().and_then(|p| p.email_consent),
+                    state
+                        .person
+                        .as_ref()
+                        .and_then(|p| two_way::effective(cx.cfg, p, ConsentChannel::Email)),
                 )),
             );
             let id = ids::command_id(cx.shop(), "customer-created", &[&ids::subject(cx.key)]);
@@ -502,7 +510,7 @@ pub(crate) fn on_email_consent(cx: &mut Cx<'_>, state: &mut State, u: &EmailCons
         .as_ref()
         .and_then(|c| consent_fact(c, at))
     {
-        ConsentFact::merge(&mut person.email_consent, f);
+        two_way::record_shopify(person, ConsentChannel::Email, f);
     }
 }
 
@@ -517,7 +525,7 @@ pub(crate) fn on_sms_consent(cx: &mut Cx<'_>, state: &mut State, u: &SmsConsentU
         .as_ref()
         .and_then(|c| consent_fact(c, at))
     {
-        ConsentFact::merge(&mut state.person_mut().sms_consent, f);
+        two_way::record_shopify(state.person_mut(), ConsentChannel::Sms, f);
     }
 }
 
@@ -592,7 +600,7 @@ pub(crate) fn guest_checkout_consent(
 /// each only with the matching consent.
 fn desired_lists(cfg: &RulesConfig, p: &Person) -> Vec<i64> {
     let mut v = Vec::new();
-    let email_ok = consents(cfg, p.email_consent);
+    let email_ok = consents(cfg, two_way::effective(cfg, p, ConsentChannel::Email));
     if email_ok {
         v.extend_from_slice(&cfg.consent.email_list_ids);
         if p.flags & P_CREATED != 0
@@ -609,7 +617,7 @@ fn desired_lists(cfg: &RulesConfig, p: &Person) -> Vec<i64> {
             v.push(id);
         }
     }
-    if consents(cfg, p.sms_consent) {
+    if consents(cfg, two_way::effective(cfg, p, ConsentChannel::Sms)) {
         v.extend_from_slice(&cfg.consent.sms_list_ids);
     }
     v.sort_unstable();
@@ -660,13 +668,13 @@ pub(crate) fn reconcile_subscriptions(cx: &Cx<'_>, state: &mut State, out: &mut 
     let mut bits = 0u8;
     let mut unsub = Vec::new();
     if let Some(id) = ec
-        && !consents(cfg, p.email_consent)
+        && !consents(cfg, two_way::effective(cfg, p, ConsentChannel::Email))
     {
         bits |= 1;
         unsub.push(id);
     }
     if let Some(id) = sc
-        && !consents(cfg, p.sms_consent)
+        && !consents(cfg, two_way::effective(cfg, p, ConsentChannel::Sms))
     {
         bits |= 2;
         unsub.push(id);

@@ -23,7 +23,7 @@ use crate::routing::{self, CHECKOUT_COMPLETED, DATA_REQUEST, REDACT};
 use crate::shopify::{self, parse};
 use crate::tiers::TIER_TIMER;
 use crate::winback::{self, WINBACK_TIMER};
-use crate::{gdpr, ltv, orders, profile, tiers};
+use crate::{gdpr, ltv, orders, profile, tiers, two_way};
 
 /// The marketing rules, configured.
 #[derive(Debug, Clone)]
@@ -104,6 +104,7 @@ impl MarketingRules {
             *state = next;
             return Ok(cx.finish(None, None, Vec::new()));
         }
+        two_way::decide(&mut cx, &mut next);
         let after_sum = ltv::summary(&next);
         tiers::derive(&mut cx, &mut next, &after_sum);
         first_purchase::derive(&mut cx, &mut next);
@@ -248,6 +249,10 @@ impl MarketingRules {
                 CHECKOUT_DUE => email_index::on_due(cx, st, parse(topic, body)?)?,
                 REDACT => gdpr::redact(cx, st, None),
                 DATA_REQUEST => gdpr::data_request(cx, st, None),
+                // Iterable system webhooks (two-way consent, rules/src/two_way.rs).
+                t if t.starts_with(schemas::ITERABLE_TOPIC_PREFIX) => {
+                    two_way::on_iterable(cx, st, t, body)?
+                }
                 // Carts carry no person, products are catalog data, everything else is not a
                 // marketing signal: accepted and ignored.
                 _ => {}

@@ -7,12 +7,12 @@
 
 use chrono::DateTime;
 use rust_decimal::Decimal;
-use schemas::{CustomerKey, KeyKind, ShopDomain};
+use schemas::{ConsentChannel, CustomerKey, KeyKind, ShopDomain};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::aggregate::{
-    ConsentFact, K_FIRED, Owner, P_CREATED, P_FIRST_PURCHASE, P_RECENT_REFUND, State,
+    K_FIRED, Owner, P_CREATED, P_FIRST_PURCHASE, P_RECENT_REFUND, Person, State,
 };
 use crate::checkout::CHECKOUT_TIMER;
 use crate::config::RulesConfig;
@@ -22,7 +22,7 @@ use crate::first_purchase::FIRST_PURCHASE_TIMER;
 use crate::refunds::{RECENT_REFUND_TIMER, REFUND_TIMER};
 use crate::tiers::TIER_TIMER;
 use crate::winback::WINBACK_TIMER;
-use crate::{format, ltv, profile};
+use crate::{format, ltv, profile, two_way};
 
 /// Everything the view says about one key (fields without a value are left out).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -174,8 +174,11 @@ pub struct Consents {
 /// One channel's consent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConsentView {
-    /// Shopify's state (`subscribed`, `unsubscribed`, ...), or `unknown` when never told.
+    /// The effective state (`subscribed`, `unsubscribed`, ...), or `unknown` when never told.
     pub state: &'static str,
+    /// Which side it came from under the source-of-truth policy (`shopify`, `iterable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
     /// Opt-in level was `confirmed_opt_in`.
     pub confirmed_opt_in: bool,
     /// Whether the rules count it as permission (see `consent.require_confirmed_opt_in`).
@@ -287,8 +290,8 @@ pub fn customer_view(cfg: &RulesConfig, key: &CustomerKey, state: &State) -> Cus
     });
     let lifetime = person_key.then(|| lifetime(cfg, state));
     let consent = person_key.then(|| Consents {
-        email: consent(cfg, person.and_then(|p| p.email_consent)),
-        sms: consent(cfg, person.and_then(|p| p.sms_consent)),
+        email: consent(cfg, person, ConsentChannel::Email),
+        sms: consent(cfg, person, ConsentChannel::Sms),
     });
     let mut checkouts: Vec<CheckoutView> = state
         .checkouts
@@ -357,8 +360,10 @@ fn lifetime(cfg: &RulesConfig, state: &State) -> Lifetime {
     }
 }
 
-fn consent(cfg: &RulesConfig, c: Option<ConsentFact>) -> ConsentView {
+fn consent(cfg: &RulesConfig, p: Option<&Person>, ch: ConsentChannel) -> ConsentView {
+    let c = p.and_then(|p| two_way::effective(cfg, p, ch));
     ConsentView {
+        origin: p.and_then(|p| two_way::origin(cfg, p, ch)),
         state: c.map_or("unknown", |c| c.state.as_str()),
         confirmed_opt_in: c.is_some_and(|c| c.confirmed),
         counts_as_consent: profile::consents(cfg, c),
@@ -482,7 +487,7 @@ mod tests {
                     at: 1,
                     value: "Ada@Example.com".into(),
                 }),
-                email_consent: Some(ConsentFact {
+                email_consent: Some(crate::aggregate::ConsentFact {
                     at: 1_764_806_400_000,
                     state: ConsentState::Subscribed,
                     confirmed: false,

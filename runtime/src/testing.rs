@@ -84,6 +84,8 @@ pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, S
             ("PUBLISHER_DLQ", t.publisher_dlq.clone()),
             ("DATA_REQUESTS", t.data_requests.clone()),
             ("ERASURES", t.erasures.clone()),
+            ("SHOPIFY_COMMANDS", t.shopify_commands.clone()),
+            ("SHOPIFY_WRITER_DLQ", t.shopify_writer_dlq.clone()),
             ("DECISIONS", t.decisions.clone()),
         ]
         .into_iter()

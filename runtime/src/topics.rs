@@ -67,6 +67,11 @@ pub struct TopicsConfig {
     /// The erasure registry: one marker per erased subject (keyed hash, no personal data),
     /// compacted and never deleted by a replay, so an erased customer stays erased.
     pub erasures: String,
+    /// Consent writes for shops' Admin API, written by the processor, read by the Shopify writer
+    /// (two-way consent; keyed by customer, so one customer's writes stay in order).
+    pub shopify_commands: String,
+    /// Shopify commands the Admin API refused (`userErrors`) or that could not be decoded.
+    pub shopify_writer_dlq: String,
     /// The processor's decision trail (`engine.trail`): per input or timer, what the rules
     /// decided and why, keyed like the state (`tillstream explain` reads it).
     pub decisions: String,
@@ -117,6 +122,8 @@ impl TopicsConfig {
             publisher_dlq: format!("{prefix}publisher.dlq"),
             data_requests: format!("{prefix}gdpr.data-requests"),
             erasures: format!("{prefix}gdpr.erasures"),
+            shopify_commands: format!("{prefix}shopify.commands"),
+            shopify_writer_dlq: format!("{prefix}shopify-writer.dlq"),
             decisions: format!("{prefix}processor.decisions"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -203,6 +210,18 @@ impl TopicsConfig {
                 &self.data_requests,
                 self.side_partitions,
                 &[("cleanup.policy", "delete"), ("retention.ms", "2592000000")],
+            ),
+            // Two-way consent (issue 20): few records, so the side partition count; not
+            // co-partitioned with anything, the writer only needs per-customer order.
+            spec(
+                &self.shopify_commands,
+                self.side_partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", &transient)],
+            ),
+            spec(
+                &self.shopify_writer_dlq,
+                self.side_partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", "-1")],
             ),
             // Compacted, never expired: the latest marker per erased subject must outlive every
             // raw record about it (the raw topic keeps records forever).

@@ -11,6 +11,7 @@ pub mod command;
 pub mod envelope;
 pub mod ids;
 pub mod routing;
+pub mod shopify_command;
 pub mod state;
 mod value;
 
@@ -21,5 +22,6 @@ pub use command::{
 };
 pub use envelope::{EventSource, HEARTBEAT_TOPIC, ShopifyEnvelope};
 pub use ids::{CustomerKey, DeliveryId, IdError, KeyKind, ShopDomain};
-pub use routing::routing_key;
+pub use routing::{ITERABLE_CONSENT_EVENTS, ITERABLE_TOPIC_PREFIX, routing_key};
+pub use shopify_command::{ConsentChannel, MarketingState, ShopifyCommand};
 pub use state::{DedupRecord, KeyStateRecord, TimerRecord};

@@ -79,6 +79,9 @@ struct Fields {
     customer_id_camel: Option<Id>,
     order_id: Option<Id>,
     order_edit: Option<Loose<OrderEdit>>,
+    /// Iterable system webhooks (`iterable/*` topics) name the user by `userId` and `email`.
+    #[serde(rename = "userId")]
+    user_id: Option<Id>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,6 +92,20 @@ struct OrderEdit {
 fn nonempty(s: &Option<Loose<String>>) -> Option<&str> {
     Loose::get(s).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
+
+/// Topic prefix of Iterable system webhooks on the raw topic: `iterable/{eventName}`.
+pub const ITERABLE_TOPIC_PREFIX: &str = "iterable/";
+
+/// The Iterable system webhook events ingest publishes (as `iterable/{eventName}`); the rules
+/// turn them into consent changes. Every other event name is counted and ignored by ingest.
+pub const ITERABLE_CONSENT_EVENTS: [&str; 6] = [
+    "emailBounce",
+    "emailComplaint",
+    "emailSubscribe",
+    "emailUnSubscribe",
+    "hostedUnsubscribeClick",
+    "smsReceived",
+];
 
 /// Computes the Kafka key of a raw event from its shop, topic and body bytes.
 pub fn routing_key(shop: &ShopDomain, topic: &str, body: &[u8]) -> CustomerKey {
@@ -142,6 +159,16 @@ pub fn routing_key(shop: &ShopDomain, topic: &str, body: &[u8]) -> CustomerKey {
             key(KeyKind::Cart, &f.token).or_else(|| key(KeyKind::Cart, &f.id))
         }
         t if t.starts_with("products/") => key(KeyKind::Product, &f.id),
+        // Iterable system webhooks (issue 20): tillstream writes the Shopify customer id as
+        // Iterable's userId, so a numeric userId is the customer; otherwise the address (an
+        // email key owned by a customer forwards to it in the processor).
+        t if t.starts_with(ITERABLE_TOPIC_PREFIX) => f
+            .user_id
+            .as_ref()
+            .and_then(Id::text)
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            .map(|id| CustomerKey::new(shop, KeyKind::Customer, &id))
+            .or_else(|| nonempty(&f.email).map(|e| CustomerKey::new(shop, KeyKind::Email, e))),
         _ => None,
     };
     routed.unwrap_or_else(shop_key)
@@ -182,6 +209,28 @@ mod tests {
         assert_eq!(
             route("orders/delete", r#"{"id":7}"#),
             "demo.myshopify.com/o/7"
+        );
+    }
+
+    #[test]
+    fn iterable_webhooks_go_to_the_customer_then_the_email() {
+        assert_eq!(
+            route(
+                "iterable/emailUnSubscribe",
+                r#"{"userId":"42","email":"A@b.c","eventName":"emailUnSubscribe"}"#
+            ),
+            "demo.myshopify.com/c/42"
+        );
+        assert_eq!(
+            route(
+                "iterable/emailUnSubscribe",
+                r#"{"userId":"not-a-customer","email":"A@b.c"}"#
+            ),
+            "demo.myshopify.com/e/a@b.c"
+        );
+        assert_eq!(
+            route("iterable/smsReceived", r#"{"userId":null,"email":null}"#),
+            "demo.myshopify.com/s/-"
         );
     }
 

@@ -63,7 +63,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     let path = dir.join(name);
     if !path.exists() {
         panic!(
-            "{} does not exist: run `cargo build -p ingest -p processor -p publisher` first \
+            "{} does not exist: run `cargo build -p ingest -p processor -p publisher -p shopify-writer` first \
              (same CARGO_TARGET_DIR and profile as the tests; scripts/test does it)",
             path.display()
         );
@@ -290,6 +290,9 @@ pub struct StackOptions {
     pub sim: SimConfig,
     /// Extra environment per service.
     pub ingest_env: Vec<(String, String)>,
+    /// A fixed port for ingest (default: a free one): for a simulator configured before the
+    /// stack starts to send to it (iterable-sim's system webhooks).
+    pub ingest_port: Option<u16>,
     /// Extra environment for the processor.
     pub processor_env: Vec<(String, String)>,
     /// Extra environment for the publisher.
@@ -311,6 +314,7 @@ impl StackOptions {
             event_time_only: true,
             sim,
             ingest_env: Vec::new(),
+            ingest_port: None,
             processor_env: Vec::new(),
             publisher_env: Vec::new(),
             log_level: "info".to_owned(),
@@ -418,7 +422,13 @@ impl Stack {
         ));
         env.push(("TILLSTREAM__HTTP__READY_CHECK_INTERVAL".into(), "1s".into()));
         env.extend(o.ingest_env.iter().cloned());
-        let p = port(&mut env);
+        let p = match o.ingest_port {
+            Some(p) => {
+                env.push(("TILLSTREAM__HTTP__LISTEN".into(), format!("127.0.0.1:{p}")));
+                p
+            }
+            None => port(&mut env),
+        };
         let ingest = Service::new("ingest", bin_path("ingest"), env, p, dir);
 
         let mut env = common.clone();

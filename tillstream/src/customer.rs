@@ -182,6 +182,10 @@ fn table(v: &Value) -> String {
             if let Some(at) = s(&ch["updated_at"]) {
                 let _ = write!(text, ", since {at}");
             }
+            // Two-way consent: which side the effective state came from under the policy.
+            if let Some(origin) = s(&ch["origin"]) {
+                let _ = write!(text, ", from {origin}");
+            }
             let _ = write!(
                 text,
                 " ({})",
@@ -315,7 +319,8 @@ mod tests {
                              "last_order": {"id": "12", "placed_at": "2025-12-05T00:00:00Z"},
                              "tier": "gold", "lapsed": false, "recent_refund": false},
                 "consent": {"email": {"state": "subscribed", "counts_as_consent": true},
-                            "sms": {"state": "unknown", "counts_as_consent": false}}
+                            "sms": {"state": "unsubscribed", "origin": "iterable", "counts_as_consent": false,
+                                    "updated_at": "2026-12-04T17:00:00Z"}}
             },
             "timers": [{"kind": "abandoned_checkout", "due_at": "2026-12-04T18:00:00Z",
                         "due_in": "in 42 min", "effect": "checkout_abandoned for the cart"}],
@@ -327,6 +332,7 @@ mod tests {
             "150.50 EUR over 2 orders (average 75.25 EUR)",
             "Tier            gold",
             "Email consent   subscribed (counts as consent)",
+            "SMS consent     unsubscribed, since 2026-12-04T17:00:00Z, from iterable (no consent)",
             "abandoned_checkout due 2026-12-04T18:00:00Z (in 42 min)",
             "5 deliveries remembered",
             "userId 7001, email ada@example.com",

@@ -317,6 +317,13 @@ fn text(key: &str, explained: &[Explained]) -> String {
             };
             let _ = writeln!(out, "    command {} [{}]: {fate}", c.action, c.id);
         }
+        for w in &d.shopify_writes {
+            let _ = writeln!(
+                out,
+                "    Shopify consent write {} [{}]: for shopify-writer",
+                w.action, w.id
+            );
+        }
         for t in &d.timers_set {
             let _ = writeln!(
                 out,

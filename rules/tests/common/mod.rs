@@ -296,6 +296,8 @@ pub struct Harness {
     pub reports: Vec<Value>,
     pub purged: Vec<String>,
     pub forwards: Vec<(String, String)>,
+    /// Consent writes for Shopify (two-way consent).
+    pub shopify_commands: Vec<schemas::ShopifyCommand>,
 }
 
 impl Harness {
@@ -312,6 +314,7 @@ impl Harness {
             reports: vec![],
             purged: vec![],
             forwards: vec![],
+            shopify_commands: vec![],
         }
     }
 
@@ -364,6 +367,7 @@ impl Harness {
         for eff in effects {
             match eff {
                 Effect::Command(c) => self.commands.push(c),
+                Effect::ShopifyCommand(c) => self.shopify_commands.push(c),
                 Effect::SetTimer(t) => {
                     self.timers
                         .entry(key.as_str().into())
