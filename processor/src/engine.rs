@@ -63,6 +63,9 @@ use crate::watermark::{CLOCK_KEY_PREFIX, PROGRESS_TOPIC, PartitionClock, Waterma
 
 #[path = "engine_clock.rs"]
 mod clock;
+#[path = "engine_catalog.rs"]
+mod products;
+pub use products::CatalogPart;
 
 /// Internal topic of the message that purges one shop's keys on one partition (shop/redact).
 const SHOP_PURGE: &str = "tillstream/shop-purge";
@@ -90,6 +93,9 @@ pub enum EngineError {
     /// The erasure registry could not be loaded (see [`crate::erasure`]).
     #[error(transparent)]
     Erasures(#[from] ErasureError),
+    /// The product table could not be loaded (see [`crate::catalog`]).
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 /// A question to the engine about one key (`GET /customers/{key}`).
@@ -250,6 +256,8 @@ pub struct Engine<R: Rules> {
     watermark: WatermarkConfig,
     /// Erased subjects (GDPR): their inputs are dropped before the rules see them.
     erasures: Erasures,
+    /// The product table and `[catalog]` (`None`: rules without products).
+    catalog: Option<CatalogPart>,
 }
 
 /// The consumer context: routes rebalance callbacks into the engine and keeps the latest
@@ -359,8 +367,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     return;
                 }
             }
-            // Erasure: markers other instances wrote before this assignment.
-            if let Err(e) = engine.reload_erasures() {
+            // Erasure: markers other instances wrote before this assignment; and the products.
+            if let Err(e) = engine
+                .reload_erasures()
+                .and_then(|()| engine.reload_catalog())
+            {
                 engine.fatal.get_or_insert(e);
                 return;
             }
@@ -625,6 +636,9 @@ impl<R: Rules> Engine<R> {
             state.forget(key.as_str(), &prints);
             return self.dead_letter(msg, "unparseable_body", "body is not a JSON object");
         }
+        if key.kind() == KeyKind::Product && rules::catalog::is_product_topic(&env.topic) {
+            self.on_product(msg, key, env, event_time)?;
+        }
         state.mark_dirty(key.as_str());
         let ctx = Ctx {
             now_ms: state.now(wall),
@@ -694,7 +708,8 @@ impl<R: Rules> Engine<R> {
         let mut purge = false;
         for effect in effects {
             match effect {
-                Effect::Command(cmd) => {
+                Effect::Command(mut cmd) => {
+                    self.enrich(&mut cmd);
                     let bytes = cmd
                         .encode()
                         .map_err(|e| EngineError::Fatal(format!("cannot encode a command: {e}")))?;
@@ -1112,8 +1127,9 @@ impl<R: Rules> Engine<R> {
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         let states = self.restore_all(&owned)?;
         self.partitions.extend(states);
-        // Erasure: forget markers of the aborted work, as the state just did.
+        // Erasure: forget markers of the aborted work, as the state just did; products too.
         self.reload_erasures()?;
+        self.reload_catalog()?;
         let assignment = consumer.assignment()?;
         let committed = consumer.committed_offsets(assignment, KAFKA_TIMEOUT)?;
         for e in committed.elements() {
@@ -1343,6 +1359,8 @@ pub struct EngineParts<R: Rules> {
     pub shutdown: CancellationToken,
     /// The erasure registry's hash key.
     pub erasure: ErasureConfig,
+    /// The product table and `[catalog]` (`None`: rules without products).
+    pub catalog: Option<CatalogPart>,
 }
 
 /// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
@@ -1382,6 +1400,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         clock: runtime::now_ms,
         watermark: parts.cfg.timers.watermark(),
         erasures: Erasures::new(&parts.erasure.hash_key),
+        catalog: parts.catalog,
     }));
     let mut consumer_cfg = parts
         .kafka

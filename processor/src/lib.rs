@@ -2,10 +2,12 @@
 //!
 //! Layout: [`engine`] (Kafka transactions, rebalances, restore, timers), [`state`] (per-partition
 //! in-memory state mirrored to the changelog), [`http`] (customer queries), [`counter`] (the
-//! engine's diagnostic rule set), [`erasure`] (the GDPR erasure registry), [`config`], [`metrics`],
+//! engine's diagnostic rule set), [`erasure`] (the GDPR erasure registry), [`catalog`] (the
+//! product table for the enrichment join), [`config`], [`metrics`],
 //! [`partitioner`]. The marketing rules
 //! live in the `rules` crate, which has no Kafka in it.
 
+pub mod catalog;
 pub mod config;
 pub mod counter;
 pub mod engine;
@@ -85,6 +87,7 @@ pub async fn run_with_listener(
                     timer_delay_ms: delay,
                 },
                 None,
+                None,
             )
             .await
         }
@@ -99,6 +102,10 @@ pub async fn run_with_listener(
                 None => rules::RulesConfig::default(),
             };
             let view_config = Arc::new(rules_config.clone());
+            let products = Products {
+                cfg: rules_config.catalog.clone(),
+                checkout_event: rules_config.events.checkout_abandoned.clone(),
+            };
             let describe: http::Describe = Arc::new(
                 move |key: &schemas::CustomerKey, aggregate: &serde_json::Value| {
                     let state: rules::State = serde_json::from_value(aggregate.clone()).ok()?;
@@ -111,10 +118,17 @@ pub async fn run_with_listener(
                 shutdown,
                 rules::MarketingRules::new(rules_config),
                 Some(describe),
+                Some(products),
             )
             .await
         }
     }
+}
+
+/// The rules' product settings, for the engine's product table.
+struct Products {
+    cfg: rules::catalog::CatalogConfig,
+    checkout_event: String,
 }
 
 async fn serve<R: Rules>(
@@ -123,9 +137,22 @@ async fn serve<R: Rules>(
     shutdown: CancellationToken,
     rules: R,
     describe: Option<http::Describe>,
+    products: Option<Products>,
 ) -> Result<(), ProcessorError> {
     let registry = Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
+    let catalog = match products {
+        Some(p) => Some(engine::CatalogPart {
+            catalog: catalog::Catalog::new(
+                config.kafka.clone(),
+                config.topics.products.clone(),
+                catalog::CatalogMetrics::new(&registry)?,
+            ),
+            cfg: Arc::new(p.cfg),
+            checkout_event: p.checkout_event,
+        }),
+        None => None,
+    };
     let health = runtime::Health::new();
     let (queries_tx, queries_rx) = std::sync::mpsc::channel();
     let router = http::query_router(http::QueryState {
@@ -156,6 +183,7 @@ async fn serve<R: Rules>(
         queries: queries_rx,
         shutdown: shutdown.clone(),
         erasure: config.erasure.clone(),
+        catalog,
     };
     let result = tokio::task::spawn_blocking(move || engine::run_engine(parts)).await;
     // The engine is done (shutdown or failure): stop answering HTTP too.

@@ -67,6 +67,10 @@ pub struct TopicsConfig {
     /// The erasure registry: one marker per erased subject (keyed hash, no personal data),
     /// compacted and never deleted by a replay, so an erased customer stays erased.
     pub erasures: String,
+    /// The product table: the current product (with a few earlier versions) per product key,
+    /// compacted, written by the processor instance owning the product's key and read whole by
+    /// every instance (a global table for the enrichment join).
+    pub products: String,
     /// Retention of the commands and repartition topics.
     #[serde(with = "humantime_serde")]
     pub transient_retention: Duration,
@@ -114,6 +118,7 @@ impl TopicsConfig {
             publisher_dlq: format!("{prefix}publisher.dlq"),
             data_requests: format!("{prefix}gdpr.data-requests"),
             erasures: format!("{prefix}gdpr.erasures"),
+            products: format!("{prefix}catalog.products"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -198,6 +203,16 @@ impl TopicsConfig {
             // raw record about it (the raw topic keeps records forever).
             spec(
                 &self.erasures,
+                self.side_partitions,
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", "0"),
+                ],
+            ),
+            // Compacted: the latest record per product is the table; every processor instance
+            // reads it whole, so fewer partitions mean fewer fetches.
+            spec(
+                &self.products,
                 self.side_partitions,
                 &[
                     ("cleanup.policy", "compact"),

@@ -177,7 +177,10 @@ impl Action {
     /// Whether the command is about a catalog item rather than a user (no user, keyed by
     /// product).
     pub fn is_catalog(&self) -> bool {
-        matches!(self, Self::CatalogUpsert { .. } | Self::CatalogDelete { .. })
+        matches!(
+            self,
+            Self::CatalogUpsert { .. } | Self::CatalogDelete { .. }
+        )
     }
 }
 

@@ -205,8 +205,9 @@ fn golden_vectors_pin_the_wire_format() {
     );
     // Bytes written with the released v1 command schema (before the catalog branches) still
     // decode: the commands topic holds them across an upgrade.
-    let v1 = IterableCommand::decode(&std::fs::read(dir.join("command-v1-track_purchase.bin")).unwrap())
-        .unwrap();
+    let v1 =
+        IterableCommand::decode(&std::fs::read(dir.join("command-v1-track_purchase.bin")).unwrap())
+            .unwrap();
     assert!(commands().contains(&v1), "{v1:?}");
 }
 

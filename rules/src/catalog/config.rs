@@ -141,7 +141,10 @@ impl CatalogConfig {
         if !is_iterable_name(&self.name) {
             out.push((
                 "catalog.name".into(),
-                format!("{:?}: letters, digits and dashes, 1 to 255 characters", self.name),
+                format!(
+                    "{:?}: letters, digits and dashes, 1 to 255 characters",
+                    self.name
+                ),
             ));
         }
         let settings: Vec<&str> = self.fields.entries().iter().map(|(s, _)| *s).collect();
@@ -157,7 +160,10 @@ impl CatalogConfig {
         for (setting, name) in self.fields.entries() {
             let at = format!("catalog.fields.{setting}");
             if name.is_empty() || name.len() > 255 || name.contains('.') || name.trim() != name {
-                out.push((at, format!("{name:?}: 1 to 255 characters, no periods or edge spaces")));
+                out.push((
+                    at,
+                    format!("{name:?}: 1 to 255 characters, no periods or edge spaces"),
+                ));
             } else if !seen.insert(name) {
                 out.push((at, format!("{name:?} is used twice")));
             }

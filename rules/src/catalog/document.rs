@@ -62,7 +62,11 @@ pub fn document(cfg: &CatalogConfig, product: &Product) -> Map<String, Value> {
     let first = product.variants.first();
     put("title", &names.title, s(&product.title));
     put("handle", &names.handle, s(&product.handle));
-    put("product_type", &names.product_type, s(&product.product_type));
+    put(
+        "product_type",
+        &names.product_type,
+        s(&product.product_type),
+    );
     put("vendor", &names.vendor, s(&product.vendor));
     put(
         "tags",
@@ -96,9 +100,7 @@ pub fn document(cfg: &CatalogConfig, product: &Product) -> Map<String, Value> {
     put(
         "compare_at_price",
         &names.compare_at_price,
-        cheapest
-            .and_then(|v| v.compare_at_price)
-            .map(format::money),
+        cheapest.and_then(|v| v.compare_at_price).map(format::money),
     );
     put("sku", &names.sku, first.and_then(|v| s(&v.sku)));
     put("available", &names.available, available(&product.variants));
@@ -171,7 +173,11 @@ mod tests {
         assert_eq!(doc["url"], "https://s.example/products/t");
         assert_eq!(doc["price"], 9.99);
         assert!(Value::Object(doc.clone()).to_string().len() <= MAX_ITEM_BYTES);
-        assert!(doc["variants"].as_array().is_some_and(|v| !v.is_empty() && v.len() < 100));
+        assert!(
+            doc["variants"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty() && v.len() < 100)
+        );
         let only = CatalogConfig {
             send: vec!["title".into()],
             ..cfg

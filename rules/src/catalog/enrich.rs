@@ -197,12 +197,22 @@ mod tests {
         assert_eq!(i.categories, ["Shoes"]);
         assert_eq!(i.sku.as_deref(), Some("S-10"));
         assert_eq!(i.image_url.as_deref(), Some("https://i/p"));
-        assert_eq!(i.url.as_deref(), Some("https://payload/url"), "payload wins");
+        assert_eq!(
+            i.url.as_deref(),
+            Some("https://payload/url"),
+            "payload wins"
+        );
         let d = i.data_fields.as_ref().unwrap();
-        assert_eq!((d["vendor"].clone(), d["compare_at_price"].clone()), (json!("Acme"), json!(20.0)));
+        assert_eq!(
+            (d["vendor"].clone(), d["compare_at_price"].clone()),
+            (json!("Acme"), json!(20.0))
+        );
         let mut unknown = purchase(json!({"product_id": "2"}));
         let before = unknown.clone();
         assert_eq!(enrich_command(&cfg, "x", &mut unknown, &|_| None), 0);
-        assert_eq!(unknown, before, "an unknown product leaves the payload's item");
+        assert_eq!(
+            unknown, before,
+            "an unknown product leaves the payload's item"
+        );
     }
 }

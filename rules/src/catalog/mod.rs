@@ -240,11 +240,16 @@ mod tests {
 
     #[test]
     fn odd_payloads_read_without_error() {
-        let p = Product::from_payload("7", &json!({"product_type": null, "images": "x", "variants": [{"price": 1}]}));
+        let p = Product::from_payload(
+            "7",
+            &json!({"product_type": null, "images": "x", "variants": [{"price": 1}]}),
+        );
         assert_eq!(p.id, "7");
         assert_eq!((p.product_type, p.image_url), (None, None));
         assert!(p.variants.is_empty(), "a variant without id is skipped");
-        let many: Vec<Value> = (0..150).map(|i| json!({"id": i, "price": "1.50"})).collect();
+        let many: Vec<Value> = (0..150)
+            .map(|i| json!({"id": i, "price": "1.50"}))
+            .collect();
         let p = Product::from_payload("7", &json!({"id": 7, "variants": many}));
         assert_eq!(p.variants.len(), MAX_VARIANTS);
         assert_eq!(Product::from_payload("9", &json!("not an object")).id, "9");
@@ -261,7 +266,10 @@ mod tests {
                 "updated_at": "2026-01-05T10:00:00Z"}),
         );
         assert_eq!(p.image_url.as_deref(), Some("https://i/1"));
-        assert_eq!(p.variant("10").and_then(|v| v.image_url.as_deref()), Some("https://i/2"));
+        assert_eq!(
+            p.variant("10").and_then(|v| v.image_url.as_deref()),
+            Some("https://i/2")
+        );
         assert_eq!(p.tags, ["a", "b"]);
         assert_eq!(p.status.as_deref(), Some("active"));
         assert_eq!(

@@ -1,0 +1,440 @@
+//! The product table: every product of every shop, on every processor instance (a global
+//! table, as Kafka Streams' GlobalKTable), for the enrichment join.
+//!
+//! Products are keyed by product id (`{shop}/p/{id}`) and orders by customer, so the instance
+//! that runs an order's rules does not own its products' keys. The instance that owns a
+//! product key applies its `products/*` events ([`crate::engine`]'s catalog hook) and writes
+//! the product's record to the compacted products topic in the same transaction; every
+//! instance reads that topic whole at assignment and after an abort ([`Catalog::reload`]), and
+//! a reader thread keeps tailing it, so products written by other instances arrive within the
+//! reader's poll interval.
+//!
+//! Each record keeps the last [`MAX_VERSIONS`] versions of the product, stamped with the
+//! product's `updated_at` (a deletion: its event time). A command is enriched with the version
+//! current at the command's event time ([`ProductTable::as_of`]), not with whatever the table
+//! holds when it runs, so a replay of the same log over the same products topic gives the same
+//! enriched commands whatever the interleaving of partitions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use rules::catalog::Product;
+use runtime::KafkaConfig;
+use serde::{Deserialize, Serialize};
+
+/// Versions kept per product (the latest ones by version time).
+pub const MAX_VERSIONS: usize = 3;
+
+/// Longest time a full load of the products topic may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why the products topic could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Kafka refused or failed a request.
+    #[error("cannot read the products topic {topic}: {source}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// The Kafka error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The topic was not read to its end in time, or the reader stopped.
+    #[error("could not load the products topic {0} to its end")]
+    Load(String),
+}
+
+/// One version of a product: its facts, or its deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// Version time: the product's `updated_at`, or the event time of a deletion. Unix ms.
+    pub at_ms: i64,
+    /// The product; `None` when deleted.
+    pub product: Option<Arc<Product>>,
+}
+
+/// The value of a products-topic record.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProductRecord {
+    /// Versions, oldest first, at most [`MAX_VERSIONS`].
+    pub versions: Vec<Version>,
+}
+
+/// Products by key (`{shop}/p/{id}`).
+#[derive(Debug, Default)]
+pub struct ProductTable {
+    entries: HashMap<Box<str>, ProductRecord>,
+}
+
+impl ProductTable {
+    /// Number of products held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The record of `key`.
+    pub fn record(&self, key: &str) -> Option<&ProductRecord> {
+        self.entries.get(key)
+    }
+
+    /// The latest version of `key` (by version time).
+    pub fn current(&self, key: &str) -> Option<&Version> {
+        self.entries.get(key).and_then(|r| r.versions.last())
+    }
+
+    /// The product version to enrich a command at `at_ms` with: the latest version at or
+    /// before it, else the earliest one (a product backfilled after the order still describes
+    /// what was bought). Deletions are skipped: a deleted product's last facts still describe
+    /// the item.
+    pub fn as_of(&self, key: &str, at_ms: i64) -> Option<Arc<Product>> {
+        let versions = &self.entries.get(key)?.versions;
+        let live = || {
+            versions
+                .iter()
+                .filter_map(|v| Some((v.at_ms, v.product.as_ref()?)))
+        };
+        live()
+            .filter(|(at, _)| *at <= at_ms)
+            .last()
+            .or_else(|| live().next())
+            .map(|(_, p)| Arc::clone(p))
+    }
+
+    /// Merges versions into `key`'s record: by version time, the incoming one winning a tie;
+    /// only the latest [`MAX_VERSIONS`] are kept. Merging is idempotent and commutative over
+    /// distinct times, so the reader's copy of a record and the owner's own write can meet in
+    /// any order. Returns whether the record changed.
+    pub fn merge(&mut self, key: &str, incoming: Vec<Version>) -> bool {
+        let record = self.entries.entry(key.into()).or_default();
+        let before = record.versions.clone();
+        for v in incoming {
+            match record.versions.binary_search_by_key(&v.at_ms, |x| x.at_ms) {
+                Ok(i) => record.versions[i] = v,
+                Err(i) => record.versions.insert(i, v),
+            }
+        }
+        let excess = record.versions.len().saturating_sub(MAX_VERSIONS);
+        record.versions.drain(..excess);
+        record.versions != before
+    }
+
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Ok(key) = std::str::from_utf8(key) else {
+            tracing::error!("Products topic record with a non-UTF-8 key; skipped.");
+            return;
+        };
+        match value.map(serde_json::from_slice::<ProductRecord>) {
+            None => {
+                self.entries.remove(key);
+            }
+            Some(Ok(r)) => {
+                self.merge(key, r.versions);
+            }
+            Some(Err(e)) => {
+                tracing::error!(key, error = %e, "Undecodable products topic record; skipped.");
+            }
+        }
+    }
+}
+
+/// The catalog's metrics.
+#[derive(Clone)]
+pub struct CatalogMetrics {
+    /// Products in the table.
+    pub products: IntGauge,
+    /// Commerce items enriched from the table (`hit`) or left as the payload had them (`miss`).
+    pub items: IntCounterVec,
+}
+
+impl CatalogMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            products: IntGauge::new(
+                "tillstream_processor_catalog_products",
+                "Products in this instance's product table.",
+            )?,
+            items: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_enriched_items_total",
+                    "Commerce items of commands, by whether the product table knew their product.",
+                ),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(m.products.clone()))?;
+        registry.register(Box::new(m.items.clone()))?;
+        Ok(m)
+    }
+}
+
+/// The shared table and the thread that tails the products topic into it.
+pub struct Catalog {
+    /// The table; the engine reads it for every command and writes it for owned products.
+    pub table: Arc<RwLock<ProductTable>>,
+    kafka: KafkaConfig,
+    topic: String,
+    reader: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// Metrics.
+    pub metrics: CatalogMetrics,
+}
+
+impl Catalog {
+    /// An empty catalog over `topic`; nothing is read until [`Catalog::reload`].
+    pub fn new(kafka: KafkaConfig, topic: String, metrics: CatalogMetrics) -> Self {
+        Self {
+            table: Arc::new(RwLock::new(ProductTable::default())),
+            kafka,
+            topic,
+            reader: None,
+            metrics,
+        }
+    }
+
+    /// Reads the table with a poisoned lock tolerated (a panic elsewhere must not stop
+    /// enrichment; the data itself is always consistent between calls).
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ProductTable> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the table (see [`Catalog::read`]).
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, ProductTable> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the table with the committed products topic (read to its end) and keeps a
+    /// reader tailing it. Called at assignment and after an abort, like the erasure registry:
+    /// versions this instance wrote in an aborted transaction are forgotten.
+    ///
+    /// # Errors
+    /// When the topic cannot be read to its end in time.
+    pub fn reload(&mut self) -> Result<(), CatalogError> {
+        self.stop();
+        let started = Instant::now();
+        *self.write() = ProductTable::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let reader = Reader {
+            table: Arc::clone(&self.table),
+            stop: Arc::clone(&stop),
+            gauge: self.metrics.products.clone(),
+        };
+        let consumer = reader_consumer(&self.kafka, &self.topic)?;
+        let handle = std::thread::Builder::new()
+            .name("catalog-reader".into())
+            .spawn(move || reader.run(&consumer, &ready_tx))
+            .map_err(|_| CatalogError::Load(self.topic.clone()))?;
+        self.reader = Some((stop, handle));
+        match ready_rx.recv_timeout(LOAD_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(CatalogError::Kafka {
+                    topic: self.topic.clone(),
+                    source,
+                });
+            }
+            Err(_) => return Err(CatalogError::Load(self.topic.clone())),
+        }
+        let products = self.read().len();
+        tracing::info!(
+            products,
+            seconds = started.elapsed().as_secs_f64(),
+            "Loaded the product table."
+        );
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some((stop, handle)) = self.reader.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn reader_consumer(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> Result<BaseConsumer<ReaderContext>, CatalogError> {
+    let fail = |source| CatalogError::Kafka {
+        topic: topic.to_owned(),
+        source,
+    };
+    let mut cfg = kafka.client("tillstream-products-reader");
+    cfg.set("group.id", "tillstream-products-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<ReaderContext> =
+        cfg.create_with_context(ReaderContext).map_err(fail)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(fail)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        if let Some(e) = t.error() {
+            return Err(fail(KafkaError::MetadataFetch(e.into())));
+        }
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(fail)?;
+        }
+    }
+    if tpl.count() == 0 {
+        return Err(CatalogError::Load(topic.to_owned()));
+    }
+    consumer.assign(&tpl).map_err(fail)?;
+    Ok(consumer)
+}
+
+struct Reader {
+    table: Arc<RwLock<ProductTable>>,
+    stop: Arc<AtomicBool>,
+    gauge: IntGauge,
+}
+
+impl Reader {
+    /// Reads until stopped; says `ready` once every partition reached its end once.
+    fn run(
+        self,
+        consumer: &BaseConsumer<ReaderContext>,
+        ready: &mpsc::Sender<Result<(), KafkaError>>,
+    ) {
+        let mut open: std::collections::BTreeSet<i32> = consumer
+            .assignment()
+            .map(|t| t.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let mut told = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let mut table = self
+                        .table
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    table.apply(m.key().unwrap_or_default(), m.payload());
+                    self.gauge
+                        .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e)) if !told => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+                Some(Err(e)) => {
+                    // Tailing: librdkafka retries by itself; keep going.
+                    tracing::warn!(error = %e, "Products topic reader error.");
+                }
+                None => {}
+            }
+            if !told && open.is_empty() {
+                told = true;
+                let _ = ready.send(Ok(()));
+            }
+        }
+    }
+}
+
+/// Context of the reader: end-of-partition is how it knows it caught up.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "Products topic reader error.");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(at_ms: i64, title: Option<&str>) -> Version {
+        Version {
+            at_ms,
+            product: title.map(|t| {
+                Arc::new(Product {
+                    id: "1".into(),
+                    title: Some(t.into()),
+                    ..Product::default()
+                })
+            }),
+        }
+    }
+
+    fn title(p: Option<Arc<Product>>) -> Option<String> {
+        p.and_then(|p| p.title.clone())
+    }
+
+    #[test]
+    fn as_of_picks_the_version_current_at_the_time() {
+        let mut t = ProductTable::default();
+        // Out of order: the update before the create.
+        t.merge("k", vec![v(200, Some("b"))]);
+        t.merge("k", vec![v(100, Some("a"))]);
+        t.merge("k", vec![v(300, None)]);
+        assert_eq!(title(t.as_of("k", 150)), Some("a".into()));
+        assert_eq!(title(t.as_of("k", 250)), Some("b".into()));
+        assert_eq!(title(t.as_of("k", 50)), Some("a".into()), "earliest known");
+        assert_eq!(
+            title(t.as_of("k", 400)),
+            Some("b".into()),
+            "deleted: last facts"
+        );
+        assert!(t.current("k").is_some_and(|c| c.product.is_none()));
+        assert!(t.as_of("other", 0).is_none());
+    }
+
+    #[test]
+    fn merging_is_idempotent_and_bounded() {
+        let mut t = ProductTable::default();
+        assert!(t.merge("k", vec![v(1, Some("a")), v(2, Some("b"))]));
+        assert!(
+            !t.merge("k", vec![v(1, Some("a"))]),
+            "a re-read changes nothing"
+        );
+        t.merge("k", vec![v(3, Some("c")), v(4, Some("d"))]);
+        let r = t.record("k").unwrap();
+        assert_eq!(r.versions.len(), MAX_VERSIONS);
+        assert_eq!(r.versions[0].at_ms, 2);
+        let bytes = serde_json::to_vec(r).unwrap();
+        let mut other = ProductTable::default();
+        other.apply(b"k", Some(&bytes));
+        assert_eq!(other.record("k"), Some(r));
+        other.apply(b"k", Some(b"not json"));
+        assert_eq!(other.record("k"), Some(r), "garbage is skipped, not fatal");
+        other.apply(b"k", None);
+        assert!(other.is_empty());
+    }
+}
