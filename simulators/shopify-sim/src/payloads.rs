@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 
 use chrono::{SecondsFormat, Utc};
 
+use crate::catalog::Catalog;
 use crate::config::is_legacy_api_version;
 use crate::json::{J, obj};
 use crate::model::{
     Action, Address, Amt, Basket, Cart, Checkout, Consent, CustomerSnap, Line, Order, Product,
     Refund, Subject, Ts, money,
 };
+use crate::product_payloads::product_payload;
 
 /// Shop-level facts every payload needs.
 pub(crate) struct Ctx<'a> {
@@ -25,6 +27,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) catalogue: &'a [Product],
     /// Order id → order number (1001, 1002, … in creation order across the shop).
     pub(crate) order_numbers: &'a BTreeMap<u64, u64>,
+    /// The catalogue over time, when products are enabled (renders `products/*`).
+    pub(crate) catalog: Option<&'a Catalog>,
 }
 
 /// Render the body of `action` for webhook API `version`.
@@ -54,6 +58,12 @@ pub(crate) fn render(ctx: &Ctx<'_>, action: &Action, version: &str) -> Vec<u8> {
             data_request_id,
         } => compliance(ctx, customer, orders, *data_request_id),
         Subject::ShopRedact => obj! {"shop_id" => ctx.shop_id, "shop_domain" => ctx.shop_domain},
+        Subject::Product { history, version } => ctx
+            .catalog
+            .and_then(|c| c.histories.get(*history))
+            .and_then(|h| h.version(*version))
+            .map_or(J::Null, product_payload),
+        Subject::ProductDelete(id) => obj! {"id" => *id},
     };
     j.to_bytes()
 }
@@ -303,7 +313,7 @@ fn cart_payload(ctx: &Ctx<'_>, cart: &Cart) -> J {
                 "taxable" => true,
                 "title" => p.map(|p| format!("{} - {}", p.title, p.variant_title)),
                 "total_discount" => "0.00",
-                "vendor" => p.map(|p| p.vendor),
+                "vendor" => p.map(|p| p.vendor.as_str()),
                 "discounted_price_set" => set(ctx, &b, unit),
                 "line_price_set" => set(ctx, &b, line_price),
                 "original_line_price_set" => set(ctx, &b, line_price),
@@ -339,19 +349,19 @@ fn checkout_line(ctx: &Ctx<'_>, b: &Basket, l: &Line) -> J {
         "fulfillment_service" => "manual",
         "gift_card" => false,
         "grams" => p.map_or(0u64, |p| u64::from(p.grams)),
-        "presentment_title" => p.map(|p| p.title),
-        "presentment_variant_title" => p.map(|p| p.variant_title),
+        "presentment_title" => p.map(|p| p.title.as_str()),
+        "presentment_variant_title" => p.map(|p| p.variant_title.as_str()),
         "product_id" => p.map(|p| p.id),
         "quantity" => u64::from(l.quantity),
         "requires_shipping" => true,
         "sku" => p.map(|p| p.sku.clone()),
         "tax_lines" => tax_lines(ctx, b, l.tax),
         "taxable" => true,
-        "title" => p.map(|p| p.title),
+        "title" => p.map(|p| p.title.as_str()),
         "variant_id" => p.map(|p| p.variant_id),
-        "variant_title" => p.map(|p| p.variant_title),
+        "variant_title" => p.map(|p| p.variant_title.as_str()),
         "variant_price" => money(l.price.shop),
-        "vendor" => p.map(|p| p.vendor),
+        "vendor" => p.map(|p| p.vendor.as_str()),
         "user_id" => J::Null,
         "unit_price_measurement" => obj!{"measured_type" => J::Null, "quantity_value" => J::Null, "quantity_unit" => J::Null, "reference_value" => J::Null, "reference_unit" => J::Null},
         "rank" => J::Null,
@@ -543,13 +553,13 @@ fn order_line(ctx: &Ctx<'_>, o: &Order, i: usize, l: &Line) -> J {
         "requires_shipping" => true,
         "sku" => p.map(|p| p.sku.clone()),
         "taxable" => true,
-        "title" => p.map(|p| p.title),
+        "title" => p.map(|p| p.title.as_str()),
         "total_discount" => money(l.discount.shop),
         "total_discount_set" => set(ctx, b, l.discount),
         "variant_id" => p.map(|p| p.variant_id),
         "variant_inventory_management" => "shopify",
-        "variant_title" => p.map(|p| p.variant_title),
-        "vendor" => p.map(|p| p.vendor),
+        "variant_title" => p.map(|p| p.variant_title.as_str()),
+        "vendor" => p.map(|p| p.vendor.as_str()),
         "tax_lines" => tax_lines(ctx, b, l.tax),
         "duties" => J::Arr(vec![]),
         "discount_allocations" => discount_allocations(ctx, b, l),
