@@ -201,7 +201,8 @@ mod tests {
         for l in Lane::ALL {
             assert_eq!(Lane::ALL[l.index()], l);
             assert!(
-                l.waits_for().contains(&Lane::Erasure) || matches!(l, Lane::Erasure | Lane::Catalog)
+                l.waits_for().contains(&Lane::Erasure)
+                    || matches!(l, Lane::Erasure | Lane::Catalog)
             );
             assert!(Lane::Erasure.waits_for().contains(&l));
         }

@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn upserts_replace_one_item_deletes_use_the_bulk_delete() {
-        let doc = json!({"name": "Shoe"}).as_object().cloned().unwrap_or_default();
+        let doc = json!({"name": "Shoe"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let m = map(&cmd(Action::CatalogUpsert {
             catalog: "shopify-products".into(),
             item_id: "42".into(),
@@ -117,7 +120,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(m.request.method, Method::Put);
-        assert_eq!(m.request.path, ["catalogs", "shopify-products", "items", "42"]);
+        assert_eq!(
+            m.request.path,
+            ["catalogs", "shopify-products", "items", "42"]
+        );
         assert_eq!(m.request.body, Some(json!({"value": {"name": "Shoe"}})));
         assert_eq!(catalog_of(&m.request), Some("shopify-products"));
         let d = map(&cmd(Action::CatalogDelete {
@@ -127,17 +133,24 @@ mod tests {
         .unwrap();
         assert_eq!(d.request.endpoint, Endpoint::CatalogsBulkDeleteItems);
         assert_eq!(d.request.body, Some(json!({"itemIds": ["42"]})));
-        assert!(map(&cmd(Action::CatalogDelete {
-            catalog: "bad name".into(),
-            item_id: "1".into(),
-        }))
-        .is_err());
-        let big = json!({"name": "x".repeat(31 * 1024)}).as_object().cloned().unwrap_or_default();
-        assert!(map(&cmd(Action::CatalogUpsert {
-            catalog: "c".into(),
-            item_id: "1".into(),
-            document: big,
-        }))
-        .is_err());
+        assert!(
+            map(&cmd(Action::CatalogDelete {
+                catalog: "bad name".into(),
+                item_id: "1".into(),
+            }))
+            .is_err()
+        );
+        let big = json!({"name": "x".repeat(31 * 1024)})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            map(&cmd(Action::CatalogUpsert {
+                catalog: "c".into(),
+                item_id: "1".into(),
+                document: big,
+            }))
+            .is_err()
+        );
     }
 }
