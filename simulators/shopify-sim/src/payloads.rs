@@ -342,8 +342,15 @@ fn tax_lines(ctx: &Ctx<'_>, b: &Basket, tax: Amt) -> J {
     }])
 }
 
-fn checkout_line(ctx: &Ctx<'_>, b: &Basket, l: &Line) -> J {
+/// A checkout line; `at` picks the catalogue version for `compare_at_price` (products
+/// enabled only; null otherwise, as before).
+fn checkout_line(ctx: &Ctx<'_>, b: &Basket, l: &Line, at: Ts) -> J {
     let p = product(ctx, l.product);
+    let compare_at = ctx
+        .catalog
+        .and_then(|c| c.variant_at(l.product, at))
+        .and_then(|(_, v)| v.compare_at)
+        .map(money);
     obj! {
         "key" => format!("{:032x}", u128::from(l.id) * 0x9e37_79b9_7f4a_7c15),
         "fulfillment_service" => "manual",
@@ -365,7 +372,7 @@ fn checkout_line(ctx: &Ctx<'_>, b: &Basket, l: &Line) -> J {
         "user_id" => J::Null,
         "unit_price_measurement" => obj!{"measured_type" => J::Null, "quantity_value" => J::Null, "quantity_unit" => J::Null, "reference_value" => J::Null, "reference_unit" => J::Null},
         "rank" => J::Null,
-        "compare_at_price" => J::Null,
+        "compare_at_price" => compare_at,
         "line_price" => money(l.gross().shop),
         "price" => money(l.price.shop),
         "applied_discounts" => J::Arr(vec![]),
@@ -414,7 +421,11 @@ fn checkout_payload(ctx: &Ctx<'_>, co: &Checkout, legacy: bool) -> J {
         // Older versions carried a numeric checkout id; 2026 samples key on `token`.
         f.push(("id", co.id.into()));
     }
-    let lines: Vec<J> = b.lines.iter().map(|l| checkout_line(ctx, b, l)).collect();
+    let lines: Vec<J> = b
+        .lines
+        .iter()
+        .map(|l| checkout_line(ctx, b, l, co.created_at))
+        .collect();
     f.extend([
         ("token", co.token.as_str().into()),
         ("cart_token", co.cart_token.as_str().into()),

@@ -174,6 +174,7 @@ fn orders_and_checkouts_reference_on_sale_variants_at_their_price() {
         "only the built-in products were sold"
     );
     assert!(!truth.cart_items.is_empty());
+    let mut checkout_sale_lines = 0;
     for d in s
         .deliveries
         .iter()
@@ -183,8 +184,16 @@ fn orders_and_checkouts_reference_on_sale_variants_at_their_price() {
         let items = &truth.cart_items[co["token"].as_str().unwrap()];
         for (line, item) in co["line_items"].as_array().unwrap().iter().zip(items) {
             assert_eq!(line["variant_id"], item.variant_id);
+            assert_eq!(line["product_id"], item.product_id);
+            if line["compare_at_price"].is_string() {
+                checkout_sale_lines += 1;
+            }
         }
     }
+    assert!(
+        checkout_sale_lines > 0,
+        "no checkout line shows a compare-at price"
+    );
 }
 
 #[tokio::test]
