@@ -11,6 +11,9 @@
 //!   best any exactly-once processor can do on this machine;
 //! * `processor`: the real processor binary with the marketing rules on shopify-sim payloads
 //!   (realistic 2-20 KB bodies, parsed), for several transaction sizes;
+//!   `cpu_us_per_event` is the processor process's CPU time (all threads) per event;
+//! * `fingerprint`: the content fingerprint's cost per event, full parse against top-level walk
+//!   (no Kafka);
 //! * `restore`: a changelog of `--customers` keys with realistic aggregates, the processor's
 //!   time from start to ready (all partitions restored), and its resident memory per key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -243,8 +246,59 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Events/s of the processor over the whole raw topic with `txn_records` per transaction.
-fn processor_rate(k: &KafkaConfig, raw: &str, n: i64, txn_records: usize) -> f64 {
+/// CPU time (user + system, all threads) a process has used so far, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3); utime
+    // and stime are fields 14 and 15, in clock ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / clock_ticks_per_sec()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A way to read the content fingerprint's fields from a body.
+type ContentReader = dyn Fn(&[u8]) -> Option<(String, String)>;
+
+/// Microseconds per event of the content fingerprint's body reading: the full serde parse it
+/// used to do, and the top-level walk (`processor::content`), over the same bodies.
+fn fingerprint_cost(evs: &[ShopifyEnvelope]) -> serde_json::Value {
+    let time = |f: &ContentReader| {
+        let mut found = 0usize;
+        let started = Instant::now();
+        for _ in 0..5 {
+            for e in evs {
+                found += usize::from(std::hint::black_box(f(&e.body)).is_some());
+            }
+        }
+        let us = started.elapsed().as_secs_f64() * 1e6 / (5 * evs.len().max(1)) as f64;
+        ((us * 100.0).round() / 100.0, found / 5)
+    };
+    let (parse_us, parse_found) = time(&processor::content::parsed_content_fields);
+    let (walk_us, walk_found) = time(&processor::content::content_fields);
+    assert_eq!(parse_found, walk_found, "the walk and the parse disagree");
+    serde_json::json!({
+        "full_parse_us_per_event": parse_us,
+        "top_level_walk_us_per_event": walk_us,
+        "events_with_a_content_fingerprint": walk_found,
+    })
+}
+
+/// Events/s of the processor over the whole raw topic with `txn_records` per transaction, and
+/// its CPU time per event in microseconds (all its threads, librdkafka's included).
+fn processor_rate(k: &KafkaConfig, raw: &str, n: i64, txn_records: usize) -> (f64, f64) {
     let mut t = TopicsConfig::with_prefix(&format!("{}.", unique("bench-proc")));
     t.partitions = PARTITIONS;
     t.side_partitions = 1;
@@ -259,15 +313,17 @@ fn processor_rate(k: &KafkaConfig, raw: &str, n: i64, txn_records: usize) -> f64
         std::thread::sleep(Duration::from_millis(20));
     }
     let begin = Instant::now();
+    let cpu_at_ready = cpu_secs(child.id());
     let deadline = start + Duration::from_secs(900);
     while committed(k, &app, raw) < n {
         assert!(Instant::now() < deadline, "processor did not finish");
         std::thread::sleep(Duration::from_millis(100));
     }
     let secs = begin.elapsed().as_secs_f64();
+    let cpu = cpu_secs(child.id()) - cpu_at_ready;
     let _ = child.kill();
     let _ = child.wait();
-    n as f64 / secs
+    (n as f64 / secs, cpu * 1e6 / n as f64)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -286,6 +342,7 @@ async fn main() {
         .collect();
     produce(&k, &t.raw, &records).await;
     let n = i64::try_from(records.len()).unwrap();
+    let fingerprint = fingerprint_cost(&evs);
 
     let only_restore = std::env::args().any(|a| a == "--only-restore");
     let sizes: &[usize] = if only_restore {
@@ -308,8 +365,8 @@ async fn main() {
         .fold(1.0, f64::max);
     let mut by_txn = Vec::new();
     for &txn in sizes {
-        let rate = processor_rate(&k, &t.raw, n, txn);
-        by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round()}));
+        let (rate, cpu_us) = processor_rate(&k, &t.raw, n, txn);
+        by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round(), "cpu_us_per_event": cpu_us.round(), "ratio_to_ceiling": (rate / ceiling_rate * 1000.0).round() / 1000.0}));
     }
     let best = by_txn
         .iter()
@@ -387,6 +444,7 @@ async fn main() {
         "build": if cfg!(debug_assertions) { "debug (workspace crates opt-level 0, dependencies opt-level 1)" } else { "release" },
         "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS},
         "ceiling": {"what": "stateless transactional consume->produce (best over transaction sizes)", "records_per_sec": ceiling_rate.round(), "by_transaction_size": ceilings},
+        "fingerprint": fingerprint,
         "processor": {"rules": "marketing (default rules config)", "by_transaction_size": by_txn, "best_events_per_sec": best.round(), "ratio_to_ceiling": (best / ceiling_rate * 1000.0).round() / 1000.0},
         "restore": {
             "keys": n_customers,

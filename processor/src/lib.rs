@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod content;
 pub mod counter;
 pub mod engine;
 pub mod erasure;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod pack;
 pub mod partitioner;
 pub mod state;
+mod txn;
 pub mod watermark;
 
 use std::sync::Arc;

@@ -59,7 +59,10 @@ async fn restoring_a_non_empty_changelog_logs_one_info_line_per_partition_and_no
     assert!(errors.is_empty(), "errors logged on restart: {errors:?}");
     let mut restore_lines: BTreeMap<i64, usize> = BTreeMap::new();
     for l in &lines {
-        if l["target"] == "processor::engine"
+        // The engine's modules log under `processor::engine::*` (restore, rebalance, ...).
+        if l["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("processor::engine"))
             && l["fields"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("Restored"))

@@ -1,0 +1,169 @@
+//! The engine's restore: each owned partition's state read back from the compacted changelog
+//! (on assignment and after an abort).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use rules::Rules;
+
+use super::{Engine, EngineError, KAFKA_TIMEOUT};
+use crate::state::PartitionState;
+use crate::watermark::{CLOCK_KEY_PREFIX, PartitionClock};
+
+/// Errors of a metadata or watermark request that a later attempt can get past (leadership
+/// moving, a broker restarting).
+pub(super) fn is_transient_metadata_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+impl<R: Rules> Engine<R> {
+    /// Restores several partitions concurrently: each reads its own changelog partition, so
+    /// decoding overlaps with the broker's reads (restore time is what a rebalance costs).
+    pub(super) fn restore_all(
+        &self,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, PartitionState)>, EngineError> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = partitions
+                .iter()
+                .map(|p| (*p, scope.spawn(move || self.restore(*p))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(p, h)| match h.join() {
+                    Ok(state) => state.map(|s| (p, s)),
+                    Err(_) => Err(EngineError::Restore {
+                        partition: p,
+                        message: "restore thread panicked".into(),
+                    }),
+                })
+                .collect()
+        })
+    }
+
+    /// Reads a changelog partition from the beginning to its end (read_committed: only state
+    /// of committed transactions) into a fresh partition state.
+    pub(super) fn restore(&self, p: i32) -> Result<PartitionState, EngineError> {
+        let started = Instant::now();
+        let changelog = &self.topics.changelog;
+        let fail = |message: String| EngineError::Restore {
+            partition: p,
+            message,
+        };
+        let mut cfg = self
+            .kafka
+            .client(&format!("{}-restore", self.application_id));
+        cfg.set("group.id", format!("{}-restore", self.application_id))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            // The default prefetch (64 MiB per partition) would stay resident after the restore
+            // (freed, but not returned to the OS); 2 MiB keeps the broker busy enough (one
+            // partition per reader, 1 MiB fetches) at a few bytes per restored key.
+            .set("queued.max.messages.kbytes", "2048");
+        let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
+        // Leadership of a partition can move under a rebalance or a broker restart; a restore
+        // must not end the instance over a metadata answer that the next attempt gets right.
+        let mut attempts = 0;
+        let (low, high) = loop {
+            match reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT) {
+                Ok(w) => break w,
+                Err(e) if attempts < 10 && is_transient_metadata_error(&e) => {
+                    attempts += 1;
+                    tracing::info!(partition = p, error = %e, "Changelog watermarks not available yet; retrying.");
+                    std::thread::sleep(Duration::from_millis(200 * attempts));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // The changelog's record count bounds its keys (compaction keeps about one record per
+        // key); sizing for it up front avoids growing the tables during the restore. Capped so
+        // a changelog not yet compacted cannot reserve far more than it will hold.
+        let records = usize::try_from(high.saturating_sub(low)).unwrap_or(0);
+        let mut state = PartitionState::with_capacity(records.min(1 << 22));
+        state.clock = PartitionClock::new(self.topics.partitions);
+        if high > low {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(changelog, p, Offset::Beginning)?;
+            reader.assign(&tpl)?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                match reader.poll(Duration::from_millis(500)) {
+                    Some(Ok(m)) => {
+                        let key = m
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .ok_or_else(|| fail("record without key".into()))?;
+                        let record = match m.payload() {
+                            None => None,
+                            Some(bytes) => Some(
+                                schemas::KeyStateRecord::decode(bytes)
+                                    .map_err(|e| fail(format!("{key}: {e}")))?,
+                            ),
+                        };
+                        if key.starts_with(CLOCK_KEY_PREFIX) {
+                            if let Some(r) = record {
+                                state.clock = self.restored_clock(&r.aggregate_json);
+                            }
+                            continue;
+                        }
+                        state.load(&key, record).map_err(|e| fail(e.to_string()))?;
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    // A broker of the cluster going away mid-restore: librdkafka reconnects
+                    // or fails over to the new leader; keep reading until the deadline.
+                    Some(Err(e)) if is_transient_metadata_error(&e) => {
+                        tracing::info!(partition = p, error = %e, "Changelog read interrupted; retrying.");
+                    }
+                    Some(Err(e)) => return Err(fail(e.to_string())),
+                    None if Instant::now() > deadline => {
+                        return Err(fail("timed out reading the changelog".into()));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.restore_seconds.observe(secs);
+        tracing::info!(
+            partition = p,
+            keys = state.len(),
+            seconds = secs,
+            "Restored partition state."
+        );
+        Ok(state)
+    }
+}
+
+/// Context of the restore reader: end-of-partition is how it knows it is done, not an error.
+struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports the end of a partition through the error callback too, as a
+        // global error code (not as `KafkaError::PartitionEOF`); the poll loop handles it.
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::error!(%error, reason, "Changelog reader error.");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}

@@ -1,0 +1,239 @@
+//! Unit tests of the partition state: timers, dedup, changelog round trips, key storage.
+
+use super::*;
+
+type P = PartitionState;
+
+fn timer(id: &str, due: i64) -> Timer {
+    Timer {
+        kind: "k".into(),
+        timer_id: id.into(),
+        due_ms: due,
+        payload: serde_json::json!({"x": 1}),
+    }
+}
+
+#[test]
+fn timers_fire_in_due_order_and_rearm_replaces() {
+    let mut p = P::default();
+    p.set_timer("a", timer("t1", 30));
+    p.set_timer("b", timer("t1", 10));
+    p.set_timer("a", timer("t2", 20));
+    p.set_timer("a", timer("t1", 40)); // re-arm replaces a/t1@30
+    assert_eq!(p.timers_pending(), 3);
+    assert!(p.pop_due(5).is_none());
+    let order: Vec<_> = std::iter::from_fn(|| p.pop_due(100))
+        .map(|(k, t)| (k, t.due_ms))
+        .collect();
+    assert_eq!(
+        order,
+        vec![("b".into(), 10), ("a".into(), 20), ("a".into(), 40)]
+    );
+    assert_eq!(p.timers_pending(), 0);
+}
+
+#[test]
+fn due_keys_order_like_the_pairs_they_hold() {
+    let pairs = [
+        (i64::MIN, 0),
+        (-1, u32::MAX),
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1_767_225_600_000, 7),
+        (i64::MAX, u32::MAX),
+    ];
+    for w in pairs.windows(2) {
+        assert!(DueKey::new(w[0].0, w[0].1) < DueKey::new(w[1].0, w[1].1));
+    }
+    for (d, s) in pairs {
+        assert_eq!(DueKey::new(d, s).split(), (d, s));
+    }
+}
+
+#[test]
+fn timers_due_at_the_same_instant_on_one_key_all_fire() {
+    let mut p = P::default();
+    p.set_timer("a", timer("z", 10));
+    p.set_timer("a", timer("m", 10));
+    p.set_timer("b", timer("q", 10));
+    let fired: Vec<_> = std::iter::from_fn(|| p.pop_due(10))
+        .map(|(k, t)| format!("{k}/{}", t.timer_id))
+        .collect();
+    assert_eq!(fired, vec!["a/m", "a/z", "b/q"]);
+}
+
+#[test]
+fn dedup_is_windowed_in_event_time_and_bounded() {
+    let mut p = P {
+        stream_time_ms: 1_000,
+        ..P::default()
+    };
+    assert!(!p.seen_before("k", &[1, 2], 1_000, 500, 8));
+    assert!(p.seen_before("k", &[2], 1_000, 500, 8));
+    p.stream_time_ms = 2_000; // past the window: forgotten
+    assert!(!p.seen_before("k", &[1], 2_000, 500, 8));
+    for i in 10..20 {
+        p.seen_before("k", &[i], 2_000, 500, 4);
+    }
+    assert_eq!(p.get("k").unwrap().dedup.len(), 4);
+}
+
+#[test]
+fn changelog_record_round_trips_through_load() {
+    let mut p = P {
+        stream_time_ms: 50,
+        ..P::default()
+    };
+    p.set_aggregate("k", &serde_json::json!({"n": 7, "v": "120.50"}), 40);
+    p.set_timer("k", timer("t", 99));
+    p.set_timer(
+        "k",
+        Timer {
+            kind: "winback".into(),
+            timer_id: "winback".into(),
+            due_ms: 1_775_000_000_000,
+            payload: serde_json::json!({"last_order_ms": 1_767_225_600_000_i64}),
+        },
+    );
+    p.seen_before("k", &[u64::MAX], 50, 1000, 8);
+    let rec = p.record("k").unwrap();
+    assert_eq!(rec.aggregate_json, r#"{"n":7,"v":"120.50"}"#);
+    let mut q = P::default();
+    q.load(
+        "k",
+        Some(KeyStateRecord::decode(&rec.encode().unwrap()).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(q.get("k"), p.get("k"));
+    assert_eq!(
+        q.aggregate::<serde_json::Value>("k"),
+        serde_json::json!({"n": 7, "v": "120.50"})
+    );
+    assert_eq!(
+        q.pop_due(100).unwrap().1.payload,
+        serde_json::json!({"x": 1})
+    );
+    let (_, winback) = q.pop_due(i64::MAX).unwrap();
+    assert_eq!(
+        (winback.kind.as_str(), winback.timer_id.as_str()),
+        ("winback", "winback")
+    );
+    assert_eq!(
+        winback.payload,
+        serde_json::json!({"last_order_ms": 1_767_225_600_000_i64})
+    );
+    q.load("k", None).unwrap();
+    assert!(q.is_empty() && q.next_due().is_none());
+}
+
+#[test]
+fn a_record_that_is_not_json_is_a_restore_error() {
+    let mut p = P::default();
+    let rec = KeyStateRecord {
+        key: "k".into(),
+        shop_domain: "s".into(),
+        updated_at_ms: 1,
+        aggregate_json: "{oops".into(),
+        timers: vec![],
+        dedup: vec![],
+    };
+    assert!(p.load("k", Some(rec)).is_err());
+}
+
+#[test]
+fn purge_drops_timers_and_writes_a_tombstone() {
+    let mut p = P::default();
+    p.set_timer("k", timer("t", 1));
+    p.mark_dirty("k");
+    p.mark_dirty("other");
+    p.purge("k");
+    assert!(p.pop_due(10).is_none());
+    let changes = p.drain_changes();
+    assert!(changes.contains(&("k".into(), None)));
+    assert!(changes.iter().any(|(k, r)| k == "other" && r.is_some()));
+    assert_eq!(changes.len(), 2);
+    assert!(!p.has_changes());
+}
+
+#[test]
+fn every_key_shape_is_stored_and_found_exactly() {
+    let keys = [
+        "s.myshopify.com/c/7",
+        "s.myshopify.com/c/07",
+        "s.myshopify.com/c/0",
+        "s.myshopify.com/c/",
+        "s.myshopify.com/c/9999999999999999999",
+        "s.myshopify.com/c/18446744073709551615",
+        "s.myshopify.com/c/99999999999999999999",
+        "s.myshopify.com/e/ava@example.org",
+        "s.myshopify.com/o/7",
+        "other.myshopify.com/c/7",
+        "no-slash",
+        "",
+    ];
+    let mut p = P::default();
+    for (i, k) in keys.iter().enumerate() {
+        p.set_aggregate(k, &i, 1);
+    }
+    assert_eq!(p.len(), keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(p.aggregate::<usize>(k), i, "{k}");
+        assert_eq!(p.get(k).unwrap().key, *k);
+        assert_eq!(p.record(k).unwrap().key, *k);
+    }
+    assert!(!p.contains("s.myshopify.com/c/8"));
+    let mut found = p.keys_with_prefix("s.myshopify.com/c/");
+    found.sort();
+    assert_eq!(found.len(), 7);
+}
+
+#[test]
+fn changes_live_decoded_until_drained_then_in_their_slot() {
+    let mut p = P::default();
+    p.mark_dirty("k");
+    p.set_aggregate("k", &serde_json::json!({"n": 1}), 10);
+    p.set_timer("k", timer("t", 20));
+    let slot = p.slot_of("k").unwrap();
+    assert!(p.hot.contains_key(&slot));
+    assert_ne!(
+        p.decode_slot(slot),
+        p.get("k"),
+        "the slot is written back later"
+    );
+    let changes = p.drain_changes();
+    assert_eq!(changes.len(), 1);
+    assert!(p.hot.is_empty());
+    assert_eq!(p.decode_slot(slot), p.get("k"));
+    assert_eq!(
+        p.aggregate::<serde_json::Value>("k"),
+        serde_json::json!({"n": 1})
+    );
+    assert_eq!(
+        p.pop_due(20).map(|(k, t)| (k, t.timer_id)),
+        Some(("k".into(), "t".into()))
+    );
+}
+
+#[test]
+fn slots_are_reused_and_keys_stay_distinct() {
+    let mut p = P::default();
+    for i in 0..100 {
+        p.set_aggregate(&format!("k{i}"), &i, i);
+    }
+    for i in (0..100).step_by(2) {
+        p.purge(&format!("k{i}"));
+    }
+    for i in 100..150 {
+        p.set_aggregate(&format!("k{i}"), &i, i);
+    }
+    assert_eq!(p.len(), 100);
+    assert_eq!(p.slots.len(), 100, "freed slots were reused");
+    for i in (1..100).step_by(2).chain(100..150) {
+        assert_eq!(p.aggregate::<i64>(&format!("k{i}")), i);
+    }
+    assert!(!p.contains("k0"));
+    let mut keys = p.keys_with_prefix("k1");
+    keys.sort();
+    assert_eq!(keys.first().map(String::as_str), Some("k1"));
+}
