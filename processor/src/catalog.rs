@@ -9,11 +9,16 @@
 //! a reader thread keeps tailing it, so products written by other instances arrive within the
 //! reader's poll interval.
 //!
-//! Each record keeps the last [`MAX_VERSIONS`] versions of the product, stamped with the
-//! product's `updated_at` (a deletion: its event time). A command is enriched with the version
-//! current at the command's event time ([`ProductTable::as_of`]), not with whatever the table
-//! holds when it runs, so a replay of the same log over the same products topic gives the same
-//! enriched commands whatever the interleaving of partitions.
+//! Each record keeps the product's versions, stamped with the product's `updated_at` (a
+//! deletion: its event time): the latest in full (the catalog item is built from it), the older
+//! ones only as the facts enrichment reads (`rules::catalog::enrich::facts`), a run of older
+//! versions with equal facts collapsed into its first, and at most [`MAX_VERSIONS`] of them. So
+//! updates that change nothing an item shows (inventory, titles, prices, tags) do not push
+//! history out. A command is enriched with the version current at the command's event time
+//! ([`ProductTable::as_of`]), not with whatever the table holds when it runs, so a replay of
+//! the same log over the same products topic gives the same enriched commands whatever the
+//! interleaving of partitions, for every command whose product's facts changed fewer than
+//! [`MAX_VERSIONS`] times after it (an older one gets the oldest version kept).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,12 +33,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use rules::catalog::Product;
+use rules::catalog::{Product, enrich};
 use runtime::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
-/// Versions kept per product (the latest ones by version time).
-pub const MAX_VERSIONS: usize = 3;
+/// Versions kept per product (the latest ones by version time, after collapsing older versions
+/// with equal facts). Bounds both memory and how far back a replay is exact (module doc).
+pub const MAX_VERSIONS: usize = 8;
 
 /// Longest time a full load of the products topic may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -69,6 +75,33 @@ pub struct Version {
 pub struct ProductRecord {
     /// Versions, oldest first, at most [`MAX_VERSIONS`].
     pub versions: Vec<Version>,
+}
+
+impl ProductRecord {
+    /// Keeps the latest version whole and every older one as its facts, drops an older version
+    /// whose facts equal its predecessor's (the predecessor already answers for its time), and
+    /// keeps the latest [`MAX_VERSIONS`]. Idempotent.
+    fn normalise(&mut self) {
+        let last = self.versions.len().saturating_sub(1);
+        let mut kept: Vec<Version> = Vec::with_capacity(self.versions.len());
+        for (i, mut v) in std::mem::take(&mut self.versions).into_iter().enumerate() {
+            if i < last {
+                if let Some(p) = &v.product {
+                    let facts = enrich::facts(p);
+                    if facts != **p {
+                        v.product = Some(Arc::new(facts));
+                    }
+                }
+                if kept.last().is_some_and(|prev| prev.product == v.product) {
+                    continue;
+                }
+            }
+            kept.push(v);
+        }
+        let excess = kept.len().saturating_sub(MAX_VERSIONS);
+        kept.drain(..excess);
+        self.versions = kept;
+    }
 }
 
 /// Products by key (`{shop}/p/{id}`).
@@ -110,16 +143,17 @@ impl ProductTable {
                 .filter_map(|v| Some((v.at_ms, v.product.as_ref()?)))
         };
         live()
-            .filter(|(at, _)| *at <= at_ms)
-            .last()
+            .rev()
+            .find(|(at, _)| *at <= at_ms)
             .or_else(|| live().next())
             .map(|(_, p)| Arc::clone(p))
     }
 
     /// Merges versions into `key`'s record: by version time, the incoming one winning a tie;
-    /// only the latest [`MAX_VERSIONS`] are kept. Merging is idempotent and commutative over
-    /// distinct times, so the reader's copy of a record and the owner's own write can meet in
-    /// any order. Returns whether the record changed.
+    /// then older versions are reduced to their facts, runs of equal facts collapsed and only
+    /// the latest [`MAX_VERSIONS`] kept ([`ProductRecord::normalise`]). Merging is idempotent,
+    /// so the reader's copy of a record and the owner's own write can meet in any order.
+    /// Returns whether the record changed.
     pub fn merge(&mut self, key: &str, incoming: Vec<Version>) -> bool {
         let record = self.entries.entry(key.into()).or_default();
         let before = record.versions.clone();
@@ -129,8 +163,7 @@ impl ProductTable {
                 Err(i) => record.versions.insert(i, v),
             }
         }
-        let excess = record.versions.len().saturating_sub(MAX_VERSIONS);
-        record.versions.drain(..excess);
+        record.normalise();
         record.versions != before
     }
 
@@ -393,6 +426,65 @@ mod tests {
         }
     }
 
+    /// A version at `at_ms` whose only variant has compare-at price `cents` (a fact).
+    fn sale(at_ms: i64, cents: i64) -> Version {
+        Version {
+            at_ms,
+            product: Some(Arc::new(Product::from_payload(
+                "1",
+                &serde_json::json!({"title": format!("title at {at_ms}"), "variants": [{
+                    "id": 10, "compare_at_price": format!("{}.{:02}", cents / 100, cents % 100),
+                    "inventory_quantity": at_ms}]}),
+            ))),
+        }
+    }
+
+    fn compare_at(p: Option<Arc<Product>>) -> Option<String> {
+        Some(p?.variants.first()?.compare_at_price?.to_string())
+    }
+
+    #[test]
+    fn updates_that_change_no_fact_keep_the_history() {
+        let mut t = ProductTable::default();
+        t.merge("k", vec![sale(100, 500)]);
+        t.merge("k", vec![sale(200, 400)]);
+        // Many updates that change only the title and inventory (not facts): collapsed.
+        for at in 300..320 {
+            let mut v = sale(at, 400);
+            v.product = v.product.map(|p| {
+                let mut p = (*p).clone();
+                p.title = Some(format!("renamed {at}"));
+                Arc::new(p)
+            });
+            t.merge("k", vec![v]);
+        }
+        let r = t.record("k").unwrap();
+        assert_eq!(
+            r.versions.iter().map(|v| v.at_ms).collect::<Vec<_>>(),
+            [100, 200, 319],
+            "older versions with equal facts collapse into the first of their run"
+        );
+        assert_eq!(compare_at(t.as_of("k", 150)).as_deref(), Some("5.00"));
+        assert_eq!(compare_at(t.as_of("k", 250)).as_deref(), Some("4.00"));
+        let current = t.current("k").and_then(|v| v.product.clone()).unwrap();
+        assert_eq!(
+            current.title.as_deref(),
+            Some("renamed 319"),
+            "the latest is whole"
+        );
+        assert_eq!(current.variants[0].inventory, Some(319));
+        assert!(
+            r.versions[0].product.as_ref().unwrap().title.is_none(),
+            "older versions keep only facts"
+        );
+        let before = r.clone();
+        assert!(!t.merge("k", before.versions.clone()), "idempotent");
+        assert!(
+            !t.merge("k", vec![sale(250, 400)]),
+            "a collapsed version re-read changes nothing"
+        );
+    }
+
     fn title(p: Option<Arc<Product>>) -> Option<String> {
         p.and_then(|p| p.title.clone())
     }
@@ -401,33 +493,41 @@ mod tests {
     fn as_of_picks_the_version_current_at_the_time() {
         let mut t = ProductTable::default();
         // Out of order: the update before the create.
-        t.merge("k", vec![v(200, Some("b"))]);
-        t.merge("k", vec![v(100, Some("a"))]);
+        t.merge("k", vec![sale(200, 2)]);
+        t.merge("k", vec![sale(100, 1)]);
         t.merge("k", vec![v(300, None)]);
-        assert_eq!(title(t.as_of("k", 150)), Some("a".into()));
-        assert_eq!(title(t.as_of("k", 250)), Some("b".into()));
-        assert_eq!(title(t.as_of("k", 50)), Some("a".into()), "earliest known");
+        let cents = |c: &str| Some(c.to_owned());
+        assert_eq!(compare_at(t.as_of("k", 150)), cents("0.01"));
+        assert_eq!(compare_at(t.as_of("k", 250)), cents("0.02"));
         assert_eq!(
-            title(t.as_of("k", 400)),
-            Some("b".into()),
+            compare_at(t.as_of("k", 50)),
+            cents("0.01"),
+            "earliest known"
+        );
+        assert_eq!(
+            compare_at(t.as_of("k", 400)),
+            cents("0.02"),
             "deleted: last facts"
         );
         assert!(t.current("k").is_some_and(|c| c.product.is_none()));
         assert!(t.as_of("other", 0).is_none());
+        t.merge("k", vec![v(500, Some("back"))]);
+        assert_eq!(
+            title(t.as_of("k", 600)),
+            Some("back".into()),
+            "the latest is whole"
+        );
     }
 
     #[test]
     fn merging_is_idempotent_and_bounded() {
         let mut t = ProductTable::default();
-        assert!(t.merge("k", vec![v(1, Some("a")), v(2, Some("b"))]));
-        assert!(
-            !t.merge("k", vec![v(1, Some("a"))]),
-            "a re-read changes nothing"
-        );
-        t.merge("k", vec![v(3, Some("c")), v(4, Some("d"))]);
+        assert!(t.merge("k", vec![sale(1, 1), sale(2, 2)]));
+        assert!(!t.merge("k", vec![sale(1, 1)]), "a re-read changes nothing");
+        t.merge("k", (3..=10).map(|i| sale(i, i)).collect());
         let r = t.record("k").unwrap();
         assert_eq!(r.versions.len(), MAX_VERSIONS);
-        assert_eq!(r.versions[0].at_ms, 2);
+        assert_eq!(r.versions[0].at_ms, 3);
         let bytes = serde_json::to_vec(r).unwrap();
         let mut other = ProductTable::default();
         other.apply(b"k", Some(&bytes));

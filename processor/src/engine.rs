@@ -63,12 +63,12 @@ use crate::state::PartitionState;
 use crate::txn::{CommitOutcome, Recovery, Txn};
 use crate::watermark::WatermarkConfig;
 
-#[path = "engine_catalog.rs"]
-mod products;
 #[path = "engine_clock.rs"]
 mod clock;
 #[path = "engine_input.rs"]
 mod input;
+#[path = "engine_catalog.rs"]
+mod products;
 #[path = "engine_rebalance.rs"]
 mod rebalance;
 #[path = "engine_restore.rs"]

@@ -43,6 +43,34 @@ pub fn enrich_command(
     }
 }
 
+/// The part of `product` that enrichment reads (ids, handle, image, categories, vendor, and per
+/// variant its SKU, image and compare-at price). The product table keeps older versions in
+/// this form only: they serve as-of lookups, never the catalog, and two versions with equal
+/// facts enrich an item alike, so the table can collapse them.
+pub fn facts(product: &Product) -> Product {
+    Product {
+        id: product.id.clone(),
+        handle: product.handle.clone(),
+        product_type: product.product_type.clone(),
+        category: product.category.clone(),
+        collections: product.collections.clone(),
+        vendor: product.vendor.clone(),
+        image_url: product.image_url.clone(),
+        variants: product
+            .variants
+            .iter()
+            .map(|v| super::Variant {
+                id: v.id.clone(),
+                sku: v.sku.clone(),
+                compare_at_price: v.compare_at_price,
+                image_url: v.image_url.clone(),
+                ..super::Variant::default()
+            })
+            .collect(),
+        ..Product::default()
+    }
+}
+
 fn field<'a>(m: Option<&'a Map<String, Value>>, k: &str) -> Option<&'a str> {
     m.and_then(|m| m.get(k)).and_then(Value::as_str)
 }
