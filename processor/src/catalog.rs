@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -108,12 +108,19 @@ impl ProductRecord {
 #[derive(Debug, Default)]
 pub struct ProductTable {
     entries: HashMap<Box<str>, ProductRecord>,
+    /// Versions held over all products (a memory gauge).
+    versions: usize,
 }
 
 impl ProductTable {
     /// Number of products held.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Versions held over all products.
+    pub fn versions(&self) -> usize {
+        self.versions
     }
 
     /// Whether the table is empty.
@@ -164,6 +171,7 @@ impl ProductTable {
             }
         }
         record.normalise();
+        self.versions = (self.versions + record.versions.len()).saturating_sub(before.len());
         record.versions != before
     }
 
@@ -174,7 +182,9 @@ impl ProductTable {
         };
         match value.map(serde_json::from_slice::<ProductRecord>) {
             None => {
-                self.entries.remove(key);
+                if let Some(r) = self.entries.remove(key) {
+                    self.versions = self.versions.saturating_sub(r.versions.len());
+                }
             }
             Some(Ok(r)) => {
                 self.merge(key, r.versions);
@@ -191,6 +201,14 @@ impl ProductTable {
 pub struct CatalogMetrics {
     /// Products in the table.
     pub products: IntGauge,
+    /// Versions in the table (the latest of each product plus the older versions' facts).
+    pub versions: IntGauge,
+    /// Seconds the last full load of the products topic took.
+    pub load_seconds: Gauge,
+    /// Product inputs applied by this instance, by outcome: `changed` (the catalog item
+    /// changed: a catalog command was written), `unchanged` (a new version, same item: nothing
+    /// sent), `duplicate` (a version the table already had).
+    pub updates: IntCounterVec,
     /// Commerce items enriched from the table (`hit`) or left as the payload had them (`miss`).
     pub items: IntCounterVec,
 }
@@ -203,6 +221,21 @@ impl CatalogMetrics {
                 "tillstream_processor_catalog_products",
                 "Products in this instance's product table.",
             )?,
+            versions: IntGauge::new(
+                "tillstream_processor_catalog_versions",
+                "Product versions in this instance's product table (latest plus older facts).",
+            )?,
+            load_seconds: Gauge::new(
+                "tillstream_processor_catalog_load_seconds",
+                "Seconds the last full load of the products topic took (at assignment, after an abort).",
+            )?,
+            updates: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_product_updates_total",
+                    "products/* inputs applied on owned product keys, by outcome (changed: catalog command written; unchanged; duplicate).",
+                ),
+                &["outcome"],
+            )?,
             items: IntCounterVec::new(
                 Opts::new(
                     "tillstream_processor_enriched_items_total",
@@ -212,8 +245,19 @@ impl CatalogMetrics {
             )?,
         };
         registry.register(Box::new(m.products.clone()))?;
+        registry.register(Box::new(m.versions.clone()))?;
+        registry.register(Box::new(m.load_seconds.clone()))?;
+        registry.register(Box::new(m.updates.clone()))?;
         registry.register(Box::new(m.items.clone()))?;
         Ok(m)
+    }
+
+    /// Sets the table's gauges.
+    pub fn observe(&self, table: &ProductTable) {
+        self.products
+            .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+        self.versions
+            .set(i64::try_from(table.versions()).unwrap_or(i64::MAX));
     }
 }
 
@@ -270,7 +314,7 @@ impl Catalog {
         let reader = Reader {
             table: Arc::clone(&self.table),
             stop: Arc::clone(&stop),
-            gauge: self.metrics.products.clone(),
+            metrics: self.metrics.clone(),
         };
         let consumer = reader_consumer(&self.kafka, &self.topic)?;
         let handle = std::thread::Builder::new()
@@ -289,6 +333,9 @@ impl Catalog {
             Err(_) => return Err(CatalogError::Load(self.topic.clone())),
         }
         let products = self.read().len();
+        self.metrics
+            .load_seconds
+            .set(started.elapsed().as_secs_f64());
         tracing::info!(
             products,
             seconds = started.elapsed().as_secs_f64(),
@@ -349,7 +396,7 @@ fn reader_consumer(
 struct Reader {
     table: Arc<RwLock<ProductTable>>,
     stop: Arc<AtomicBool>,
-    gauge: IntGauge,
+    metrics: CatalogMetrics,
 }
 
 impl Reader {
@@ -372,8 +419,7 @@ impl Reader {
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     table.apply(m.key().unwrap_or_default(), m.payload());
-                    self.gauge
-                        .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+                    self.metrics.observe(&table);
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     open.remove(&p);
@@ -401,7 +447,11 @@ struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        // Reaching a partition's end is how the load knows it is complete (`enable.partition.eof`);
+        // librdkafka reports it here too, as a global error.
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
             tracing::error!(%error, reason, "Products topic reader error.");
         }
     }
@@ -528,13 +578,16 @@ mod tests {
         let r = t.record("k").unwrap();
         assert_eq!(r.versions.len(), MAX_VERSIONS);
         assert_eq!(r.versions[0].at_ms, 3);
+        assert_eq!(t.versions(), MAX_VERSIONS, "the versions gauge's count");
         let bytes = serde_json::to_vec(r).unwrap();
         let mut other = ProductTable::default();
         other.apply(b"k", Some(&bytes));
         assert_eq!(other.record("k"), Some(r));
         other.apply(b"k", Some(b"not json"));
         assert_eq!(other.record("k"), Some(r), "garbage is skipped, not fatal");
+        assert_eq!(other.versions(), MAX_VERSIONS);
         other.apply(b"k", None);
         assert!(other.is_empty());
+        assert_eq!(other.versions(), 0);
     }
 }

@@ -60,6 +60,7 @@ impl<R: Rules> Engine<R> {
             }
         };
         let cfg = Arc::clone(&part.cfg);
+        let updates = part.catalog.metrics.updates.clone();
         let item = |v: Option<&Version>| {
             let p = v?.product.as_ref()?;
             p.listed(&cfg)
@@ -70,21 +71,22 @@ impl<R: Rules> Engine<R> {
             let before = item(table.current(key.as_str()));
             if !table.merge(key.as_str(), vec![version]) {
                 // The same version again (a redelivery under another id): nothing to do.
+                updates.with_label_values(&["duplicate"]).inc();
                 return Ok(());
             }
             let after = item(table.current(key.as_str()));
             let record = table.record(key.as_str()).cloned().unwrap_or_default();
-            part.catalog
-                .metrics
-                .products
-                .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+            part.catalog.metrics.observe(&table);
             (record, before, after)
         };
         let bytes = serde_json::to_vec(&record)
             .map_err(|e| EngineError::Fatal(format!("cannot encode a product record: {e}")))?;
         let topic = self.topics.products.clone();
         self.send(&topic, key.as_str(), Some(&bytes), None)?;
-        if !cfg.sync || before == after {
+        let changed = cfg.sync && before != after;
+        let outcome = if changed { "changed" } else { "unchanged" };
+        updates.with_label_values(&[outcome]).inc();
+        if !changed {
             // Only changed catalog items are sent again.
             return Ok(());
         }
