@@ -67,6 +67,8 @@ use crate::watermark::WatermarkConfig;
 mod clock;
 #[path = "engine_input.rs"]
 mod input;
+#[path = "engine_catalog.rs"]
+mod products;
 #[path = "engine_rebalance.rs"]
 mod rebalance;
 #[path = "engine_restore.rs"]
@@ -76,6 +78,7 @@ mod timers;
 #[path = "engine_txn.rs"]
 mod txn;
 
+pub use products::CatalogPart;
 pub use rebalance::EngineContext;
 
 /// How long a single Kafka admin or transaction call may take before it counts as failed.
@@ -101,6 +104,9 @@ pub enum EngineError {
     /// The erasure registry could not be loaded (see [`crate::erasure`]).
     #[error(transparent)]
     Erasures(#[from] ErasureError),
+    /// The product table could not be loaded (see [`crate::catalog`]).
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 /// A question to the engine about one key (`GET /customers/{key}`).
@@ -154,6 +160,8 @@ pub struct Engine<R: Rules> {
     watermark: WatermarkConfig,
     /// Erased subjects (GDPR): their inputs are dropped before the rules see them.
     erasures: Erasures,
+    /// The product table and `[catalog]` (`None`: rules without products).
+    catalog: Option<CatalogPart>,
 }
 
 impl<R: Rules> Engine<R> {
@@ -241,6 +249,8 @@ pub struct EngineParts<R: Rules> {
     pub shutdown: CancellationToken,
     /// The erasure registry's hash key.
     pub erasure: ErasureConfig,
+    /// The product table and `[catalog]` (`None`: rules without products).
+    pub catalog: Option<CatalogPart>,
 }
 
 /// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
@@ -276,6 +286,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         clock: runtime::now_ms,
         watermark: parts.cfg.timers.watermark(),
         erasures: Erasures::new(&parts.erasure.hash_key),
+        catalog: parts.catalog,
     }));
     let mut consumer_cfg = parts
         .kafka

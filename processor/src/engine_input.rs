@@ -185,6 +185,9 @@ impl<R: Rules> Engine<R> {
             })?;
             return self.dead_letter(msg, "unparseable_body", "body is not a JSON object");
         }
+        if key.kind() == KeyKind::Product && rules::catalog::is_product_topic(&env.topic) {
+            self.on_product(msg, key, env, event_time)?;
+        }
         state.mark_dirty(key.as_str());
         let ctx = Ctx {
             now_ms: state.now(wall),
@@ -273,7 +276,8 @@ impl<R: Rules> Engine<R> {
         let mut purge = false;
         for effect in effects {
             match effect {
-                Effect::Command(cmd) => {
+                Effect::Command(mut cmd) => {
+                    self.enrich(&mut cmd);
                     let bytes = cmd
                         .encode()
                         .map_err(|e| EngineError::Fatal(format!("cannot encode a command: {e}")))?;

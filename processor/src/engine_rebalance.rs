@@ -127,8 +127,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     return;
                 }
             }
-            // Erasure: markers other instances wrote before this assignment.
-            if let Err(e) = engine.reload_erasures() {
+            // Erasure: markers other instances wrote before this assignment; and the products.
+            if let Err(e) = engine
+                .reload_erasures()
+                .and_then(|()| engine.reload_catalog())
+            {
                 engine.fatal.get_or_insert(e);
                 return;
             }

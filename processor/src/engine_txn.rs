@@ -346,8 +346,9 @@ impl<R: Rules> Engine<R> {
         let owned: Vec<i32> = self.partitions.keys().copied().collect();
         let states = self.restore_all(&owned)?;
         self.partitions.extend(states);
-        // Erasure: forget markers of the aborted work, as the state just did.
+        // Erasure: forget markers of the aborted work, as the state just did; products too.
         self.reload_erasures()?;
+        self.reload_catalog()?;
         let assignment = consumer.assignment()?;
         let committed = consumer.committed_offsets(assignment, KAFKA_TIMEOUT)?;
         for e in committed.elements() {

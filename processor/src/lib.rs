@@ -2,10 +2,12 @@
 //!
 //! Layout: [`engine`] (Kafka transactions, rebalances, restore, timers), [`state`] (per-partition
 //! in-memory state mirrored to the changelog), [`http`] (customer queries), [`counter`] (the
-//! engine's diagnostic rule set), [`erasure`] (the GDPR erasure registry), [`config`], [`metrics`],
+//! engine's diagnostic rule set), [`erasure`] (the GDPR erasure registry), [`catalog`] (the
+//! product table for the enrichment join), [`config`], [`metrics`],
 //! [`partitioner`]. The marketing rules
 //! live in the `rules` crate, which has no Kafka in it.
 
+pub mod catalog;
 pub mod config;
 pub mod content;
 pub mod counter;
@@ -89,6 +91,7 @@ pub async fn run_with_listener(
                 },
                 None,
                 None,
+                None,
             )
             .await
         }
@@ -103,6 +106,10 @@ pub async fn run_with_listener(
                 None => rules::RulesConfig::default(),
             };
             let view_config = Arc::new(rules_config.clone());
+            let products = Products {
+                cfg: rules_config.catalog.clone(),
+                checkout_event: rules_config.events.checkout_abandoned.clone(),
+            };
             let describe: http::Describe = Arc::new(
                 move |key: &schemas::CustomerKey, aggregate: &serde_json::Value| {
                     let state: rules::State = serde_json::from_value(aggregate.clone()).ok()?;
@@ -117,11 +124,18 @@ pub async fn run_with_listener(
                 shutdown,
                 rules,
                 Some(describe),
+                Some(products),
                 Some(Box::new(coerced)),
             )
             .await
         }
     }
+}
+
+/// The rules' product settings, for the engine's product table.
+struct Products {
+    cfg: rules::catalog::CatalogConfig,
+    checkout_event: String,
 }
 
 async fn serve<R: Rules>(
@@ -130,6 +144,7 @@ async fn serve<R: Rules>(
     shutdown: CancellationToken,
     rules: R,
     describe: Option<http::Describe>,
+    products: Option<Products>,
     extra_metrics: Option<Box<dyn prometheus::core::Collector>>,
 ) -> Result<(), ProcessorError> {
     let registry = Registry::new();
@@ -137,6 +152,18 @@ async fn serve<R: Rules>(
     if let Some(c) = extra_metrics {
         registry.register(c)?;
     }
+    let catalog = match products {
+        Some(p) => Some(engine::CatalogPart {
+            catalog: catalog::Catalog::new(
+                config.kafka.clone(),
+                config.topics.products.clone(),
+                catalog::CatalogMetrics::new(&registry)?,
+            ),
+            cfg: Arc::new(p.cfg),
+            checkout_event: p.checkout_event,
+        }),
+        None => None,
+    };
     let health = runtime::Health::new();
     let (queries_tx, queries_rx) = std::sync::mpsc::channel();
     let router = http::query_router(http::QueryState {
@@ -167,6 +194,7 @@ async fn serve<R: Rules>(
         queries: queries_rx,
         shutdown: shutdown.clone(),
         erasure: config.erasure.clone(),
+        catalog,
     };
     let result = tokio::task::spawn_blocking(move || engine::run_engine(parts)).await;
     // The engine is done (shutdown or failure): stop answering HTTP too.

@@ -74,6 +74,16 @@ fn make(e: Endpoint, i: usize) -> IterableCommand {
         Endpoint::UsersDeleteByEmail | Endpoint::UsersDeleteByUserId => Action::DeleteUser {
             mode: DeleteMode::Delete,
         },
+        // Catalog writes (not among the scenarios below; the match stays total).
+        Endpoint::CatalogsCreate | Endpoint::CatalogsReplaceItem => Action::CatalogUpsert {
+            catalog: "bench".into(),
+            item_id: format!("item-{i}"),
+            document: fields(json!({"name": format!("Item {i}")})),
+        },
+        Endpoint::CatalogsBulkDeleteItems => Action::CatalogDelete {
+            catalog: "bench".into(),
+            item_id: format!("item-{i}"),
+        },
     };
     let mut c = command(id, i, action);
     if e == Endpoint::UsersUpdateEmail || e == Endpoint::UsersDeleteByEmail {

@@ -109,6 +109,7 @@ impl IterableClient {
         let mut req = match method {
             Method::Post => self.http.post(url),
             Method::Delete => self.http.delete(url),
+            Method::Put => self.http.put(url),
         };
         if let Some(b) = body {
             req = req.body(b.to_vec());

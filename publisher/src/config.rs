@@ -174,6 +174,12 @@ pub struct LimitsConfig {
     pub lists_subscribe: EndpointLimit,
     /// `lists/unsubscribe` (unpublished).
     pub lists_unsubscribe: EndpointLimit,
+    /// `POST catalogs/{name}` (unpublished).
+    pub catalogs_create: EndpointLimit,
+    /// `PUT catalogs/{name}/items/{id}` (published 1000/s per API key).
+    pub catalogs_replace_item: EndpointLimit,
+    /// `DELETE catalogs/{name}/items` (unpublished; bulk item writes are 100/s per API key).
+    pub catalogs_bulk_delete_items: EndpointLimit,
 }
 
 impl LimitsConfig {
@@ -192,6 +198,9 @@ impl LimitsConfig {
             Endpoint::CommerceUpdateCart => &self.commerce_update_cart,
             Endpoint::ListsSubscribe => &self.lists_subscribe,
             Endpoint::ListsUnsubscribe => &self.lists_unsubscribe,
+            Endpoint::CatalogsCreate => &self.catalogs_create,
+            Endpoint::CatalogsReplaceItem => &self.catalogs_replace_item,
+            Endpoint::CatalogsBulkDeleteItems => &self.catalogs_bulk_delete_items,
         }
     }
 
@@ -210,6 +219,9 @@ impl LimitsConfig {
             Endpoint::CommerceUpdateCart => &mut self.commerce_update_cart,
             Endpoint::ListsSubscribe => &mut self.lists_subscribe,
             Endpoint::ListsUnsubscribe => &mut self.lists_unsubscribe,
+            Endpoint::CatalogsCreate => &mut self.catalogs_create,
+            Endpoint::CatalogsReplaceItem => &mut self.catalogs_replace_item,
+            Endpoint::CatalogsBulkDeleteItems => &mut self.catalogs_bulk_delete_items,
         }
     }
 }

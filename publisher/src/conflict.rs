@@ -61,6 +61,7 @@ pub fn describe(fields: &[Identity]) -> String {
         .map(|f| match f {
             Identity::Email(e) => format!("email {e}"),
             Identity::UserId(u) => format!("userId {u}"),
+            Identity::CatalogItem(i) => format!("catalog item {i}"),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -401,6 +401,7 @@ impl Deliverer {
         let logic = SingleLogic(endpoint);
         let mut attempt_no = 0u32;
         let mut not_found = 0u32;
+        let mut created = false;
         loop {
             let attempt = self
                 .attempt(
@@ -410,6 +411,15 @@ impl Deliverer {
                     item.request.body.as_ref().map(|_| item.body.as_slice()),
                 )
                 .await?;
+            if endpoint.is_catalog_item()
+                && !created
+                && matches!(attempt, Attempt::Response { status: 404, .. })
+            {
+                // The catalog does not exist yet: create it on first use, then write again.
+                created = true;
+                self.create_catalog(&item.request).await?;
+                continue;
+            }
             match logic.classify(&attempt) {
                 RetryAction::Success | RetryAction::Partial(_) => {
                     self.done(item.jobs, true, Path::Single);
@@ -460,6 +470,20 @@ impl Deliverer {
                 }
             }
         }
+    }
+
+    /// Creates the catalog `request` writes to. Its outcome only decides whether the write
+    /// that follows can succeed, and that write is classified as usual.
+    async fn create_catalog(&self, request: &Request) -> Result<(), Aborted> {
+        let Some(name) = crate::mapping_catalog::catalog_of(request) else {
+            return Ok(());
+        };
+        let create = crate::mapping_catalog::create_catalog(name);
+        let attempt = self
+            .attempt(create.endpoint, create.method, &create.path, None)
+            .await?;
+        tracing::info!(catalog = name, status = %attempt.status_label(), "Created the Iterable catalog on first use.");
+        Ok(())
     }
 
     /// Dead-letters a command that never reached Iterable (undecodable, unmappable).

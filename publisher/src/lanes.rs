@@ -23,11 +23,13 @@ pub enum Lane {
     Carts,
     /// `users/forget` and the deletes.
     Erasure,
+    /// Catalog items (products): no user, one queue per item.
+    Catalog,
 }
 
 impl Lane {
     /// Number of lanes.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
     /// Every lane, in index order.
     pub const ALL: [Lane; Self::COUNT] = [
         Self::Profile,
@@ -35,6 +37,7 @@ impl Lane {
         Self::Purchases,
         Self::Carts,
         Self::Erasure,
+        Self::Catalog,
     ];
 
     /// Position in [`Lane::ALL`].
@@ -50,6 +53,7 @@ impl Lane {
             Self::Purchases => "purchases",
             Self::Carts => "carts",
             Self::Erasure => "erasure",
+            Self::Catalog => "catalog",
         }
     }
 
@@ -64,6 +68,7 @@ impl Lane {
             Action::TrackPurchase { .. } => Self::Purchases,
             Action::UpdateCart { .. } => Self::Carts,
             Action::DeleteUser { .. } => Self::Erasure,
+            Action::CatalogUpsert { .. } | Action::CatalogDelete { .. } => Self::Catalog,
         }
     }
 
@@ -93,6 +98,10 @@ impl Lane {
                 Endpoint::UsersDeleteByEmail,
                 Endpoint::UsersDeleteByUserId,
             ],
+            Self::Catalog => &[
+                Endpoint::CatalogsReplaceItem,
+                Endpoint::CatalogsBulkDeleteItems,
+            ],
         }
     }
 
@@ -117,6 +126,8 @@ impl Lane {
             Self::Purchases => &[Self::Profile, Self::Carts, Self::Erasure],
             Self::Carts => &[Self::Profile, Self::Purchases, Self::Erasure],
             Self::Erasure => &Self::ALL,
+            // Catalog items are keyed by item, never by a user: nothing of a user to wait for.
+            Self::Catalog => &[],
         }
     }
 }
@@ -189,7 +200,10 @@ mod tests {
         assert_eq!(Lane::of(&upsert()), Lane::Profile);
         for l in Lane::ALL {
             assert_eq!(Lane::ALL[l.index()], l);
-            assert!(l.waits_for().contains(&Lane::Erasure) || l == Lane::Erasure);
+            assert!(
+                l.waits_for().contains(&Lane::Erasure)
+                    || matches!(l, Lane::Erasure | Lane::Catalog)
+            );
             assert!(Lane::Erasure.waits_for().contains(&l));
         }
         assert!(!Lane::Profile.waits_for().contains(&Lane::Carts));

@@ -17,6 +17,7 @@ pub mod dlq;
 pub mod lanes;
 pub mod limits;
 pub mod mapping;
+pub mod mapping_catalog;
 pub mod metrics;
 pub mod offsets;
 mod pipeline;

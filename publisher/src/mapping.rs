@@ -36,11 +36,17 @@ pub enum Endpoint {
     ListsSubscribe,
     /// `POST /api/lists/unsubscribe`
     ListsUnsubscribe,
+    /// `POST /api/catalogs/{name}` (create a catalog, on first use)
+    CatalogsCreate,
+    /// `PUT /api/catalogs/{name}/items/{itemId}` (replace one item)
+    CatalogsReplaceItem,
+    /// `DELETE /api/catalogs/{name}/items` with `itemIds` (bulk delete)
+    CatalogsBulkDeleteItems,
 }
 
 impl Endpoint {
     /// Every endpoint, in a stable order.
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 16] = [
         Self::UsersUpdate,
         Self::UsersBulkUpdate,
         Self::UsersUpdateEmail,
@@ -54,6 +60,9 @@ impl Endpoint {
         Self::CommerceUpdateCart,
         Self::ListsSubscribe,
         Self::ListsUnsubscribe,
+        Self::CatalogsCreate,
+        Self::CatalogsReplaceItem,
+        Self::CatalogsBulkDeleteItems,
     ];
 
     /// Stable name for metrics, logs and dead-letter headers (the simulator's names).
@@ -72,6 +81,9 @@ impl Endpoint {
             Self::CommerceUpdateCart => "commerce/updateCart",
             Self::ListsSubscribe => "lists/subscribe",
             Self::ListsUnsubscribe => "lists/unsubscribe",
+            Self::CatalogsCreate => "catalogs/create",
+            Self::CatalogsReplaceItem => "catalogs/replaceItem",
+            Self::CatalogsBulkDeleteItems => "catalogs/bulkDeleteItems",
         }
     }
 
@@ -85,9 +97,19 @@ impl Endpoint {
         matches!(self, Self::UsersBulkUpdate | Self::EventsTrackBulk)
     }
 
-    /// Whether a 404 means the work is already done (deleting a user who does not exist).
+    /// Whether a 404 means the work is already done (deleting a user who does not exist, or
+    /// an item of a catalog that does not exist).
     pub fn not_found_is_success(self) -> bool {
-        matches!(self, Self::UsersDeleteByEmail | Self::UsersDeleteByUserId)
+        matches!(
+            self,
+            Self::UsersDeleteByEmail | Self::UsersDeleteByUserId | Self::CatalogsBulkDeleteItems
+        )
+    }
+
+    /// Whether the endpoint writes catalog items (a 404 "catalog not found" makes the
+    /// publisher create the catalog and try again).
+    pub fn is_catalog_item(self) -> bool {
+        matches!(self, Self::CatalogsReplaceItem)
     }
 }
 
@@ -137,8 +159,10 @@ impl Family {
 pub enum Method {
     /// POST with a JSON body.
     Post,
-    /// DELETE without a body.
+    /// DELETE, with a JSON body when the request has one.
     Delete,
+    /// PUT with a JSON body.
+    Put,
 }
 
 /// Which identifier a request carries; bulk answers report failures by it.
@@ -148,6 +172,8 @@ pub enum Identity {
     Email(String),
     /// Identified by `userId`.
     UserId(String),
+    /// Not a user: a catalog item, `{catalog}/{itemId}` (its commands queue like a user's).
+    CatalogItem(String),
 }
 
 /// One request to a single-record endpoint.
@@ -194,6 +220,12 @@ pub enum MappingError {
     /// The project type needs an identifier the command lacks.
     #[error("no usable identifier: {0}")]
     NoIdentifier(&'static str),
+    /// A catalog name or item id Iterable would refuse (letters, digits, dashes, ≤ 255).
+    #[error("invalid catalog name or item id {0:?}")]
+    InvalidName(String),
+    /// The request is over Iterable's size cap.
+    #[error("too large: {0}")]
+    TooLarge(&'static str),
     /// A decimal could not be represented as a JSON number.
     #[error("{field} {value:?} is not a finite number")]
     Number {
@@ -248,6 +280,8 @@ fn put_identity(obj: &mut Map<String, Value>, id: &Identity, project: ProjectTyp
                 obj.insert("preferUserId".into(), Value::Bool(true));
             }
         }
+        // `identity` never names a catalog item; user requests have no item to write.
+        Identity::CatalogItem(_) => {}
     }
 }
 
@@ -470,12 +504,16 @@ pub fn map(cmd: &IterableCommand, project: ProjectType) -> Result<Mapped, Mappin
             match &id {
                 Identity::Email(e) => o.insert("email".into(), Value::String(e.clone())),
                 Identity::UserId(u) => o.insert("userId".into(), Value::String(u.clone())),
+                Identity::CatalogItem(_) => return Err(MappingError::NoIdentifier("not a user")),
             };
             Ok(simple(
                 Request::post(Endpoint::UsersForget, "users/forget", Value::Object(o)),
                 None,
                 id,
             ))
+        }
+        Action::CatalogUpsert { .. } | Action::CatalogDelete { .. } => {
+            crate::mapping_catalog::map(cmd)
         }
         Action::DeleteUser {
             mode: DeleteMode::Delete,
@@ -494,6 +532,7 @@ pub fn map(cmd: &IterableCommand, project: ProjectType) -> Result<Mapped, Mappin
                     path: vec!["users".into(), "byUserId".into(), u.clone()],
                     body: None,
                 },
+                Identity::CatalogItem(_) => return Err(MappingError::NoIdentifier("not a user")),
             };
             Ok(simple(request, None, id))
         }

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::catalog::config::CatalogConfig;
 pub use crate::consent_policy::{IterableEventsConfig, SourceOfTruth, SourceOfTruthConfig};
 
 /// Everything the marketing rules can be told.
@@ -35,7 +36,7 @@ pub struct RulesConfig {
     pub gdpr: GdprConfig,
     /// Freshness horizons: how old a trigger may be and still start a journey.
     pub freshness: FreshnessConfig,
-    /// How commerce items get their product URL.
+    /// Products: URLs, enrichment of commerce items, the Iterable catalog.
     pub catalog: CatalogConfig,
     /// Tolerance for events that arrive out of order.
     pub timing: TimingConfig,
@@ -396,17 +397,6 @@ impl Default for TimingConfig {
     }
 }
 
-/// Catalog settings.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CatalogConfig {
-    /// Product URL template for commerce items, e.g.
-    /// `https://shop.example.com/products/{handle}?variant={variant_id}`. Placeholders:
-    /// `{product_id}`, `{variant_id}`, `{sku}`, `{handle}`; the URL is left out when one it
-    /// uses is unknown for a line. Unset: only URLs present in the payload are used.
-    pub product_url_template: Option<String>,
-}
-
 macro_rules! names {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident = $default:literal,)* }) => {
         $(#[$m])*
@@ -699,6 +689,9 @@ impl RulesConfig {
             && let Err(m) = check_template(tpl)
         {
             err("catalog.product_url_template".into(), m);
+        }
+        for (setting, message) in self.catalog.problems() {
+            err(setting, message);
         }
 
         let mut seen = BTreeSet::new();

@@ -6,6 +6,7 @@
 //! `tillstream-rules.example.toml` and README.md for the field scheme and event names).
 
 pub mod aggregate;
+pub mod catalog;
 mod checkout;
 pub mod config;
 pub mod consent_policy;

@@ -75,6 +75,10 @@ pub struct TopicsConfig {
     /// The processor's decision trail (`engine.trail`): per input or timer, what the rules
     /// decided and why, keyed like the state (`tillstream explain` reads it).
     pub decisions: String,
+    /// The product table: the current product (with a few earlier versions) per product key,
+    /// compacted, written by the processor instance owning the product's key and read whole by
+    /// every instance (a global table for the enrichment join).
+    pub products: String,
     /// Retention of the commands, repartition and decisions topics.
     #[serde(with = "humantime_serde")]
     pub transient_retention: Duration,
@@ -125,6 +129,7 @@ impl TopicsConfig {
             shopify_commands: format!("{prefix}shopify.commands"),
             shopify_writer_dlq: format!("{prefix}shopify-writer.dlq"),
             decisions: format!("{prefix}processor.decisions"),
+            products: format!("{prefix}catalog.products"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -227,6 +232,16 @@ impl TopicsConfig {
             // raw record about it (the raw topic keeps records forever).
             spec(
                 &self.erasures,
+                self.side_partitions,
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", "0"),
+                ],
+            ),
+            // Compacted: the latest record per product is the table; every processor instance
+            // reads it whole, so fewer partitions mean fewer fetches.
+            spec(
+                &self.products,
                 self.side_partitions,
                 &[
                     ("cleanup.policy", "compact"),

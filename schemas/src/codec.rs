@@ -73,6 +73,9 @@ pub struct Codec {
     current: Schema,
     current_fingerprint: u64,
     known: Vec<(u64, Schema)>,
+    /// Decode older versions in their writer's shape instead of resolving them into the
+    /// current schema (see [`Codec::writer_shaped`]).
+    writer_shaped: bool,
 }
 
 fn fingerprint(schema: &Schema) -> u64 {
@@ -105,7 +108,18 @@ impl Codec {
             current,
             current_fingerprint,
             known,
+            writer_shaped: false,
         }
+    }
+
+    /// Decodes older versions in the writer's shape. apache-avro resolves a union branch into
+    /// the first reader branch the value fits, not the branch of the same name: a v1
+    /// `TrackPurchase` read with the v2 command schema came out as an `UpsertUser`. A schema
+    /// that evolves only by appending union branches (so branch indexes keep their meaning)
+    /// and whose Rust decoder reads fields by name can skip the resolution entirely.
+    pub(crate) fn writer_shaped(mut self) -> Self {
+        self.writer_shaped = true;
+        self
     }
 
     /// The schema's name, for messages.
@@ -163,7 +177,7 @@ impl Codec {
             .map(|(_, s)| s)
             .ok_or(CodecError::UnknownSchema(fp, self.name))?;
         let mut datum = &bytes[10..];
-        let reader = if fp == self.current_fingerprint {
+        let reader = if fp == self.current_fingerprint || self.writer_shaped {
             None
         } else {
             Some(&self.current)

@@ -14,8 +14,13 @@ static CODEC: LazyLock<Codec> = LazyLock::new(|| {
     Codec::new(
         "IterableCommand",
         include_str!("../avro/iterable_command.avsc"),
-        &[include_str!("../avro/released/iterable_command.v1.avsc")],
+        &[
+            include_str!("../avro/released/iterable_command.v1.avsc"),
+            include_str!("../avro/released/iterable_command.v2.avsc"),
+        ],
     )
+    // Evolves by appending `action` branches only (v2: the catalog branches).
+    .writer_shaped()
 });
 
 /// JSON object used for Iterable `dataFields`. serde_json's map is ordered by key, so the
@@ -134,6 +139,22 @@ pub enum Action {
         /// Which call.
         mode: DeleteMode,
     },
+    /// Create or fully replace one catalog item (`POST /api/catalogs/{catalog}/items`, batched).
+    CatalogUpsert {
+        /// Catalog name.
+        catalog: String,
+        /// Item id.
+        item_id: String,
+        /// The item's fields.
+        document: DataFields,
+    },
+    /// Delete one catalog item (`DELETE /api/catalogs/{catalog}/items`, batched).
+    CatalogDelete {
+        /// Catalog name.
+        catalog: String,
+        /// Item id.
+        item_id: String,
+    },
 }
 
 impl Action {
@@ -148,7 +169,18 @@ impl Action {
             Self::ListMembership { .. } => "list_membership",
             Self::ChangeEmail { .. } => "change_email",
             Self::DeleteUser { .. } => "delete_user",
+            Self::CatalogUpsert { .. } => "catalog_upsert",
+            Self::CatalogDelete { .. } => "catalog_delete",
         }
+    }
+
+    /// Whether the command is about a catalog item rather than a user (no user, keyed by
+    /// product).
+    pub fn is_catalog(&self) -> bool {
+        matches!(
+            self,
+            Self::CatalogUpsert { .. } | Self::CatalogDelete { .. }
+        )
     }
 }
 
@@ -341,6 +373,25 @@ impl Action {
                 };
                 (7, record(vec![("mode", mode)]))
             }
+            Self::CatalogUpsert {
+                catalog,
+                item_id,
+                document,
+            } => (
+                8,
+                record(vec![
+                    ("catalog", Value::String(catalog.clone())),
+                    ("item_id", Value::String(item_id.clone())),
+                    ("document_json", json_text(document)),
+                ]),
+            ),
+            Self::CatalogDelete { catalog, item_id } => (
+                9,
+                record(vec![
+                    ("catalog", Value::String(catalog.clone())),
+                    ("item_id", Value::String(item_id.clone())),
+                ]),
+            ),
         };
         Value::Union(index, Box::new(body))
     }
@@ -428,6 +479,25 @@ impl Action {
                     _ => DeleteMode::Forget,
                 };
                 Self::DeleteUser { mode }
+            }
+            8 => {
+                let mut f = Fields::new("CatalogUpsert", *body)?;
+                Self::CatalogUpsert {
+                    catalog: f.string("catalog")?,
+                    item_id: f.string("item_id")?,
+                    document: parse_fields(
+                        "CatalogUpsert",
+                        "document_json",
+                        &f.string("document_json")?,
+                    )?,
+                }
+            }
+            9 => {
+                let mut f = Fields::new("CatalogDelete", *body)?;
+                Self::CatalogDelete {
+                    catalog: f.string("catalog")?,
+                    item_id: f.string("item_id")?,
+                }
             }
             _ => {
                 return Err(CodecError::Shape {

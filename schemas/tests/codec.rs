@@ -119,6 +119,24 @@ fn commands() -> Vec<IterableCommand> {
                 mode: DeleteMode::Forget,
             },
         ),
+        base(
+            "g1",
+            Action::CatalogUpsert {
+                catalog: "shopify-products".into(),
+                item_id: "632910392".into(),
+                document: serde_json::json!({"name": "IPod Nano", "categories": ["Cult Products"]})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+        ),
+        base(
+            "g2",
+            Action::CatalogDelete {
+                catalog: "shopify-products".into(),
+                item_id: "632910392".into(),
+            },
+        ),
     ]
 }
 
@@ -185,6 +203,12 @@ fn golden_vectors_pin_the_wire_format() {
         ShopifyEnvelope::decode(&std::fs::read(dir.join("envelope.bin")).unwrap()).unwrap(),
         envelope()
     );
+    // Bytes written with the released v1 command schema (before the catalog branches) still
+    // decode: the commands topic holds them across an upgrade.
+    let v1 =
+        IterableCommand::decode(&std::fs::read(dir.join("command-v1-track_purchase.bin")).unwrap())
+            .unwrap();
+    assert!(commands().contains(&v1), "{v1:?}");
 }
 
 #[test]

@@ -43,6 +43,11 @@ order_refunded = "off"
 order_cancelled = "off"
 "#;
 
+/// Topic of the tests' clock ticks ([`Stack::produce_clock_ticks`]). An internal
+/// (`tillstream/`) topic no rule reads and ingest never produces: the ticks only move stream
+/// time, and no product, catalog item or dead letter can come of them.
+pub const CLOCK_TICK_TOPIC: &str = "tillstream/e2e-clock-tick";
+
 /// The default rules (default freshness horizons): what a replay of old history runs with.
 pub const DEFAULT_RULES: &str = "";
 
@@ -506,7 +511,7 @@ impl Stack {
     /// Replaces the processor with a new deployment (new application id, instance `p0`) that
     /// reads the same raw topic from the beginning into fresh state (its own changelog and
     /// repartition topics) and writes to the same commands topic, with `rules_toml`; the
-    /// erasure registry is kept, as `tillstream replay` keeps it.
+    /// erasure registry and the products topic are kept, as `tillstream replay` keeps them.
     ///
     /// # Errors
     /// When topics or files cannot be created or it does not become ready.
@@ -519,8 +524,10 @@ impl Stack {
         let mut topics = fresh;
         topics.raw = self.topics.raw.clone();
         topics.commands = self.topics.commands.clone();
-        // Like `tillstream replay`, which never recreates the erasure registry.
+        // Like `tillstream replay`, which never recreates the erasure registry, nor the
+        // products topic (the product history the enrichment join reads as of event time).
         topics.erasures = self.topics.erasures.clone();
+        topics.products = self.topics.products.clone();
         let mut opts = self.options.clone();
         opts.rules_toml = rules_toml.to_owned();
         let app = runtime::testing::unique("e2e-replay");
@@ -585,19 +592,19 @@ impl Stack {
     }
 
     /// Produces one "clock tick" record per raw partition at event time `at_ms`: a
-    /// `products/update` for a product key the rules ignore, which advances each partition's
-    /// stream time so the timers due before it fire (event-time mode has no wall clock).
+    /// [`CLOCK_TICK_TOPIC`] record on a shop-level key, which advances each partition's stream
+    /// time so the timers due before it fire (event-time mode has no wall clock).
     ///
     /// # Errors
     /// When the broker does not acknowledge.
     pub async fn produce_clock_ticks(&self, at_ms: i64, shop: &str) -> anyhow::Result<()> {
         let p: FutureProducer = self.kafka.producer("e2e-clock").create()?;
         for part in 0..self.topics.partitions {
-            let key = format!("{shop}/p/e2e-clock-{part}");
+            let key = format!("{shop}/s/e2e-clock-{part}");
             let env = ShopifyEnvelope {
                 delivery_id: runtime::testing::unique("clock"),
                 event_id: None,
-                topic: "products/update".into(),
+                topic: CLOCK_TICK_TOPIC.into(),
                 shop_domain: shop.into(),
                 api_version: Some("2026-07".into()),
                 triggered_at_ms: Some(at_ms),
@@ -605,7 +612,7 @@ impl Stack {
                 routing_key: key.clone(),
                 source: EventSource::Webhook,
                 webhook_name: None,
-                body: format!("{{\"id\":{},\"updated_at\":\"tick\"}}", 900_000 + part).into_bytes(),
+                body: b"{}".to_vec(),
             };
             let bytes = env.encode()?;
             p.send(

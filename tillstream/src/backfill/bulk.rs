@@ -12,12 +12,22 @@ use super::graphql::AdminClient;
 
 /// What a bulk query reads.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Resource {
     Customers,
     Orders,
+    Products,
 }
 
 impl Resource {
@@ -25,6 +35,7 @@ impl Resource {
         match self {
             Resource::Customers => "customers",
             Resource::Orders => "orders",
+            Resource::Products => "products",
         }
     }
 
@@ -59,6 +70,13 @@ impl Resource {
                      variant {{ id legacyResourceId }} product {{ id legacyResourceId }} }} }} }} }} }} }} }}"
                 )
             }
+            // Two connections (variants, collections), one level deep: within the limits.
+            Resource::Products => format!(
+                "{{ products{filter} {{ edges {{ node {{ id legacyResourceId title handle vendor productType status tags createdAt updatedAt \
+                 category {{ fullName }} featuredImage {{ id url }} \
+                 variants {{ edges {{ node {{ id legacyResourceId title sku price compareAtPrice inventoryQuantity position image {{ id url }} }} }} }} \
+                 collections {{ edges {{ node {{ id title handle }} }} }} }} }} }} }}"
+            ),
         }
     }
 }

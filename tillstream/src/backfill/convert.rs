@@ -17,13 +17,18 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-/// Every topic a conversion emits (run files store an index into this list).
-pub(crate) const TOPICS: [&str; 4] = [
+/// Every topic a conversion emits (run files store an index into this list: append only).
+pub(crate) const TOPICS: [&str; 5] = [
     "customers/update",
     "orders/paid",
     "refunds/create",
     "orders/updated",
+    "products/update",
 ];
+
+#[path = "convert_product.rs"]
+mod products;
+pub(crate) use products::product;
 
 /// One envelope to produce.
 #[derive(Debug, Clone, PartialEq)]

@@ -72,6 +72,12 @@ pub(crate) struct BackfillArgs {
     /// Run the bulk queries and report what would be imported, without producing anything.
     #[arg(long)]
     dry_run: bool,
+    /// What to import (comma-separated: `customers`, `orders`, `products`). Products are
+    /// imported by their own run, before the history (`--resources products`, then the
+    /// default): the processor reads partitions at their own pace, so an order imported in
+    /// the same run may be processed before its product (and go out unenriched).
+    #[arg(long, value_delimiter = ',', default_value = "customers,orders")]
+    resources: Vec<Resource>,
     /// How often to poll a running bulk operation.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
@@ -183,7 +189,7 @@ pub(crate) async fn run(
         }
     }
     let started = std::time::Instant::now();
-    for resource in [Resource::Customers, Resource::Orders] {
+    for &resource in &args.resources {
         if cp.state.spilled.contains_key(&resource) {
             continue;
         }
@@ -238,9 +244,10 @@ pub(crate) async fn run(
     }
     let events: usize = by_topic.values().sum();
     let summary = format!(
-        "{} customers, {} orders → {events} events ({})",
+        "{} customers, {} orders, {} products → {events} events ({})",
         count(Resource::Customers),
         count(Resource::Orders),
+        count(Resource::Products),
         by_topic
             .iter()
             .map(|(t, n)| format!("{t}: {n}"))

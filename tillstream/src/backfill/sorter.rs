@@ -67,6 +67,7 @@ pub(crate) async fn spill(
     let what = match resource {
         Resource::Customers => "download customers",
         Resource::Orders => "download orders",
+        Resource::Products => "download products",
     };
     let (buckets, bad_lines) =
         partition(client, url, size, &dir.join("buckets"), what, interval).await?;
@@ -95,6 +96,7 @@ fn sort_buckets(
     let what = match resource {
         Resource::Customers => "sort customers",
         Resource::Orders => "sort orders",
+        Resource::Products => "sort products",
     };
     let mut progress = Progress::new(what, "buckets", 0, Some(buckets.len() as u64), interval);
     let mut next = 0usize;
@@ -112,6 +114,7 @@ fn sort_buckets(
                 let converted = match resource {
                     Resource::Customers => convert::customer(root),
                     Resource::Orders => convert::order(root),
+                    Resource::Products => convert::product(root),
                 };
                 match converted {
                     Ok(ev) => {
