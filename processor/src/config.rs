@@ -78,6 +78,16 @@ pub struct EngineConfig {
     /// When timers fire: the late-data rule (ARCHITECTURE.md, "Event time and timers").
     #[serde(default)]
     pub timers: TimerSettings,
+    /// Engine threads in this instance, each owning a disjoint set of partitions with its own
+    /// consumer and transactional producer (processor/src/engine_threads.rs); 0 = the
+    /// available cores minus one (left to librdkafka's threads). Never more than
+    /// `topics.partitions`: a thread beyond that could not own a partition. Default 1.
+    #[serde(default = "one")]
+    pub threads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What decides that a timer is due.

@@ -71,12 +71,16 @@ mod input;
 mod rebalance;
 #[path = "engine_restore.rs"]
 mod restore;
+#[path = "engine_threads.rs"]
+mod threads;
 #[path = "engine_timers.rs"]
 mod timers;
 #[path = "engine_txn.rs"]
 mod txn;
 
 pub use rebalance::EngineContext;
+pub use threads::thread_count;
+use threads::{Shared, Slot};
 
 /// How long a single Kafka admin or transaction call may take before it counts as failed.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,7 +149,8 @@ pub struct Engine<R: Rules> {
     txn_started: Instant,
     offsets: BTreeMap<(String, i32), i64>,
     metrics: Metrics,
-    health: Arc<Health>,
+    /// This thread's share of readiness, gauges and query routing (engine_threads.rs).
+    slot: Slot,
     /// An error raised inside a rebalance callback (which cannot return one), returned by the
     /// poll loop right after.
     fatal: Option<EngineError>,
@@ -164,13 +169,7 @@ impl<R: Rules> Engine<R> {
             .values()
             .map(PartitionState::timers_pending)
             .sum();
-        self.metrics
-            .keys
-            .set(i64::try_from(keys).unwrap_or(i64::MAX));
-        self.metrics
-            .timers_pending
-            .set(i64::try_from(timers).unwrap_or(i64::MAX));
-        if self.cfg.timers.clock == TimerClock::Inputs {
+        let deferred = (self.cfg.timers.clock == TimerClock::Inputs).then(|| {
             let grace = self.watermark.grace_ms;
             let deferred: usize = self
                 .partitions
@@ -183,10 +182,13 @@ impl<R: Rules> Engine<R> {
                     crate::watermark::Horizon::Unknown => 0,
                 })
                 .sum();
-            self.metrics
-                .timers_deferred
-                .set(i64::try_from(deferred).unwrap_or(i64::MAX));
-        }
+            i64::try_from(deferred).unwrap_or(i64::MAX)
+        });
+        self.slot.set_gauges(
+            i64::try_from(keys).unwrap_or(i64::MAX),
+            i64::try_from(timers).unwrap_or(i64::MAX),
+            deferred,
+        );
     }
 
     fn answer(&self, q: Query) {
@@ -243,8 +245,51 @@ pub struct EngineParts<R: Rules> {
     pub erasure: ErasureConfig,
 }
 
-/// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
+/// What one engine thread needs (engine_threads.rs builds one per thread).
+struct ThreadParts<R: Rules> {
+    rules: Arc<R>,
+    cfg: EngineConfig,
+    topics: TopicsConfig,
+    kafka: KafkaConfig,
+    application_id: String,
+    transactional_id: String,
+    client_id: String,
+    metrics: Metrics,
+    slot: Slot,
+    queries: Receiver<Query>,
+    shutdown: CancellationToken,
+    erasure: ErasureConfig,
+}
+
+/// Runs the engine until shutdown or a fatal error: on the current (blocking) thread, or with
+/// `engine.threads` > 1 on that many threads (engine_threads.rs).
 pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
+    // A thread beyond the partition count could never own a partition.
+    let threads = thread_count(parts.cfg.threads)
+        .min(usize::try_from(parts.topics.partitions).unwrap_or(1).max(1));
+    tracing::info!(threads, "Engine threads.");
+    if threads > 1 {
+        return threads::run_threads(parts, threads);
+    }
+    let shared = Shared::new(Arc::clone(&parts.health), parts.metrics.clone(), 1);
+    run_thread(ThreadParts {
+        rules: Arc::new(parts.rules),
+        cfg: parts.cfg,
+        topics: parts.topics,
+        kafka: parts.kafka,
+        application_id: parts.application_id,
+        transactional_id: parts.transactional_id,
+        client_id: parts.client_id,
+        metrics: parts.metrics,
+        slot: shared.slot(0),
+        queries: parts.queries,
+        shutdown: parts.shutdown,
+        erasure: parts.erasure,
+    })
+}
+
+/// One engine: a consumer, a transactional producer and the partitions the group gives it.
+fn run_thread<R: Rules>(parts: ThreadParts<R>) -> Result<(), EngineError> {
     let mut producer_cfg = parts
         .kafka
         .transactional_producer(&parts.client_id, &parts.transactional_id);
@@ -259,7 +304,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
 
     let engine = Arc::new(Mutex::new(Engine {
-        rules: Arc::new(parts.rules),
+        rules: parts.rules,
         cfg: parts.cfg.clone(),
         topics: parts.topics.clone(),
         kafka: parts.kafka.clone(),
@@ -271,7 +316,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         txn_started: Instant::now(),
         offsets: BTreeMap::new(),
         metrics: parts.metrics,
-        health: parts.health.clone(),
+        slot: parts.slot,
         fatal: None,
         clock: runtime::now_ms,
         watermark: parts.cfg.timers.watermark(),
@@ -311,7 +356,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
             let mut e = lock();
             tracing::info!("Shutting down: committing the open transaction.");
             let result = e.commit(&consumer, Recovery::Rewind);
-            e.health.set_ready(false, "shutting down");
+            e.slot.set_ready(false, "shutting down");
             drop(e);
             // Leave the group now so partitions move at once instead of after a session timeout.
             consumer.unsubscribe();

@@ -302,7 +302,10 @@ async fn caught_up_idle_partition_fires_by_the_wall_clock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_instance_is_fenced_and_exits_non_zero() {
     let k = kafka();
-    let topics = fresh_topics(&k, 2).await;
+    // A stale engine only learns it is fenced when it next uses its producer, i.e. when it
+    // owns a partition with input. Four partitions give every engine thread of both instances
+    // one, also with `engine.threads = 2` (four consumers in the group).
+    let topics = fresh_topics(&k, 4).await;
     let d = Deployment {
         kafka: k.clone(),
         topics: topics.clone(),
