@@ -1,9 +1,10 @@
 //! The exactly-once engine: consume, run the rules, write everything in one Kafka transaction.
 //!
 //! # The cycle
-//! One thread owns a `BaseConsumer` (group = `application_id`, `read_committed`, no auto
-//! commit, range assignment so partition *p* of the raw and repartition topics go to the same
-//! instance) and a transactional producer. For every input record it:
+//! An engine thread (one per instance, or several: `engine.threads`, engine_threads.rs) owns a
+//! `BaseConsumer` (group = `application_id`, `read_committed`, no auto commit, range assignment
+//! so partition *p* of the raw and repartition topics go to the same group member) and a
+//! transactional producer. For every input record it:
 //! 1. advances the partition's stream time and fires the timers that are due *before* the
 //!    input (so "an order after the checkout's due time" does not cancel an abandonment that
 //!    was already due);
@@ -259,6 +260,8 @@ struct ThreadParts<R: Rules> {
     queries: Receiver<Query>,
     shutdown: CancellationToken,
     erasure: ErasureConfig,
+    /// With several threads: met by all of them before they join the group.
+    start: Option<Arc<std::sync::Barrier>>,
 }
 
 /// Runs the engine until shutdown or a fatal error: on the current (blocking) thread, or with
@@ -285,63 +288,21 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
         queries: parts.queries,
         shutdown: parts.shutdown,
         erasure: parts.erasure,
+        start: None,
     })
 }
 
 /// One engine: a consumer, a transactional producer and the partitions the group gives it.
 fn run_thread<R: Rules>(parts: ThreadParts<R>) -> Result<(), EngineError> {
-    let mut producer_cfg = parts
-        .kafka
-        .transactional_producer(&parts.client_id, &parts.transactional_id);
-    producer_cfg.set(
-        "transaction.timeout.ms",
-        parts.cfg.transaction_timeout.as_millis().to_string(),
-    );
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
-    // Fences any older producer with this transactional id and aborts its open transaction.
-    producer
-        .init_transactions(KAFKA_TIMEOUT)
-        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
-
-    let engine = Arc::new(Mutex::new(Engine {
-        rules: parts.rules,
-        cfg: parts.cfg.clone(),
-        topics: parts.topics.clone(),
-        kafka: parts.kafka.clone(),
-        application_id: parts.application_id.clone(),
-        producer: Arc::new(producer),
-        txn: Txn::Idle,
-        partitions: HashMap::new(),
-        txn_records: 0,
-        txn_started: Instant::now(),
-        offsets: BTreeMap::new(),
-        metrics: parts.metrics,
-        slot: parts.slot,
-        fatal: None,
-        clock: runtime::now_ms,
-        watermark: parts.cfg.timers.watermark(),
-        erasures: Erasures::new(&parts.erasure.hash_key),
-    }));
-    let mut consumer_cfg = parts
-        .kafka
-        .consumer(&parts.client_id, &parts.application_id, true);
-    consumer_cfg
-        // Range assignment keeps partition p of the raw and repartition topics together.
-        .set("partition.assignment.strategy", "range")
-        .set(
-            "session.timeout.ms",
-            parts.cfg.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (parts.cfg.session_timeout.as_millis() / 4)
-                .max(100)
-                .to_string(),
-        )
-        .set("max.poll.interval.ms", "600000")
-        .set("statistics.interval.ms", "500");
-    let consumer: BaseConsumer<EngineContext<R>> =
-        consumer_cfg.create_with_context(EngineContext::new(engine.clone()))?;
+    let built = build_engine(&parts);
+    // The threads of one instance join the group together (also when one failed to start,
+    // so none waits forever): a broker without an initial rebalance delay would otherwise
+    // hand every partition to the first thread, which restores them all, and move half of
+    // them at the next thread's join, restoring those again.
+    if let Some(start) = &parts.start {
+        start.wait();
+    }
+    let (engine, consumer) = built?;
     consumer.subscribe(&[&parts.topics.raw, &parts.topics.repartition])?;
     tracing::info!(group = %parts.application_id, transactional_id = %parts.transactional_id, "Processor engine started.");
 
@@ -389,4 +350,65 @@ fn run_thread<R: Rules>(parts: ThreadParts<R>) -> Result<(), EngineError> {
             e.start_commit(&consumer, Recovery::Rewind)?;
         }
     }
+}
+
+/// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.
+type Built<R> = (Arc<Mutex<Engine<R>>>, BaseConsumer<EngineContext<R>>);
+
+/// An engine thread's transactional producer (initialised, so older ones with its id are
+/// fenced), its engine state and its consumer (not yet subscribed).
+fn build_engine<R: Rules>(parts: &ThreadParts<R>) -> Result<Built<R>, EngineError> {
+    let mut producer_cfg = parts
+        .kafka
+        .transactional_producer(&parts.client_id, &parts.transactional_id);
+    producer_cfg.set(
+        "transaction.timeout.ms",
+        parts.cfg.transaction_timeout.as_millis().to_string(),
+    );
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
+    // Fences any older producer with this transactional id and aborts its open transaction.
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+
+    let engine = Arc::new(Mutex::new(Engine {
+        rules: Arc::clone(&parts.rules),
+        cfg: parts.cfg.clone(),
+        topics: parts.topics.clone(),
+        kafka: parts.kafka.clone(),
+        application_id: parts.application_id.clone(),
+        producer: Arc::new(producer),
+        txn: Txn::Idle,
+        partitions: HashMap::new(),
+        txn_records: 0,
+        txn_started: Instant::now(),
+        offsets: BTreeMap::new(),
+        metrics: parts.metrics.clone(),
+        slot: parts.slot.clone(),
+        fatal: None,
+        clock: runtime::now_ms,
+        watermark: parts.cfg.timers.watermark(),
+        erasures: Erasures::new(&parts.erasure.hash_key),
+    }));
+    let mut consumer_cfg = parts
+        .kafka
+        .consumer(&parts.client_id, &parts.application_id, true);
+    consumer_cfg
+        // Range assignment keeps partition p of the raw and repartition topics together.
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "session.timeout.ms",
+            parts.cfg.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (parts.cfg.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        )
+        .set("max.poll.interval.ms", "600000")
+        .set("statistics.interval.ms", "500");
+    let consumer: BaseConsumer<EngineContext<R>> =
+        consumer_cfg.create_with_context(EngineContext::new(engine.clone()))?;
+    Ok((engine, consumer))
 }

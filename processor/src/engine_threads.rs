@@ -42,6 +42,7 @@ struct ThreadShare {
 }
 
 /// One engine thread's handle on [`Shared`].
+#[derive(Clone)]
 pub(super) struct Slot {
     index: usize,
     shared: Arc<Shared>,
@@ -187,6 +188,7 @@ pub(super) fn run_threads<R: Rules>(
     let stop = parts.shutdown.child_token();
     let mut senders: Vec<Sender<Query>> = Vec::with_capacity(threads);
     let mut handles = Vec::with_capacity(threads);
+    let start = Arc::new(std::sync::Barrier::new(threads));
     for index in 0..threads {
         let (tx, rx) = std::sync::mpsc::channel();
         senders.push(tx);
@@ -203,6 +205,7 @@ pub(super) fn run_threads<R: Rules>(
             queries: rx,
             shutdown: stop.clone(),
             erasure: parts.erasure.clone(),
+            start: Some(Arc::clone(&start)),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("engine-{index}"))
@@ -211,8 +214,10 @@ pub(super) fn run_threads<R: Rules>(
             Ok(h) => handles.push(h),
             Err(e) => {
                 stop.cancel();
-                // The spawn failure is the error to report; the started threads just stop.
-                let _ = join_all(handles);
+                // The started threads wait at the start barrier for this one and never join
+                // the group; they are not joined (that would wait forever) but end with the
+                // process, which exits on this error.
+                drop(handles);
                 return Err(EngineError::Fatal(format!(
                     "cannot start engine thread {index}: {e}"
                 )));

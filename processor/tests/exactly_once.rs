@@ -4,6 +4,9 @@
 //! `kill -9` is a real crash. The order counter makes state visible in its output: the n-th
 //! order of a customer emits `order_counted` with `orders = n`, so lost or duplicated state
 //! shows up as a wrong count, and lost or duplicated commands as missing or repeated ids.
+//!
+//! The children inherit the environment, so `TILLSTREAM__ENGINE__THREADS=2 cargo test -p
+//! processor --test exactly_once` runs every test with two engine threads per instance.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

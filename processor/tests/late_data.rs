@@ -461,7 +461,7 @@ async fn live_backlog_and_replay_give_the_same_commands() {
         let profiles_differ: Vec<_> =
             a.1.iter()
                 .filter(|(key, v)| other.1.get(*key) != Some(*v))
-                .map(|(key, _)| key)
+                .map(|(key, v)| (key, v, other.1.get(key)))
                 .collect();
         assert!(
             profiles_differ.is_empty() && a.1.len() == other.1.len(),
