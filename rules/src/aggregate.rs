@@ -33,7 +33,9 @@ pub struct State {
 }
 
 /// One customer's claim on an email key, a last-writer-wins register per customer: "this is my
-/// current email" (`held`) or "it no longer is" (released), at the customer's email time.
+/// current email" (`held`) or "it no longer is" (released), at the customer's email time, and
+/// since when the customer has held it (so activity is attributed by when it happened, not by
+/// which claim message arrived first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The customer key.
@@ -45,6 +47,19 @@ pub struct Claim {
     /// The address is the customer's current one.
     #[serde(default, rename = "h", skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// Earliest held claim seen from this customer (Unix ms).
+    #[serde(default, rename = "s", skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
+impl Claim {
+    /// Whether the customer held the address at `t`: from its earliest claim until its
+    /// release (a release and a later re-claim are not told apart: the gap counts as held).
+    fn holds_at(&self, t: i64) -> bool {
+        // State written before `since` existed: a held claim counts from its time.
+        let since = self.since.or(self.held.then_some(self.at));
+        since.is_some_and(|s| s <= t) && (self.held || t < self.at)
+    }
 }
 
 /// A last-writer-wins text register.
@@ -242,6 +257,46 @@ pub struct Person {
     /// Orders placed by this email under a customer key: `(order id, placed ms)`, newest kept.
     #[serde(default, rename = "xo", skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
+    /// The `first_purchase` waiting for its facts (until announced).
+    #[serde(default, rename = "fp", skip_serializing_if = "Option::is_none")]
+    pub first_pending: Option<FirstPending>,
+    /// `order_refunded` announcements waiting for their facts.
+    #[serde(default, rename = "rp", skip_serializing_if = "Vec::is_empty")]
+    pub refunds_pending: Vec<PendingRefund>,
+}
+
+/// An `order_refunded` not announced yet (its timer is armed at the refund's time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRefund {
+    /// The order.
+    #[serde(rename = "o")]
+    pub order_id: u64,
+    /// The refund.
+    #[serde(rename = "r")]
+    pub refund_id: u64,
+    /// The merchant's note, which the facts do not keep.
+    #[serde(default, rename = "n", skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A `first_purchase` not announced yet: the earliest paid order known so far, and the fields
+/// its newest payload gave. Kept only until the announcement, so it costs nothing afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirstPending {
+    /// The order.
+    #[serde(rename = "o")]
+    pub order_id: u64,
+    /// Placed time the timer is armed for (`i64::MIN`: not armed yet).
+    #[serde(rename = "t")]
+    pub armed_ms: i64,
+    /// Fields of the order's newest payload (empty: only the fact is known, e.g. a handed-over
+    /// guest order whose payload never reached this key).
+    #[serde(
+        default,
+        rename = "d",
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `customers/create` was seen.
@@ -592,8 +647,30 @@ impl State {
             .map(|c| c.owner.as_str())
     }
 
+    /// Email keys: the customer whose activity happened at `t` (business time): the one holding
+    /// the address then (the most recent claimant if several did); before anyone held it, the
+    /// first claimant (a guest who registers later brings their history); none after a release
+    /// with no other holder (the address is a guest's again).
+    pub fn email_owner_at(&self, t: i64) -> Option<&str> {
+        if let Some(c) = self
+            .claims
+            .iter()
+            .filter(|c| c.holds_at(t))
+            .max_by(|a, b| (a.since, &a.owner).cmp(&(b.since, &b.owner)))
+        {
+            return Some(c.owner.as_str());
+        }
+        self.claims
+            .iter()
+            .filter_map(|c| c.since.map(|s| (s, c)))
+            .min_by(|(a, x), (b, y)| (a, &x.owner).cmp(&(b, &y.owner)))
+            .filter(|(s, _)| t < *s)
+            .map(|(_, c)| c.owner.as_str())
+    }
+
     /// Applies a claim or release; per customer the newest wins, a release wins a tie (so any
-    /// arrival order converges). Returns whether anything changed.
+    /// arrival order converges), and the earliest held claim is kept as `since`. Returns
+    /// whether anything changed.
     pub fn merge_claim(&mut self, owner: &str, at: i64, held: bool) -> bool {
         match self.claims.iter_mut().find(|c| c.owner == owner) {
             Some(c) => {
@@ -602,13 +679,20 @@ impl State {
                     c.at = at;
                     c.held = held;
                 }
-                newer
+                // `i64::MIN` is a fallback time (an address known only from the consent
+                // topic), claimed only when nothing better was known: it does not date it.
+                let earlier = held && at != i64::MIN && c.since.is_none_or(|s| at < s);
+                if earlier {
+                    c.since = Some(at);
+                }
+                newer || earlier
             }
             None => {
                 self.claims.push(Claim {
                     owner: owner.to_owned(),
                     at,
                     held,
+                    since: (held && at != i64::MIN).then_some(at),
                 });
                 self.claims.sort_by(|a, b| a.owner.cmp(&b.owner));
                 true

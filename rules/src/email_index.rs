@@ -8,7 +8,7 @@
 //! | Topic | To | Body | Meaning |
 //! |---|---|---|---|
 //! | `tillstream/email-claim` | `e/{email}` | `{owner, at_ms, held}` | this is (`held`) / is no longer my current email |
-//! | `tillstream/guest-history` | `c/{id}` | `{orders, checkouts, external_orders}` | what the email key knew before it was claimed |
+//! | `tillstream/guest-history` | `c/{id}` | `{orders, checkouts, external_orders, first_pending, first_announced}` | what the email key knew before it was claimed |
 //! | `tillstream/checkout-due` | `c/{id}` | a checkout timer | a guest checkout's abandonment is due: decide it |
 //!
 //! An owned email key sends nothing to Iterable and keeps nothing but the claims: it forwards
@@ -22,13 +22,19 @@
 
 use schemas::{CustomerKey, KeyKind, ShopDomain, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
-use crate::aggregate::{CheckoutFact, OrderFact, P_GUEST_SENT, Person, State, keep_earliest};
+use crate::aggregate::{
+    CheckoutFact, FirstPending, O_CANCEL_SENT, O_FULFILL_SENT, OrderFact, P_GUEST_SENT,
+    PendingRefund, Person, State, keep_earliest,
+};
 use crate::domain::{RuleError, Timer};
 use crate::emit::Cx;
 use crate::routing::{CHECKOUT_COMPLETED, CompletionMsg};
-use crate::{checkout, profile, refunds};
+use crate::shopify::Placement;
+use crate::{checkout, first_purchase, profile, refunds};
 
 /// See the module table.
 pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
@@ -36,6 +42,19 @@ pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
 pub(crate) const GUEST_HISTORY: &str = "tillstream/guest-history";
 /// See the module table.
 pub(crate) const CHECKOUT_DUE: &str = "tillstream/checkout-due";
+
+/// Timer kind (and id) of an unclaimed email key's deferred profile write.
+pub(crate) const GUEST_PROFILE: &str = "guest-profile";
+
+/// An email key nobody claims writes its profile only once every input up to `at` is in. A
+/// customer who registered before that time has claimed the address by then (the claim is
+/// dated by the customer's email, which precedes the guest activity), so a registered
+/// customer's guest checkout never writes the email key's figures over the customer's user,
+/// whatever order the raw and forwarded inputs are read in.
+pub(crate) fn defer_profile(cx: &mut Cx<'_>) {
+    let at = cx.ctx.event_time_ms;
+    cx.set_timer(GUEST_PROFILE, GUEST_PROFILE.to_owned(), at, json!({}));
+}
 
 /// Body of `tillstream/email-claim`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +79,18 @@ pub(crate) struct HistoryMsg {
     /// Orders placed by this email under customer keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_orders: Vec<(u64, i64)>,
+    /// The guest's `first_purchase` waiting for its facts, with its order's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_pending: Option<FirstPending>,
+    /// The order the guest already announced as its `first_purchase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_announced: Option<u64>,
+    /// The guest's `order_refunded` announcements still waiting, for orders handed over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds_pending: Vec<PendingRefund>,
+    /// The shop currency the guest's orders taught (events carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
@@ -105,27 +136,86 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
         message: format!("bad owner key {:?}", m.owner),
     })?;
     let guest_sent = profile::erasure_identity(cx.cfg, cx.key, state).is_some();
+    // Without an identity (a user-id project that skips guests) nothing the guest "sent"
+    // left tillstream: the owner must send it.
+    let had_identity = profile::identity(cx.cfg, cx.key, state).is_some();
     state.merge_claim(owner.as_str(), m.at_ms, m.held);
-    let Some(current) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
-        return Ok(());
+    // Each order and checkout goes to whoever held the address when it happened, so the
+    // split is the same whichever claim or release arrived first.
+    let mut parts: BTreeMap<String, HistoryMsg> = BTreeMap::new();
+    for o in std::mem::take(&mut state.orders) {
+        match state.email_owner_at(o.placed_ms) {
+            Some(w) => parts.entry(w.to_owned()).or_default().orders.push(o),
+            None => state.orders.push(o),
+        }
+    }
+    for k in std::mem::take(&mut state.checkouts) {
+        match state.email_owner_at(k.updated_ms) {
+            Some(w) => parts.entry(w.to_owned()).or_default().checkouts.push(k),
+            None => state.checkouts.push(k),
+        }
+    }
+    let part_of = |parts: &BTreeMap<String, HistoryMsg>, order: u64| {
+        parts
+            .iter()
+            .find(|(_, h)| h.orders.iter().any(|o| o.id == order))
+            .map(|(w, _)| w.clone())
     };
-    let history = HistoryMsg {
-        orders: std::mem::take(&mut state.orders),
-        checkouts: std::mem::take(&mut state.checkouts),
-        external_orders: state
+    let (pending, announced) =
+        first_purchase::hand_over(cx, state, |id| part_of(&parts, id).is_some());
+    let announced = announced.filter(|_| had_identity);
+    for p in refunds::take_pending(cx, state, |id| part_of(&parts, id).is_some()) {
+        if let Some(w) = part_of(&parts, p.order_id) {
+            parts.entry(w).or_default().refunds_pending.push(p);
+        }
+    }
+    let currency = state.person.as_ref().and_then(|p| p.currency.clone());
+    for h in parts.values_mut() {
+        h.currency.clone_from(&currency);
+        if !had_identity {
+            for o in &mut h.orders {
+                o.flags &= !(O_FULFILL_SENT | O_CANCEL_SENT);
+                o.purchase_hash = 0;
+            }
+        }
+    }
+    if let Some(p) = pending
+        && let Some(w) = part_of(&parts, p.order_id)
+    {
+        parts.entry(w).or_default().first_pending = Some(p);
+    }
+    if let Some(id) = announced
+        && let Some(w) = part_of(&parts, id)
+    {
+        parts.entry(w).or_default().first_announced = Some(id);
+    }
+    // Nothing of the guest left: what only the person knew goes to the current owner.
+    if state.orders.is_empty()
+        && state.checkouts.is_empty()
+        && let Some(current) = state.email_owner().map(str::to_owned)
+    {
+        let external = state
             .person
             .take()
             .map(|p| p.external_orders)
-            .unwrap_or_default(),
-    };
-    if guest_sent {
-        state.person_mut().flags |= P_GUEST_SENT;
+            .unwrap_or_default();
+        parts.entry(current).or_default().external_orders = external;
+        if guest_sent {
+            state.person_mut().flags |= P_GUEST_SENT;
+        }
     }
-    if !(history.orders.is_empty()
-        && history.checkouts.is_empty()
-        && history.external_orders.is_empty())
-    {
-        cx.send(current, GUEST_HISTORY, "guest-history", &json!(history));
+    for (w, history) in parts {
+        let Ok(to) = CustomerKey::parse(&w) else {
+            continue;
+        };
+        if !(history.orders.is_empty()
+            && history.refunds_pending.is_empty()
+            && history.checkouts.is_empty()
+            && history.external_orders.is_empty()
+            && history.first_announced.is_none())
+        {
+            cx.send(to, GUEST_HISTORY, "guest-history", &json!(history));
+        }
     }
     Ok(())
 }
@@ -140,10 +230,26 @@ pub(crate) fn forward_if_owned(
     if cx.key.kind() != KeyKind::Email {
         return Ok(false);
     }
-    let Some(owner) = state.email_owner().and_then(|o| CustomerKey::parse(o).ok()) else {
+    if state.claims.is_empty() {
+        return Ok(false);
+    }
+    let topic = input.topic.as_str();
+    // Orders belong to whoever held the address when they were placed (an `orders/updated`
+    // months later included); everything else to whoever held it when it happened.
+    let at = if topic.starts_with("orders/") && topic != "orders/delete" {
+        let p: Placement = crate::shopify::parse(topic, &input.body).unwrap_or_default();
+        p.processed_at
+            .or(p.created_at)
+            .map_or(cx.ctx.event_time_ms, |t| t.0)
+    } else {
+        cx.ctx.event_time_ms
+    };
+    let Some(owner) = state
+        .email_owner_at(at)
+        .and_then(|o| CustomerKey::parse(o).ok())
+    else {
         return Ok(false);
     };
-    let topic = input.topic.as_str();
     let person_event = topic.starts_with("orders/")
         || topic.starts_with("checkouts/")
         || topic == "refunds/create"
@@ -206,7 +312,7 @@ pub(crate) fn on_due(cx: &mut Cx<'_>, state: &mut State, m: DueMsg) -> Result<()
 
 /// `tillstream/guest-history` on a customer key: the guest's orders and checkouts become the
 /// customer's, merged with what the customer already knows of them.
-pub(crate) fn on_history(cx: &Cx<'_>, state: &mut State, m: HistoryMsg) {
+pub(crate) fn on_history(cx: &mut Cx<'_>, state: &mut State, m: HistoryMsg) {
     if cx.key.kind() != KeyKind::Customer {
         return;
     }
@@ -220,6 +326,20 @@ pub(crate) fn on_history(cx: &Cx<'_>, state: &mut State, m: HistoryMsg) {
     for (id, at) in m.external_orders {
         note_external_order(person, id, at);
     }
+    profile::learn_currency(state, m.currency.as_deref());
+    // The guest's pending refund announcements are the owner's now, due when they were.
+    for p in m.refunds_pending {
+        let at = state
+            .orders
+            .iter()
+            .find(|o| o.id == p.order_id)
+            .and_then(|o| o.refunds.iter().find(|r| r.id == p.refund_id))
+            .map(|r| r.at_ms);
+        if let Some(at) = at {
+            refunds::arm(cx, state, p, at);
+        }
+    }
+    first_purchase::adopt(cx, state, m.first_pending, m.first_announced);
 }
 
 /// Merges another key's view of an order, the same way payloads merge.

@@ -68,6 +68,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) purge: bool,
     /// Events that were due but too old to send (for tests and metrics).
     pub(crate) suppressed: Vec<String>,
+    /// An email key's deferred profile write is due: send the whole profile now.
+    pub(crate) full_profile: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -92,6 +94,7 @@ impl<'a> Cx<'a> {
             tail: Vec::new(),
             purge: false,
             suppressed: Vec::new(),
+            full_profile: false,
         }
     }
 

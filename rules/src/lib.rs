@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 mod email_index;
 mod emit;
+mod first_purchase;
 pub mod format;
 mod gdpr;
 pub mod ids;

@@ -156,6 +156,20 @@ pub fn summary(state: &State) -> Summary {
     s
 }
 
+/// Order event fields known from the fact alone (no payload at hand).
+pub(crate) fn fact_fields(fact: &OrderFact) -> schemas::DataFields {
+    let mut f = schemas::DataFields::new();
+    f.insert(
+        "order_id".into(),
+        serde_json::Value::String(fact.id.to_string()),
+    );
+    f.insert("order_total".into(), format::money(fact.total));
+    if fact.placed_ms != 0 {
+        f.insert("placed_at".into(), format::date(fact.placed_ms));
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

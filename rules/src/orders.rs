@@ -12,15 +12,15 @@ use serde_json::Value;
 
 use crate::aggregate::{
     FinStatus, O_CANCEL_SENT, O_CANCELLED, O_COMPLETION_SENT, O_DELETED, O_FULFILL_SENT,
-    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, OrderVersion, P_FIRST_PURCHASE,
-    PLACED_CREATED, PLACED_PROCESSED, State, keep_earliest,
+    O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, OrderVersion, PLACED_CREATED,
+    PLACED_PROCESSED, State, keep_earliest,
 };
 use crate::config::RulesConfig;
 use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
 use crate::ids::{self, Hasher};
 use crate::shopify::{LineItem, Order, OrderDelete};
-use crate::{checkout, ltv, profile, refunds, routing};
+use crate::{checkout, first_purchase, ltv, profile, refunds, routing};
 
 /// `orders/create|updated|paid|cancelled|fulfilled|partially_fulfilled|edited`.
 pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Order) {
@@ -130,39 +130,29 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
         }
     }
 
-    // First purchase: the first order that counts, once per person; re-sent under the same id
-    // when a later payload of that order corrects its placed time.
-    if ltv::counted(&fact) {
-        let person = state.person_mut();
-        let first = person.flags & P_FIRST_PURCHASE == 0;
-        let corrected = placed_changed && person.first_purchase_order == Some(id);
-        if first || corrected {
-            person.flags |= P_FIRST_PURCHASE;
-            person.first_purchase_order = Some(id);
-            let mut f = order_fields(o, &fact);
-            f.insert(
-                "item_count".into(),
-                Value::from(
-                    o.line_items
-                        .iter()
-                        .map(|l| l.quantity.unwrap_or(1))
-                        .sum::<i64>(),
-                ),
-            );
-            f.insert(
-                "item_names".into(),
-                Value::Array(
-                    o.line_items
-                        .iter()
-                        .map(|l| Value::String(item_name(l)))
-                        .collect(),
-                ),
-            );
-            let name = cx.cfg.events.first_purchase.clone();
-            let idv = ids::command_id(cx.shop(), "first-purchase", &[&ids::subject(cx.key)]);
-            cx.event(Kind::FirstPurchase, &name, idv, fact.placed_ms, f);
-        }
-    }
+    // First purchase: waits for its facts (see `first_purchase`).
+    first_purchase::on_order(cx, state, &fact, newest, placed_changed, || {
+        let mut f = order_fields(o, &fact);
+        f.insert(
+            "item_count".into(),
+            Value::from(
+                o.line_items
+                    .iter()
+                    .map(|l| l.quantity.unwrap_or(1))
+                    .sum::<i64>(),
+            ),
+        );
+        f.insert(
+            "item_names".into(),
+            Value::Array(
+                o.line_items
+                    .iter()
+                    .map(|l| Value::String(item_name(l)))
+                    .collect(),
+            ),
+        );
+        f
+    });
 
     // Fulfilment, once per order.
     if fact.has(O_FULFILLED)
@@ -243,7 +233,7 @@ pub(crate) fn cancelled(
     let at = fact.cancelled_ms.unwrap_or(cx.ctx.event_time_ms);
     let mut f = match o {
         Some(o) => order_fields(o, &fact),
-        None => bare_fields(&fact),
+        None => ltv::fact_fields(&fact),
     };
     if let Some(r) = text(reason) {
         f.insert("cancel_reason".into(), Value::String(r.to_owned()));
@@ -269,23 +259,12 @@ pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &OrderDelete) {
 
 /// Fields shared by order events.
 fn order_fields(o: &Order, fact: &OrderFact) -> DataFields {
-    let mut f = bare_fields(fact);
+    let mut f = ltv::fact_fields(fact);
     if let Some(n) = text(o.name.as_deref()) {
         f.insert("order_name".into(), Value::String(n.to_owned()));
     }
     if let Some(c) = text(o.currency.as_deref()) {
         f.insert("currency".into(), Value::String(c.to_owned()));
-    }
-    f
-}
-
-/// Fields known from the fact alone.
-pub(crate) fn bare_fields(fact: &OrderFact) -> DataFields {
-    let mut f = DataFields::new();
-    f.insert("order_id".into(), Value::String(fact.id.to_string()));
-    f.insert("order_total".into(), format::money(fact.total));
-    if fact.placed_ms != 0 {
-        f.insert("placed_at".into(), format::date(fact.placed_ms));
     }
     f
 }

@@ -311,11 +311,16 @@ pub(crate) fn learn_customer(cx: &mut Cx<'_>, state: &mut State, c: &Customer, f
             if let Some(old) = old_email.filter(|_| changed) {
                 change_email(cx, before, &old, &e, at);
             }
-        } else if let Some(cur) = person.email.as_ref().filter(|c| c.value != e) {
-            // An older address arriving late: tell its key it is not ours, as it would have
-            // heard had the payloads come in order.
-            let cur_at = cur.at;
-            email_index::release(cx, &e, cur_at);
+        } else if let Some(cur) = person.email.as_ref().filter(|c| at < c.at) {
+            // An older payload arriving late: its address was ours from its time on. Claim it
+            // at that time, so the email key knows since when whatever order the payloads
+            // came in, and if it is no longer our address, release it as of the newer one, as
+            // its key would have heard had the payloads come in order.
+            let (cur_at, same) = (cur.at, cur.value == e);
+            email_index::email_changed(cx, None, &e, at);
+            if !same {
+                email_index::release(cx, &e, cur_at);
+            }
         }
     }
     let addr = c.default_address.clone().unwrap_or_default();

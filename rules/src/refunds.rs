@@ -10,12 +10,15 @@ use rust_decimal::Decimal;
 use schemas::DataFields;
 use serde_json::{Value, json};
 
-use crate::aggregate::{O_DELETED, O_TEST, OrderFact, P_RECENT_REFUND, RefundFact, State};
+use crate::aggregate::{
+    O_DELETED, O_TEST, OrderFact, P_RECENT_REFUND, PendingRefund, RefundFact, State,
+};
+use crate::domain::Timer;
 use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
 use crate::ids;
+use crate::ltv;
 use crate::shopify::{MoneySet, Order, Refund};
-use crate::{ltv, orders};
 
 /// Timer kind that clears the recent-refund flag.
 pub(crate) const RECENT_REFUND_TIMER: &str = "recent_refund";
@@ -115,28 +118,103 @@ pub(crate) fn on_refund(cx: &mut Cx<'_>, state: &mut State, r: &Refund) {
     }
 }
 
-/// `order_refunded` for a refund seen for the first time.
+/// Timer kind of a pending `order_refunded`.
+pub(crate) const REFUND_TIMER: &str = "refund";
+
+fn refund_timer_id(order_id: u64, refund_id: u64) -> String {
+    format!("{REFUND_TIMER}:{order_id}:{refund_id}")
+}
+
+/// `order_refunded` for a refund seen for the first time: announced when its timer fires at
+/// the refund's time, once every fact up to then is in, because the event carries the lifetime
+/// value as of the refund (an order of the same person placed before it, still in flight from
+/// another key, counts) and cannot be taken back.
 pub(crate) fn announce(
     cx: &mut Cx<'_>,
     state: &mut State,
     order_id: u64,
     r: &RefundFact,
     note: Option<&str>,
-    o: Option<&Order>,
+    _o: Option<&Order>,
 ) {
+    arm(
+        cx,
+        state,
+        PendingRefund {
+            order_id,
+            refund_id: r.id,
+            note: text(note).map(str::to_owned),
+        },
+        r.at_ms,
+    );
+}
+
+/// Records a pending announcement and arms its timer (once per refund).
+pub(crate) fn arm(cx: &mut Cx<'_>, state: &mut State, p: PendingRefund, at_ms: i64) {
+    let person = state.person_mut();
+    if person
+        .refunds_pending
+        .iter()
+        .any(|x| (x.order_id, x.refund_id) == (p.order_id, p.refund_id))
+    {
+        return;
+    }
+    cx.set_timer(
+        REFUND_TIMER,
+        refund_timer_id(p.order_id, p.refund_id),
+        at_ms,
+        json!({ "order_id": p.order_id, "refund_id": p.refund_id }),
+    );
+    person.refunds_pending.push(p);
+}
+
+/// The pending announcements of `orders`, taken (their timers cancelled) to hand them over.
+pub(crate) fn take_pending(
+    cx: &mut Cx<'_>,
+    state: &mut State,
+    moved: impl Fn(u64) -> bool,
+) -> Vec<PendingRefund> {
+    let Some(person) = state.person.as_deref_mut() else {
+        return Vec::new();
+    };
+    let (out, keep) = std::mem::take(&mut person.refunds_pending)
+        .into_iter()
+        .partition(|p| moved(p.order_id));
+    person.refunds_pending = keep;
+    for p in &out {
+        cx.cancel_timer(refund_timer_id(p.order_id, p.refund_id));
+    }
+    out
+}
+
+/// A refund's timer fired: every fact up to the refund is in; announce it.
+pub(crate) fn fire(cx: &mut Cx<'_>, state: &mut State, timer: &Timer) {
+    let ids = |k: &str| timer.payload.get(k).and_then(Value::as_u64);
+    let (Some(order_id), Some(refund_id)) = (ids("order_id"), ids("refund_id")) else {
+        return;
+    };
+    let Some(person) = state.person.as_deref_mut() else {
+        return;
+    };
+    let Some(i) = person
+        .refunds_pending
+        .iter()
+        .position(|x| (x.order_id, x.refund_id) == (order_id, refund_id))
+    else {
+        return;
+    };
+    let pending = person.refunds_pending.remove(i);
     let Some(fact) = state.orders.iter().find(|o| o.id == order_id) else {
+        return;
+    };
+    let Some(r) = fact.refunds.iter().find(|x| x.id == refund_id).cloned() else {
         return;
     };
     if fact.has(O_TEST) || fact.has(O_DELETED) {
         return;
     }
-    let mut f: DataFields = orders::bare_fields(fact);
-    if let Some(o) = o
-        && let Some(n) = text(o.name.as_deref())
-    {
-        f.insert("order_name".into(), Value::String(n.to_owned()));
-    }
-    let amount = ltv::refund_amount(fact, r);
+    let mut f: DataFields = ltv::fact_fields(fact);
+    let amount = ltv::refund_amount(fact, &r);
     // Figures as of this refund on the business timeline, not as of whatever else has arrived:
     // the event must be the same in a live run, a backlog and a replay.
     let refunded_by_then: rust_decimal::Decimal = fact
@@ -155,8 +233,8 @@ pub(crate) fn announce(
     if let Some(c) = state.person.as_ref().and_then(|p| p.currency.as_deref()) {
         f.insert("currency".into(), Value::String(c.to_owned()));
     }
-    if let Some(n) = text(note) {
-        f.insert("note".into(), Value::String(n.to_owned()));
+    if let Some(n) = pending.note {
+        f.insert("note".into(), Value::String(n));
     }
     f.insert(
         "lifetime_value".into(),

@@ -14,10 +14,11 @@ use crate::aggregate::State;
 use crate::checkout::{self, CHECKOUT_TIMER};
 use crate::config::{ConfigErrors, FreshnessConfig, RulesConfig};
 use crate::domain::{Ctx, Effect, RuleError, Rules, Timer};
-use crate::email_index::{self, CHECKOUT_DUE, EMAIL_CLAIM, GUEST_HISTORY};
+use crate::email_index::{self, CHECKOUT_DUE, EMAIL_CLAIM, GUEST_HISTORY, GUEST_PROFILE};
 use crate::emit::{Cx, KINDS, Tuning};
+use crate::first_purchase::{self, FIRST_PURCHASE_TIMER};
 use crate::lenient::{self, Coercions};
-use crate::refunds::{self, RECENT_REFUND_TIMER};
+use crate::refunds::{self, RECENT_REFUND_TIMER, REFUND_TIMER};
 use crate::routing::{self, CHECKOUT_COMPLETED, DATA_REQUEST, REDACT};
 use crate::shopify::{self, parse};
 use crate::tiers::TIER_TIMER;
@@ -105,6 +106,7 @@ impl MarketingRules {
         }
         let after_sum = ltv::summary(&next);
         tiers::derive(&mut cx, &mut next, &after_sum);
+        first_purchase::derive(&mut cx, &mut next);
         winback::derive(&mut cx, &mut next, &before_sum, &after_sum);
         refunds::derive_recent(&mut cx, &mut next);
 
@@ -114,12 +116,20 @@ impl MarketingRules {
         if after_id.is_some() {
             let after_fields = profile::fields(&self.cfg, key, &next, &after_sum);
             // A person who could not be sent before gets the whole profile now.
-            let base = if before_id.is_some() {
+            let base = if before_id.is_some() && !cx.full_profile {
                 before_fields
             } else {
                 Default::default()
             };
-            upsert = profile::upsert(&cx, profile::diff(&base, &after_fields));
+            let changed = profile::diff(&base, &after_fields);
+            if key.kind() == KeyKind::Email && !cx.full_profile {
+                // A guest's profile waits until no claim can still be in flight.
+                if !changed.is_empty() {
+                    email_index::defer_profile(&mut cx);
+                }
+            } else {
+                upsert = profile::upsert(&cx, changed);
+            }
             profile::reconcile_subscriptions(&cx, &mut next, &mut lists);
         }
         *state = next;
@@ -159,7 +169,10 @@ impl Rules for MarketingRules {
                 CHECKOUT_TIMER => checkout::fire(cx, st, timer)?,
                 WINBACK_TIMER => winback::fire(cx, st, timer),
                 RECENT_REFUND_TIMER => refunds::expire(st, &timer.payload),
+                REFUND_TIMER => refunds::fire(cx, st, timer),
                 TIER_TIMER => tiers::fire(cx, st, timer),
+                FIRST_PURCHASE_TIMER => first_purchase::fire(cx, st, timer),
+                GUEST_PROFILE => cx.full_profile = true,
                 _ => {}
             }
             Ok(())

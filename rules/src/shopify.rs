@@ -553,6 +553,18 @@ impl Order {
     }
 }
 
+/// When an order was placed, read without the rest of the payload (the email index decides
+/// whose order it is by that time).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Placement {
+    /// Created.
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub created_at: Option<Ts>,
+    /// Processed (the placed time when present, as for the order's fact).
+    #[serde(default, deserialize_with = "lenient_ts")]
+    pub processed_at: Option<Ts>,
+}
+
 /// `orders/delete`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrderDelete {

@@ -221,6 +221,93 @@ fn a_registered_customers_guest_checkout_reaches_the_customer() {
     }
 }
 
+/// `first_purchase` is the person's earliest paid order, whichever key saw it first: a
+/// registered customer's guest order delivered before the customer's first payload (so before
+/// the claim reaches the email key) and placed before their first customer order is announced
+/// once, for the guest order, with its payload's fields, by the customer key, and the email key
+/// writes no profile meanwhile.
+#[test]
+fn first_purchase_is_the_persons_earliest_order_whatever_key_saw_it_first() {
+    for (mode, guests) in MODES {
+        let mut h = harness(mode, guests);
+        h.deliver(order(4051, None, T0 + HOUR, "30.00"));
+        h.deliver(customer_created(T0));
+        h.deliver(order(4052, Some(C), T0 + 2 * HOUR, "80.00"));
+        h.finish();
+        let fp = h.events("first_purchase");
+        assert_eq!(fp.len(), 1, "{mode:?}: {fp:#?}");
+        let f = &h.event_fields("first_purchase")[0];
+        assert_eq!(f["order_id"], "4051", "{mode:?}");
+        assert!(f.contains_key("item_names"), "{mode:?}: {f:?}");
+        assert!(fp[0].customer_key.contains("/c/"), "{mode:?}");
+        // Nor did the email key write the customer's user in the meantime: its profile
+        // waits until no claim can still be in flight (only the purchase, addressed by email,
+        // may have left it, under the order's own id).
+        let from_email_key: Vec<_> = h
+            .commands
+            .iter()
+            .filter(|c| c.customer_key.contains("/e/"))
+            .filter(|c| !matches!(c.action, Action::TrackPurchase { .. }))
+            .collect();
+        assert!(
+            from_email_key.is_empty(),
+            "{mode:?}: the email key wrote {from_email_key:#?}"
+        );
+        // Both purchases reach Iterable. (A user-id project that skips guests cannot: the
+        // email key had no identity when it read the guest order, and the customer key gets
+        // only the order's facts, not the payload a purchase is built from; a later payload of
+        // the order re-sends it, see ARCHITECTURE.md, Identity.)
+        if guests.is_none() && mode == IdentityMode::UserId {
+            continue;
+        }
+        let mut purchases: Vec<&str> = h
+            .purchases()
+            .iter()
+            .map(|c| c.command_id.as_str())
+            .collect();
+        purchases.dedup();
+        assert_eq!(purchases.len(), 2, "{mode:?}: {purchases:?}");
+    }
+}
+
+/// `order_refunded` carries the person's lifetime value as of the refund, so it waits for the
+/// facts: a refund of a registered customer's guest order, read by the email key before the
+/// customer's own payloads, is announced by the customer with the customer's figures.
+#[test]
+fn a_guest_order_refund_is_announced_with_the_customers_figures() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(order(4072, None, T0 + 2 * HOUR, "50.00"));
+    h.deliver(envelope(
+        "refunds/create",
+        &refund_json(9172, 4072, T0 + 3 * HOUR, "20.00", "USD", None),
+        "r-9172",
+        T0 + 3 * HOUR,
+    ));
+    h.deliver(customer_created(T0));
+    h.deliver(order(4071, Some(C), T0 + HOUR, "100.00"));
+    h.finish();
+    let refunded = h.events("order_refunded");
+    assert_eq!(refunded.len(), 1, "{refunded:#?}");
+    assert!(refunded[0].customer_key.contains("/c/"), "{refunded:#?}");
+    let f = &h.event_fields("order_refunded")[0];
+    assert_eq!(f["lifetime_value"].as_f64(), Some(130.0), "{f:?}");
+    assert_eq!(f["note"], "Damaged in transit", "{f:?}");
+}
+
+/// An earlier order delivered after a later one (a Shopify retry) is still the first purchase:
+/// the announcement waits for the facts instead of following the first arrival.
+#[test]
+fn first_purchase_waits_for_an_earlier_order_delivered_late() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(customer_created(T0));
+    h.deliver(order(4062, Some(C), T0 + 2 * HOUR, "80.00"));
+    h.deliver(order(4061, Some(C), T0 + HOUR, "30.00"));
+    h.finish();
+    let fp = h.event_fields("first_purchase");
+    assert_eq!(fp.len(), 1, "{fp:#?}");
+    assert_eq!(fp[0]["order_id"], "4061");
+}
+
 /// A guest who registers later: the guest history joins the customer, once.
 #[test]
 fn a_guest_who_registers_later_brings_their_history() {
@@ -282,6 +369,8 @@ fn customers_delete_keeps_or_deletes_as_configured() {
     let mut h = harness(IdentityMode::Hybrid, None);
     h.deliver(customer_created(T0));
     h.deliver(order(4041, Some(C), T0 + HOUR, "80.00"));
+    // `first_purchase` is announced once the order's facts are in, before the delete.
+    h.advance(T0 + DAY - 1);
     let before = h.commands.len();
     delete(&mut h);
     assert_eq!(h.commands.len(), before, "keep sends nothing");
@@ -304,6 +393,8 @@ fn customers_delete_keeps_or_deletes_as_configured() {
     assert!(h.purged.contains(&format!("{SHOP}/c/{C}")));
     // The address is released: a later guest order is the guest's.
     h.deliver(order(4042, None, T0 + 2 * DAY, "20.00"));
+    // A guest's profile is written once no claim can still be in flight.
+    h.finish();
     assert_eq!(
         h.profile(&format!("e/{EMAIL}"))["shopify_lifetime_value"].as_f64(),
         Some(20.0)
@@ -331,6 +422,30 @@ fn an_email_change_moves_the_index() {
     assert_eq!(c["shopify_lifetime_value"].as_f64(), Some(30.0));
     let g = h.profile(&format!("e/{EMAIL}"));
     assert_eq!(g["shopify_lifetime_value"].as_f64(), Some(20.0));
+}
+
+/// An order placed with the old address before the email change belongs to the customer even
+/// when it is delivered after the change (a backlog, a replay, a retry): the email key attributes
+/// activity by when it happened, not by which claim or release it heard first.
+#[test]
+fn an_order_placed_before_an_email_change_stays_the_customers_whenever_it_arrives() {
+    let mut h = harness(IdentityMode::Hybrid, None);
+    h.deliver(customer_created(T0));
+    h.deliver(envelope(
+        "customers/update",
+        &customer_json(C, "maya.new@example.com", T0, T0 + 10 * DAY, false),
+        "cu",
+        T0 + 10 * DAY,
+    ));
+    // Placed with the old address a day after registering, delivered after the change.
+    h.deliver(order(4031, None, T0 + DAY, "45.00"));
+    h.finish();
+    let c = h.profile(&format!("c/{C}"));
+    assert_eq!(c["shopify_lifetime_value"].as_f64(), Some(45.0));
+    let fp = h.events("first_purchase");
+    assert_eq!(fp.len(), 1, "{fp:#?}");
+    assert!(fp[0].customer_key.contains("/c/"), "{fp:#?}");
+    assert!(h.state(&format!("e/{EMAIL}")).orders.is_empty());
 }
 
 #[derive(Debug, Clone)]

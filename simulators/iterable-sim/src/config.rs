@@ -28,6 +28,8 @@ pub struct SimConfig {
     pub behaviour: BehaviourConfig,
     /// Fault injection active from start-up (changeable at run time via `POST /_sim/faults`).
     pub faults: FaultSpec,
+    /// System webhooks (reference §10b): where Iterable POSTs subscription events.
+    pub system_webhooks: SystemWebhookConfig,
 }
 
 impl Default for SimConfig {
@@ -38,6 +40,7 @@ impl Default for SimConfig {
             body_limits: BodyLimits::default(),
             behaviour: BehaviourConfig::default(),
             faults: FaultSpec::default(),
+            system_webhooks: SystemWebhookConfig::default(),
         }
     }
 }
@@ -78,6 +81,16 @@ impl SimConfig {
             if !ids.insert(p.id) {
                 return Err(Error::Config(format!("duplicate project id {}", p.id)));
             }
+            if let Some(bad) = p
+                .catalogs
+                .iter()
+                .find(|c| !crate::store::catalogs::valid_name(c))
+            {
+                return Err(Error::Config(format!(
+                    "project {}: invalid catalog name {bad:?}",
+                    p.id
+                )));
+            }
             if p.api_keys.is_empty() {
                 return Err(Error::Config(format!("project {} has no api_keys", p.id)));
             }
@@ -115,6 +128,20 @@ impl SimConfig {
             {
                 return Err(Error::Config(format!("{name}: burst must be >= 1")));
             }
+        }
+        let wh = &self.system_webhooks;
+        if let Some(url) = &wh.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "system_webhooks.url must be http(s): {url:?}"
+            )));
+        }
+        if wh.auth_header.is_empty() || wh.auth_header.contains([' ', ':', '\n']) {
+            return Err(Error::Config(format!(
+                "system_webhooks.auth_header is not a header name: {:?}",
+                wh.auth_header
+            )));
         }
         self.faults.validate()
     }
@@ -187,6 +214,14 @@ pub struct ProjectConfig {
     pub list_ids: Vec<u64>,
     /// Accept every list id as existing (then `list_ids` is ignored). Default false.
     pub any_list_id: bool,
+    /// Catalogs that exist at start-up (others must be created with
+    /// `POST /api/catalogs/{name}`). Default none.
+    pub catalogs: Vec<String>,
+    /// Id of the project's email message channel: what `unsubscribedChannelIds` holds after
+    /// an email unsubscribe, complaint or hosted-unsubscribe click. Default 1.
+    pub email_channel_id: i64,
+    /// Id of the project's SMS channel: what a STOP reply unsubscribes. Default 2.
+    pub sms_channel_id: i64,
     /// Project setting for unknown fields: add them (true, default) or drop them and report
     /// them in `filteredOutFields` (false). A request's `createNewFields` overrides it.
     pub create_new_fields: bool,
@@ -200,6 +235,9 @@ impl Default for ProjectConfig {
             api_keys: vec![DEFAULT_API_KEY.to_string()],
             list_ids: vec![1, 2, 3],
             any_list_id: false,
+            catalogs: Vec::new(),
+            email_channel_id: 1,
+            sms_channel_id: 2,
             create_new_fields: true,
         }
     }
@@ -307,6 +345,16 @@ pub struct BodyLimits {
     /// Maximum records per bulk request (users, events, subscribers, subscription requests);
     /// above it: 400 `BatchTooLarge`. Default none (Iterable documents no record cap).
     pub bulk_max_records: Option<usize>,
+    /// Maximum body of `POST /api/catalogs/{name}/items` in bytes. Iterable documents no
+    /// byte cap there, only 1000 items of ≤ 30 KB each, so the default (32,000,000) admits
+    /// any request that respects those two.
+    pub catalog_bulk_max_bytes: usize,
+    /// Maximum documents per catalog bulk upsert (reference §3.11: 1000). Above it:
+    /// 400 `BatchTooLarge`.
+    pub catalog_max_items: usize,
+    /// Maximum size of one catalog item's JSON in bytes (reference §3.11: "≤ 30 KB"; the
+    /// strict reading, 30,000, like `bulk_max_bytes`). Above it: 400 `BadParams`.
+    pub catalog_item_max_bytes: usize,
 }
 
 impl Default for BodyLimits {
@@ -316,6 +364,9 @@ impl Default for BodyLimits {
             single_max_bytes: 4_000_000,
             too_large: TooLargeResponse::Status413,
             bulk_max_records: None,
+            catalog_bulk_max_bytes: 32_000_000,
+            catalog_max_items: 1000,
+            catalog_item_max_bytes: 30_000,
         }
     }
 }
@@ -360,6 +411,71 @@ impl Default for BehaviourConfig {
     }
 }
 
+/// A secret string: shown as `<redacted>` in `Debug` and when the config is served by
+/// `GET /_sim/config`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// System webhooks: Iterable POSTs one JSON object per subscription event to a configured
+/// URL with configured headers, retrying on non-2xx (reference §10b).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemWebhookConfig {
+    /// Receiver URL; `None` (default): events are recorded (`GET /_sim/webhooks`) but not sent.
+    pub url: Option<String>,
+    /// Name of the header carrying the shared secret. Default `Authorization`.
+    pub auth_header: String,
+    /// Its value (e.g. `Bearer s3cret`); `None`: the header is not sent.
+    pub auth_value: Option<Secret>,
+    /// Event names to send (`emailUnSubscribe`, ...); empty (default) = all.
+    pub events: Vec<String>,
+    /// Retries after the first attempt on a non-2xx answer, timeout or connection error.
+    /// Default 8.
+    pub max_retries: u32,
+    /// Backoff before retry n: `backoff_base_ms × 2^(n-1)`, capped at `backoff_max_ms`.
+    /// Default 100 ms.
+    pub backoff_base_ms: u64,
+    /// Default 5000 ms.
+    pub backoff_max_ms: u64,
+    /// Per-attempt timeout. Default 5000 ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for SystemWebhookConfig {
+    fn default() -> Self {
+        SystemWebhookConfig {
+            url: None,
+            auth_header: "Authorization".into(),
+            auth_value: None,
+            events: Vec::new(),
+            max_retries: 8,
+            backoff_base_ms: 100,
+            backoff_max_ms: 5000,
+            timeout_ms: 5000,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +490,18 @@ mod tests {
         assert_eq!(f.per_day, Some(1000));
         assert_eq!(
             c.effective_limit(Endpoint::CommerceUpdateCart).per_second,
+            None
+        );
+        // Catalog items: 100 req/s (bulk) and 1000 req/s (PUT) per API key; PATCH unpublished.
+        let bulk = c.effective_limit(Endpoint::CatalogsBulkUpdateItems);
+        assert_eq!((bulk.per_second, bulk.burst), (Some(100.0), Some(100.0)));
+        assert!(Endpoint::CatalogsBulkUpdateItems.limited_per_api_key());
+        assert_eq!(
+            c.effective_limit(Endpoint::CatalogsReplaceItem).per_second,
+            Some(1000.0)
+        );
+        assert_eq!(
+            c.effective_limit(Endpoint::CatalogsUpdateItem).per_second,
             None
         );
     }

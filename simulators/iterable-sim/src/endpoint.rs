@@ -43,6 +43,22 @@ pub enum Endpoint {
     ListsSubscribe,
     /// `POST /api/lists/unsubscribe`
     ListsUnsubscribe,
+    /// `POST /api/catalogs/{catalogName}` (create)
+    CatalogsCreate,
+    /// `DELETE /api/catalogs/{catalogName}`
+    CatalogsDelete,
+    /// `POST /api/catalogs/{catalogName}/items` (bulk upsert, ≤ 1000 documents)
+    CatalogsBulkUpdateItems,
+    /// `DELETE /api/catalogs/{catalogName}/items` (bulk delete by `itemIds`)
+    CatalogsBulkDeleteItems,
+    /// `PUT /api/catalogs/{catalogName}/items/{itemId}` (replace)
+    CatalogsReplaceItem,
+    /// `PATCH /api/catalogs/{catalogName}/items/{itemId}` (merge)
+    CatalogsUpdateItem,
+    /// `DELETE /api/catalogs/{catalogName}/items/{itemId}`
+    CatalogsDeleteItem,
+    /// `GET /api/catalogs/{catalogName}/items/{itemId}`
+    CatalogsGetItem,
 }
 
 /// A published rate limit: requests per second and an optional daily cap.
@@ -56,7 +72,7 @@ pub struct PublishedLimit {
 
 impl Endpoint {
     /// Every endpoint, in a stable order (used to index per-endpoint tables).
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 25] = [
         Endpoint::UsersUpdate,
         Endpoint::UsersBulkUpdate,
         Endpoint::UsersUpdateEmail,
@@ -74,6 +90,14 @@ impl Endpoint {
         Endpoint::CommerceUpdateCart,
         Endpoint::ListsSubscribe,
         Endpoint::ListsUnsubscribe,
+        Endpoint::CatalogsCreate,
+        Endpoint::CatalogsDelete,
+        Endpoint::CatalogsBulkUpdateItems,
+        Endpoint::CatalogsBulkDeleteItems,
+        Endpoint::CatalogsReplaceItem,
+        Endpoint::CatalogsUpdateItem,
+        Endpoint::CatalogsDeleteItem,
+        Endpoint::CatalogsGetItem,
     ];
 
     /// Number of endpoints.
@@ -104,6 +128,14 @@ impl Endpoint {
             Endpoint::CommerceUpdateCart => "commerce/updateCart",
             Endpoint::ListsSubscribe => "lists/subscribe",
             Endpoint::ListsUnsubscribe => "lists/unsubscribe",
+            Endpoint::CatalogsCreate => "catalogs/create",
+            Endpoint::CatalogsDelete => "catalogs/delete",
+            Endpoint::CatalogsBulkUpdateItems => "catalogs/bulkUpdateItems",
+            Endpoint::CatalogsBulkDeleteItems => "catalogs/bulkDeleteItems",
+            Endpoint::CatalogsReplaceItem => "catalogs/replaceItem",
+            Endpoint::CatalogsUpdateItem => "catalogs/updateItem",
+            Endpoint::CatalogsDeleteItem => "catalogs/deleteItem",
+            Endpoint::CatalogsGetItem => "catalogs/getItem",
         }
     }
 
@@ -133,10 +165,19 @@ impl Endpoint {
             Endpoint::CommerceUpdateCart => "/api/commerce/updateCart",
             Endpoint::ListsSubscribe => "/api/lists/subscribe",
             Endpoint::ListsUnsubscribe => "/api/lists/unsubscribe",
+            Endpoint::CatalogsCreate | Endpoint::CatalogsDelete => "/api/catalogs/{catalogName}",
+            Endpoint::CatalogsBulkUpdateItems | Endpoint::CatalogsBulkDeleteItems => {
+                "/api/catalogs/{catalogName}/items"
+            }
+            Endpoint::CatalogsReplaceItem
+            | Endpoint::CatalogsUpdateItem
+            | Endpoint::CatalogsDeleteItem
+            | Endpoint::CatalogsGetItem => "/api/catalogs/{catalogName}/items/{itemId}",
         }
     }
 
-    /// Whether the endpoint carries many records per request (4 MB body cap, record cap).
+    /// Whether the endpoint carries many records per request (4 MB body cap — the catalog
+    /// bulk upsert has its own, `catalog_bulk_max_bytes` — and per-record counting).
     pub fn is_bulk(self) -> bool {
         matches!(
             self,
@@ -145,6 +186,17 @@ impl Endpoint {
                 | Endpoint::UsersBulkUpdateSubscriptions
                 | Endpoint::ListsSubscribe
                 | Endpoint::ListsUnsubscribe
+                | Endpoint::CatalogsBulkUpdateItems
+                | Endpoint::CatalogsBulkDeleteItems
+        )
+    }
+
+    /// Whether the published limit counts per API key rather than per project (the catalog
+    /// item endpoints, reference §2 and §3.11).
+    pub fn limited_per_api_key(self) -> bool {
+        matches!(
+            self,
+            Endpoint::CatalogsBulkUpdateItems | Endpoint::CatalogsReplaceItem
         )
     }
 
@@ -161,6 +213,9 @@ impl Endpoint {
             | Endpoint::UsersDeleteByUserId
             | Endpoint::UsersGetByEmail
             | Endpoint::UsersGetByUserId => (100.0, None),
+            // Per API key (see `limited_per_api_key`).
+            Endpoint::CatalogsBulkUpdateItems => (100.0, None),
+            Endpoint::CatalogsReplaceItem => (1000.0, None),
             _ => return None,
         };
         Some(PublishedLimit {

@@ -7,6 +7,8 @@
 //! | `GET /_sim/purchases[?email=&userId=&id=&project=]` | `[PurchaseView]` |
 //! | `GET /_sim/carts[?email=&userId=&project=]` | `[CartView]` |
 //! | `GET /_sim/lists[?project=]` | `[ListView]` |
+//! | `GET /_sim/catalogs[?project=]` | `[CatalogView]` |
+//! | `GET /_sim/catalogs/{name}/items[?project=&id=]` | `[CatalogItemView]` (404 if no project has the catalog) |
 //! | `GET /_sim/stats` | [`StatsView`] |
 //! | `GET /_sim/faults` | [`FaultStatus`] |
 //! | `POST /_sim/faults` | body [`FaultSpec`] (replaces the whole spec; `{}` clears) → [`FaultStatus`] |
@@ -159,6 +161,38 @@ pub struct ListView {
     pub members: Vec<UserRef>,
     /// `members.len()`.
     pub size: usize,
+}
+
+/// A catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogView {
+    /// Project id.
+    pub project: u64,
+    /// Name as created.
+    pub name: String,
+    /// Items it holds.
+    pub size: usize,
+    /// Items deleted since it was created.
+    pub deleted: u64,
+}
+
+/// A catalog item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogItemView {
+    /// Project id.
+    pub project: u64,
+    /// Catalog name as created.
+    pub catalog: String,
+    /// Item id.
+    pub item_id: String,
+    /// Current fields.
+    pub value: Map<String, Value>,
+    /// `yyyy-MM-dd HH:mm:ss +00:00` of the last write.
+    pub last_modified: String,
+    /// Writes since the item was (re)created.
+    pub update_count: u64,
 }
 
 /// Filters accepted by the record views.
@@ -340,6 +374,63 @@ pub(crate) fn lists(state: &SimState, f: &Filter) -> Vec<ListView> {
     })
 }
 
+pub(crate) fn catalogs(state: &SimState, f: &Filter) -> Vec<CatalogView> {
+    collect(state, f, |ps, out| {
+        for c in ps.catalogs.by_name.values() {
+            out.push(CatalogView {
+                project: ps.id,
+                name: c.name.clone(),
+                size: c.items.len(),
+                deleted: c.deleted,
+            });
+        }
+    })
+}
+
+/// Items of catalog `name` (case-insensitive) in every project the filter admits; `None`
+/// when no such project has the catalog.
+pub(crate) fn catalog_items(
+    state: &SimState,
+    name: &str,
+    f: &Filter,
+) -> Option<Vec<CatalogItemView>> {
+    let mut found = false;
+    let items = collect(state, f, |ps, out| {
+        let Some(c) = ps.catalogs.get(name) else {
+            return;
+        };
+        found = true;
+        for (id, item) in &c.items {
+            if f.id.as_deref().is_some_and(|i| i != id) {
+                continue;
+            }
+            out.push(CatalogItemView {
+                project: ps.id,
+                catalog: c.name.clone(),
+                item_id: id.clone(),
+                value: item.value.clone(),
+                last_modified: format_ts(item.last_modified),
+                update_count: item.update_count,
+            });
+        }
+    });
+    found.then_some(items)
+}
+
+async fn catalog_items_route(
+    State(s): State<SimState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(f): Query<Filter>,
+) -> Response {
+    match catalog_items(&s, &name, &f) {
+        Some(items) => Json(items).into_response(),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("no catalog {name:?}")}),
+        ),
+    }
+}
+
 /// The `/_sim` router.
 pub(crate) fn router() -> Router<SimState> {
     Router::new()
@@ -348,6 +439,8 @@ pub(crate) fn router() -> Router<SimState> {
         .route("/_sim/purchases", filtered(purchases))
         .route("/_sim/carts", filtered(carts))
         .route("/_sim/lists", filtered(lists))
+        .route("/_sim/catalogs", filtered(catalogs))
+        .route("/_sim/catalogs/{name}/items", get(catalog_items_route))
         .route(
             "/_sim/stats",
             get(|State(s): State<SimState>| async move { Json::<StatsView>(s.stats()) }),

@@ -2,7 +2,7 @@
 //!
 //! Start it in-process with [`spawn`] (binds `127.0.0.1:0`) or [`run`] (your listener), or
 //! mount [`app`] yourself. Everything is in memory and per project: profiles, custom events,
-//! purchases, carts, static lists, first-write field types, forgotten users. Requests pass an
+//! purchases, carts, static lists, catalogs, first-write field types, forgotten users. Requests pass an
 //! exact per-(project, endpoint) rate limiter ([`ratelimit`]) and optional fault injection
 //! ([`faults`]); the `/_sim/` inspection API ([`inspect`]) shows what was written and counts
 //! requests, admissions and 429s per endpoint.
@@ -27,16 +27,23 @@ mod handlers;
 pub mod inspect;
 pub mod ratelimit;
 mod server;
+mod simulate;
 pub mod stats;
 mod store;
+mod webhooks;
 
 pub use config::{
     BehaviourConfig, BodyLimits, DEFAULT_API_KEY, EndpointLimit, LimitModel, ProjectConfig,
-    ProjectType, RateLimitBody, RateLimitConfig, RateLimitResponse, SimConfig, TooLargeResponse,
+    ProjectType, RateLimitBody, RateLimitConfig, RateLimitResponse, Secret, SimConfig,
+    SystemWebhookConfig, TooLargeResponse,
 };
 pub use endpoint::Endpoint;
 pub use error::{ApiError, Error};
 pub use faults::{FaultSpec, FaultStatus, FaultWindow};
-pub use inspect::{CartView, EventView, Filter, ListView, ProfileView, PurchaseView, UserRef};
+pub use inspect::{
+    CartView, CatalogItemView, CatalogView, EventView, Filter, ListView, ProfileView, PurchaseView,
+    UserRef,
+};
 pub use server::{SimHandle, SimState, app, run, spawn, spawn_on};
 pub use stats::{EndpointStats, StatsView};
+pub use webhooks::{DeliveryState, WebhookView};

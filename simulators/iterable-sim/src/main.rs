@@ -41,6 +41,15 @@ struct Args {
     /// Latency added to every request, in ms.
     #[arg(long)]
     latency_ms: Option<u64>,
+    /// System webhook receiver URL (events are only recorded without it).
+    #[arg(long, env = "ITERABLE_SIM_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Name of the header carrying the webhook secret (default Authorization).
+    #[arg(long, env = "ITERABLE_SIM_WEBHOOK_AUTH_HEADER")]
+    webhook_auth_header: Option<String>,
+    /// Value of that header (prefer the environment variable: it is a secret).
+    #[arg(long, env = "ITERABLE_SIM_WEBHOOK_AUTH_VALUE", hide_env_values = true)]
+    webhook_auth_value: Option<String>,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -93,6 +102,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(ms) = args.latency_ms {
         config.faults.latency_ms = ms;
     }
+    if args.webhook_url.is_some() {
+        config.system_webhooks.url = args.webhook_url.clone();
+    }
+    if let Some(h) = &args.webhook_auth_header {
+        config.system_webhooks.auth_header = h.clone();
+    }
+    if let Some(v) = &args.webhook_auth_value {
+        config.system_webhooks.auth_value = Some(iterable_sim::Secret(v.clone()));
+    }
     config.validate()?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -102,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         projects = config.projects.len(),
         rate_limits = config.rate_limits.enabled,
+        system_webhooks = config.system_webhooks.url.as_deref().unwrap_or("-"),
         "iterable-sim listening"
     );
 

@@ -6,7 +6,8 @@
 //! strict and deterministic rather than approximate:
 //!
 //! * One bucket per (project, endpoint), behind its own mutex. Every API key of a project shares
-//!   the project's buckets (reference §5.1).
+//!   the project's buckets (reference §5.1). The catalog item endpoints are limited per API
+//!   key instead (reference §2), so they get one bucket per (key, endpoint).
 //! * `tokenBucket` (default) is implemented as GCRA, the integer-nanosecond form of a token
 //!   bucket with continuous refill: capacity `burst` (default = one second's worth, i.e. the
 //!   rate), refill `per_second`. It starts full. Over any interval of length `T` it admits at
@@ -24,6 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::auth::Caller;
 use crate::config::{EffectiveLimit, LimitModel, SimConfig};
 use crate::endpoint::Endpoint;
 
@@ -36,51 +38,64 @@ pub(crate) enum Decision {
     Reject { retry_after: Duration },
 }
 
-/// All buckets of all projects.
+/// All buckets of all projects and keys.
 pub(crate) struct RateLimiter {
     enabled: bool,
     buckets: Vec<Mutex<Bucket>>,
+    /// Per-key buckets, `key × Endpoint::COUNT` (only the per-key endpoints are used).
+    key_buckets: Vec<Mutex<Bucket>>,
 }
 
 impl RateLimiter {
     /// Builds full buckets for `projects` projects from the config.
     pub(crate) fn new(config: &SimConfig) -> Self {
         let now = Instant::now();
-        let mut buckets = Vec::with_capacity(config.projects.len() * Endpoint::COUNT);
-        for _ in &config.projects {
-            for ep in Endpoint::ALL {
-                buckets.push(Mutex::new(Bucket::new(
-                    config.effective_limit(ep),
-                    config.rate_limits.model,
-                    Duration::from_secs(config.rate_limits.day_seconds),
-                    now,
-                )));
+        let table = |owners: usize| -> Vec<Mutex<Bucket>> {
+            let mut buckets = Vec::with_capacity(owners * Endpoint::COUNT);
+            for _ in 0..owners {
+                for ep in Endpoint::ALL {
+                    buckets.push(Mutex::new(Bucket::new(
+                        config.effective_limit(ep),
+                        config.rate_limits.model,
+                        Duration::from_secs(config.rate_limits.day_seconds),
+                        now,
+                    )));
+                }
             }
-        }
+            buckets
+        };
         RateLimiter {
             enabled: config.rate_limits.enabled,
-            buckets,
+            buckets: table(config.projects.len()),
+            key_buckets: table(crate::auth::key_count(config)),
         }
     }
 
     /// Refills every bucket and forgets daily logs.
     pub(crate) fn reset(&self, config: &SimConfig) {
         let fresh = RateLimiter::new(config);
-        for (slot, new) in self.buckets.iter().zip(fresh.buckets) {
+        let pairs = self
+            .buckets
+            .iter()
+            .zip(fresh.buckets)
+            .chain(self.key_buckets.iter().zip(fresh.key_buckets));
+        for (slot, new) in pairs {
             *slot.lock().unwrap_or_else(|p| p.into_inner()) =
                 new.into_inner().unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// Checks and (if admitted) records one request of `project_index` to `endpoint`.
-    pub(crate) fn check(&self, project_index: usize, endpoint: Endpoint) -> Decision {
+    /// Checks and (if admitted) records one request of `caller` to `endpoint`.
+    pub(crate) fn check(&self, caller: Caller, endpoint: Endpoint) -> Decision {
         if !self.enabled {
             return Decision::Admit;
         }
-        let Some(bucket) = self
-            .buckets
-            .get(project_index * Endpoint::COUNT + endpoint.index())
-        else {
+        let (table, owner) = if endpoint.limited_per_api_key() {
+            (&self.key_buckets, caller.key)
+        } else {
+            (&self.buckets, caller.project)
+        };
+        let Some(bucket) = table.get(owner * Endpoint::COUNT + endpoint.index()) else {
             return Decision::Admit;
         };
         // A poisoned mutex only means another request panicked mid-update; the bucket state is

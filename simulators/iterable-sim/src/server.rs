@@ -14,10 +14,14 @@ use crate::auth::KeyTable;
 use crate::config::SimConfig;
 use crate::error::Error;
 use crate::faults::{FaultSpec, FaultStatus, Faults};
-use crate::inspect::{self, CartView, EventView, Filter, ListView, ProfileView, PurchaseView};
+use crate::inspect::{
+    self, CartView, CatalogItemView, CatalogView, EventView, Filter, ListView, ProfileView,
+    PurchaseView,
+};
 use crate::ratelimit::RateLimiter;
 use crate::stats::{Stats, StatsView};
 use crate::store::{ProjectStore, Store};
+use crate::webhooks::{WebhookView, Webhooks};
 
 /// Cheaply clonable handle on the whole simulator state.
 #[derive(Clone)]
@@ -36,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     /// 429s served, to alternate body styles.
     pub(crate) served_429: AtomicU64,
+    /// System webhooks: recorded and sent by a worker started in `serve`.
+    pub(crate) webhooks: Arc<Webhooks>,
 }
 
 impl SimState {
@@ -56,6 +62,7 @@ impl SimState {
                 faults: Faults::new(config.faults.clone()),
                 shutdown,
                 served_429: AtomicU64::new(0),
+                webhooks: Arc::new(Webhooks::new(config.system_webhooks.clone())),
                 config,
             }),
         })
@@ -96,6 +103,17 @@ impl SimState {
         inspect::lists(self, filter)
     }
 
+    /// Catalogs (same as `GET /_sim/catalogs`).
+    pub fn catalogs(&self, filter: &Filter) -> Vec<CatalogView> {
+        inspect::catalogs(self, filter)
+    }
+
+    /// Items of catalog `name` (same as `GET /_sim/catalogs/{name}/items`); `None` when no
+    /// project the filter admits has that catalog.
+    pub fn catalog_items(&self, name: &str, filter: &Filter) -> Option<Vec<CatalogItemView>> {
+        inspect::catalog_items(self, name, filter)
+    }
+
     /// Current fault injection (same as `GET /_sim/faults`).
     pub fn faults(&self) -> FaultStatus {
         self.inner.faults.status()
@@ -108,8 +126,16 @@ impl SimState {
         Ok(())
     }
 
-    /// Clears data, counters and rate-limit buckets and restores the start-up faults.
+    /// System webhooks emitted so far, with their delivery state (same as
+    /// `GET /_sim/webhooks`).
+    pub fn webhooks(&self) -> Vec<WebhookView> {
+        self.inner.webhooks.views()
+    }
+
+    /// Clears data, counters, recorded webhooks and rate-limit buckets and restores the
+    /// start-up faults.
     pub fn reset(&self) {
+        self.inner.webhooks.reset();
         self.inner.store.reset();
         self.inner.stats.reset();
         self.inner.limiter.reset(&self.inner.config);
@@ -129,6 +155,7 @@ impl SimState {
 pub fn app(state: SimState) -> Router {
     crate::handlers::router()
         .merge(inspect::router())
+        .merge(crate::simulate::router())
         .fallback(crate::handlers::not_found)
         .with_state(state)
 }
@@ -148,6 +175,7 @@ async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    state.inner.webhooks.start(shutdown.clone());
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     // No Nagle: pipelined or multi-write responses must not wait for the client's delayed ACK
     // (a 40 ms stall per response would make the simulator the bottleneck it must never be).

@@ -112,6 +112,102 @@ pub struct ScenarioConfig {
     pub phases: Vec<RatePhase>,
     /// Parameters of the rules that compute the expected outcome.
     pub rules: TruthRules,
+    /// The product catalogue as its own traffic (`products/*`, sales, archives, launches) and
+    /// ground truth. Off by default, so the default scenario's output is unchanged.
+    #[serde(skip_serializing_if = "ProductsConfig::is_default")]
+    pub products: ProductsConfig,
+}
+
+/// Product catalogue generation (see `catalog.rs`). With `enabled = false` (default) orders
+/// draw from the 16 built-in single-variant products with fixed prices and no `products/*`
+/// webhook is sent; with it on, the 16 become part of a larger catalogue that changes over
+/// the timeline, and baskets draw only what is on sale at the time, at that time's price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProductsConfig {
+    /// Master switch. Default false.
+    pub enabled: bool,
+    /// Products beyond the 16 built-in ones. Default 24.
+    pub extra_products: u32,
+    /// Most variants of a generated product (1..=this). Default 4.
+    pub max_variants: u32,
+    /// Extra built-in products get up to this many more variants. Default 2.
+    pub extra_base_variants: u32,
+    /// Of the extra products, how many are launched during the timeline (`products/create`
+    /// then) rather than existing at its start. Default 4.
+    pub launches: u32,
+    /// Products that go on sale (price −20 %, `compare_at_price` = the old price) once;
+    /// half of those return to the full price later. Default 0.3.
+    pub sale_fraction: f64,
+    /// Products archived during the timeline (`products/update` with `status: archived`);
+    /// half of those are deleted later. Default 0.1.
+    pub archive_fraction: f64,
+    /// Products deleted outright (`products/delete`). Default 0.05.
+    pub delete_fraction: f64,
+    /// Products created as drafts and published (`active`) a few days later. Default 0.05.
+    pub draft_fraction: f64,
+    /// Add the odd products a sync must survive: one with no images, a null
+    /// `product_type`, no category and 100 variants; one whose variants have no SKU.
+    /// Default true.
+    pub odd_products: bool,
+    /// Product URL in the ground truth: `{shop_domain}` and `{handle}` are replaced.
+    /// Default `https://{shop_domain}/products/{handle}`.
+    pub url_template: String,
+}
+
+impl Default for ProductsConfig {
+    fn default() -> Self {
+        ProductsConfig {
+            enabled: false,
+            extra_products: 24,
+            max_variants: 4,
+            extra_base_variants: 2,
+            launches: 4,
+            sale_fraction: 0.3,
+            archive_fraction: 0.1,
+            delete_fraction: 0.05,
+            draft_fraction: 0.05,
+            odd_products: true,
+            url_template: "https://{shop_domain}/products/{handle}".into(),
+        }
+    }
+}
+
+impl ProductsConfig {
+    fn is_default(&self) -> bool {
+        *self == ProductsConfig::default()
+    }
+
+    fn validate(&self) -> Result<(), SimError> {
+        for (name, v) in [
+            ("products.sale_fraction", self.sale_fraction),
+            ("products.archive_fraction", self.archive_fraction),
+            ("products.delete_fraction", self.delete_fraction),
+            ("products.draft_fraction", self.draft_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(SimError::Config(format!(
+                    "{name} must be in [0, 1], got {v}"
+                )));
+            }
+        }
+        if self.max_variants == 0 || self.max_variants > 100 {
+            return Err(SimError::Config(
+                "products.max_variants must be in 1..=100".into(),
+            ));
+        }
+        if self.launches > self.extra_products {
+            return Err(SimError::Config(
+                "products.launches must not exceed products.extra_products".into(),
+            ));
+        }
+        if self.extra_products > 10_000 {
+            return Err(SimError::Config(
+                "products.extra_products must be at most 10000".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Delivery faults: at-least-once and unordered, like Shopify.
@@ -233,6 +329,7 @@ impl Default for ScenarioConfig {
             rate_per_sec: 50.0,
             phases: Vec::new(),
             rules: TruthRules::default(),
+            products: ProductsConfig::default(),
         }
     }
 }
@@ -302,6 +399,7 @@ impl ScenarioConfig {
 
     /// Check ranges so generation never has to guess (or panic) on bad input.
     pub fn validate(&self) -> Result<(), SimError> {
+        self.products.validate()?;
         let fractions = [
             ("whale_fraction", self.whale_fraction),
             ("guest_fraction", self.guest_fraction),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ScenarioConfig, TruthRules};
 use crate::delivery::{Delivery, DeliveryKind};
+use crate::expected_products::ProductsExpectation;
 use crate::model::{Ts, money};
 use crate::payloads::ts;
 use crate::timeline::{CheckoutTruth, OrderTruth, PersonTruth, Timeline};
@@ -42,6 +43,10 @@ pub struct ExpectedOutcome {
     pub unattributed_checkouts: Vec<AbandonedCheckout>,
     /// Whether the run ends with `shop/redact`.
     pub shop_redacted: bool,
+    /// The product catalogue and item enrichment (`[products] enabled` only; absent
+    /// otherwise, so the default output is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub products: Option<ProductsExpectation>,
 }
 
 /// Counts over the delivery stream (for ingest/dedupe assertions).
@@ -431,5 +436,6 @@ pub(crate) fn compute(
         customers,
         unattributed_checkouts: unattributed,
         shop_redacted: cfg.shop_redact,
+        products: crate::expected_products::compute(&cfg.shop_domain, tl),
     }
 }

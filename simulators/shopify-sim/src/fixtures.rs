@@ -272,6 +272,7 @@ fn large_body(cfg: &ScenarioConfig, secret: &str) -> Result<Fixture, SimError> {
         currency: &cfg.shop_currency,
         catalogue: &tl.catalogue,
         order_numbers: &numbers,
+        catalog: None,
     };
     let body = render(&ctx, &action, "2026-07");
     let d = Delivery {

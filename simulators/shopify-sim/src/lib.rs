@@ -9,8 +9,11 @@
 //!   (1 s connect / 5 s total timeout, non-2xx including 3xx = failure, up to 8 retries of
 //!   identical bytes with the same webhook id, exponential backoff with compressible time).
 //! - [`fixtures`]: one signed fixture per topic (plus edge-case variants) for ingest tests.
-//! - [`spawn_admin`]: a fake GraphQL Admin API (bulk operations, throttling, shuffled JSONL,
-//!   a failing operation with partial data) serving the same store, for backfill tests.
+//! - [`spawn_admin`]: a fake GraphQL Admin API (bulk operations over customers, orders and
+//!   products, consent mutations that send the consent webhooks back, cost-based throttling,
+//!   shuffled JSONL, a failing operation with partial data) serving the same store.
+//! - `[products] enabled` ([`ProductsConfig`]): a product catalogue that changes over the
+//!   timeline (`products/*` webhooks), orders that buy it, and [`ProductsExpectation`].
 //!
 //! # Truth rules (what [`ExpectedOutcome`] asserts; the processor must implement the same)
 //! People are keyed by Shopify customer id (decimal string) or, for guests,
@@ -59,14 +62,17 @@
 //! deduplicate on `(shop, X-Shopify-Webhook-Id)`, never on event id alone.
 
 mod admin;
+mod catalog;
 mod config;
 mod delivery;
 mod error;
 mod expected;
+mod expected_products;
 mod fixtures;
 mod json;
 mod model;
 mod payloads;
+mod product_payloads;
 mod sender;
 mod sign;
 mod timeline;
@@ -77,13 +83,16 @@ pub use admin::{
     AdminOptions, AdminServer, AdminStats, AdminStore, FinishWebhook, Resource, SyntheticSpec,
     SyntheticStore, UpdatedRange, spawn_admin, spawn_synthetic_admin,
 };
-pub use config::{Faults, RatePhase, ScenarioConfig, TierRule, TruthRules, is_legacy_api_version};
+pub use config::{
+    Faults, ProductsConfig, RatePhase, ScenarioConfig, TierRule, TruthRules, is_legacy_api_version,
+};
 pub use delivery::{Delivery, DeliveryKind, format_triggered_at};
 pub use error::SimError;
 pub use expected::{
     AbandonedCheckout, CustomerExpectation, DeliveryStats, ExpectedOutcome, NotFireReason,
     OrderExpectation,
 };
+pub use expected_products::{CatalogProduct, CatalogVariant, ItemEnrichment, ProductsExpectation};
 pub use fixtures::{Fixture, fixtures, read_deliveries_jsonl, write_fixtures, write_run};
 pub use sender::{LatencySummary, SendOptions, SendReport, rate_multiplier_at, send};
 pub use sign::{sign, verify};
@@ -126,6 +135,7 @@ pub fn generate(cfg: &ScenarioConfig) -> Result<Scenario, SimError> {
         currency: &cfg.shop_currency,
         catalogue: &tl.catalogue,
         order_numbers: &order_numbers,
+        catalog: tl.catalog.as_ref(),
     };
     let mut rng = timeline::stream(cfg.seed, timeline::DELIVERY_STREAM);
     let deliveries = delivery::deliveries(cfg, &ctx, &tl.actions, &mut rng);

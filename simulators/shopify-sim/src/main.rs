@@ -136,6 +136,10 @@ enum Cmd {
         /// POST `bulk_operations/finish` here when an operation ends (signed with `--secret`).
         #[arg(long)]
         finish_webhook: Option<String>,
+        /// Where consent mutations send their webhooks (consent topic + customers/update),
+        /// signed with --secret.
+        #[arg(long)]
+        customer_webhook: Option<String>,
         /// App secret for the finish webhook.
         #[arg(long, env = "SHOPIFY_API_SECRET", default_value = "")]
         secret: String,
@@ -239,6 +243,7 @@ async fn main() -> Result<()> {
             restore_rate,
             fail_first_orders,
             finish_webhook,
+            customer_webhook,
             secret,
             synthetic_orders,
         } => {
@@ -257,7 +262,10 @@ async fn main() -> Result<()> {
                 maximum_available: bucket,
                 restore_rate,
                 fail_first_orders,
-                finish_webhook: finish_webhook.map(|url| FinishWebhook { url, secret }),
+                finish_webhook: finish_webhook.map(|url| FinishWebhook {
+                    url,
+                    secret: secret.clone(),
+                }),
                 ..AdminOptions::default()
             };
             let server = match synthetic_orders {
@@ -267,6 +275,9 @@ async fn main() -> Result<()> {
                 }
                 None => spawn_admin(&cfg, opts, &listen).await?,
             };
+            if let Some(url) = customer_webhook {
+                server.set_customer_webhook(FinishWebhook { url, secret });
+            }
             println!(
                 "Admin API fake for {} ({} customers, {} orders) at {}/admin/api/<version>/graphql.json",
                 cfg.shop_domain, server.customers, server.orders, server.base_url

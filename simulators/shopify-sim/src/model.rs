@@ -66,15 +66,17 @@ pub(crate) const FOREIGN_CURRENCIES: [Pres; 3] = [
     },
 ];
 
-/// A catalogue product with a single variant.
+/// A sellable variant of the catalogue (one entry per variant; `id` is its product's id).
+/// `price` is the price at creation; with products enabled it changes over the timeline
+/// (see `catalog::Catalog::price_at`).
 #[derive(Debug, Clone)]
 pub(crate) struct Product {
     pub(crate) id: u64,
     pub(crate) variant_id: u64,
     pub(crate) sku: String,
-    pub(crate) title: &'static str,
-    pub(crate) variant_title: &'static str,
-    pub(crate) vendor: &'static str,
+    pub(crate) title: String,
+    pub(crate) variant_title: String,
+    pub(crate) vendor: String,
     pub(crate) price: i64,
     pub(crate) grams: u32,
 }
@@ -127,9 +129,9 @@ pub(crate) fn catalogue(rng: &mut ChaCha8Rng) -> Vec<Product> {
                     1000 + i * 7,
                     variant.chars().next().unwrap_or('X').to_ascii_uppercase()
                 ),
-                title,
-                variant_title: variant,
-                vendor: "Tillstream Kitchen",
+                title: (*title).to_owned(),
+                variant_title: (*variant).to_owned(),
+                vendor: "Tillstream Kitchen".to_owned(),
                 price: *price,
                 grams: *grams,
             }
@@ -157,6 +159,8 @@ pub(crate) enum ConsentState {
     Subscribed,
     NotSubscribed,
     Unsubscribed,
+    /// Confirmation requested (double opt-in); only set through the Admin API here.
+    Pending,
 }
 
 impl ConsentState {
@@ -165,6 +169,7 @@ impl ConsentState {
             ConsentState::Subscribed => "subscribed",
             ConsentState::NotSubscribed => "not_subscribed",
             ConsentState::Unsubscribed => "unsubscribed",
+            ConsentState::Pending => "pending",
         }
     }
 }
@@ -389,6 +394,9 @@ pub(crate) enum Topic {
     CustomersRedact,
     CustomersDataRequest,
     ShopRedact,
+    ProductsCreate,
+    ProductsUpdate,
+    ProductsDelete,
 }
 
 impl Topic {
@@ -413,6 +421,9 @@ impl Topic {
             Topic::CustomersRedact => "customers/redact",
             Topic::CustomersDataRequest => "customers/data_request",
             Topic::ShopRedact => "shop/redact",
+            Topic::ProductsCreate => "products/create",
+            Topic::ProductsUpdate => "products/update",
+            Topic::ProductsDelete => "products/delete",
         }
     }
 }
@@ -432,6 +443,13 @@ pub(crate) enum Subject {
         data_request_id: Option<u64>,
     },
     ShopRedact,
+    /// Version `version` of catalogue product `history` (see `catalog::Catalog`).
+    Product {
+        history: usize,
+        version: usize,
+    },
+    /// `products/delete` of this product id.
+    ProductDelete(u64),
 }
 
 /// One webhook-producing action in the timeline.

@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 
 use chrono::{SecondsFormat, Utc};
 
+use crate::catalog::Catalog;
 use crate::config::is_legacy_api_version;
 use crate::json::{J, obj};
 use crate::model::{
     Action, Address, Amt, Basket, Cart, Checkout, Consent, CustomerSnap, Line, Order, Product,
     Refund, Subject, Ts, money,
 };
+use crate::product_payloads::product_payload;
 
 /// Shop-level facts every payload needs.
 pub(crate) struct Ctx<'a> {
@@ -25,6 +27,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) catalogue: &'a [Product],
     /// Order id → order number (1001, 1002, … in creation order across the shop).
     pub(crate) order_numbers: &'a BTreeMap<u64, u64>,
+    /// The catalogue over time, when products are enabled (renders `products/*`).
+    pub(crate) catalog: Option<&'a Catalog>,
 }
 
 /// Render the body of `action` for webhook API `version`.
@@ -54,6 +58,12 @@ pub(crate) fn render(ctx: &Ctx<'_>, action: &Action, version: &str) -> Vec<u8> {
             data_request_id,
         } => compliance(ctx, customer, orders, *data_request_id),
         Subject::ShopRedact => obj! {"shop_id" => ctx.shop_id, "shop_domain" => ctx.shop_domain},
+        Subject::Product { history, version } => ctx
+            .catalog
+            .and_then(|c| c.histories.get(*history))
+            .and_then(|h| h.version(*version))
+            .map_or(J::Null, product_payload),
+        Subject::ProductDelete(id) => obj! {"id" => *id},
     };
     j.to_bytes()
 }
@@ -303,7 +313,7 @@ fn cart_payload(ctx: &Ctx<'_>, cart: &Cart) -> J {
                 "taxable" => true,
                 "title" => p.map(|p| format!("{} - {}", p.title, p.variant_title)),
                 "total_discount" => "0.00",
-                "vendor" => p.map(|p| p.vendor),
+                "vendor" => p.map(|p| p.vendor.as_str()),
                 "discounted_price_set" => set(ctx, &b, unit),
                 "line_price_set" => set(ctx, &b, line_price),
                 "original_line_price_set" => set(ctx, &b, line_price),
@@ -332,30 +342,37 @@ fn tax_lines(ctx: &Ctx<'_>, b: &Basket, tax: Amt) -> J {
     }])
 }
 
-fn checkout_line(ctx: &Ctx<'_>, b: &Basket, l: &Line) -> J {
+/// A checkout line; `at` picks the catalogue version for `compare_at_price` (products
+/// enabled only; null otherwise, as before).
+fn checkout_line(ctx: &Ctx<'_>, b: &Basket, l: &Line, at: Ts) -> J {
     let p = product(ctx, l.product);
+    let compare_at = ctx
+        .catalog
+        .and_then(|c| c.variant_at(l.product, at))
+        .and_then(|(_, v)| v.compare_at)
+        .map(money);
     obj! {
         "key" => format!("{:032x}", u128::from(l.id) * 0x9e37_79b9_7f4a_7c15),
         "fulfillment_service" => "manual",
         "gift_card" => false,
         "grams" => p.map_or(0u64, |p| u64::from(p.grams)),
-        "presentment_title" => p.map(|p| p.title),
-        "presentment_variant_title" => p.map(|p| p.variant_title),
+        "presentment_title" => p.map(|p| p.title.as_str()),
+        "presentment_variant_title" => p.map(|p| p.variant_title.as_str()),
         "product_id" => p.map(|p| p.id),
         "quantity" => u64::from(l.quantity),
         "requires_shipping" => true,
         "sku" => p.map(|p| p.sku.clone()),
         "tax_lines" => tax_lines(ctx, b, l.tax),
         "taxable" => true,
-        "title" => p.map(|p| p.title),
+        "title" => p.map(|p| p.title.as_str()),
         "variant_id" => p.map(|p| p.variant_id),
-        "variant_title" => p.map(|p| p.variant_title),
+        "variant_title" => p.map(|p| p.variant_title.as_str()),
         "variant_price" => money(l.price.shop),
-        "vendor" => p.map(|p| p.vendor),
+        "vendor" => p.map(|p| p.vendor.as_str()),
         "user_id" => J::Null,
         "unit_price_measurement" => obj!{"measured_type" => J::Null, "quantity_value" => J::Null, "quantity_unit" => J::Null, "reference_value" => J::Null, "reference_unit" => J::Null},
         "rank" => J::Null,
-        "compare_at_price" => J::Null,
+        "compare_at_price" => compare_at,
         "line_price" => money(l.gross().shop),
         "price" => money(l.price.shop),
         "applied_discounts" => J::Arr(vec![]),
@@ -404,7 +421,11 @@ fn checkout_payload(ctx: &Ctx<'_>, co: &Checkout, legacy: bool) -> J {
         // Older versions carried a numeric checkout id; 2026 samples key on `token`.
         f.push(("id", co.id.into()));
     }
-    let lines: Vec<J> = b.lines.iter().map(|l| checkout_line(ctx, b, l)).collect();
+    let lines: Vec<J> = b
+        .lines
+        .iter()
+        .map(|l| checkout_line(ctx, b, l, co.created_at))
+        .collect();
     f.extend([
         ("token", co.token.as_str().into()),
         ("cart_token", co.cart_token.as_str().into()),
@@ -543,13 +564,13 @@ fn order_line(ctx: &Ctx<'_>, o: &Order, i: usize, l: &Line) -> J {
         "requires_shipping" => true,
         "sku" => p.map(|p| p.sku.clone()),
         "taxable" => true,
-        "title" => p.map(|p| p.title),
+        "title" => p.map(|p| p.title.as_str()),
         "total_discount" => money(l.discount.shop),
         "total_discount_set" => set(ctx, b, l.discount),
         "variant_id" => p.map(|p| p.variant_id),
         "variant_inventory_management" => "shopify",
-        "variant_title" => p.map(|p| p.variant_title),
-        "vendor" => p.map(|p| p.vendor),
+        "variant_title" => p.map(|p| p.variant_title.as_str()),
+        "vendor" => p.map(|p| p.vendor.as_str()),
         "tax_lines" => tax_lines(ctx, b, l.tax),
         "duties" => J::Arr(vec![]),
         "discount_allocations" => discount_allocations(ctx, b, l),

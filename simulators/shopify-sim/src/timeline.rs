@@ -9,6 +9,7 @@ use chrono::{Duration, FixedOffset};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::catalog::Catalog;
 use crate::config::ScenarioConfig;
 use crate::error::SimError;
 use crate::model::{
@@ -21,6 +22,7 @@ use crate::model::{
 pub(crate) const CATALOGUE_STREAM: u64 = 1;
 pub(crate) const DELIVERY_STREAM: u64 = 2;
 const SHOP_STREAM: u64 = 3;
+const PRODUCT_STREAM: u64 = 4;
 const PERSON_STREAM_BASE: u64 = 1 << 32;
 
 /// Truth about one order, as needed by the expected-outcome rules.
@@ -71,6 +73,9 @@ pub(crate) struct Timeline {
     pub(crate) start: Ts,
     pub(crate) end: Ts,
     pub(crate) catalogue: Vec<Product>,
+    /// The catalogue over time (`[products] enabled`); `catalogue` is then its flattened
+    /// variants.
+    pub(crate) catalog: Option<Catalog>,
     pub(crate) actions: Vec<Action>,
     pub(crate) people: Vec<PersonTruth>,
     /// Checkouts that can't be attributed to anyone (no email, no phone).
@@ -103,7 +108,13 @@ pub(crate) fn build(cfg: &ScenarioConfig) -> Result<Timeline, SimError> {
     let start = cfg.start_time()?;
     let end = start + Duration::days(i64::from(cfg.days));
     let mut cat_rng = stream(cfg.seed, CATALOGUE_STREAM);
-    let cat = catalogue(&mut cat_rng);
+    let mut cat = catalogue(&mut cat_rng);
+    let catalog = cfg.products.enabled.then(|| {
+        let mut rng = stream(cfg.seed, PRODUCT_STREAM);
+        let (catalog, flat) = Catalog::build(cfg, &cat, &mut rng, start, end);
+        cat = flat;
+        catalog
+    });
 
     let mut actions = Vec::new();
     let mut people = Vec::new();
@@ -112,6 +123,7 @@ pub(crate) fn build(cfg: &ScenarioConfig) -> Result<Timeline, SimError> {
         let mut g = Gen {
             cfg,
             cat: &cat,
+            catalog: catalog.as_ref(),
             rng: stream(cfg.seed, PERSON_STREAM_BASE + u64::from(person)),
             person,
             ids: 0,
@@ -142,6 +154,9 @@ pub(crate) fn build(cfg: &ScenarioConfig) -> Result<Timeline, SimError> {
         unattributed.append(&mut g.unattributed);
         people.push(g.truth);
     }
+    if let Some(c) = &catalog {
+        actions.extend(c.actions().into_iter().filter(|a| a.at < end));
+    }
     if cfg.shop_redact {
         let mut rng = stream(cfg.seed, SHOP_STREAM);
         let at = end - Duration::seconds(rng.random_range(60..3600));
@@ -158,6 +173,7 @@ pub(crate) fn build(cfg: &ScenarioConfig) -> Result<Timeline, SimError> {
         start,
         end,
         catalogue: cat,
+        catalog,
         actions,
         people,
         unattributed,
@@ -191,6 +207,7 @@ enum Intent {
 struct Gen<'a> {
     cfg: &'a ScenarioConfig,
     cat: &'a [Product],
+    catalog: Option<&'a Catalog>,
     rng: ChaCha8Rng,
     person: u32,
     ids: u64,
@@ -626,7 +643,9 @@ impl Gen<'_> {
         };
         consent.state = match consent.state {
             ConsentState::Subscribed => ConsentState::Unsubscribed,
-            ConsentState::NotSubscribed | ConsentState::Unsubscribed => ConsentState::Subscribed,
+            ConsentState::NotSubscribed | ConsentState::Unsubscribed | ConsentState::Pending => {
+                ConsentState::Subscribed
+            }
         };
         consent.opt_in_level = if confirmed {
             "confirmed_opt_in"
@@ -679,7 +698,12 @@ impl Gen<'_> {
 
     // ---- baskets, carts, checkouts ----------------------------------------------------
 
-    fn basket(&mut self, whale: bool) -> Basket {
+    fn basket(&mut self, whale: bool, t: Ts) -> Basket {
+        // With a catalogue, only what is on sale at `t`, at `t`'s price.
+        let on_sale = self
+            .catalog
+            .map(|c| c.sellable_at(t))
+            .filter(|v| !v.is_empty());
         let pres = if self.chance(self.cfg.multi_currency_fraction) {
             FOREIGN_CURRENCIES[self.rng.random_range(0..FOREIGN_CURRENCIES.len())]
         } else {
@@ -698,7 +722,10 @@ impl Gen<'_> {
         };
         let mut lines: Vec<Line> = Vec::new();
         for _ in 0..n_lines {
-            let product = self.rng.random_range(0..self.cat.len());
+            let product = match &on_sale {
+                Some(v) => v[self.rng.random_range(0..v.len())],
+                None => self.rng.random_range(0..self.cat.len()),
+            };
             if lines.iter().any(|l| l.product == product) {
                 continue;
             }
@@ -707,7 +734,10 @@ impl Gen<'_> {
             } else {
                 1
             };
-            let unit = self.cat.get(product).map_or(1000, |p| p.price);
+            let unit = match self.catalog.and_then(|c| c.variant_at(product, t)) {
+                Some((_, v)) => v.price,
+                None => self.cat.get(product).map_or(1000, |p| p.price),
+            };
             let price = Amt::new(unit, pres.convert(unit));
             let q = i64::from(quantity);
             let gross = Amt::new(price.shop * q, price.pres * q);
@@ -883,7 +913,7 @@ impl Gen<'_> {
             return;
         };
         let whale = c.tags.contains(&"vip");
-        let basket = self.basket(whale);
+        let basket = self.basket(whale, t0);
         let (cart, t) = self.maybe_cart(t0, &basket);
         let mut co = self.new_checkout(t, basket, cart, Some(c.email.clone()));
         let mut truth = self.checkout_steps(&mut co, None, &c.first_name, &c.last_name);
@@ -899,7 +929,7 @@ impl Gen<'_> {
         if self.chance(self.cfg.order_after_abandon_fraction) {
             // A second checkout that converts before the first one's abandonment is due.
             let t2 = last_update + self.mins(5, 25);
-            let basket = self.basket(whale);
+            let basket = self.basket(whale, t2);
             let cart = self.hex_token();
             let mut co2 = self.new_checkout(t2, basket, cart, Some(c.email.clone()));
             let mut truth2 = self.checkout_steps(&mut co2, None, &c.first_name, &c.last_name);
@@ -910,7 +940,7 @@ impl Gen<'_> {
     }
 
     fn guest_session(&mut self, t0: Ts, email: &str, first: &str, last: &str) {
-        let basket = self.basket(false);
+        let basket = self.basket(false, t0);
         let (cart, t) = self.maybe_cart(t0, &basket);
         // Guests reach the contact step only after checkout creation.
         let mut co = self.new_checkout(t, basket, cart, None);

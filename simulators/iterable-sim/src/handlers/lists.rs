@@ -18,6 +18,7 @@ use crate::handlers::{
 use crate::server::SimState;
 use crate::store::profiles::{Create, Ident};
 use crate::store::{ProjectStore, now_secs};
+use crate::webhooks::SystemEvent;
 
 /// `400 {"msg":"error.lists.invalidListId(<id>)","code":"Success",...}` — yes, `Success`.
 pub(crate) fn invalid_list(ps: &ProjectStore, list_id: u64) -> ApiError {
@@ -76,6 +77,7 @@ pub(crate) fn subscribe(
     let now = now_secs();
     let mut failed = FailedUpdates::default();
     let mut ok = 0u64;
+    let mut events = Vec::new();
     for (u, drop) in subscribers.into_iter().zip(batch.drops) {
         let key = u.ident().key();
         let result = if u.data_fields.is_some() {
@@ -86,14 +88,17 @@ pub(crate) fn subscribe(
         };
         match result {
             Ok(id) => {
-                if let Some(p) = ps.profiles.get_mut(id) {
-                    p.lists.insert(list_id);
+                if let Some(p) = ps.profiles.get_mut(id)
+                    && p.lists.insert(list_id)
+                {
+                    events.push(SystemEvent::subscription(p, true, &[], &[list_id], "API"));
                 }
                 ok += 1;
             }
             Err(f) => failed.record(f, key),
         }
     }
+    state.inner.webhooks.emit(events);
     finish_bulk(
         state,
         ps,
@@ -122,9 +127,7 @@ struct Subscriber {
 struct Unsubscribe {
     list_id: Option<u64>,
     subscribers: Option<Vec<Subscriber>>,
-    #[allow(dead_code)]
     campaign_id: Option<i64>,
-    #[allow(dead_code)]
     channel_unsubscribe: Option<bool>,
 }
 
@@ -139,6 +142,13 @@ pub(crate) fn unsubscribe(
     let now = now_secs();
     let mut failed = FailedUpdates::default();
     let mut ok = 0u64;
+    let mut events = Vec::new();
+    // `channelUnsubscribe: true` is a global unsubscribe from the list's channel [I: the
+    // simulator's lists all belong to the project's email channel].
+    let channel = req
+        .channel_unsubscribe
+        .unwrap_or(false)
+        .then_some(ps.email_channel_id);
     for s in &subscribers {
         let ident = Ident {
             email: s.email.as_deref(),
@@ -149,7 +159,24 @@ pub(crate) fn unsubscribe(
         match ps.profiles.resolve(ptype, &ident, Create::No, now) {
             Ok(id) => {
                 if let Some(p) = ps.profiles.get_mut(id) {
-                    p.lists.remove(&list_id);
+                    let left_list = p.lists.remove(&list_id);
+                    let left_channel = channel
+                        .filter(|c| !p.unsubscribed_channel_ids.contains(c))
+                        .inspect(|c| p.unsubscribed_channel_ids.push(*c));
+                    if left_list || left_channel.is_some() {
+                        let lists = if left_list { vec![list_id] } else { Vec::new() };
+                        let mut e = SystemEvent::subscription(
+                            p,
+                            false,
+                            left_channel.as_slice(),
+                            &lists,
+                            "API",
+                        );
+                        if let Some(c) = req.campaign_id {
+                            e.data_fields.insert("campaignId".into(), c.into());
+                        }
+                        events.push(e);
+                    }
                 }
                 ok += 1;
             }
@@ -157,6 +184,7 @@ pub(crate) fn unsubscribe(
         }
     }
     drop(ps);
+    state.inner.webhooks.emit(events);
     state
         .inner
         .stats

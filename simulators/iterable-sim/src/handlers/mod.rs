@@ -9,6 +9,7 @@
 //! 6. parse (`400 BadJsonBody` for malformed JSON, `400 BadParams` for wrong shapes) and apply
 //!    under the project's lock.
 
+pub(crate) mod catalogs;
 pub(crate) mod commerce;
 pub(crate) mod events;
 pub(crate) mod lists;
@@ -22,7 +23,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -34,6 +35,7 @@ use crate::faults::Injected;
 use crate::ratelimit::Decision;
 use crate::server::SimState;
 use crate::store::ProjectStore;
+use crate::store::catalogs::WriteMode;
 use crate::store::fasthash::FastMap;
 use crate::store::profiles::{Failure, Key};
 use crate::store::types::{FieldType, TypeCheck, commit};
@@ -152,6 +154,79 @@ async fn get_by_email_query(
     .await
 }
 
+/// Catalog endpoints addressed by the catalog name only.
+macro_rules! catalog_endpoint {
+    ($name:ident, $ep:expr, $f:expr) => {
+        async fn $name(
+            State(s): State<SimState>,
+            Path(catalog): Path<String>,
+            req: Request,
+        ) -> Response {
+            dispatch(s, $ep, req, Box::new(move |s, p, b| $f(s, p, &catalog, b))).await
+        }
+    };
+}
+
+/// Catalog endpoints addressed by catalog name and item id.
+macro_rules! catalog_item_endpoint {
+    ($name:ident, $ep:expr, $f:expr) => {
+        async fn $name(
+            State(s): State<SimState>,
+            Path((catalog, item)): Path<(String, String)>,
+            req: Request,
+        ) -> Response {
+            dispatch(
+                s,
+                $ep,
+                req,
+                Box::new(move |s, p, b| $f(s, p, &catalog, &item, b)),
+            )
+            .await
+        }
+    };
+}
+
+catalog_endpoint!(
+    catalogs_create,
+    Endpoint::CatalogsCreate,
+    |s, p, c: &str, _| catalogs::create(s, p, c)
+);
+catalog_endpoint!(
+    catalogs_delete,
+    Endpoint::CatalogsDelete,
+    |s, p, c: &str, _| catalogs::delete(s, p, c)
+);
+catalog_endpoint!(
+    catalogs_bulk_update_items,
+    Endpoint::CatalogsBulkUpdateItems,
+    catalogs::bulk_update_items
+);
+catalog_endpoint!(
+    catalogs_bulk_delete_items,
+    Endpoint::CatalogsBulkDeleteItems,
+    catalogs::bulk_delete_items
+);
+catalog_item_endpoint!(
+    catalogs_replace_item,
+    Endpoint::CatalogsReplaceItem,
+    |s, p, c: &str, i: &str, b| catalogs::write_item(s, p, c, i, b, WriteMode::Replace)
+);
+catalog_item_endpoint!(
+    catalogs_update_item,
+    Endpoint::CatalogsUpdateItem,
+    |s, p, c: &str, i: &str, b| catalogs::write_item(s, p, c, i, b, WriteMode::Merge)
+);
+catalog_item_endpoint!(
+    catalogs_delete_item,
+    Endpoint::CatalogsDeleteItem,
+    |s, p, c: &str, i: &str, _| catalogs::delete_item(s, p, c, i)
+);
+catalog_item_endpoint!(
+    catalogs_get_item,
+    Endpoint::CatalogsGetItem,
+    |s, p, c: &str, i: &str, _| catalogs::get_item(s, p, c, i)
+);
+
 /// The Iterable API router.
 pub(crate) fn router() -> Router<SimState> {
     Router::new()
@@ -183,6 +258,21 @@ pub(crate) fn router() -> Router<SimState> {
         .route("/api/commerce/updateCart", post(commerce_update_cart))
         .route("/api/lists/subscribe", post(lists_subscribe))
         .route("/api/lists/unsubscribe", post(lists_unsubscribe))
+        .route(
+            "/api/catalogs/{catalog}",
+            post(catalogs_create).delete(catalogs_delete),
+        )
+        .route(
+            "/api/catalogs/{catalog}/items",
+            post(catalogs_bulk_update_items).delete(catalogs_bulk_delete_items),
+        )
+        .route(
+            "/api/catalogs/{catalog}/items/{item}",
+            get(catalogs_get_item)
+                .put(catalogs_replace_item)
+                .patch(catalogs_update_item)
+                .merge(delete(catalogs_delete_item)),
+        )
 }
 
 /// Unknown routes: 404 with an HTML body, as Iterable's edge answers (reference §4.1).
@@ -217,7 +307,9 @@ async fn pipeline(state: &SimState, ep: Endpoint, req: Request, f: Handler<'_>) 
     let (parts, body) = req.into_parts();
 
     let limits = &inner.config.body_limits;
-    let cap = if ep.is_bulk() {
+    let cap = if ep == Endpoint::CatalogsBulkUpdateItems {
+        limits.catalog_bulk_max_bytes
+    } else if ep.is_bulk() {
         limits.bulk_max_bytes
     } else {
         limits.single_max_bytes
@@ -240,14 +332,15 @@ async fn pipeline(state: &SimState, ep: Endpoint, req: Request, f: Handler<'_>) 
     if inner.faults.outage(ep) {
         return plain_text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
     }
-    let project = match inner.keys.authenticate(&parts.headers, ep, peer) {
-        Ok(p) => p,
+    let caller = match inner.keys.authenticate(&parts.headers, ep, peer) {
+        Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let project = caller.project;
     if inner.faults.storm(ep) {
         return rate_limited(state, ep, project, None);
     }
-    if let Decision::Reject { retry_after } = inner.limiter.check(project, ep) {
+    if let Decision::Reject { retry_after } = inner.limiter.check(caller, ep) {
         return rate_limited(state, ep, project, Some(retry_after));
     }
     inner.stats.admitted(ep);

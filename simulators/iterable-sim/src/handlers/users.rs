@@ -17,6 +17,7 @@ use crate::server::SimState;
 use crate::store::profiles::{Create, Failure, Ident, Key, ProfileId, merge_data, valid_email};
 use crate::store::types::{TypeCheck, commit};
 use crate::store::{ProjectStore, format_ts, now_secs};
+use crate::webhooks::SystemEvent;
 
 /// Identifier keys inside `dataFields` that are not data (reference §3.1).
 pub(crate) const ID_FIELDS: &[&str] = &["email", "userId"];
@@ -279,13 +280,20 @@ fn check_subscriptions(
     Ok(())
 }
 
-/// Overwrites every array that is given (reference §3.4). Upserts the user [I].
-fn apply_subscriptions(ps: &mut ProjectStore, s: UpdateSubscriptions) -> Result<(), Failure> {
+/// Overwrites every array that is given (reference §3.4). Upserts the user [I]. Returns the
+/// system webhooks the change fires: an `emailUnSubscribe` for channels and lists the user
+/// left, an `emailSubscribe` for those they joined (`unsubSource`/`subscribeSource` `API`).
+fn apply_subscriptions(
+    ps: &mut ProjectStore,
+    s: UpdateSubscriptions,
+) -> Result<Vec<SystemEvent>, Failure> {
     let ptype = ps.ptype;
     let id = ps
         .profiles
         .resolve(ptype, &s.ident(), Create::Yes, now_secs())?;
+    let mut events = Vec::new();
     if let Some(p) = ps.profiles.get_mut(id) {
+        let (old_channels, old_lists) = (p.unsubscribed_channel_ids.clone(), p.lists.clone());
         if let Some(l) = s.email_list_ids {
             p.lists = l.into_iter().collect();
         }
@@ -299,8 +307,39 @@ fn apply_subscriptions(ps: &mut ProjectStore, s: UpdateSubscriptions) -> Result<
             p.subscribed_message_type_ids = v;
         }
         p.updated_at = now_secs();
+        let left_channels: Vec<i64> = p
+            .unsubscribed_channel_ids
+            .iter()
+            .filter(|c| !old_channels.contains(c))
+            .copied()
+            .collect();
+        let joined_channels: Vec<i64> = old_channels
+            .iter()
+            .filter(|c| !p.unsubscribed_channel_ids.contains(c))
+            .copied()
+            .collect();
+        let left_lists: Vec<u64> = old_lists.difference(&p.lists).copied().collect();
+        let joined_lists: Vec<u64> = p.lists.difference(&old_lists).copied().collect();
+        if !left_channels.is_empty() || !left_lists.is_empty() {
+            events.push(SystemEvent::subscription(
+                p,
+                false,
+                &left_channels,
+                &left_lists,
+                "API",
+            ));
+        }
+        if !joined_channels.is_empty() || !joined_lists.is_empty() {
+            events.push(SystemEvent::subscription(
+                p,
+                true,
+                &joined_channels,
+                &joined_lists,
+                "API",
+            ));
+        }
     }
-    Ok(())
+    Ok(events)
 }
 
 /// `POST /api/users/updateSubscriptions`
@@ -312,7 +351,9 @@ pub(crate) fn update_subscriptions(
     let s: UpdateSubscriptions = parse(body)?;
     let mut ps = lock(state, project)?;
     check_subscriptions(state, &ps, &s)?;
-    apply_subscriptions(&mut ps, s).map_err(failure_error)?;
+    let events = apply_subscriptions(&mut ps, s).map_err(failure_error)?;
+    drop(ps);
+    state.inner.webhooks.emit(events);
     Ok(success("", Value::Null))
 }
 
@@ -336,10 +377,14 @@ pub(crate) fn bulk_update_subscriptions(
     }
     let (mut ok, mut fail) = (0u64, 0u64);
     let (mut invalid_emails, mut invalid_user_ids) = (Vec::new(), Vec::new());
+    let mut events = Vec::new();
     for s in req.update_subscriptions_requests {
         let key = s.ident().key();
         match apply_subscriptions(&mut ps, s) {
-            Ok(()) => ok += 1,
+            Ok(e) => {
+                ok += 1;
+                events.extend(e);
+            }
             Err(_) => {
                 // Every failure here is about the identifier (malformed, forgotten, conflict):
                 // not retryable, so it goes to invalid*, never to the retryable valid*Failures.
@@ -352,6 +397,7 @@ pub(crate) fn bulk_update_subscriptions(
         }
     }
     drop(ps);
+    state.inner.webhooks.emit(events);
     state
         .inner
         .stats

@@ -1,9 +1,10 @@
-//! In-memory state of every project: profiles, field types, events, purchases, lists.
+//! In-memory state of every project: profiles, field types, events, purchases, lists, catalogs.
 //!
 //! Each project lives behind its own mutex; a request holds it for its whole (synchronous)
 //! processing, which makes every request — including a bulk one — atomic, as the
 //! "type mismatch fails the whole request" rule requires.
 
+pub(crate) mod catalogs;
 pub(crate) mod fasthash;
 pub(crate) mod profiles;
 pub(crate) mod records;
@@ -30,6 +31,11 @@ pub(crate) struct ProjectStore {
     pub(crate) types: TypeRegistry,
     pub(crate) events: Keyed<EventRecord>,
     pub(crate) purchases: Keyed<PurchaseRecord>,
+    pub(crate) catalogs: catalogs::Catalogs,
+    /// Channel an email unsubscribe applies to.
+    pub(crate) email_channel_id: i64,
+    /// Channel a STOP reply applies to.
+    pub(crate) sms_channel_id: i64,
 }
 
 impl ProjectStore {
@@ -44,6 +50,15 @@ impl ProjectStore {
             types: TypeRegistry::default(),
             events: Keyed::default(),
             purchases: Keyed::default(),
+            email_channel_id: p.email_channel_id,
+            sms_channel_id: p.sms_channel_id,
+            catalogs: {
+                let mut c = catalogs::Catalogs::default();
+                for name in &p.catalogs {
+                    c.create(name);
+                }
+                c
+            },
         }
     }
 

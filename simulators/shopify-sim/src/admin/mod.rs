@@ -2,11 +2,13 @@
 //!
 //! `POST /admin/api/{version}/graphql.json` understands the three documents a backfill sends
 //! (recognised by their root field, not parsed as GraphQL):
-//! - `bulkOperationRunQuery(query: $query)`: the inner query's top connection (`customers` or
-//!   `orders`) and its `updated_at:>=`/`updated_at:<=` search filter pick the objects;
+//! - `bulkOperationRunQuery(query: $query)`: the inner query's top connection (`customers`,
+//!   `orders` or `products`, the last with `variants` and `collections` children) and its `updated_at:>=`/`updated_at:<=` search filter pick the objects;
 //! - `bulkOperation(id: $id)` and `currentBulkOperation`: the status, which goes
 //!   `CREATED → RUNNING → COMPLETED` (or `FAILED`) after `polls_to_complete` polls or
 //!   `run_time`, whichever comes first;
+//! - `customerEmailMarketingConsentUpdate` / `customerSmsMarketingConsentUpdate`
+//!   ([`consent`]): the customer's consent changes and the consent webhooks are sent;
 //! - anything else is answered with a GraphQL error.
 //!
 //! Every answer carries `extensions.cost.throttleStatus` from a leaky bucket; a request whose
@@ -19,9 +21,14 @@
 //! [`spawn_synthetic_admin`] serves a generated store of any size instead ([`synthetic`]): its
 //! files are streamed while generated, with children displaced far from their parents.
 
+mod consent;
+mod files;
+mod finish;
+mod products;
 mod store;
 mod synthetic;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -188,6 +195,10 @@ struct Inner {
     refilled: Instant,
     ops: Vec<Operation>,
     orders_failed_once: bool,
+    /// Where consent changes send their webhooks (see [`AdminServer::set_customer_webhook`]).
+    customer_webhook: Option<FinishWebhook>,
+    /// Consent mutations that changed something, per customer id.
+    consent_updates: BTreeMap<u64, u64>,
     stats: AdminStats,
 }
 
@@ -211,6 +222,18 @@ impl AdminServer {
     /// A snapshot of the counters.
     pub fn stats(&self) -> AdminStats {
         lock(&self.shared).stats.clone()
+    }
+
+    /// Sends the webhooks of consent changes (the consent topic and `customers/update`) to
+    /// `hook.url`, signed with `hook.secret`, with Shopify's retries.
+    pub fn set_customer_webhook(&self, hook: FinishWebhook) {
+        lock(&self.shared).customer_webhook = Some(hook);
+    }
+
+    /// A customer's current email and SMS consent, as `GET /_sim/customers/{id}` serves it;
+    /// `None` for an unknown customer (or a synthetic store).
+    pub fn customer(&self, id: u64) -> Option<Value> {
+        customer_json(&lock(&self.shared), id)
     }
 
     /// Empties the cost bucket and keeps it empty for `hold`, as another app of the same
@@ -298,6 +321,8 @@ async fn serve(
         refilled: Instant::now(),
         ops: Vec::new(),
         orders_failed_once: false,
+        customer_webhook: None,
+        consent_updates: BTreeMap::new(),
         stats: AdminStats::default(),
     }));
     let app = router(shared.clone());
@@ -316,10 +341,28 @@ async fn serve(
     })
 }
 
+fn customer_json(s: &Inner, id: u64) -> Option<Value> {
+    match &s.store {
+        Source::Scenario(store) => store
+            .snaps
+            .get(&id)
+            .map(|c| consent::customer_view(c, s.consent_updates.get(&id).copied().unwrap_or(0))),
+        Source::Synthetic(_) => None,
+    }
+}
+
+async fn customer_route(State(shared): State<Shared>, Path(id): Path<u64>) -> Response {
+    match customer_json(&lock(&shared), id) {
+        Some(v) => axum::Json(v).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 fn router(shared: Shared) -> Router {
     Router::new()
         .route("/admin/api/{version}/graphql.json", post(graphql))
-        .route("/bulk/{file}", get(download))
+        .route("/bulk/{file}", get(files::download))
+        .route("/_sim/customers/{id}", get(customer_route))
         .with_state(shared)
 }
 
@@ -464,7 +507,10 @@ async fn graphql(
             .to_owned();
         let vars = req.get("variables").cloned().unwrap_or(Value::Null);
         let is_run = query.contains("bulkOperationRunQuery");
-        let requested = if is_run {
+        let consent = consent::Channel::of_query(&query);
+        let requested = if consent.is_some() {
+            consent::MUTATION_COST
+        } else if is_run {
             s.opts.run_cost
         } else {
             s.opts.poll_cost
@@ -481,7 +527,9 @@ async fn graphql(
                 finished.push(i);
             }
         }
-        let mut body = if is_run {
+        let mut body = if let Some(ch) = consent {
+            consent::handle(&mut s, ch, &vars)
+        } else if is_run {
             let before = s.ops.len();
             let body = run_query(&mut s, &query, &vars);
             if s.ops.len() > before {
@@ -523,13 +571,15 @@ async fn graphql(
                 None => json!({"data": {"currentBulkOperation": null}}),
             }
         } else {
-            graphql_error("The Admin API fake only answers bulk operation queries")
+            graphql_error(
+                "The Admin API fake only answers bulk operation queries and consent mutations",
+            )
         };
         body["extensions"] = json!({"cost": s.cost(requested, Some(requested))});
         for i in &finished {
             if let (Some(hook), Some(op)) = (s.opts.finish_webhook.clone(), s.ops.get(*i)) {
-                let notice = finish_notice(op);
-                tokio::spawn(send_finish(hook, notice));
+                let notice = finish::finish_notice(op);
+                tokio::spawn(finish::send_finish(hook, notice));
             }
         }
         body
@@ -548,11 +598,11 @@ fn finish_on_time(shared: Shared, i: usize, run_time: Duration) {
                 return;
             }
             match (s.opts.finish_webhook.clone(), s.ops.get(i)) {
-                (Some(hook), Some(op)) => (hook, finish_notice(op)),
+                (Some(hook), Some(op)) => (hook, finish::finish_notice(op)),
                 _ => return,
             }
         };
-        send_finish(send.0, send.1).await;
+        finish::send_finish(send.0, send.1).await;
     });
 }
 
@@ -563,13 +613,16 @@ fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
         .map(str::to_owned)
         .unwrap_or_else(|| query.to_owned());
     let body = inner.trim_start().trim_start_matches('{').trim_start();
+    if body.starts_with("products") {
+        return run_products_query(s, &inner);
+    }
     let resource = if body.starts_with("orders") {
         Resource::Orders
     } else if body.starts_with("customers") {
         Resource::Customers
     } else {
         return json!({"data": {"bulkOperationRunQuery": {"bulkOperation": null, "userErrors": [
-            {"field": ["query"], "message": "The fake supports bulk queries over `customers` or `orders` only"}]}}});
+            {"field": ["query"], "message": "The fake supports bulk queries over `customers`, `orders` or `products` only"}]}}});
     };
     let range = parse_range(&inner);
     let number = s.ops.len() as u64 + 1;
@@ -624,6 +677,31 @@ fn run_query(s: &mut Inner, query: &str, vars: &Value) -> Value {
     json!({"data": {"bulkOperationRunQuery": {"bulkOperation": {"id": op["id"], "status": op["status"]}, "userErrors": []}}})
 }
 
+/// A `products` bulk query: the scenario store's products (none in a synthetic store).
+fn run_products_query(s: &mut Inner, inner: &str) -> Value {
+    let range = parse_range(inner);
+    let number = s.ops.len() as u64 + 1;
+    let (lines, roots) = match &s.store {
+        Source::Scenario(store) => store.products_jsonl(range, number),
+        Source::Synthetic(_) => (Vec::new(), 0),
+    };
+    s.stats.operations += 1;
+    s.ops.push(Operation {
+        number,
+        created: Instant::now(),
+        created_at: Utc::now(),
+        completed_at: None,
+        polls: 0,
+        fail: false,
+        contents: Contents::Lines(lines),
+        roots,
+        status: Status::Created,
+        query: inner.to_owned(),
+    });
+    let op = s.op_json(&s.ops[s.ops.len() - 1]);
+    json!({"data": {"bulkOperationRunQuery": {"bulkOperation": {"id": op["id"], "status": op["status"]}, "userErrors": []}}})
+}
+
 /// Reads `updated_at:>='…'` and `updated_at:<='…'` from a search filter.
 fn parse_range(query: &str) -> UpdatedRange {
     let value = |op: &str| -> Option<DateTime<Utc>> {
@@ -639,113 +717,4 @@ fn parse_range(query: &str) -> UpdatedRange {
         since: value(">="),
         until: value("<="),
     }
-}
-
-fn finish_notice(op: &Operation) -> Value {
-    json!({
-        "admin_graphql_api_id": format!("gid://shopify/BulkOperation/{}", op.number),
-        "completed_at": op.completed_at.map(utc),
-        "created_at": utc(op.created_at),
-        "error_code": if op.status == Status::Failed { Value::from("internal_server_error") } else { Value::Null },
-        "status": op.status.as_str().to_lowercase(),
-        "type": "query",
-    })
-}
-
-async fn send_finish(hook: FinishWebhook, notice: Value) {
-    let body = notice.to_string().into_bytes();
-    let signature = crate::sign::sign(&body, hook.secret.as_bytes());
-    let id = format!(
-        "bulk-finish-{}",
-        notice["admin_graphql_api_id"]
-            .as_str()
-            .unwrap_or_default()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-    );
-    let result = reqwest::Client::new()
-        .post(&hook.url)
-        .header("X-Shopify-Topic", "bulk_operations/finish")
-        .header("X-Shopify-Hmac-Sha256", signature)
-        .header("X-Shopify-Webhook-Id", id)
-        .header(
-            "X-Shopify-Triggered-At",
-            crate::delivery::format_triggered_at(Utc::now()),
-        )
-        .header("Content-Type", "application/json")
-        .timeout(Duration::from_secs(5))
-        .body(body)
-        .send()
-        .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, url = %hook.url, "bulk_operations/finish webhook not delivered");
-    }
-}
-
-async fn download(State(shared): State<Shared>, Path(file): Path<String>) -> Response {
-    let mut s = lock(&shared);
-    let Some(name) = file.strip_suffix(".jsonl") else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let (number, partial) = match name.strip_suffix("-partial") {
-        Some(n) => (n, true),
-        None => (name, false),
-    };
-    let text = {
-        let Some(op) = number
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| s.ops.iter().find(|o| o.number == n))
-        else {
-            return StatusCode::NOT_FOUND.into_response();
-        };
-        let all = match (&op.contents, &s.store) {
-            (Contents::Lines(l), _) => l.as_slice(),
-            (
-                Contents::Synthetic {
-                    resource, range, ..
-                },
-                Source::Synthetic(store),
-            ) if op.status == Status::Completed && !partial => {
-                let stream = stream_synthetic(store.clone(), *resource, *range, op.number);
-                s.stats.downloads += 1;
-                return (
-                    [("content-type", "application/jsonl")],
-                    axum::body::Body::from_stream(stream),
-                )
-                    .into_response();
-            }
-            _ => return StatusCode::NOT_FOUND.into_response(),
-        };
-        let lines = match (op.status, partial) {
-            (Status::Completed, false) => all,
-            (Status::Failed, true) => all.get(..s.partial_len(op)).unwrap_or_default(),
-            _ => return StatusCode::NOT_FOUND.into_response(),
-        };
-        let mut text = lines.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text
-    };
-    s.stats.downloads += 1;
-    ([("content-type", "application/jsonl")], text).into_response()
-}
-
-/// A synthetic file as a body stream: generated on a blocking thread, a few chunks ahead of
-/// the client (a bounded channel), abandoned when the client disconnects.
-fn stream_synthetic(
-    store: Arc<SyntheticStore>,
-    resource: Resource,
-    range: UpdatedRange,
-    op: u64,
-) -> impl futures::Stream<Item = Result<String, std::convert::Infallible>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
-    tokio::task::spawn_blocking(move || {
-        store.stream(resource, range, op, |chunk| tx.blocking_send(chunk).is_ok());
-    });
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok(chunk), rx))
-    })
 }

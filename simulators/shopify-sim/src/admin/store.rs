@@ -42,17 +42,25 @@ impl UpdatedRange {
     }
 }
 
-struct Record {
-    updated_at: DateTime<Utc>,
-    node: Value,
-    children: Vec<Value>,
+pub(super) struct Record {
+    pub(super) updated_at: DateTime<Utc>,
+    pub(super) node: Value,
+    pub(super) children: Vec<Value>,
 }
 
 /// The shop as the Admin API sees it at `as_of`.
 pub struct AdminStore {
     customers: Vec<Record>,
     orders: Vec<Record>,
+    /// Products (`[products] enabled` only), deleted ones gone.
+    products: Vec<Record>,
     seed: u64,
+    /// Latest snapshot of every customer (consent mutations change these and re-render the
+    /// customer's node and webhooks from them).
+    pub(crate) snaps: BTreeMap<u64, CustomerSnap>,
+    pub(crate) shop_domain: String,
+    pub(crate) shop_id: u64,
+    pub(crate) currency: String,
 }
 
 fn utc(t: Ts) -> String {
@@ -134,6 +142,7 @@ impl AdminStore {
         });
 
         let currency = cfg.shop_currency.as_str();
+        let snaps = customers.clone();
         let customers = customers
             .values()
             .map(|c| customer_record(currency, c))
@@ -161,11 +170,41 @@ impl AdminStore {
                 )
             })
             .collect();
+        let products = match &tl.catalog {
+            Some(catalog) => catalog
+                .histories
+                .iter()
+                .filter_map(|h| h.at(as_of.map_or(tl.end, |t| t.with_timezone(&tl.end.timezone()))))
+                .map(|p| {
+                    super::products::product_record(p, &catalog.url(&cfg.shop_domain, &p.handle))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Self {
             customers,
             orders,
+            products,
             seed: cfg.seed,
+            snaps,
+            shop_domain: cfg.shop_domain.clone(),
+            shop_id: cfg.shop_id,
+            currency: cfg.shop_currency.clone(),
         })
+    }
+
+    /// Re-renders customer `id`'s node from its snapshot (after a consent change), so a
+    /// later bulk query returns the new state.
+    pub(crate) fn refresh_customer(&mut self, id: u64) {
+        let Some(snap) = self.snaps.get(&id) else {
+            return;
+        };
+        let fresh = customer_record(&self.currency, snap);
+        let gid = Value::String(gid("Customer", id));
+        match self.customers.iter_mut().find(|r| r.node["id"] == gid) {
+            Some(r) => *r = fresh,
+            None => self.customers.push(fresh),
+        }
     }
 
     /// Customers in the store.
@@ -178,6 +217,11 @@ impl AdminStore {
         self.orders.len()
     }
 
+    /// Products in the store (0 unless the scenario enables products).
+    pub fn product_count(&self) -> usize {
+        self.products.len()
+    }
+
     /// The JSONL lines of a bulk query: roots plus child lines carrying `__parentId`, shuffled
     /// (deterministically per operation) so children may come before their parent.
     pub fn jsonl(&self, resource: Resource, range: UpdatedRange, op: u64) -> (Vec<String>, u64) {
@@ -185,6 +229,15 @@ impl AdminStore {
             Resource::Customers => &self.customers,
             Resource::Orders => &self.orders,
         };
+        self.lines(records, range, op)
+    }
+
+    /// [`AdminStore::jsonl`] of a `products` query (variants and collections as children).
+    pub(crate) fn products_jsonl(&self, range: UpdatedRange, op: u64) -> (Vec<String>, u64) {
+        self.lines(&self.products, range, op)
+    }
+
+    fn lines(&self, records: &[Record], range: UpdatedRange, op: u64) -> (Vec<String>, u64) {
         let mut lines = Vec::new();
         let mut roots = 0;
         for r in records.iter().filter(|r| range.contains(r.updated_at)) {
@@ -198,7 +251,7 @@ impl AdminStore {
     }
 }
 
-fn consent_node(state: &str, level: &str, at: Option<Ts>) -> (String, String, Value) {
+pub(crate) fn consent_node(state: &str, level: &str, at: Option<Ts>) -> (String, String, Value) {
     (
         state.to_uppercase(),
         level.to_uppercase(),
@@ -393,10 +446,10 @@ fn order_record(
             json!({
                 "id": gid("LineItem", l.id),
                 "name": p.map(|p| format!("{} - {}", p.title, p.variant_title)),
-                "title": p.map(|p| p.title),
-                "variantTitle": p.map(|p| p.variant_title),
+                "title": p.map(|p| p.title.as_str()),
+                "variantTitle": p.map(|p| p.variant_title.as_str()),
                 "sku": p.map(|p| p.sku.clone()),
-                "vendor": p.map(|p| p.vendor),
+                "vendor": p.map(|p| p.vendor.as_str()),
                 "quantity": l.quantity,
                 "originalUnitPriceSet": bag(currency, b, l.price),
                 "totalDiscountSet": bag(currency, b, l.discount),
