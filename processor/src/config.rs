@@ -84,6 +84,11 @@ pub struct EngineConfig {
     /// `topics.partitions`: a thread beyond that could not own a partition. Default 1.
     #[serde(default = "one")]
     pub threads: usize,
+    /// Write the decision trail (what each input and timer did, `tillstream explain`) to the
+    /// decisions topic, in the same transactions. Off by default: it costs one record per
+    /// input (docs/benchmarks.md); the demo turns it on.
+    #[serde(default)]
+    pub trail: bool,
 }
 
 fn one() -> usize {

@@ -8,6 +8,7 @@ use schemas::{Action, CustomerKey, KeyKind, ShopifyEnvelope};
 use super::{Engine, EngineError};
 use crate::content::fingerprints;
 use crate::state::PartitionState;
+use crate::trail::{Decision, Input, Outcome};
 use crate::watermark::PROGRESS_TOPIC;
 
 /// Internal topic of the message that purges one shop's keys on one partition (shop/redact).
@@ -134,11 +135,16 @@ impl<R: Rules> Engine<R> {
         event_time: i64,
         wall: i64,
     ) -> Result<(), EngineError> {
+        let input = || Input::Event {
+            topic: env.topic.clone(),
+            delivery_id: env.delivery_id.clone(),
+            event_time_ms: event_time,
+        };
         if env.topic != SHOP_PURGE && self.erasures.covers(key, event_time) {
             // Erasure is final (crate::erasure): checked before the dedup window, which would
             // otherwise create an entry for the erased key.
             self.metrics.erased_inputs.inc();
-            return Ok(());
+            return self.trail(|| Decision::new(key.as_str(), wall, input(), Outcome::Erased));
         }
         let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
         let prints = fingerprints(env);
@@ -150,7 +156,7 @@ impl<R: Rules> Engine<R> {
             self.cfg.dedup_max_per_key,
         ) {
             self.metrics.dedup_hits.inc();
-            return Ok(());
+            return self.trail(|| Decision::new(key.as_str(), wall, input(), Outcome::Duplicate));
         }
         if env.topic == SHOP_PURGE {
             let at = serde_json::from_slice::<serde_json::Value>(&env.body)
@@ -173,6 +179,10 @@ impl<R: Rules> Engine<R> {
             // The routing rule sends bodies that are not JSON objects to the shop key; no rule
             // can read them, so they go to the dead-letter topic with the reason.
             state.forget(key.as_str(), &prints);
+            let reason = "unparseable_body: body is not a JSON object";
+            self.trail(|| {
+                Decision::new(key.as_str(), wall, input(), Outcome::DeadLetter).because(reason)
+            })?;
             return self.dead_letter(msg, "unparseable_body", "body is not a JSON object");
         }
         state.mark_dirty(key.as_str());
@@ -185,6 +195,10 @@ impl<R: Rules> Engine<R> {
         match self.rules.on_event(key, &mut aggregate, env, &ctx) {
             Ok(effects) => {
                 state.set_aggregate(key.as_str(), &aggregate, event_time);
+                self.trail(|| {
+                    Decision::new(key.as_str(), wall, input(), Outcome::Applied)
+                        .with_effects(&effects)
+                })?;
                 let shop = &env.shop_domain;
                 self.apply_effects(state, key, shop, &env.delivery_id, event_time, effects)
             }
@@ -193,9 +207,24 @@ impl<R: Rules> Engine<R> {
             // the cause is fixed (otherwise the redrive would be dropped as a duplicate).
             Err(e) => {
                 state.forget(key.as_str(), &prints);
+                let reason = format!("rule_error: {e}");
+                self.trail(|| {
+                    Decision::new(key.as_str(), wall, input(), Outcome::DeadLetter).because(&reason)
+                })?;
                 self.dead_letter(msg, "rule_error", &e.to_string())
             }
         }
+    }
+
+    /// Writes a decision to the trail (in the open transaction) when `engine.trail` is on;
+    /// the record is only built then.
+    pub(super) fn trail(&mut self, decision: impl FnOnce() -> Decision) -> Result<(), EngineError> {
+        if !self.cfg.trail {
+            return Ok(());
+        }
+        let d = decision();
+        let topic = self.topics.decisions.clone();
+        self.send(&topic, &d.key, Some(&d.to_bytes()), None)
     }
 
     pub(super) fn broadcast_shop_purge(
@@ -277,6 +306,8 @@ impl<R: Rules> Engine<R> {
                     )?;
                 }
                 Effect::Purge => purge = true,
+                // Only the decision trail records it.
+                Effect::Suppressed { .. } => {}
             }
         }
         if purge && key.kind() == KeyKind::Shop {

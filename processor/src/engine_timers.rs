@@ -11,6 +11,7 @@ use schemas::CustomerKey;
 use super::{Engine, EngineContext, EngineError};
 use crate::config::TimerClock;
 use crate::state::PartitionState;
+use crate::trail::{Decision, Input, Outcome};
 
 impl<R: Rules> Engine<R> {
     /// Fires every timer of the partition due at or before its "now", in due order.
@@ -42,10 +43,21 @@ impl<R: Rules> Engine<R> {
             match self.rules.on_timer(&key, &mut aggregate, &timer, &ctx) {
                 Ok(effects) => {
                     state.set_aggregate(&key_text, &aggregate, timer.due_ms);
+                    self.trail(|| {
+                        Decision::new(&key_text, wall, timer_input(&timer), Outcome::Applied)
+                            .with_effects(&effects)
+                    })?;
                     let source = format!("timer-{}-{}", timer.timer_id, timer.due_ms);
                     self.apply_effects(state, &key, &shop, &source, timer.due_ms, effects)?;
                 }
-                Err(e) => self.timer_dead_letter(&key_text, &timer, &e.to_string())?,
+                Err(e) => {
+                    let reason = format!("rule_error: {e}");
+                    self.trail(|| {
+                        Decision::new(&key_text, wall, timer_input(&timer), Outcome::DeadLetter)
+                            .because(&reason)
+                    })?;
+                    self.timer_dead_letter(&key_text, &timer, &e.to_string())?;
+                }
             }
         }
         Ok(())
@@ -150,5 +162,13 @@ impl<R: Rules> Engine<R> {
             result?;
         }
         Ok(())
+    }
+}
+
+fn timer_input(t: &Timer) -> Input {
+    Input::Timer {
+        timer_kind: t.kind.clone(),
+        timer_id: t.timer_id.clone(),
+        due_ms: t.due_ms,
     }
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pack;
 pub mod partitioner;
 pub mod state;
+pub mod trail;
 mod txn;
 pub mod watermark;
 
@@ -87,6 +88,7 @@ pub async fn run_with_listener(
                     timer_delay_ms: delay,
                 },
                 None,
+                None,
             )
             .await
         }
@@ -107,12 +109,15 @@ pub async fn run_with_listener(
                     serde_json::to_value(rules::view::customer_view(&view_config, key, &state)).ok()
                 },
             );
+            let rules = rules::MarketingRules::new(rules_config);
+            let coerced = metrics::CoercedFields::new(rules.clone())?;
             serve(
                 config,
                 listener,
                 shutdown,
-                rules::MarketingRules::new(rules_config),
+                rules,
                 Some(describe),
+                Some(Box::new(coerced)),
             )
             .await
         }
@@ -125,9 +130,13 @@ async fn serve<R: Rules>(
     shutdown: CancellationToken,
     rules: R,
     describe: Option<http::Describe>,
+    extra_metrics: Option<Box<dyn prometheus::core::Collector>>,
 ) -> Result<(), ProcessorError> {
     let registry = Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
+    if let Some(c) = extra_metrics {
+        registry.register(c)?;
+    }
     let health = runtime::Health::new();
     let (queries_tx, queries_rx) = std::sync::mpsc::channel();
     let router = http::query_router(http::QueryState {

@@ -150,3 +150,98 @@ impl Metrics {
         Ok(m)
     }
 }
+
+/// `tillstream_processor_coerced_fields_total{kind}`: secondary payload fields the rules read
+/// leniently (`boolean`, `text`, `integer`: coerced; `ignored`: an unusable type treated as
+/// absent; README.md, "Lenient and strict fields"). The rules count them in shared atomics;
+/// this collector copies the counts at scrape time, so the engine's hot path does nothing.
+pub struct CoercedFields {
+    rules: rules::MarketingRules,
+    counter: IntCounterVec,
+}
+
+impl CoercedFields {
+    /// A collector over the counters of `rules` (and every clone of it).
+    pub fn new(rules: rules::MarketingRules) -> prometheus::Result<Self> {
+        Ok(Self {
+            rules,
+            counter: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_coerced_fields_total",
+                    "Secondary payload fields coerced or ignored by the rules, by kind.",
+                ),
+                &["kind"],
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for CoercedFields {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let c = self.rules.coercions();
+        for (kind, total) in [
+            ("boolean", c.boolean),
+            ("text", c.text),
+            ("integer", c.integer),
+            ("ignored", c.ignored),
+        ] {
+            let m = self.counter.with_label_values(&[kind]);
+            m.inc_by(total.saturating_sub(m.get()));
+        }
+        self.counter.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use prometheus::core::Collector;
+    use rules::Rules;
+
+    /// A string boolean in an order shows in the scrape, counted once per value.
+    #[test]
+    fn coerced_fields_are_exported() {
+        let rules = rules::MarketingRules::new(rules::RulesConfig::default());
+        let collector = CoercedFields::new(rules.clone()).unwrap();
+        let body = br#"{"id": 4101, "email": "a@example.com", "test": "FALSE",
+            "created_at": "2026-01-05T09:00:00-05:00", "financial_status": "paid",
+            "total_price": "10.00", "currency": "USD", "line_items": []}"#;
+        let key = schemas::CustomerKey::parse("demo.myshopify.com/e/a@example.com").unwrap();
+        let env = schemas::ShopifyEnvelope {
+            delivery_id: "d1".into(),
+            event_id: None,
+            topic: "orders/paid".into(),
+            shop_domain: "demo.myshopify.com".into(),
+            api_version: None,
+            triggered_at_ms: Some(1_767_621_600_000),
+            received_at_ms: 1_767_621_600_000,
+            routing_key: key.as_str().into(),
+            source: schemas::EventSource::Webhook,
+            webhook_name: None,
+            body: body.to_vec(),
+        };
+        let ctx = rules::Ctx {
+            now_ms: 1_767_621_600_000,
+            event_time_ms: 1_767_621_600_000,
+            wall_clock_ms: 1_767_621_600_000,
+        };
+        let mut state = rules::State::default();
+        rules.on_event(&key, &mut state, &env, &ctx).unwrap();
+        let value = |c: &CoercedFields| {
+            c.collect()
+                .iter()
+                .flat_map(|f| f.get_metric().iter())
+                .filter(|m| m.get_label().iter().any(|l| l.value() == "boolean"))
+                .map(|m| m.get_counter().get_value())
+                .sum::<f64>()
+        };
+        assert_eq!(value(&collector), 1.0);
+        // A second scrape reports the same total, not twice it.
+        assert_eq!(value(&collector), 1.0);
+    }
+}

@@ -60,6 +60,14 @@ pub enum Effect {
     },
     /// Publish what this key's state holds (answer to `customers/data_request`).
     DataReport(serde_json::Value),
+    /// A journey event that was due but not sent: older than its freshness horizon (a replay
+    /// or backfill of old history). Nothing to do; the engine's decision trail shows it.
+    Suppressed {
+        /// The event name.
+        event: String,
+        /// When it was due (Unix ms).
+        due_ms: i64,
+    },
     /// Purge this key: the engine writes a changelog tombstone, drops its timers and dedup
     /// window, and starts from `Default` if the key is seen again (GDPR redaction).
     ///

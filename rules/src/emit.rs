@@ -66,8 +66,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) tail: Vec<Effect>,
     /// Purge the key after everything else.
     pub(crate) purge: bool,
-    /// Events that were due but too old to send (for tests and metrics).
-    pub(crate) suppressed: Vec<String>,
+    /// Events that were due but too old to send: name and due time.
+    pub(crate) suppressed: Vec<(String, i64)>,
     /// An email key's deferred profile write is due: send the whole profile now.
     pub(crate) full_profile: bool,
 }
@@ -122,7 +122,7 @@ impl<'a> Cx<'a> {
         fields: DataFields,
     ) -> bool {
         if !self.fresh(kind, at_ms) {
-            self.suppressed.push(name.to_owned());
+            self.suppressed.push((name.to_owned(), at_ms));
             return false;
         }
         self.cmds.push(Pending {
@@ -260,6 +260,11 @@ impl<'a> Cx<'a> {
         self.cmds.into_iter().for_each(&mut push);
         lists.into_iter().for_each(&mut push);
         out.extend(self.tail);
+        out.extend(
+            self.suppressed
+                .into_iter()
+                .map(|(event, due_ms)| Effect::Suppressed { event, due_ms }),
+        );
         if self.purge {
             out.push(Effect::Purge);
         }

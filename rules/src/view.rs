@@ -17,7 +17,10 @@ use crate::aggregate::{
 use crate::checkout::CHECKOUT_TIMER;
 use crate::config::RulesConfig;
 use crate::domain::Timer;
-use crate::refunds::RECENT_REFUND_TIMER;
+use crate::email_index::GUEST_PROFILE;
+use crate::first_purchase::FIRST_PURCHASE_TIMER;
+use crate::refunds::{RECENT_REFUND_TIMER, REFUND_TIMER};
+use crate::tiers::TIER_TIMER;
 use crate::winback::WINBACK_TIMER;
 use crate::{format, ltv, profile};
 
@@ -387,6 +390,20 @@ pub fn timer_view(timer: &Timer, now_ms: i64) -> TimerView {
                 .map_or_else(|| "the last one".to_owned(), |o| format!("order {o}"))
         ),
         RECENT_REFUND_TIMER => "clears the recent-refund flag".to_owned(),
+        REFUND_TIMER => format!(
+            "order_refunded for refund {} of order {}, once every fact up to it is in",
+            text("refund_id").unwrap_or_default(),
+            text("order_id").unwrap_or_default()
+        ),
+        FIRST_PURCHASE_TIMER => format!(
+            "first_purchase for order {}, if it is still the earliest paid order",
+            text("order_id").unwrap_or_default()
+        ),
+        GUEST_PROFILE => {
+            "writes the guest's profile, unless a customer has claimed the address by then"
+                .to_owned()
+        }
+        TIER_TIMER => "vip_tier_upgraded, if the tier still holds at its crossing".to_owned(),
         other => format!("the {other} rule runs"),
     };
     TimerView {

@@ -1115,6 +1115,14 @@ fn replays_do_not_start_journeys() {
         })
         .collect();
     assert!(names.is_empty(), "{names:?}");
+    // ... and each suppression is reported (the decision trail shows it).
+    for name in ["customer_created", "first_purchase", "vip_tier_upgraded"] {
+        assert!(
+            h.suppressed.iter().any(|s| s == name),
+            "{name}: {:?}",
+            h.suppressed
+        );
+    }
     assert_eq!(h.purchases().len(), 1);
     let p = h.profile(&ckey());
     assert_eq!(p["shopify_vip_tier"], json!("gold"));

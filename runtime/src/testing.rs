@@ -84,6 +84,7 @@ pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, S
             ("PUBLISHER_DLQ", t.publisher_dlq.clone()),
             ("DATA_REQUESTS", t.data_requests.clone()),
             ("ERASURES", t.erasures.clone()),
+            ("DECISIONS", t.decisions.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("TILLSTREAM__TOPICS__{k}"), v)),

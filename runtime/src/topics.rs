@@ -67,7 +67,10 @@ pub struct TopicsConfig {
     /// The erasure registry: one marker per erased subject (keyed hash, no personal data),
     /// compacted and never deleted by a replay, so an erased customer stays erased.
     pub erasures: String,
-    /// Retention of the commands and repartition topics.
+    /// The processor's decision trail (`engine.trail`): per input or timer, what the rules
+    /// decided and why, keyed like the state (`tillstream explain` reads it).
+    pub decisions: String,
+    /// Retention of the commands, repartition and decisions topics.
     #[serde(with = "humantime_serde")]
     pub transient_retention: Duration,
 }
@@ -114,6 +117,7 @@ impl TopicsConfig {
             publisher_dlq: format!("{prefix}publisher.dlq"),
             data_requests: format!("{prefix}gdpr.data-requests"),
             erasures: format!("{prefix}gdpr.erasures"),
+            decisions: format!("{prefix}processor.decisions"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -173,6 +177,12 @@ impl TopicsConfig {
                     ("min.compaction.lag.ms", "0"),
                     ("delete.retention.ms", "86400000"),
                 ],
+            ),
+            // Keyed and partitioned like the state, so one key's trail is in one partition.
+            spec(
+                &self.decisions,
+                self.partitions,
+                &[("cleanup.policy", "delete"), ("retention.ms", &transient)],
             ),
             spec(
                 &self.repartition,

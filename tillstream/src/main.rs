@@ -3,6 +3,7 @@
 mod backfill;
 mod customer;
 mod dlq;
+mod explain;
 mod replay;
 mod rewrite;
 mod seed;
@@ -35,6 +36,9 @@ enum Cmd {
     /// Show what the processor holds for a customer: identity, lifetime value, tier,
     /// consent, pending timers (a table; `--json` for scripts, `--raw` for the internal form).
     Customer(customer::CustomerArgs),
+    /// Why: a customer's last decisions (input, outcome, commands, timers) from the processor's
+    /// trail, with what the publisher did with each command (needs `engine.trail = true`).
+    Explain(explain::ExplainArgs),
     /// Rebuild the processor's state from a point in the raw topic (processors stopped).
     Replay(replay::ReplayArgs),
     /// Inspect and redrive the processor's and the publisher's dead letters.
@@ -107,6 +111,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Customer(args) => customer::show(&args).await,
+        Cmd::Explain(args) => {
+            let cfg = load(cli.common.config.as_deref())?;
+            tokio::task::block_in_place(|| explain::run(&cfg.kafka, &cfg.topics, &args))
+        }
         Cmd::Replay(args) => {
             let cfg = load(cli.common.config.as_deref())?;
             replay::run(&cfg.kafka, &cfg.topics, &args).await

@@ -284,6 +284,8 @@ pub fn sms_consent_json(customer: u64, state: &str, at: i64) -> Value {
 pub struct Harness {
     pub rules: MarketingRules,
     pub states: BTreeMap<String, State>,
+    /// Journey events not sent because older than their freshness horizon, in order.
+    pub suppressed: Vec<String>,
     pub timers: BTreeMap<String, BTreeMap<String, Timer>>,
     pub now: i64,
     /// Fixed wall clock (a replay); `None` = the wall clock equals stream time (live).
@@ -301,6 +303,7 @@ impl Harness {
         Self {
             rules: MarketingRules::try_new(cfg).unwrap(),
             states: BTreeMap::new(),
+            suppressed: Vec::new(),
             timers: BTreeMap::new(),
             now: i64::MIN,
             wall: None,
@@ -378,6 +381,7 @@ impl Harness {
                     queue.push_back((to, *envelope));
                 }
                 Effect::DataReport(v) => self.reports.push(v),
+                Effect::Suppressed { event, .. } => self.suppressed.push(event),
                 Effect::Purge => {
                     self.states.remove(key.as_str());
                     self.timers.remove(key.as_str());
