@@ -3,8 +3,10 @@
 //!
 //! ```sh
 //! scripts/kafka start
-//! cargo build -p processor && cargo run -p processor --example processor-bench -- --events 20000 --customers 1000000
+//! cargo build -p processor && cargo run -p processor --example processor-bench -- --events 20000 --customers 1000000 --threads 1,2
 //! ```
+//! `--threads` lists the `engine.threads` settings to measure (default `1,2`): the processor and
+//! restore figures are given for each.
 //! Prints one JSON document. Measures, on the local broker:
 //! * `ceiling`: a stateless transactional read-process-write loop (consume raw, produce each
 //!   record to an output topic, `send_offsets_to_transaction`, commit every N records), the
@@ -186,7 +188,24 @@ fn processor_bin() -> std::path::PathBuf {
     bin
 }
 
-fn spawn(k: &KafkaConfig, t: &TopicsConfig, app: &str, txn_records: usize, port: u16) -> Child {
+/// The `--threads` list (`1,2` by default): the engine thread counts to measure.
+fn thread_counts() -> Vec<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let list = args
+        .windows(2)
+        .find(|w| w[0] == "--threads")
+        .map_or("1,2", |w| w[1].as_str());
+    list.split(',').map(|t| t.trim().parse().unwrap()).collect()
+}
+
+fn spawn(
+    k: &KafkaConfig,
+    t: &TopicsConfig,
+    app: &str,
+    txn_records: usize,
+    threads: usize,
+    port: u16,
+) -> Child {
     Command::new(processor_bin())
         .envs(runtime::testing::service_env(k, t))
         .env("TILLSTREAM__APPLICATION_ID", app)
@@ -199,6 +218,7 @@ fn spawn(k: &KafkaConfig, t: &TopicsConfig, app: &str, txn_records: usize, port:
         // Long enough that the size decides when a transaction commits, short enough that the
         // last, partial transaction of the run does not sit idle for long (it is timed too).
         .env("TILLSTREAM__ENGINE__COMMIT_INTERVAL", "1s")
+        .env("TILLSTREAM__ENGINE__THREADS", threads.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -298,7 +318,13 @@ fn fingerprint_cost(evs: &[ShopifyEnvelope]) -> serde_json::Value {
 
 /// Events/s of the processor over the whole raw topic with `txn_records` per transaction, and
 /// its CPU time per event in microseconds (all its threads, librdkafka's included).
-fn processor_rate(k: &KafkaConfig, raw: &str, n: i64, txn_records: usize) -> (f64, f64) {
+fn processor_rate(
+    k: &KafkaConfig,
+    raw: &str,
+    n: i64,
+    txn_records: usize,
+    threads: usize,
+) -> (f64, f64) {
     let mut t = TopicsConfig::with_prefix(&format!("{}.", unique("bench-proc")));
     t.partitions = PARTITIONS;
     t.side_partitions = 1;
@@ -307,7 +333,7 @@ fn processor_rate(k: &KafkaConfig, raw: &str, n: i64, txn_records: usize) -> (f6
     t.raw = raw.to_owned();
     let app = unique("bench-app");
     let port = free_port();
-    let mut child = spawn(k, &t, &app, txn_records, port);
+    let mut child = spawn(k, &t, &app, txn_records, threads, port);
     let start = Instant::now();
     while !ready(port) {
         std::thread::sleep(Duration::from_millis(20));
@@ -363,15 +389,20 @@ async fn main() {
         .iter()
         .filter_map(|v| v["records_per_sec"].as_f64())
         .fold(1.0, f64::max);
-    let mut by_txn = Vec::new();
-    for &txn in sizes {
-        let (rate, cpu_us) = processor_rate(&k, &t.raw, n, txn);
-        by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round(), "cpu_us_per_event": cpu_us.round(), "ratio_to_ceiling": (rate / ceiling_rate * 1000.0).round() / 1000.0}));
+    let threads = thread_counts();
+    let mut by_threads = Vec::new();
+    for &th in &threads {
+        let mut by_txn = Vec::new();
+        for &txn in sizes {
+            let (rate, cpu_us) = processor_rate(&k, &t.raw, n, txn, th);
+            by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round(), "cpu_us_per_event": cpu_us.round(), "ratio_to_ceiling": (rate / ceiling_rate * 1000.0).round() / 1000.0}));
+        }
+        let best = by_txn
+            .iter()
+            .filter_map(|v| v["events_per_sec"].as_f64())
+            .fold(0.0, f64::max);
+        by_threads.push(serde_json::json!({"engine_threads": th, "by_transaction_size": by_txn, "best_events_per_sec": best.round(), "ratio_to_ceiling": (best / ceiling_rate * 1000.0).round() / 1000.0}));
     }
-    let best = by_txn
-        .iter()
-        .filter_map(|v| v["events_per_sec"].as_f64())
-        .fold(0.0, f64::max);
 
     // Restore: a changelog of n_customers keys with a realistic aggregate.
     let rt = fresh_topics(&k, PARTITIONS).await;
@@ -412,8 +443,41 @@ async fn main() {
     produce(&k, &rt.changelog, &state).await;
     drop(state);
     let empty = fresh_topics(&k, PARTITIONS).await;
+    let mut restores = Vec::new();
+    for &th in &threads {
+        restores.push(restore_run(&k, &empty, &rt, th, n_customers));
+    }
+
+    let out = serde_json::json!({
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "build": if cfg!(debug_assertions) { "debug (workspace crates opt-level 0, dependencies opt-level 1)" } else { "release" },
+        "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS},
+        "ceiling": {"what": "stateless transactional consume->produce (best over transaction sizes)", "records_per_sec": ceiling_rate.round(), "by_transaction_size": ceilings},
+        "fingerprint": fingerprint,
+        "processor": {"rules": "marketing (default rules config)", "by_engine_threads": by_threads},
+        "restore": {
+            "keys": n_customers,
+            "changelog_bytes": changelog_bytes,
+            "aggregate_json_bytes": sample.len(),
+            "timers_per_key": sample_timers.len(),
+            "by_engine_threads": restores,
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+/// One restore measurement with `threads` engine threads: the processor's resident memory
+/// with no state (`empty` topics), then its time from start to ready on the `full` changelog
+/// of `keys` keys and its resident memory once restored.
+fn restore_run(
+    k: &KafkaConfig,
+    empty: &TopicsConfig,
+    full_topics: &TopicsConfig,
+    threads: usize,
+    keys: u64,
+) -> serde_json::Value {
     let port = free_port();
-    let mut base = spawn(&k, &empty, &unique("bench-empty"), 1000, port);
+    let mut base = spawn(k, empty, &unique("bench-empty"), 1000, threads, port);
     while !ready(port) {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -422,7 +486,14 @@ async fn main() {
     let _ = base.wait();
     let port = free_port();
     let started = Instant::now();
-    let mut full = spawn(&k, &rt, &unique("bench-restore"), 1000, port);
+    let mut full = spawn(
+        k,
+        full_topics,
+        &unique("bench-restore"),
+        1000,
+        threads,
+        port,
+    );
     while !ready(port) {
         assert!(
             started.elapsed() < Duration::from_secs(600),
@@ -438,27 +509,14 @@ async fn main() {
     let rss_full = rss_kib(full.id());
     let _ = full.kill();
     let _ = full.wait();
-
-    let out = serde_json::json!({
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-        "build": if cfg!(debug_assertions) { "debug (workspace crates opt-level 0, dependencies opt-level 1)" } else { "release" },
-        "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS},
-        "ceiling": {"what": "stateless transactional consume->produce (best over transaction sizes)", "records_per_sec": ceiling_rate.round(), "by_transaction_size": ceilings},
-        "fingerprint": fingerprint,
-        "processor": {"rules": "marketing (default rules config)", "by_transaction_size": by_txn, "best_events_per_sec": best.round(), "ratio_to_ceiling": (best / ceiling_rate * 1000.0).round() / 1000.0},
-        "restore": {
-            "keys": n_customers,
-            "changelog_bytes": changelog_bytes,
-            "aggregate_json_bytes": sample.len(),
-            "timers_per_key": sample_timers.len(),
-            "start_to_ready_secs": (restore_secs * 100.0).round() / 100.0,
-            "rss_empty_kib": rss_empty,
-            "rss_at_ready_kib": rss_at_ready,
-            "rss_restored_kib": rss_full,
-            "bytes_per_key": ((rss_full.saturating_sub(rss_empty)) * 1024) / n_customers.max(1),
-        }
-    });
-    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    serde_json::json!({
+        "engine_threads": threads,
+        "start_to_ready_secs": (restore_secs * 100.0).round() / 100.0,
+        "rss_empty_kib": rss_empty,
+        "rss_at_ready_kib": rss_at_ready,
+        "rss_restored_kib": rss_full,
+        "bytes_per_key": ((rss_full.saturating_sub(rss_empty)) * 1024) / keys.max(1),
+    })
 }
 
 /// A realistic key state: what the marketing rules hold for a customer with two paid orders,

@@ -284,6 +284,11 @@ impl Catalog {
         }
     }
 
+    /// An empty catalog over the same topic (another engine thread's own table).
+    pub fn sibling(&self) -> Self {
+        Self::new(self.kafka.clone(), self.topic.clone(), self.metrics.clone())
+    }
+
     /// Reads the table with a poisoned lock tolerated (a panic elsewhere must not stop
     /// enrichment; the data itself is always consistent between calls).
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ProductTable> {

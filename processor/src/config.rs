@@ -78,11 +78,21 @@ pub struct EngineConfig {
     /// When timers fire: the late-data rule (ARCHITECTURE.md, "Event time and timers").
     #[serde(default)]
     pub timers: TimerSettings,
+    /// Engine threads in this instance, each owning a disjoint set of partitions with its own
+    /// consumer and transactional producer (processor/src/engine_threads.rs); 0 = the
+    /// available cores minus one (left to librdkafka's threads). Never more than
+    /// `topics.partitions`: a thread beyond that could not own a partition. Default 1.
+    #[serde(default = "one")]
+    pub threads: usize,
     /// Write the decision trail (what each input and timer did, `tillstream explain`) to the
     /// decisions topic, in the same transactions. Off by default: it costs one record per
     /// input (docs/benchmarks.md); the demo turns it on.
     #[serde(default)]
     pub trail: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What decides that a timer is due.

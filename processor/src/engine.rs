@@ -1,9 +1,10 @@
 //! The exactly-once engine: consume, run the rules, write everything in one Kafka transaction.
 //!
 //! # The cycle
-//! One thread owns a `BaseConsumer` (group = `application_id`, `read_committed`, no auto
-//! commit, range assignment so partition *p* of the raw and repartition topics go to the same
-//! instance) and a transactional producer. For every input record it:
+//! An engine thread (one per instance, or several: `engine.threads`, engine_threads.rs) owns a
+//! `BaseConsumer` (group = `application_id`, `read_committed`, no auto commit, range assignment
+//! so partition *p* of the raw and repartition topics go to the same group member) and a
+//! transactional producer. For every input record it:
 //! 1. advances the partition's stream time and fires the timers that are due *before* the
 //!    input (so "an order after the checkout's due time" does not cancel an abandonment that
 //!    was already due);
@@ -73,6 +74,8 @@ mod products;
 mod rebalance;
 #[path = "engine_restore.rs"]
 mod restore;
+#[path = "engine_threads.rs"]
+mod threads;
 #[path = "engine_timers.rs"]
 mod timers;
 #[path = "engine_txn.rs"]
@@ -80,6 +83,8 @@ mod txn;
 
 pub use products::CatalogPart;
 pub use rebalance::EngineContext;
+pub use threads::thread_count;
+use threads::{Shared, Slot};
 
 /// How long a single Kafka admin or transaction call may take before it counts as failed.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,7 +156,8 @@ pub struct Engine<R: Rules> {
     txn_started: Instant,
     offsets: BTreeMap<(String, i32), i64>,
     metrics: Metrics,
-    health: Arc<Health>,
+    /// This thread's share of readiness, gauges and query routing (engine_threads.rs).
+    slot: Slot,
     /// An error raised inside a rebalance callback (which cannot return one), returned by the
     /// poll loop right after.
     fatal: Option<EngineError>,
@@ -172,13 +178,7 @@ impl<R: Rules> Engine<R> {
             .values()
             .map(PartitionState::timers_pending)
             .sum();
-        self.metrics
-            .keys
-            .set(i64::try_from(keys).unwrap_or(i64::MAX));
-        self.metrics
-            .timers_pending
-            .set(i64::try_from(timers).unwrap_or(i64::MAX));
-        if self.cfg.timers.clock == TimerClock::Inputs {
+        let deferred = (self.cfg.timers.clock == TimerClock::Inputs).then(|| {
             let grace = self.watermark.grace_ms;
             let deferred: usize = self
                 .partitions
@@ -191,10 +191,13 @@ impl<R: Rules> Engine<R> {
                     crate::watermark::Horizon::Unknown => 0,
                 })
                 .sum();
-            self.metrics
-                .timers_deferred
-                .set(i64::try_from(deferred).unwrap_or(i64::MAX));
-        }
+            i64::try_from(deferred).unwrap_or(i64::MAX)
+        });
+        self.slot.set_gauges(
+            i64::try_from(keys).unwrap_or(i64::MAX),
+            i64::try_from(timers).unwrap_or(i64::MAX),
+            deferred,
+        );
     }
 
     fn answer(&self, q: Query) {
@@ -253,61 +256,67 @@ pub struct EngineParts<R: Rules> {
     pub catalog: Option<CatalogPart>,
 }
 
-/// Runs the engine on the current (blocking) thread until shutdown or a fatal error.
-pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
-    let mut producer_cfg = parts
-        .kafka
-        .transactional_producer(&parts.client_id, &parts.transactional_id);
-    producer_cfg.set(
-        "transaction.timeout.ms",
-        parts.cfg.transaction_timeout.as_millis().to_string(),
-    );
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
-    // Fences any older producer with this transactional id and aborts its open transaction.
-    producer
-        .init_transactions(KAFKA_TIMEOUT)
-        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+/// What one engine thread needs (engine_threads.rs builds one per thread).
+struct ThreadParts<R: Rules> {
+    rules: Arc<R>,
+    cfg: EngineConfig,
+    topics: TopicsConfig,
+    kafka: KafkaConfig,
+    application_id: String,
+    transactional_id: String,
+    client_id: String,
+    metrics: Metrics,
+    slot: Slot,
+    queries: Receiver<Query>,
+    shutdown: CancellationToken,
+    erasure: ErasureConfig,
+    /// This thread's product table (each thread loads its own, see `CatalogPart::for_thread`).
+    catalog: Option<CatalogPart>,
+    /// With several threads: met by all of them before they join the group.
+    start: Option<Arc<std::sync::Barrier>>,
+}
 
-    let engine = Arc::new(Mutex::new(Engine {
+/// Runs the engine until shutdown or a fatal error: on the current (blocking) thread, or with
+/// `engine.threads` > 1 on that many threads (engine_threads.rs).
+pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
+    // A thread beyond the partition count could never own a partition.
+    let threads = thread_count(parts.cfg.threads)
+        .min(usize::try_from(parts.topics.partitions).unwrap_or(1).max(1));
+    tracing::info!(threads, "Engine threads.");
+    if threads > 1 {
+        return threads::run_threads(parts, threads);
+    }
+    let shared = Shared::new(Arc::clone(&parts.health), parts.metrics.clone(), 1);
+    run_thread(ThreadParts {
         rules: Arc::new(parts.rules),
-        cfg: parts.cfg.clone(),
-        topics: parts.topics.clone(),
-        kafka: parts.kafka.clone(),
-        application_id: parts.application_id.clone(),
-        producer: Arc::new(producer),
-        txn: Txn::Idle,
-        partitions: HashMap::new(),
-        txn_records: 0,
-        txn_started: Instant::now(),
-        offsets: BTreeMap::new(),
+        cfg: parts.cfg,
+        topics: parts.topics,
+        kafka: parts.kafka,
+        application_id: parts.application_id,
+        transactional_id: parts.transactional_id,
+        client_id: parts.client_id,
         metrics: parts.metrics,
-        health: parts.health.clone(),
-        fatal: None,
-        clock: runtime::now_ms,
-        watermark: parts.cfg.timers.watermark(),
-        erasures: Erasures::new(&parts.erasure.hash_key),
+        slot: shared.slot(0),
+        queries: parts.queries,
+        shutdown: parts.shutdown,
+        erasure: parts.erasure,
         catalog: parts.catalog,
-    }));
-    let mut consumer_cfg = parts
-        .kafka
-        .consumer(&parts.client_id, &parts.application_id, true);
-    consumer_cfg
-        // Range assignment keeps partition p of the raw and repartition topics together.
-        .set("partition.assignment.strategy", "range")
-        .set(
-            "session.timeout.ms",
-            parts.cfg.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (parts.cfg.session_timeout.as_millis() / 4)
-                .max(100)
-                .to_string(),
-        )
-        .set("max.poll.interval.ms", "600000")
-        .set("statistics.interval.ms", "500");
-    let consumer: BaseConsumer<EngineContext<R>> =
-        consumer_cfg.create_with_context(EngineContext::new(engine.clone()))?;
+        start: None,
+    })
+}
+
+/// One engine: a consumer, a transactional producer and the partitions the group gives it.
+fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
+    let catalog = parts.catalog.take();
+    let built = build_engine(&parts, catalog);
+    // The threads of one instance join the group together (also when one failed to start,
+    // so none waits forever): a broker without an initial rebalance delay would otherwise
+    // hand every partition to the first thread, which restores them all, and move half of
+    // them at the next thread's join, restoring those again.
+    if let Some(start) = &parts.start {
+        start.wait();
+    }
+    let (engine, consumer) = built?;
     consumer.subscribe(&[&parts.topics.raw, &parts.topics.repartition])?;
     tracing::info!(group = %parts.application_id, transactional_id = %parts.transactional_id, "Processor engine started.");
 
@@ -322,7 +331,7 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
             let mut e = lock();
             tracing::info!("Shutting down: committing the open transaction.");
             let result = e.commit(&consumer, Recovery::Rewind);
-            e.health.set_ready(false, "shutting down");
+            e.slot.set_ready(false, "shutting down");
             drop(e);
             // Leave the group now so partitions move at once instead of after a session timeout.
             consumer.unsubscribe();
@@ -355,4 +364,69 @@ pub fn run_engine<R: Rules>(parts: EngineParts<R>) -> Result<(), EngineError> {
             e.start_commit(&consumer, Recovery::Rewind)?;
         }
     }
+}
+
+/// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.
+type Built<R> = (Arc<Mutex<Engine<R>>>, BaseConsumer<EngineContext<R>>);
+
+/// An engine thread's transactional producer (initialised, so older ones with its id are
+/// fenced), its engine state and its consumer (not yet subscribed).
+fn build_engine<R: Rules>(
+    parts: &ThreadParts<R>,
+    catalog: Option<CatalogPart>,
+) -> Result<Built<R>, EngineError> {
+    let mut producer_cfg = parts
+        .kafka
+        .transactional_producer(&parts.client_id, &parts.transactional_id);
+    producer_cfg.set(
+        "transaction.timeout.ms",
+        parts.cfg.transaction_timeout.as_millis().to_string(),
+    );
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
+    // Fences any older producer with this transactional id and aborts its open transaction.
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+
+    let engine = Arc::new(Mutex::new(Engine {
+        rules: Arc::clone(&parts.rules),
+        cfg: parts.cfg.clone(),
+        topics: parts.topics.clone(),
+        kafka: parts.kafka.clone(),
+        application_id: parts.application_id.clone(),
+        producer: Arc::new(producer),
+        txn: Txn::Idle,
+        partitions: HashMap::new(),
+        txn_records: 0,
+        txn_started: Instant::now(),
+        offsets: BTreeMap::new(),
+        metrics: parts.metrics.clone(),
+        slot: parts.slot.clone(),
+        fatal: None,
+        clock: runtime::now_ms,
+        watermark: parts.cfg.timers.watermark(),
+        erasures: Erasures::new(&parts.erasure.hash_key),
+        catalog,
+    }));
+    let mut consumer_cfg = parts
+        .kafka
+        .consumer(&parts.client_id, &parts.application_id, true);
+    consumer_cfg
+        // Range assignment keeps partition p of the raw and repartition topics together.
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "session.timeout.ms",
+            parts.cfg.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (parts.cfg.session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
+        )
+        .set("max.poll.interval.ms", "600000")
+        .set("statistics.interval.ms", "500");
+    let consumer: BaseConsumer<EngineContext<R>> =
+        consumer_cfg.create_with_context(EngineContext::new(engine.clone()))?;
+    Ok((engine, consumer))
 }

@@ -23,6 +23,19 @@ pub struct CatalogPart {
     pub checkout_event: String,
 }
 
+impl CatalogPart {
+    /// The part for one more engine thread: each thread owns and reloads its own table, since
+    /// the reload after an abort must forget exactly that thread's uncommitted versions (memory
+    /// grows with `engine.threads`, see ARCHITECTURE.md).
+    pub(super) fn for_thread(&self) -> Self {
+        Self {
+            catalog: self.catalog.sibling(),
+            cfg: Arc::clone(&self.cfg),
+            checkout_event: self.checkout_event.clone(),
+        }
+    }
+}
+
 impl<R: Rules> Engine<R> {
     /// Applies a `products/*` input on its product key (this instance owns it).
     pub(super) fn on_product(

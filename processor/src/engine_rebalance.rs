@@ -92,10 +92,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     }
                 }
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                engine.slot.release(Some(&revoked));
                 for p in revoked {
                     engine.partitions.remove(&p);
                 }
-                engine.health.set_ready(false, "rebalancing");
+                engine.slot.set_ready(false, "rebalancing");
                 engine.update_gauges();
             }
             Rebalance::Error(e) => {
@@ -104,6 +105,7 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     engine.fatal.get_or_insert(e);
                 }
                 engine.partitions.clear();
+                engine.slot.release(None);
             }
             Rebalance::Assign(_) => {}
         }
@@ -135,9 +137,10 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                 engine.fatal.get_or_insert(e);
                 return;
             }
+            engine.slot.claim(&assigned);
             engine.update_gauges();
             let owned = engine.partitions.len();
-            engine.health.set_ready(true, "");
+            engine.slot.set_ready(true, "");
             tracing::info!(partitions = owned, "Partitions assigned and restored.");
         }
     }

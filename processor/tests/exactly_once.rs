@@ -4,6 +4,9 @@
 //! `kill -9` is a real crash. The order counter makes state visible in its output: the n-th
 //! order of a customer emits `order_counted` with `orders = n`, so lost or duplicated state
 //! shows up as a wrong count, and lost or duplicated commands as missing or repeated ids.
+//!
+//! The children inherit the environment, so `TILLSTREAM__ENGINE__THREADS=2 cargo test -p
+//! processor --test exactly_once` runs every test with two engine threads per instance.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -302,7 +305,10 @@ async fn caught_up_idle_partition_fires_by_the_wall_clock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_instance_is_fenced_and_exits_non_zero() {
     let k = kafka();
-    let topics = fresh_topics(&k, 2).await;
+    // A stale engine only learns it is fenced when it next uses its producer, i.e. when it
+    // owns a partition with input. Four partitions give every engine thread of both instances
+    // one, also with `engine.threads = 2` (four consumers in the group).
+    let topics = fresh_topics(&k, 4).await;
     let d = Deployment {
         kafka: k.clone(),
         topics: topics.clone(),
