@@ -35,6 +35,10 @@ pub struct IngestConfig {
     /// Iterable system webhooks (`POST /webhooks/iterable/{shop}`, two-way consent).
     #[serde(default)]
     pub iterable: IterableWebhookConfig,
+    /// GDPR: with `master_key` set, bodies about a person are sealed under that person's data
+    /// key (crypto-shredding, runtime::shred); `hash_key` must equal the processors'.
+    #[serde(default)]
+    pub erasure: runtime::shred::ErasureConfig,
 }
 
 /// Iterable system webhooks: a shared secret in a header (Iterable signs nothing, see

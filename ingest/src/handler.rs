@@ -17,7 +17,8 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prometheus::Registry;
 use runtime::Health;
-use schemas::{EventSource, KeyKind, ShopDomain, ShopifyEnvelope};
+use runtime::shred::{Sealer, ShredError};
+use schemas::{CustomerKey, EventSource, KeyKind, ShopDomain, ShopifyEnvelope};
 use serde::de::IgnoredAny;
 use tokio::sync::Semaphore;
 
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     health: Arc<Health>,
     /// The Iterable system-webhook endpoint (`None`: no secret configured, answers 404).
     pub(crate) iterable: Option<crate::iterable::IterableEndpoint>,
+    /// Crypto-shredding (`None`: no `erasure.master_key`, bodies are stored in clear).
+    pub(crate) sealer: Option<Sealer>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,12 +66,27 @@ impl AppState {
     /// Builds the state from a validated config and a sink, with a fresh metrics registry and
     /// a not-yet-ready health flag.
     pub fn new(config: &IngestConfig, sink: Arc<dyn EventSink>) -> Result<Self, Error> {
+        Self::with_sealer(config, sink, None)
+    }
+
+    /// [`AppState::new`] with crypto-shredding: bodies about a person are sealed by `sealer`
+    /// (whose key writes count in this state's metrics).
+    pub fn with_sealer(
+        config: &IngestConfig,
+        sink: Arc<dyn EventSink>,
+        sealer: Option<Sealer>,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let secrets = config.secrets()?;
         let allowed_shops = config.allowed_shops()?.map(|v| v.into_iter().collect());
         let registry = Registry::new();
         let metrics = Metrics::new(&registry).map_err(|e| Error::Metrics(e.to_string()))?;
         let iterable = crate::iterable::IterableEndpoint::new(&config.iterable, &registry)?;
+        if let Some(sealer) = &sealer {
+            registry
+                .register(Box::new(sealer.keys_created()))
+                .map_err(|e| Error::Metrics(e.to_string()))?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 sink,
@@ -82,6 +100,7 @@ impl AppState {
                 registry,
                 health: Health::new(),
                 iterable,
+                sealer,
             }),
         })
     }
@@ -138,6 +157,9 @@ pub enum RequestError {
     /// The broker refused the record or could not be reached.
     #[error("cannot publish: {0}")]
     Publish(SinkError),
+    /// The subject's new data key could not be written to the keys topic (crypto-shredding).
+    #[error("cannot store the data key: {0}")]
+    Seal(String),
 }
 
 impl RequestError {
@@ -148,7 +170,7 @@ impl RequestError {
             Self::Publish(SinkError::TooLarge(_)) | Self::TooLarge(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            Self::Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Publish(_) | Self::Seal(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyRead | Self::Header(_) | Self::EmptyBody => StatusCode::BAD_REQUEST,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
@@ -175,6 +197,7 @@ impl RequestError {
             Self::Publish(SinkError::TooLarge(_)) => "record_too_large",
             Self::Publish(SinkError::QueueFull) => "producer_queue_full",
             Self::Publish(SinkError::Failed(_)) => "publish_failed",
+            Self::Seal(_) => "key_write_failed",
         }
     }
 }
@@ -328,7 +351,15 @@ async fn handle(
         routing_key: key.as_str().to_owned(),
         source: EventSource::Webhook,
         webhook_name: h.name,
-        body: body.into(),
+        body: Vec::new(),
+    };
+    let deadline = tokio::time::Instant::now() + s.ack_timeout;
+    let envelope = ShopifyEnvelope {
+        body: tokio::time::timeout_at(deadline, stored_body(s, &key, &body))
+            .await
+            .map_err(|_| RequestError::AckTimeout(s.ack_timeout))?
+            .map_err(|e| RequestError::Seal(e.to_string()))?,
+        ..envelope
     };
     let value = envelope
         .encode()
@@ -344,7 +375,7 @@ async fn handle(
     // X-Shopify-Webhook-Id and the processor deduplicates on (shop, webhook id). What must
     // never happen is the reverse — a 200 for a record the broker has not acknowledged — and
     // this is the only place that answers 200.
-    match tokio::time::timeout(s.ack_timeout, s.sink.publish(record)).await {
+    match tokio::time::timeout_at(deadline, s.sink.publish(record)).await {
         Ok(Ok(())) => s.metrics.observe_publish("ok", started.elapsed()),
         Ok(Err(error)) => {
             s.metrics.observe_publish("error", started.elapsed());
@@ -355,6 +386,9 @@ async fn handle(
             return Err(RequestError::AckTimeout(s.ack_timeout));
         }
     }
+    if envelope.topic == "customers/redact" {
+        forget_keys(s, &key, &body);
+    }
     if !metrics::is_used(&envelope.topic) {
         s.metrics
             .unused_topics
@@ -362,6 +396,34 @@ async fn handle(
             .inc();
     }
     Ok(Accepted { topic_label })
+}
+
+/// The body as the raw topic stores it: sealed under its subject's data key when
+/// crypto-shredding is on and the key names a person (runtime::shred), else as received.
+pub(crate) async fn stored_body(
+    s: &Inner,
+    key: &CustomerKey,
+    body: &[u8],
+) -> Result<Vec<u8>, ShredError> {
+    match &s.sealer {
+        Some(sealer) if key.kind().names_person() => sealer.seal(key.as_str(), body).await,
+        _ => Ok(body.to_vec()),
+    }
+}
+
+/// After a redact was stored: later records of the person (a new registration, a guest order
+/// with the same address) get new data keys, which the erasure does not delete.
+fn forget_keys(s: &Inner, key: &CustomerKey, body: &[u8]) {
+    let Some(sealer) = &s.sealer else {
+        return;
+    };
+    sealer.forget(key.as_str());
+    let email = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|b| b["customer"]["email"].as_str().map(str::to_owned));
+    if let (Some(email), Ok(shop)) = (email, ShopDomain::parse(key.shop())) {
+        sealer.forget(CustomerKey::new(&shop, KeyKind::Email, &email).as_str());
+    }
 }
 
 fn secret_label(index: usize) -> &'static str {

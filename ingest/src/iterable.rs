@@ -317,7 +317,16 @@ async fn handle(
         routing_key: key.as_str().to_owned(),
         source: EventSource::Webhook,
         webhook_name: None,
-        body: body.to_vec(),
+        body: Vec::new(),
+    };
+    let deadline = tokio::time::Instant::now() + s.ack_timeout;
+    let stored = tokio::time::timeout_at(deadline, crate::handler::stored_body(s, &key, &body))
+        .await
+        .map_err(|_| IterableError::Publish(format!("no ack within {:?}", s.ack_timeout)))?
+        .map_err(|e| IterableError::Publish(format!("cannot store the data key: {e}")))?;
+    let envelope = ShopifyEnvelope {
+        body: stored,
+        ..envelope
     };
     let value = envelope
         .encode()
@@ -329,7 +338,7 @@ async fn handle(
     let started = Instant::now();
     // As for Shopify: the only 200 is after the broker's ack; a timed-out record may still
     // land, and Iterable's retry carries the same derived delivery id.
-    match tokio::time::timeout(s.ack_timeout, s.sink.publish(record)).await {
+    match tokio::time::timeout_at(deadline, s.sink.publish(record)).await {
         Ok(Ok(())) => {}
         Ok(Err(SinkError::TooLarge(_))) => return Err(IterableError::TooLarge(s.body_limit)),
         Ok(Err(e)) => return Err(IterableError::Publish(e.to_string())),

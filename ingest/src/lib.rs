@@ -96,7 +96,14 @@ pub async fn run_with_listener(
         &config.topics.raw,
         config.http.body_limit,
     )?);
-    let state = AppState::new(&config, sink.clone())?;
+    let sealer = runtime::shred::Sealer::for_kafka(&config.erasure, &config.kafka, &config.topics)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if sealer.is_none() {
+        tracing::warn!(
+            "erasure.master_key is not set: bodies are stored in clear, and an erased customer's raw records stay readable until `tillstream raw rewrite` (README, GDPR)."
+        );
+    }
+    let state = AppState::with_sealer(&config, sink.clone(), sealer)?;
     let local = listener.local_addr().ok();
     tracing::info!(
         listen = ?local,
@@ -104,6 +111,7 @@ pub async fn run_with_listener(
         secrets = config.secrets()?.len(),
         allowed_shops = config.shopify.allowed_shops.len(),
         iterable_endpoint = state.inner.iterable.is_some(),
+        sealed = state.inner.sealer.is_some(),
         kafka = ?config.kafka,
         "ingest starting"
     );

@@ -74,6 +74,8 @@ mod products;
 mod rebalance;
 #[path = "engine_restore.rs"]
 mod restore;
+#[path = "engine_shred.rs"]
+mod shred;
 #[path = "engine_threads.rs"]
 mod threads;
 #[path = "engine_timers.rs"]
@@ -168,6 +170,8 @@ pub struct Engine<R: Rules> {
     erasures: Erasures,
     /// The product table and `[catalog]` (`None`: rules without products).
     catalog: Option<CatalogPart>,
+    /// The data keys of the owned partitions (crypto-shredding; `None`: no master key).
+    keys: Option<runtime::shred::KeyRing>,
 }
 
 impl<R: Rules> Engine<R> {
@@ -383,6 +387,8 @@ fn build_engine<R: Rules>(
         parts.cfg.transaction_timeout.as_millis().to_string(),
     );
     let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
+    let keys = runtime::shred::KeyRing::new(&parts.erasure, &parts.kafka, &parts.topics.keys)
+        .map_err(|e| EngineError::Fatal(e.to_string()))?;
     // Fences any older producer with this transactional id and aborts its open transaction.
     producer
         .init_transactions(KAFKA_TIMEOUT)
@@ -407,6 +413,7 @@ fn build_engine<R: Rules>(
         watermark: parts.cfg.timers.watermark(),
         erasures: Erasures::new(&parts.erasure.hash_key),
         catalog,
+        keys,
     }));
     let mut consumer_cfg = parts
         .kafka

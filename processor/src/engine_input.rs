@@ -5,6 +5,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rules::{Ctx, Effect, Rules};
 use schemas::{Action, CustomerKey, KeyKind, ShopifyEnvelope};
 
+use super::shred::Opening;
 use super::{Engine, EngineError};
 use crate::content::fingerprints;
 use crate::state::PartitionState;
@@ -146,6 +147,27 @@ impl<R: Rules> Engine<R> {
             self.metrics.erased_inputs.inc();
             return self.trail(|| Decision::new(key.as_str(), wall, input(), Outcome::Erased));
         }
+        // Crypto-shredding: the rules, the dedup fingerprints and the dead-letter reasons all
+        // see the opened body.
+        let opened;
+        let env = match self.open_body(msg.partition(), env)? {
+            Opening::Plain => env,
+            Opening::Opened(e) => {
+                opened = e;
+                &*opened
+            }
+            Opening::KeyGone => {
+                self.metrics.erased_inputs.inc();
+                return self.trail(|| Decision::new(key.as_str(), wall, input(), Outcome::Erased));
+            }
+            Opening::Unreadable(reason) => {
+                let why = format!("sealed_body: {reason}");
+                self.trail(|| {
+                    Decision::new(key.as_str(), wall, input(), Outcome::DeadLetter).because(&why)
+                })?;
+                return self.dead_letter(msg, "sealed_body", &reason);
+            }
+        };
         let window = i64::try_from(self.cfg.dedup_window.as_millis()).unwrap_or(i64::MAX);
         let prints = fingerprints(env);
         if state.seen_before(
@@ -164,6 +186,7 @@ impl<R: Rules> Engine<R> {
                 .and_then(|b| b["erased_at_ms"].as_i64())
                 .unwrap_or(state.stream_time_ms);
             self.erasures.note_shop(&env.shop_domain, at);
+            self.shred_shop(&env.shop_domain, msg.partition())?;
             let prefix = format!("{}/", env.shop_domain);
             let doomed = state.keys_with_prefix(&prefix);
             tracing::info!(shop = %env.shop_domain, keys = doomed.len(), "Purging a shop's state on this partition (shop/redact).");
@@ -334,6 +357,7 @@ impl<R: Rules> Engine<R> {
             state.purge(key.as_str());
         } else if purge {
             self.record_erasure(key, at_ms)?;
+            self.shred(key)?;
             state.purge(key.as_str());
         } else {
             state.mark_dirty(key.as_str());

@@ -129,10 +129,12 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                     return;
                 }
             }
-            // Erasure: markers other instances wrote before this assignment; and the products.
+            // Erasure: markers other instances wrote before this assignment; the products; the
+            // data keys of these partitions.
             if let Err(e) = engine
                 .reload_erasures()
                 .and_then(|()| engine.reload_catalog())
+                .and_then(|()| engine.reload_keys(&assigned))
             {
                 engine.fatal.get_or_insert(e);
                 return;

@@ -21,44 +21,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use runtime::shred::{SubjectHasher, shop_key};
 use runtime::{KafkaConfig, Secret};
 use schemas::{CustomerKey, KeyKind, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 /// Longest time a registry load may take before it counts as failed.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Domain separation of the keyed hash, so the same secret used elsewhere yields other digests.
-const HASH_CONTEXT: &[u8] = b"tillstream-erasure-v1\0";
-
-/// The development hash key; a deployment sets its own (see README, GDPR).
-pub const DEVELOPMENT_HASH_KEY: &str = "tillstream-development-erasure-key";
-
-/// The `[erasure]` configuration section (processor and CLI).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErasureConfig {
-    /// Key of the keyed hash that names erased subjects in the erasures topic. Changing it
-    /// makes every existing marker unreadable (erased customers would come back): keep it
-    /// for the life of the topic.
-    pub hash_key: Secret,
-}
-
-impl Default for ErasureConfig {
-    fn default() -> Self {
-        Self {
-            hash_key: Secret::new(DEVELOPMENT_HASH_KEY),
-        }
-    }
-}
+pub use runtime::shred::{DEVELOPMENT_HASH_KEY, ErasureConfig};
 
 /// Why the registry could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -140,18 +117,15 @@ type Digest = [u8; 16];
 
 /// The erased subjects known to this instance (all of them: the topic is read whole).
 pub struct Registry {
-    mac: Hmac<Sha256>,
+    hasher: SubjectHasher,
     markers: HashMap<Digest, Marker>,
 }
 
 impl Registry {
     /// An empty registry hashing with `hash_key`.
     pub fn new(hash_key: &Secret) -> Self {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(hash_key.expose().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         Self {
-            mac,
+            hasher: SubjectHasher::new(hash_key),
             markers: HashMap::new(),
         }
     }
@@ -173,20 +147,11 @@ impl Registry {
 
     /// The registry's name for a tillstream key (hex of the keyed hash).
     pub fn subject_id(&self, key: &str) -> String {
-        self.digest(key)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        self.hasher.hex(key)
     }
 
     fn digest(&self, key: &str) -> Digest {
-        let mut mac = self.mac.clone();
-        mac.update(HASH_CONTEXT);
-        mac.update(key.as_bytes());
-        let full = mac.finalize().into_bytes();
-        let mut d = [0u8; 16];
-        d.copy_from_slice(&full[..16]);
-        d
+        self.hasher.digest(key)
     }
 
     /// Number of markers held.
@@ -340,11 +305,6 @@ impl Registry {
     }
 }
 
-/// The key of a shop itself; a shop's marker is stored under it.
-fn shop_key(shop: &str) -> String {
-    format!("{shop}/{}/-", KeyKind::Shop.tag())
-}
-
 fn parse_hex(text: &[u8]) -> Option<Digest> {
     if text.len() != 32 {
         return None;
@@ -377,6 +337,15 @@ mod tests {
 
     fn key(kind: KeyKind, id: &str) -> CustomerKey {
         CustomerKey::new(&ShopDomain::parse("s.myshopify.com").unwrap(), kind, id)
+    }
+
+    #[test]
+    fn the_shop_key_of_the_hash_is_the_routing_key_of_the_shop() {
+        let shop = ShopDomain::parse("s.myshopify.com").unwrap();
+        assert_eq!(
+            shop_key(shop.as_str()),
+            CustomerKey::new(&shop, KeyKind::Shop, "-").as_str()
+        );
     }
 
     fn registry() -> Registry {

@@ -16,7 +16,8 @@ pub mod erasure;
 pub mod http;
 pub mod metrics;
 pub mod pack;
-pub mod partitioner;
+/// Kafka's partitioner (lives in `runtime`: ingest seals with it too).
+pub use runtime::partitioner;
 pub mod state;
 pub mod trail;
 mod txn;

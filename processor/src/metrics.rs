@@ -15,6 +15,11 @@ pub struct Metrics {
     pub erased_inputs: IntCounter,
     /// Erasure markers written (one per purged person key or shop).
     pub erasures: IntCounter,
+    /// Sealed bodies met (crypto-shredding), by outcome: `opened`, `key_gone` (the subject's
+    /// data key was erased: dropped), `unreadable` (dead-lettered).
+    pub sealed_inputs: IntCounterVec,
+    /// Data keys deleted (tombstoned) by erasures.
+    pub keys_erased: IntCounter,
     /// Records sent to the dead-letter topic, by error kind.
     pub dead_letters: IntCounterVec,
     /// Commands written, by kind (event name for tracked events, else the action kind).
@@ -65,6 +70,17 @@ impl Metrics {
             erasures: IntCounter::new(
                 "tillstream_processor_erasures_total",
                 "Erasure markers written.",
+            )?,
+            sealed_inputs: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_sealed_inputs_total",
+                    "Sealed raw bodies met, by outcome (opened, key_gone, unreadable).",
+                ),
+                &["outcome"],
+            )?,
+            keys_erased: IntCounter::new(
+                "tillstream_processor_data_keys_erased_total",
+                "Data keys deleted by erasures (crypto-shredding).",
             )?,
             dead_letters: IntCounterVec::new(
                 Opts::new(
@@ -135,6 +151,8 @@ impl Metrics {
         registry.register(Box::new(m.dedup_hits.clone()))?;
         registry.register(Box::new(m.erased_inputs.clone()))?;
         registry.register(Box::new(m.erasures.clone()))?;
+        registry.register(Box::new(m.sealed_inputs.clone()))?;
+        registry.register(Box::new(m.keys_erased.clone()))?;
         registry.register(Box::new(m.dead_letters.clone()))?;
         registry.register(Box::new(m.commands.clone()))?;
         registry.register(Box::new(m.transactions.clone()))?;

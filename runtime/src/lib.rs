@@ -4,6 +4,8 @@
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod partitioner;
+pub mod shred;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

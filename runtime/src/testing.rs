@@ -88,6 +88,7 @@ pub fn service_env(kafka: &KafkaConfig, topics: &TopicsConfig) -> Vec<(String, S
             ("SHOPIFY_WRITER_DLQ", t.shopify_writer_dlq.clone()),
             ("DECISIONS", t.decisions.clone()),
             ("PRODUCTS", t.products.clone()),
+            ("KEYS", t.keys.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("TILLSTREAM__TOPICS__{k}"), v)),

@@ -79,6 +79,10 @@ pub struct TopicsConfig {
     /// compacted, written by the processor instance owning the product's key and read whole by
     /// every instance (a global table for the enrichment join).
     pub products: String,
+    /// Crypto-shredding's data keys (runtime::shred): one wrapped key per subject and period,
+    /// keyed by key id, partitioned like the raw topic; a GDPR erasure deletes the subject's
+    /// keys, which makes its sealed raw bodies unreadable.
+    pub keys: String,
     /// Retention of the commands, repartition and decisions topics.
     #[serde(with = "humantime_serde")]
     pub transient_retention: Duration,
@@ -130,6 +134,7 @@ impl TopicsConfig {
             shopify_writer_dlq: format!("{prefix}shopify-writer.dlq"),
             decisions: format!("{prefix}processor.decisions"),
             products: format!("{prefix}catalog.products"),
+            keys: format!("{prefix}gdpr.keys"),
             transient_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -246,6 +251,21 @@ impl TopicsConfig {
                 &[
                     ("cleanup.policy", "compact"),
                     ("min.compaction.lag.ms", "0"),
+                ],
+            ),
+            // Compacted, partitioned like the raw topic (a key lives on its subject's partition,
+            // so a processor loads only its own partitions' keys). Compaction within a day of a
+            // tombstone (max lag, hourly segments) bounds how long an erased key's bytes stay
+            // on disk; the tombstone itself is kept a day for readers that are behind.
+            spec(
+                &self.keys,
+                self.partitions,
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", "0"),
+                    ("max.compaction.lag.ms", "86400000"),
+                    ("segment.ms", "3600000"),
+                    ("delete.retention.ms", "86400000"),
                 ],
             ),
         ]

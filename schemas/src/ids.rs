@@ -89,6 +89,16 @@ impl KeyKind {
         }
     }
 
+    /// Whether keys of this kind name a person: their raw bodies are sealed under the person's
+    /// data key (crypto-shredding) and a redact erases them. Carts, products and the shop key
+    /// name nobody.
+    pub fn names_person(self) -> bool {
+        matches!(
+            self,
+            Self::Customer | Self::Email | Self::Order | Self::Checkout
+        )
+    }
+
     fn from_tag(tag: &str) -> Option<Self> {
         Some(match tag {
             "c" => Self::Customer,

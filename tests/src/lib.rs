@@ -519,6 +519,23 @@ impl Stack {
         &mut self,
         rules_toml: &str,
     ) -> anyhow::Result<()> {
+        self.fresh_replay(rules_toml, true).await
+    }
+
+    /// [`Stack::replace_processor_with_fresh_replay`] with the erasure registry lost (a fresh,
+    /// empty erasures topic): what keeps an erased person erased is then the deletion of their
+    /// data keys alone (crypto-shredding).
+    ///
+    /// # Errors
+    /// As [`Stack::replace_processor_with_fresh_replay`].
+    pub async fn replace_processor_with_fresh_replay_losing_registry(
+        &mut self,
+        rules_toml: &str,
+    ) -> anyhow::Result<()> {
+        self.fresh_replay(rules_toml, false).await
+    }
+
+    async fn fresh_replay(&mut self, rules_toml: &str, keep_registry: bool) -> anyhow::Result<()> {
         lock(&self.processor).terminate();
         let fresh = runtime::testing::fresh_topics(&self.kafka, self.topics.partitions).await;
         let mut topics = fresh;
@@ -526,8 +543,11 @@ impl Stack {
         topics.commands = self.topics.commands.clone();
         // Like `tillstream replay`, which never recreates the erasure registry, nor the
         // products topic (the product history the enrichment join reads as of event time).
-        topics.erasures = self.topics.erasures.clone();
+        if keep_registry {
+            topics.erasures = self.topics.erasures.clone();
+        }
         topics.products = self.topics.products.clone();
+        topics.keys = self.topics.keys.clone();
         let mut opts = self.options.clone();
         opts.rules_toml = rules_toml.to_owned();
         let app = runtime::testing::unique("e2e-replay");
@@ -549,6 +569,7 @@ impl Stack {
         self.topics.repartition = topics.repartition;
         self.topics.processor_dlq = topics.processor_dlq;
         self.topics.data_requests = topics.data_requests;
+        self.topics.erasures = topics.erasures;
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.supervisor.take() {
             let _ = h.join();

@@ -396,7 +396,15 @@ fn print_record(out: &mut impl Write, which: Which, m: &OwnedMessage) -> std::io
                 let at = chrono::DateTime::from_timestamp_millis(at)
                     .map_or_else(|| at.to_string(), |t| t.to_rfc3339());
                 writeln!(out, "  event time {at}  source {:?}", e.source)?;
-                writeln!(out, "  body {}", preview(&e.body, 400))?;
+                match runtime::shred::sealed_key_id(&e.body) {
+                    // Crypto-shredding: the CLI shows no personal data it would have to open.
+                    Ok(id) => writeln!(
+                        out,
+                        "  body sealed ({} bytes) under data key {id}",
+                        e.body.len()
+                    )?,
+                    Err(_) => writeln!(out, "  body {}", preview(&e.body, 400))?,
+                }
             }
             Err(err) => writeln!(
                 out,

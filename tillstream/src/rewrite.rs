@@ -77,6 +77,8 @@ pub(crate) struct RewriteArgs {
 struct Tally {
     copied: u64,
     erased: u64,
+    /// Plain person bodies sealed on the way (migration to crypto-shredding).
+    sealed: u64,
 }
 
 /// Rewrites `source` into `args.to`.
@@ -124,6 +126,12 @@ pub(crate) async fn run(
             ""
         }
     );
+    // Migration: with a master key, a raw rewrite also seals the bodies written in clear
+    // before crypto-shredding was turned on (as ingest would have).
+    let sealer = match source_topic {
+        Source::Raw if !args.dry_run => runtime::shred::Sealer::for_kafka(erasure, kafka, topics)?,
+        _ => None,
+    };
     let handle = tokio::runtime::Handle::current();
     let mut tally = Tally::default();
     let mut batch: Vec<DeliveryFuture> = Vec::new();
@@ -142,6 +150,14 @@ pub(crate) async fn run(
             if args.dry_run {
                 return Ok(true);
             }
+            let resealed = match (&sealer, key) {
+                (Some(sealer), Some(key)) => seal_plain(&handle, sealer, key, payload)?,
+                _ => None,
+            };
+            if resealed.is_some() {
+                tally.sealed += 1;
+            }
+            let payload = resealed.as_deref().unwrap_or(payload);
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&args.to)
                 .partition(m.partition())
                 .payload(payload);
@@ -173,6 +189,12 @@ pub(crate) async fn run(
         "{verb} {} record(s); left out {} about erased customers.",
         tally.copied, tally.erased
     );
+    if sealer.is_some() {
+        println!(
+            "Sealed {} plain body(ies) about a person on the way (crypto-shredding).",
+            tally.sealed
+        );
+    }
     if !args.dry_run {
         match source_topic {
             Source::Raw => println!(
@@ -196,6 +218,27 @@ pub(crate) async fn run(
         }
     }
     Ok(())
+}
+
+/// A raw record's envelope with its body sealed, when its key names a person and the body is
+/// still in clear (`None`: copied as it is).
+fn seal_plain(
+    handle: &tokio::runtime::Handle,
+    sealer: &runtime::shred::Sealer,
+    key: &str,
+    payload: &[u8],
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let names_person = schemas::CustomerKey::parse(key).is_ok_and(|k| k.kind().names_person());
+    let Ok(mut env) = schemas::ShopifyEnvelope::decode(payload) else {
+        return Ok(None);
+    };
+    if !names_person || runtime::shred::is_sealed(&env.body) {
+        return Ok(None);
+    }
+    env.body = handle
+        .block_on(sealer.seal(key, &env.body))
+        .context("cannot store a data key")?;
+    Ok(Some(env.encode().context("cannot encode an envelope")?))
 }
 
 /// Waits for every queued record's acknowledgement.

@@ -279,8 +279,10 @@ pub(crate) async fn run(
     // topic again (the processor would drop them, but the raw log must forget too).
     let erasures = tokio::task::block_in_place(|| Registry::load(erasure, kafka, &topics.erasures))
         .context("cannot read the erasure registry")?;
+    let sealer = runtime::shred::Sealer::for_kafka(erasure, kafka, topics)?;
     let target = produce::Target {
         erasures: &erasures,
+        sealer: sealer.as_ref(),
         producer: &producer,
         topic: &topics.raw,
         shop: &shop,

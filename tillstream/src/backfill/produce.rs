@@ -26,6 +26,8 @@ pub(crate) struct Target<'a> {
     pub(crate) api_version: &'a str,
     /// Erased subjects: their events are left out (GDPR).
     pub(crate) erasures: &'a Registry,
+    /// Crypto-shredding, as ingest does it (`None`: no `erasure.master_key`).
+    pub(crate) sealer: Option<&'a runtime::shred::Sealer>,
 }
 
 /// Produces from `cp.state.produced` on, at most `max` events, leaving out those about erased
@@ -77,7 +79,13 @@ pub(crate) async fn produce(
                 routing_key: key.as_str().to_owned(),
                 source: EventSource::Backfill,
                 webhook_name: None,
-                body: e.body,
+                body: match target.sealer {
+                    Some(sealer) if key.kind().names_person() => sealer
+                        .seal(key.as_str(), &e.body)
+                        .await
+                        .context("cannot store a data key")?,
+                    _ => e.body,
+                },
             };
             prepared.push((
                 env.encode().context("encoding an envelope")?,
