@@ -198,6 +198,13 @@ fn thread_counts() -> Vec<usize> {
     list.split(',').map(|t| t.trim().parse().unwrap()).collect()
 }
 
+/// The master key of `--sealed` runs (crypto-shredding: bodies sealed as ingest seals them).
+const BENCH_MASTER_KEY: &str = "processor-bench-master-key-0123456789abcdef";
+
+fn sealed() -> bool {
+    std::env::args().any(|a| a == "--sealed")
+}
+
 fn spawn(
     k: &KafkaConfig,
     t: &TopicsConfig,
@@ -206,8 +213,11 @@ fn spawn(
     threads: usize,
     port: u16,
 ) -> Child {
-    Command::new(processor_bin())
-        .envs(runtime::testing::service_env(k, t))
+    let mut cmd = Command::new(processor_bin());
+    if sealed() {
+        cmd.env("TILLSTREAM__ERASURE__MASTER_KEY", BENCH_MASTER_KEY);
+    }
+    cmd.envs(runtime::testing::service_env(k, t))
         .env("TILLSTREAM__APPLICATION_ID", app)
         .env("TILLSTREAM__INSTANCE_ID", "bench")
         .env("TILLSTREAM__HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -320,7 +330,7 @@ fn fingerprint_cost(evs: &[ShopifyEnvelope]) -> serde_json::Value {
 /// its CPU time per event in microseconds (all its threads, librdkafka's included).
 fn processor_rate(
     k: &KafkaConfig,
-    raw: &str,
+    input: &TopicsConfig,
     n: i64,
     txn_records: usize,
     threads: usize,
@@ -330,7 +340,10 @@ fn processor_rate(
     t.side_partitions = 1;
     let rt = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| rt.block_on(t.apply(k))).unwrap();
+    let raw = input.raw.as_str();
     t.raw = raw.to_owned();
+    // The data keys the input was sealed with (`--sealed`).
+    t.keys = input.keys.clone();
     let app = unique("bench-app");
     let port = free_port();
     let mut child = spawn(k, &t, &app, txn_records, threads, port);
@@ -360,7 +373,23 @@ async fn main() {
 
     // Input: realistic raw events.
     let t = fresh_topics(&k, PARTITIONS).await;
-    let evs = events(n_events);
+    let mut evs = events(n_events);
+    // On the bodies in clear, as the processor computes it after opening them.
+    let fingerprint = fingerprint_cost(&evs);
+    if sealed() {
+        let cfg = runtime::shred::ErasureConfig {
+            master_key: Some(runtime::Secret::new(BENCH_MASTER_KEY)),
+            ..runtime::shred::ErasureConfig::default()
+        };
+        let sealer = runtime::shred::Sealer::for_kafka(&cfg, &k, &t)
+            .unwrap()
+            .unwrap();
+        for e in &mut evs {
+            if schemas::CustomerKey::parse(&e.routing_key).is_ok_and(|k| k.kind().names_person()) {
+                e.body = sealer.seal(&e.routing_key, &e.body).await.unwrap();
+            }
+        }
+    }
     let bytes: usize = evs.iter().map(|e| e.body.len()).sum();
     let records: Vec<(String, Vec<u8>)> = evs
         .iter()
@@ -368,7 +397,6 @@ async fn main() {
         .collect();
     produce(&k, &t.raw, &records).await;
     let n = i64::try_from(records.len()).unwrap();
-    let fingerprint = fingerprint_cost(&evs);
 
     let only_restore = std::env::args().any(|a| a == "--only-restore");
     let sizes: &[usize] = if only_restore {
@@ -394,7 +422,7 @@ async fn main() {
     for &th in &threads {
         let mut by_txn = Vec::new();
         for &txn in sizes {
-            let (rate, cpu_us) = processor_rate(&k, &t.raw, n, txn, th);
+            let (rate, cpu_us) = processor_rate(&k, &t, n, txn, th);
             by_txn.push(serde_json::json!({"commit_max_records": txn, "events_per_sec": rate.round(), "cpu_us_per_event": cpu_us.round(), "ratio_to_ceiling": (rate / ceiling_rate * 1000.0).round() / 1000.0}));
         }
         let best = by_txn
@@ -451,7 +479,7 @@ async fn main() {
     let out = serde_json::json!({
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "build": if cfg!(debug_assertions) { "debug (workspace crates opt-level 0, dependencies opt-level 1)" } else { "release" },
-        "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS},
+        "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS, "sealed": sealed()},
         "ceiling": {"what": "stateless transactional consume->produce (best over transaction sizes)", "records_per_sec": ceiling_rate.round(), "by_transaction_size": ceilings},
         "fingerprint": fingerprint,
         "processor": {"rules": "marketing (default rules config)", "by_engine_threads": by_threads},

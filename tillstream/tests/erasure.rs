@@ -431,7 +431,12 @@ async fn a_raw_rewrite_with_a_master_key_seals_the_plain_bodies_about_people() {
             at + 1,
             r#"{"id":9301,"email":"guest@example.com","customer":null,"total_price":"5.00"}"#,
         ),
-        webhook("products/update", "m3", at + 2, r#"{"id":55,"title":"Tea"}"#),
+        webhook(
+            "products/update",
+            "m3",
+            at + 2,
+            r#"{"id":55,"title":"Tea"}"#,
+        ),
     ];
     let p: FutureProducer = k.producer("test-ingest").create().unwrap();
     for e in &log {
@@ -479,7 +484,12 @@ async fn a_raw_rewrite_with_a_master_key_seals_the_plain_bodies_about_people() {
             .unwrap()
             .kind()
             .names_person();
-        assert_eq!(runtime::shred::is_sealed(&env.body), person, "{}", env.topic);
+        assert_eq!(
+            runtime::shred::is_sealed(&env.body),
+            person,
+            "{}",
+            env.topic
+        );
         let plain = match ring.open(&env.body, partition).unwrap() {
             runtime::shred::Opened::Plain(b) => b.to_vec(),
             runtime::shred::Opened::Opened(b) => b,

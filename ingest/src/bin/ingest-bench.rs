@@ -60,6 +60,10 @@ struct Args {
     /// Extra librdkafka properties for ingest's producer, `key=value` (e.g. `linger.ms=10`).
     #[arg(long = "producer-prop")]
     producer_props: Vec<String>,
+    /// Seal bodies under per-customer data keys with this master key (crypto-shredding,
+    /// `erasure.master_key`); default: bodies in clear.
+    #[arg(long)]
+    master_key: Option<String>,
     /// Path of scripts/kafka.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka"))]
     kafka_script: PathBuf,
@@ -519,7 +523,8 @@ fn main() -> Result<()> {
             .context("--producer-prop takes key=value")?;
         config.kafka.properties.insert(k.to_owned(), v.to_owned());
     }
-    config.topics.raw = topics.raw.clone();
+    config.topics = topics.clone();
+    config.erasure.master_key = args.master_key.as_deref().map(Secret::new);
     config.shopify.secrets = vec![Secret::new(SECRET)];
     config.http.max_in_flight = 16_384;
     config.http.ready_check_interval = Duration::from_millis(250);
@@ -595,6 +600,7 @@ fn main() -> Result<()> {
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "broker": args.brokers,
         "partitions": args.partitions,
+        "sealed": args.master_key.is_some(),
         "producer_props": args.producer_props,
         "payload_bytes": {
             "count": sizes.len(),
