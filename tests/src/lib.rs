@@ -277,6 +277,31 @@ pub fn prom_samples(text: &str, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// A hand-written webhook delivery of `shop` (delivery id `wh-{id}`, event id `ev-{id}`,
+/// triggered at `at_ms`), for tests that script a few events rather than a shopify-sim store.
+///
+/// # Panics
+/// When `at_ms` is out of range.
+pub fn delivery(
+    shop: &str,
+    topic: &str,
+    id: &str,
+    at_ms: i64,
+    body: &serde_json::Value,
+) -> shopify_sim::Delivery {
+    shopify_sim::Delivery {
+        topic: topic.into(),
+        shop_domain: shop.into(),
+        api_version: "2026-01".into(),
+        webhook_id: format!("wh-{id}"),
+        event_id: format!("ev-{id}"),
+        triggered_at: chrono::DateTime::from_timestamp_millis(at_ms).expect("a time in range"),
+        name: None,
+        body: serde_json::to_vec(body).unwrap_or_default(),
+        kind: shopify_sim::DeliveryKind::Original,
+    }
+}
+
 /// Settings of a stack under test.
 #[derive(Clone)]
 pub struct StackOptions {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use shopify_sim::{Delivery, DeliveryKind};
+use shopify_sim::Delivery;
 use tests::{Stack, StackOptions, TIMER_GRACE_MS, bin_path, send_all, wait_until};
 
 const SHOP: &str = "explain-e2e.myshopify.com";
@@ -23,18 +23,8 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap()
 }
 
-fn delivery(topic: &str, id: &str, ms: i64, body: Vec<u8>) -> Delivery {
-    Delivery {
-        topic: topic.into(),
-        shop_domain: SHOP.into(),
-        api_version: "2026-01".into(),
-        webhook_id: format!("wh-{id}"),
-        event_id: format!("ev-{id}"),
-        triggered_at: at(ms),
-        name: None,
-        body,
-        kind: DeliveryKind::Original,
-    }
+fn delivery(topic: &str, id: &str, ms: i64, body: &Value) -> Delivery {
+    tests::delivery(SHOP, topic, id, ms, body)
 }
 
 fn explain(stack: &Stack, key: &str) -> Vec<Value> {
@@ -62,12 +52,7 @@ async fn explain_shows_a_customers_decisions_and_their_delivery() {
     let stack = Stack::start(options).await.unwrap();
     let customer = json!({"id": CUSTOMER, "email": EMAIL, "first_name": "Noor", "last_name": "West",
         "state": "enabled", "created_at": at(T0).to_rfc3339(), "updated_at": at(T0).to_rfc3339()});
-    let created = delivery(
-        "customers/create",
-        "cc",
-        T0,
-        serde_json::to_vec(&customer).unwrap(),
-    );
+    let created = delivery("customers/create", "cc", T0, &customer);
     // The same webhook delivered twice (Shopify retries), and an order whose money does not
     // parse (strict field: dead-lettered with the reason).
     let bad_order = json!({"id": 81_001, "email": EMAIL, "customer": {"id": CUSTOMER},
@@ -76,12 +61,7 @@ async fn explain_shows_a_customers_decisions_and_their_delivery() {
     let deliveries = vec![
         created.clone(),
         created,
-        delivery(
-            "orders/paid",
-            "bad",
-            T0 + MIN,
-            serde_json::to_vec(&bad_order).unwrap(),
-        ),
+        delivery("orders/paid", "bad", T0 + MIN, &bad_order),
     ];
     send_all(&stack.webhook_url(), deliveries, 20.0)
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use iterable_sim::Filter;
 use serde_json::{Value, json};
-use shopify_sim::{Delivery, DeliveryKind};
+use shopify_sim::Delivery;
 use tests::{Stack, StackOptions, TIMER_GRACE_MS, send_all};
 
 const SHOP: &str = "identity-e2e.myshopify.com";
@@ -22,18 +22,8 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap()
 }
 
-fn delivery(topic: &str, id: &str, ms: i64, body: &Value) -> Delivery {
-    Delivery {
-        topic: topic.into(),
-        shop_domain: SHOP.into(),
-        api_version: "2026-01".into(),
-        webhook_id: format!("wh-{id}"),
-        event_id: format!("ev-{id}"),
-        triggered_at: at(ms),
-        name: None,
-        body: serde_json::to_vec(body).unwrap(),
-        kind: DeliveryKind::Original,
-    }
+fn delivery(topic: &str, id: &str, ms: i64, body: &serde_json::Value) -> Delivery {
+    tests::delivery(SHOP, topic, id, ms, body)
 }
 
 fn order(id: u64, customer: bool, ms: i64, total: &str, token: Option<&str>) -> Value {

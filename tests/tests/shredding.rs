@@ -14,7 +14,7 @@ use runtime::shred::{ErasureConfig, KeyRing, Opened};
 use runtime::{KafkaConfig, Secret, TopicsConfig};
 use schemas::{IterableCommand, ShopifyEnvelope};
 use serde_json::json;
-use shopify_sim::{Delivery, DeliveryKind};
+use shopify_sim::Delivery;
 use tests::{Stack, StackOptions, TIMER_GRACE_MS, send_all, wait_until};
 
 const SHOP: &str = "shred-e2e.myshopify.com";
@@ -42,17 +42,7 @@ fn at(ms: i64) -> DateTime<Utc> {
 }
 
 fn delivery(topic: &str, id: &str, ms: i64, body: &serde_json::Value) -> Delivery {
-    Delivery {
-        topic: topic.into(),
-        shop_domain: SHOP.into(),
-        api_version: "2026-01".into(),
-        webhook_id: format!("wh-{id}"),
-        event_id: format!("ev-{id}"),
-        triggered_at: at(ms),
-        name: None,
-        body: serde_json::to_vec(body).unwrap(),
-        kind: DeliveryKind::Original,
-    }
+    tests::delivery(SHOP, topic, id, ms, body)
 }
 
 fn address(first: &str, last: &str, street: &str, phone: &str) -> serde_json::Value {

@@ -213,6 +213,21 @@ fn webhook(topic: &str, delivery: &str, at_ms: i64, body: &str) -> ShopifyEnvelo
     }
 }
 
+/// Writes `log` to the raw topic as ingest would (keyed by routing key).
+async fn publish(k: &KafkaConfig, t: &TopicsConfig, log: &[ShopifyEnvelope]) {
+    let p: FutureProducer = k.producer("test-ingest").create().unwrap();
+    for e in log {
+        let bytes = e.encode().unwrap();
+        p.send(
+            FutureRecord::to(&t.raw).key(&e.routing_key).payload(&bytes),
+            T,
+        )
+        .await
+        .unwrap();
+    }
+    p.flush(T).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn seeded_then_rewritten_raw_topic_holds_no_byte_of_an_erased_customer_and_keeps_everyone_else()
  {
@@ -264,17 +279,7 @@ async fn seeded_then_rewritten_raw_topic_holds_no_byte_of_an_erased_customer_and
             r#"{"customer":{"id":7001,"email":"ada@example.com","phone":"+15550107001"},"orders_to_redact":[9001]}"#,
         ),
     ];
-    let p: FutureProducer = k.producer("test-ingest").create().unwrap();
-    for e in &log {
-        let bytes = e.encode().unwrap();
-        p.send(
-            FutureRecord::to(&t.raw).key(&e.routing_key).payload(&bytes),
-            T,
-        )
-        .await
-        .unwrap();
-    }
-    p.flush(T).unwrap();
+    publish(&k, &t, &log).await;
     // A raw topic written before the registry existed: its redact is found and recorded
     // (customer, email and order keys, as the processor marks them).
     let seeded = cli(&k, &t, &["raw", "seed-erasures"]);
@@ -438,17 +443,7 @@ async fn a_raw_rewrite_with_a_master_key_seals_the_plain_bodies_about_people() {
             r#"{"id":55,"title":"Tea"}"#,
         ),
     ];
-    let p: FutureProducer = k.producer("test-ingest").create().unwrap();
-    for e in &log {
-        let bytes = e.encode().unwrap();
-        p.send(
-            FutureRecord::to(&t.raw).key(&e.routing_key).payload(&bytes),
-            T,
-        )
-        .await
-        .unwrap();
-    }
-    p.flush(T).unwrap();
+    publish(&k, &t, &log).await;
     let master = "migration-test-master-key-0123456789abcdef";
     let to = format!("{}.sealed", t.raw);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tillstream"))
