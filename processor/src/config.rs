@@ -84,6 +84,13 @@ pub struct EngineConfig {
     /// `topics.partitions`: a thread beyond that could not own a partition. Default 1.
     #[serde(default = "one")]
     pub threads: usize,
+    /// Join the consumer group as a static member whose `group.instance.id` is `instance_id`
+    /// (unless `kafka.group_instance_id` is set): a restarted instance gets its partitions back
+    /// at once instead of after `session_timeout`. Needs an `instance_id` that survives restarts
+    /// (a pod or container name); an instance stopped for good holds its partitions until its
+    /// session expires. Off by default; on in docker-compose.yml and scripts/run-local.
+    #[serde(default)]
+    pub static_membership: bool,
     /// Write the decision trail (what each input and timer did, `tillstream explain`) to the
     /// decisions topic, in the same transactions. Off by default: it costs one record per
     /// input (docs/benchmarks.md); the demo turns it on.
@@ -210,6 +217,14 @@ impl ProcessorConfig {
                         .map(|h| h.trim().to_owned())
                 })
                 .unwrap_or_else(|| "processor".into());
+        }
+        if c.engine.static_membership
+            && c.kafka
+                .group_instance_id
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            c.kafka.group_instance_id = Some(c.instance_id.clone());
         }
         if c.http.advertised_url.is_empty() {
             // A wildcard listen address is not reachable by peers: advertise the host name.

@@ -5,6 +5,8 @@
 //! ingest over HTTP. [`Stack`] owns all of it; [`check_outcome`] compares what iterable-sim
 //! holds with a scenario's `expected.json`.
 
+pub mod probes;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

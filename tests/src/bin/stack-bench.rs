@@ -2,15 +2,20 @@
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=/root/.cache/tillstream/target cargo build --release -p ingest -p processor -p publisher -p tests
-//! /root/.cache/tillstream/target/release/stack-bench --customers 14000 --out bench.json
+//! # (a) below every limit, (b) Black Friday with commerce/updateCart saturated:
+//! /root/.cache/tillstream/target/release/stack-bench --customers 1500 --limit 60000 --rate 600 --out a.json
+//! /root/.cache/tillstream/target/release/stack-bench --customers 14300 --rate 2400 --out b.json
 //! ```
 //!
 //! The services are the binaries next to this one (`target/<profile>/`). The scenario's
-//! deliveries are sent with `X-Shopify-Triggered-At` re-stamped to the moment each one is sent,
-//! so event time = arrival time and the publisher's `tillstream_publisher_command_age_seconds`
-//! measures webhook → Iterable. Business times inside the payloads stay the scenario's, so
-//! timers (due from those times) fire as soon as they are armed: the mix of journey events
-//! differs from a real-time run; correctness is the end-to-end suite's job, not this one's.
+//! deliveries are sent with `X-Shopify-Triggered-At` re-stamped to the moment each one is sent
+//! (at `--rate` per second, or as fast as ingest takes them). Business times inside the payloads
+//! stay the scenario's, so timers (due from those times) fire as soon as they are armed: the mix
+//! of journey events differs from a real-time run; correctness is the end-to-end suite's job.
+//! End-to-end age per delivery lane comes from the probes (`tests/src/probes.rs`); the publisher's lane
+//! backlog and every service's memory are sampled once a second.
+
+use tests::probes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +33,10 @@ struct Args {
     concurrency: usize,
     partitions: i32,
     drain_timeout: Duration,
+    /// Deliveries per second offered (None: as fast as ingest answers).
+    rate: Option<f64>,
+    /// iterable-sim limits overridden (req/s); the publisher's is set to 0.9 of each.
+    sim_limits: Vec<(String, f64)>,
     out: Option<String>,
 }
 
@@ -42,6 +51,8 @@ fn args() -> anyhow::Result<Args> {
         concurrency: 64,
         partitions: 4,
         drain_timeout: Duration::from_secs(900),
+        rate: None,
+        sim_limits: Vec::new(),
         out: None,
     };
     let mut it = std::env::args().skip(1);
@@ -57,10 +68,18 @@ fn args() -> anyhow::Result<Args> {
             "--concurrency" => a.concurrency = val()?.parse()?,
             "--partitions" => a.partitions = val()?.parse()?,
             "--drain-timeout-secs" => a.drain_timeout = Duration::from_secs(val()?.parse()?),
+            "--rate" => a.rate = Some(val()?.parse::<f64>()?).filter(|r| *r > 0.0),
+            "--sim-limit" => {
+                let v = val()?;
+                let (endpoint, per_s) = v.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--sim-limit wants ENDPOINT=REQ_PER_S, got {v}")
+                })?;
+                a.sim_limits.push((endpoint.to_owned(), per_s.parse()?));
+            }
             "--out" => a.out = Some(val()?),
             _ => anyhow::bail!(
                 "usage: stack-bench [--scenario FILE] [--customers N] [--limit N] [--concurrency N] [--partitions N] \
-                 [--drain-timeout-secs S] [--out FILE]"
+                 [--rate PER_S] [--sim-limit ENDPOINT=PER_S]... [--drain-timeout-secs S] [--out FILE]"
             ),
         }
     }
@@ -112,17 +131,37 @@ async fn main() -> anyhow::Result<()> {
     opts.log_level = "warn".into();
     opts.ingest_env
         .push(("TILLSTREAM__HTTP__MAX_IN_FLIGHT".into(), "4096".into()));
+    for (endpoint, per_s) in &a.sim_limits {
+        opts.sim.rate_limits.endpoints.insert(
+            endpoint.clone(),
+            iterable_sim::EndpointLimit {
+                per_second: Some(*per_s),
+                burst: None,
+                per_day: None,
+            },
+        );
+        opts.publisher_env.push((
+            format!("TILLSTREAM__LIMITS__{}__PER_SECOND", limit_key(endpoint)),
+            format!("{}", per_s * 0.9),
+        ));
+    }
     let stack = Stack::start(opts).await?;
     eprintln!("stack up; logs in {}", stack.dir.display());
     let url = stack.webhook_url();
     let (proc_url, pub_url) = (lock(&stack.processor).url(), lock(&stack.publisher).url());
+    let pids: Vec<(&str, Option<u32>)> = vec![
+        ("ingest", lock(&stack.ingest).pid()),
+        ("processor", lock(&stack.processor).pid()),
+        ("publisher", lock(&stack.publisher).pid()),
+    ];
 
-    // Sampler: once a second, processor lag, Iterable requests per endpoint, accepted webhooks.
+    // Sampler: once a second, processor lag, publisher lane backlog, Iterable requests per
+    // endpoint, accepted webhooks and each service's resident memory.
     let accepted = Arc::new(AtomicU64::new(0));
     let retries = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut samples: Vec<Value> = Vec::new();
-    let sample = |stack: &Stack, lag: i64| -> Value {
+    let sample = |stack: &Stack, lag: i64, pending: &BTreeMap<String, i64>| -> Value {
         let stats = stack.sim_state().stats();
         let per: BTreeMap<String, u64> = stats
             .endpoints
@@ -130,10 +169,16 @@ async fn main() -> anyhow::Result<()> {
             .filter(|(_, s)| s.requests > 0)
             .map(|(k, s)| (k.clone(), s.requests))
             .collect();
+        let rss: BTreeMap<&str, u64> = pids
+            .iter()
+            .map(|(name, pid)| (*name, pid.map_or(0, runtime::testing::rss_kib) / 1024))
+            .collect();
         json!({
             "t_s": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
             "webhooks_accepted": accepted.load(Ordering::Relaxed),
             "processor_lag": lag,
+            "publisher_lane_pending": pending,
+            "rss_mib": rss,
             "iterable_requests": per,
             "iterable_429": stats.totals.rate_limited,
         })
@@ -147,6 +192,16 @@ async fn main() -> anyhow::Result<()> {
             None => -1,
         }
     }
+    async fn lane_pending(url: &str) -> BTreeMap<String, i64> {
+        let m = get_ok(&format!("{url}/metrics")).await.unwrap_or_default();
+        prom_samples(&m, "tillstream_publisher_lane_pending")
+            .into_iter()
+            .filter_map(|(labels, v)| {
+                let lane = labels.split("lane=\"").nth(1)?.split('"').next()?;
+                Some((lane.to_owned(), v as i64))
+            })
+            .collect()
+    }
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -154,16 +209,22 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
     let sender = {
-        let (client, sem, accepted, retries, url) = (
+        let (client, sem, accepted, retries, url, rate) = (
             client.clone(),
             sem.clone(),
             accepted.clone(),
             retries.clone(),
             url.clone(),
+            a.rate,
         );
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
-            for mut d in deliveries {
+            let paced_from = tokio::time::Instant::now();
+            for (i, mut d) in deliveries.into_iter().enumerate() {
+                if let Some(r) = rate {
+                    tokio::time::sleep_until(paced_from + Duration::from_secs_f64(i as f64 / r))
+                        .await;
+                }
                 let Ok(permit) = sem.clone().acquire_owned().await else {
                     break;
                 };
@@ -176,13 +237,8 @@ async fn main() -> anyhow::Result<()> {
                 tasks.spawn(async move {
                     let _permit = permit;
                     d.triggered_at = chrono::Utc::now();
-                    let headers = d.headers(SECRET);
                     for attempt in 0..40u32 {
-                        let mut req = client.post(&url).body(d.body.clone());
-                        for (k, v) in &headers {
-                            req = req.header(k, v);
-                        }
-                        if req.send().await.is_ok_and(|r| r.status().is_success()) {
+                        if post(&client, &url, &d).await {
                             accepted.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
@@ -195,101 +251,64 @@ async fn main() -> anyhow::Result<()> {
             while tasks.join_next().await.is_some() {}
         })
     };
-    // Latency probe: once a second a signed `customers/update` for a dedicated customer sets
-    // `first_name = probe-<k>`; a watcher reads that profile in iterable-sim every 20 ms. The
-    // age of probe k is (first time Iterable shows probe-k or a later one) − (its send time):
-    // webhook → ingest → Kafka → processor → Kafka → publisher → Iterable, under the load.
+    // Latency probes (probes.rs): once a second one webhook per lane; iterable-sim is read
+    // every 100 ms until each shows up.
     let probe_done = Arc::new(AtomicBool::new(false));
-    let probe_ages: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
     let prober = {
-        let (client, url, done, ages) = (
-            client.clone(),
-            url.clone(),
-            probe_done.clone(),
-            probe_ages.clone(),
-        );
+        let (client, url, done) = (client.clone(), url.clone(), probe_done.clone());
         let (shop, sim) = (cfg.shop_domain.clone(), stack.sim_state().clone());
         tokio::spawn(async move {
-            const PROBE_ID: u64 = 9_999_000_001;
-            let mut sent: BTreeMap<u64, Instant> = BTreeMap::new();
-            let mut k = 0u64;
-            let mut next_probe = Instant::now();
-            let filter = iterable_sim::Filter {
-                user_id: Some(PROBE_ID.to_string()),
-                ..Default::default()
-            };
+            let mut probes = probes::Probes::new(&shop);
+            let mut next_round = Instant::now();
+            let mut stopped_at = None;
             loop {
-                if Instant::now() >= next_probe && !done.load(Ordering::Relaxed) {
-                    k += 1;
-                    next_probe += Duration::from_secs(1);
-                    let now = chrono::Utc::now();
-                    let body = format!(
-                        r#"{{"id":{PROBE_ID},"email":"probe@bench.example.com","first_name":"probe-{k}","last_name":"Bench","state":"enabled","created_at":"2026-01-01T00:00:00-05:00","updated_at":"{}"}}"#,
-                        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
-                    );
-                    let req = client
-                        .post(&url)
-                        .header("X-Shopify-Topic", "customers/update")
-                        .header(
-                            "X-Shopify-Hmac-Sha256",
-                            shopify_sim::sign(body.as_bytes(), SECRET.as_bytes()),
-                        )
-                        .header("X-Shopify-Shop-Domain", &shop)
-                        .header("X-Shopify-API-Version", "2026-07")
-                        .header(
-                            "X-Shopify-Webhook-Id",
-                            format!("bench-probe-{k}-{}", now.timestamp_millis()),
-                        )
-                        .header(
-                            "X-Shopify-Triggered-At",
-                            shopify_sim::format_triggered_at(now),
-                        )
-                        .header("Content-Type", "application/json")
-                        .body(body);
-                    let t = Instant::now();
-                    if req.send().await.is_ok_and(|r| r.status().is_success()) {
-                        sent.insert(k, t);
-                    }
-                }
-                let seen = sim
-                    .profiles(&filter)
-                    .first()
-                    .and_then(|p| {
-                        p.data_fields
-                            .get("firstName")
-                            .and_then(|v| v.as_str())
-                            .map(str::to_owned)
-                    })
-                    .and_then(|n| n.strip_prefix("probe-").and_then(|x| x.parse::<u64>().ok()));
-                if let Some(seen) = seen {
-                    let arrived: Vec<u64> = sent.range(..=seen).map(|(j, _)| *j).collect();
-                    for j in arrived {
-                        if let Some(t) = sent.remove(&j) {
-                            ages.lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .push(t.elapsed().as_secs_f64());
+                if Instant::now() >= next_round && !done.load(Ordering::Relaxed) {
+                    next_round += Duration::from_secs(1);
+                    let (k, round) = probes.round();
+                    for (lane, d) in round {
+                        if post(&client, &url, &d).await {
+                            probes.sent(lane, k, Instant::now());
                         }
                     }
                 }
-                if done.load(Ordering::Relaxed)
-                    && (sent.is_empty() || Instant::now() > next_probe + Duration::from_secs(60))
-                {
-                    return sent.len();
+                probes.observe(&sim);
+                if done.load(Ordering::Relaxed) {
+                    let since = *stopped_at.get_or_insert_with(Instant::now);
+                    if probes.outstanding() == 0 || since.elapsed() > Duration::from_secs(60) {
+                        return probes.report();
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
     let mut send_elapsed = None;
     let mut max_lag = 0i64;
     let mut caught_up_after_send = None;
+    let mut drained_after = None;
+    let mut max_pending: BTreeMap<String, i64> = BTreeMap::new();
+    let mut pending_at_send_end = BTreeMap::new();
+    let mut max_rss_mib: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let lag = processor_lag(&proc_url).await;
         max_lag = max_lag.max(lag);
-        samples.push(sample(&stack, lag));
+        let pending = lane_pending(&pub_url).await;
+        for (lane, v) in &pending {
+            let m = max_pending.entry(lane.clone()).or_default();
+            *m = (*m).max(*v);
+        }
+        let s = sample(&stack, lag, &pending);
+        if let Some(rss) = s["rss_mib"].as_object() {
+            for (name, v) in rss {
+                let m = max_rss_mib.entry(name.clone()).or_default();
+                *m = (*m).max(v.as_u64().unwrap_or(0));
+            }
+        }
+        samples.push(s);
         if send_elapsed.is_none() && sender.is_finished() {
             send_elapsed = Some(started.elapsed());
+            pending_at_send_end = pending.clone();
             eprintln!(
                 "sent {} in {:?}",
                 accepted.load(Ordering::Relaxed),
@@ -301,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
                 caught_up_after_send = Some(started.elapsed() - se);
             }
             if caught_up_after_send.is_some() && stack.drained() {
+                drained_after = Some(started.elapsed());
                 break;
             }
             if started.elapsed() > se + a.drain_timeout {
@@ -316,17 +336,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     probe_done.store(true, Ordering::Relaxed);
-    let probes_lost = prober.await.unwrap_or(0);
-    let mut ages = std::mem::take(
-        &mut *probe_ages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    ages.sort_by(f64::total_cmp);
-    let pct = |q: f64| {
-        ages.get(((ages.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .copied()
-    };
+    let mut lanes = prober.await.unwrap_or(Value::Null);
+    if let Some(lanes) = lanes.as_object_mut() {
+        for (lane, v) in lanes.iter_mut() {
+            v["publisher_max_pending"] = json!(max_pending.get(lane));
+            v["publisher_pending_when_sending_ended"] = json!(pending_at_send_end.get(lane));
+        }
+    }
     let total = started.elapsed();
     let send_s = send_elapsed.unwrap_or(total).as_secs_f64();
     let pub_metrics = get_ok(&format!("{pub_url}/metrics"))
@@ -375,6 +391,8 @@ async fn main() -> anyhow::Result<()> {
         "scenario": a.scenario,
         "customers": cfg.customers,
         "deliveries": n,
+        "offered_rate_per_s": a.rate,
+        "sim_limits": a.sim_limits.iter().map(|(e, r)| json!({"endpoint": e, "per_second": r})).collect::<Vec<_>>(),
         "partitions": a.partitions,
         "sender_concurrency": a.concurrency,
         "ingest": {
@@ -388,13 +406,13 @@ async fn main() -> anyhow::Result<()> {
             "caught_up_seconds_after_send": caught_up_after_send.map(|d| d.as_secs_f64()),
             "commands": stack.total(&stack.topics.commands, stack.topics.partitions),
         },
-        "end_to_end_age_seconds": {
-            "probes": ages.len(),
-            "probes_not_seen": probes_lost,
-            "p50": pct(0.5),
-            "p99": pct(0.99),
-            "max": ages.last(),
+        "end_to_end_age_seconds_per_lane": lanes,
+        "drain": {
+            "drained": drained_after.is_some(),
+            "seconds_from_first_webhook": drained_after.map(|d| d.as_secs_f64()),
+            "seconds_after_last_webhook": drained_after.zip(send_elapsed).map(|(d, s)| (d - s).as_secs_f64()),
         },
+        "max_rss_mib": max_rss_mib,
         "publisher_command_age_histogram_seconds": {
             "note": "now - the command's business time; the scenario's payload times are in 2026, so this is history age, not latency",
             "delivered": buckets.last().map(|b| b.1),
@@ -402,7 +420,6 @@ async fn main() -> anyhow::Result<()> {
             "p99": runtime::testing::histogram_quantile(&buckets, 0.99),
         },
         "iterable": { "endpoints": endpoints, "total_requests": stats.totals.requests, "total_429": stats.totals.rate_limited },
-        "drained": stack.drained(),
         "total_seconds": total.as_secs_f64(),
         "samples": samples,
     });
@@ -413,4 +430,30 @@ async fn main() -> anyhow::Result<()> {
     }
     stack.shutdown().await;
     Ok(())
+}
+
+/// POSTs one signed delivery; true when ingest answered 2xx (Kafka has the record).
+async fn post(client: &reqwest::Client, url: &str, d: &shopify_sim::Delivery) -> bool {
+    let mut req = client.post(url).body(d.body.clone());
+    for (k, v) in d.headers(SECRET) {
+        req = req.header(k, v);
+    }
+    req.send().await.is_ok_and(|r| r.status().is_success())
+}
+
+/// The publisher's `[limits.*]` key of an endpoint path: `commerce/updateCart` →
+/// `COMMERCE_UPDATE_CART` (its environment form).
+fn limit_key(endpoint: &str) -> String {
+    let mut out = String::new();
+    for c in endpoint.chars() {
+        match c {
+            '/' => out.push('_'),
+            c if c.is_ascii_uppercase() => {
+                out.push('_');
+                out.push(c);
+            }
+            c => out.push(c.to_ascii_uppercase()),
+        }
+    }
+    out
 }
