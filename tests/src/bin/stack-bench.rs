@@ -370,6 +370,8 @@ async fn main() -> anyhow::Result<()> {
             .max()
             .unwrap_or(0);
         let limit = LIMITS.iter().find(|l| l.0 == name);
+        // A --sim-limit override sets both the simulator's limit and the publisher's (× 0.9).
+        let overridden = a.sim_limits.iter().find(|(e, _)| e == name).map(|(_, r)| *r);
         endpoints.insert(
             name.clone(),
             json!({
@@ -380,7 +382,8 @@ async fn main() -> anyhow::Result<()> {
                 "mean_req_per_s": (s.requests as f64 / total.as_secs_f64() * 100.0).round() / 100.0,
                 "peak_req_per_s": peak,
                 "published_limit_per_s": limit.and_then(|l| l.1),
-                "publisher_configured_per_s": limit.map(|l| l.2),
+                "sim_limit_per_s": overridden.or_else(|| limit.and_then(|l| l.1)),
+                "publisher_configured_per_s": overridden.map(|r| r * 0.9).or_else(|| limit.map(|l| l.2)),
             }),
         );
     }
