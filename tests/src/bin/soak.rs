@@ -665,6 +665,10 @@ async fn main() -> anyhow::Result<()> {
         "other_mismatches": wrong,
         "mismatches_compared": outcome.compared,
         "mismatches": outcome.mismatches.iter().take(200).collect::<Vec<_>>(),
+        "dead_letters": {
+            "processor": stack.side_topic_records(&stack.topics.processor_dlq),
+            "publisher": stack.side_topic_records(&stack.topics.publisher_dlq),
+        },
         "redelivered_same_id": {
             "note": "the same event or purchase id written again (at-least-once after a kill); Iterable keeps one",
             "events": redelivered_events, "purchases": redelivered_purchases,
