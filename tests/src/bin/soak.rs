@@ -36,7 +36,7 @@ use tests::{
 
 const USAGE: &str = "usage: soak [--duration-secs S] [--rate PER_S] [--kill-min-secs S] [--kill-max-secs S] \
      [--broker-down-secs S] [--sample-secs S] [--seed N] [--partitions N] [--drain-timeout-secs S] \
-     [--log-level LEVEL] [--bootstrap HOST:PORT,...] [--out DIR]";
+     [--log-level LEVEL] [--no-probes] [--bootstrap HOST:PORT,...] [--out DIR]";
 
 #[derive(Debug)]
 struct Args {
@@ -50,6 +50,8 @@ struct Args {
     partitions: i32,
     drain_timeout: Duration,
     log_level: String,
+    /// Whether to send the latency probes (off: no end-to-end age, a pure scenario load).
+    probes: bool,
     bootstrap: Option<String>,
     out: PathBuf,
 }
@@ -66,6 +68,7 @@ fn args() -> anyhow::Result<Args> {
         partitions: 4,
         drain_timeout: Duration::from_secs(900),
         log_level: "warn".into(),
+        probes: true,
         bootstrap: None,
         out: PathBuf::from("soak-out"),
     };
@@ -86,6 +89,7 @@ fn args() -> anyhow::Result<Args> {
             "--partitions" => a.partitions = val()?.parse()?,
             "--drain-timeout-secs" => a.drain_timeout = Duration::from_secs(val()?.parse()?),
             "--log-level" => a.log_level = val()?,
+            "--no-probes" => a.probes = false,
             "--bootstrap" => a.bootstrap = Some(val()?),
             "--out" => a.out = PathBuf::from(val()?),
             "-h" | "--help" => {
@@ -291,11 +295,12 @@ async fn main() -> anyhow::Result<()> {
             times.clone(),
         );
         let stack = stack.clone();
+        let with_probes = a.probes;
         tokio::spawn(async move {
             let mut next_round = Instant::now();
             let mut last_ms = i64::MIN;
             while !done.load(Ordering::Relaxed) {
-                if Instant::now() >= next_round && !sending.load(Ordering::Relaxed) {
+                if with_probes && Instant::now() >= next_round && !sending.load(Ordering::Relaxed) {
                     next_round += Duration::from_secs(1);
                     let i = progress
                         .next
@@ -427,13 +432,13 @@ async fn main() -> anyhow::Result<()> {
                     ("publisher", &stack.publisher),
                 ] {
                     let pid = lock(s).pid();
-                    rss.insert(name.to_owned(), pid.map(mib));
+                    rss.insert(name.to_owned(), pid.and_then(mib));
                     pids.insert(name.to_owned(), pid);
                 }
                 if let Some(c) = &cluster {
                     for node in 1..=3u8 {
                         let pid = c.pid(node);
-                        rss.insert(format!("broker-{node}"), pid.map(mib));
+                        rss.insert(format!("broker-{node}"), pid.and_then(mib));
                         pids.insert(format!("broker-{node}"), pid);
                     }
                 }
@@ -634,6 +639,7 @@ async fn main() -> anyhow::Result<()> {
             "duration_secs": a.duration.as_secs(), "rate": a.rate, "kill_min_secs": a.kill_min,
             "kill_max_secs": a.kill_max, "broker_down_secs": a.broker_down.as_secs(),
             "sample_secs": a.sample.as_secs_f64(), "seed": a.seed, "partitions": a.partitions,
+            "probes": a.probes,
             "bootstrap": a.bootstrap,
         },
         "cluster": {"bootstrap": bootstrap, "private": cluster.is_some(), "raw_replication_factor": rf},
@@ -889,8 +895,9 @@ async fn post(
     }
 }
 
-fn mib(pid: u32) -> u64 {
-    runtime::testing::rss_kib(pid) / 1024
+/// Resident memory of `pid` in MiB; None when it cannot be read (a process just killed).
+fn mib(pid: u32) -> Option<u64> {
+    Some(runtime::testing::rss_kib(pid) / 1024).filter(|v| *v > 0)
 }
 
 fn round1(v: f64) -> f64 {
