@@ -15,7 +15,8 @@
 //! Iterable requests per endpoint. After the duration the last timers are let come due and the
 //! stack drains; iterable-sim is then compared with the scenario's `expected.json`
 //! ([`tests::check_outcome`]), the same check as the end-to-end suites. Exit status 1 when
-//! anything was lost, a trigger duplicated or the stack did not drain.
+//! anything was lost, a trigger duplicated or the stack did not drain; other mismatches (a
+//! wrong profile value, a trigger that must not fire) are reported in `soak.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -629,7 +630,14 @@ async fn main() -> anyhow::Result<()> {
                 "peak_req_per_s_over_a_sample": peak}),
         );
     }
-    let ok = !interrupted && drained && lost == 0 && duplicated == 0 && wrong == 0;
+    // Other mismatches (a wrong profile value, a trigger that must not fire) are reported
+    // and printed, but the run fails on what a soak is for: loss, duplicated triggers, a stall.
+    let ok = !interrupted && drained && lost == 0 && duplicated == 0;
+    if wrong > 0 {
+        eprintln!(
+            "soak: {wrong} other mismatches with expected.json (see \"mismatches\" in soak.json)"
+        );
+    }
     let report = json!({
         "date": date,
         "machine": format!("{} cores; {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), runtime::testing::cpu_model()),
@@ -701,7 +709,7 @@ async fn main() -> anyhow::Result<()> {
     drop(cluster);
     anyhow::ensure!(
         ok,
-        "soak failed: lost {lost}, duplicated triggers {duplicated}, other mismatches {wrong}, drained {drained}, interrupted {interrupted}"
+        "soak failed: lost {lost}, duplicated triggers {duplicated}, drained {drained}, interrupted {interrupted} (other mismatches {wrong})"
     );
     Ok(())
 }
