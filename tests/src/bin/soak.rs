@@ -722,7 +722,7 @@ fn classify(m: &str) -> &'static str {
     let words: Vec<&str> = rest.split_whitespace().collect();
     // "{key} {n} customer_lapsed ..., expected {m} ..." (the key has no spaces).
     let counts = |name: &str| -> Option<(i64, i64)> {
-        let at = words.iter().position(|w| *w == name)?;
+        let at = words.iter().position(|w| w.trim_end_matches(',') == name)?;
         let got = words.get(at.checked_sub(1)?)?.parse().ok()?;
         let exp = words.iter().skip(at).position(|w| *w == "expected")? + at + 1;
         let want = words
@@ -927,4 +927,79 @@ fn lock_values(p: &Mutex<Vec<Value>>) -> std::sync::MutexGuard<'_, Vec<Value>> {
 
 fn lock_map(p: &Mutex<BTreeMap<String, u64>>) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod unit {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn mismatch_lines_are_classed_by_direction() {
+        let c = classify;
+        assert_eq!(
+            c("lapse: 42 2 customer_lapsed (at [1, 2]), expected 1 (due [1])"),
+            "duplicated"
+        );
+        assert_eq!(
+            c("lapse: 42 0 customer_lapsed (at []), expected 1 (due [1])"),
+            "lost"
+        );
+        assert_eq!(
+            c("reactivation: 42 3 customer_reactivated, expected 2 ([])"),
+            "duplicated"
+        );
+        assert_eq!(
+            c(
+                "first-purchase: 42 2 first_purchase events (orders [\"1\", \"2\"]), expected Some(1)"
+            ),
+            "duplicated"
+        );
+        assert_eq!(
+            c("first-purchase: 42 0 first_purchase events (orders []), expected Some(1)"),
+            "lost"
+        );
+        assert_eq!(
+            c("first-purchase: 42 first_purchase for order 2, expected 1"),
+            "wrong"
+        );
+        assert_eq!(
+            c("tier-upgrade: 42 vip_tier_upgraded [\"silver\", \"silver\"], expected {\"silver\"}"),
+            "duplicated"
+        );
+        assert_eq!(
+            c("tier-upgrade: 42 vip_tier_upgraded [], expected {\"silver\"}"),
+            "lost"
+        );
+        assert_eq!(c("duplicate: event x y has 2 occurrences"), "duplicated");
+        assert_eq!(
+            c("checkout-missing: 42 checkout t due d did not fire"),
+            "lost"
+        );
+        assert_eq!(
+            c("tier: 42 silver in Iterable, expected gold (peak ltv 1.00, final 1.00)"),
+            "wrong"
+        );
+        assert_eq!(
+            c("429: iterable-sim answered 3 requests with 429"),
+            "rate_limited"
+        );
+    }
+
+    #[test]
+    fn memory_slope_is_per_hour_and_follows_the_longest_process() {
+        let pts: Vec<(f64, f64)> = (0..10)
+            .map(|i| (f64::from(i) * 360.0, 100.0 + f64::from(i)))
+            .collect();
+        assert!((slope_per_hour(&pts).unwrap() - 10.0).abs() < 1e-9);
+        let samples: Vec<Value> = (0..20)
+            .map(|i| {
+                let pid = if i < 5 { 1 } else { 2 };
+                json!({"t_s": f64::from(i) * 60.0, "rss_mib": {"p": 50 + i}, "pids": {"p": pid}})
+            })
+            .collect();
+        let m = memory_growth(&samples, 1200.0);
+        assert_eq!(m["p"]["longest_process_span_s"], json!(840.0));
+        assert_eq!(m["p"]["longest_process"], json!(60.0));
+    }
 }
