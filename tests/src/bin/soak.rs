@@ -15,8 +15,8 @@
 //! Iterable requests per endpoint. After the duration the last timers are let come due and the
 //! stack drains; iterable-sim is then compared with the scenario's `expected.json`
 //! ([`tests::check_outcome`]), the same check as the end-to-end suites. Exit status 1 when
-//! anything was lost, a trigger duplicated or the stack did not drain; other mismatches (a
-//! wrong profile value, a trigger that must not fire) are reported in `soak.json`.
+//! anything was lost, a trigger duplicated or sent that must not be, or the stack did not
+//! drain; other mismatches (a wrong value such as a tier) are reported in `soak.json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -587,6 +587,7 @@ async fn main() -> anyhow::Result<()> {
         .sum();
     let lost = count("lost") as u64 + probes_not_seen + progress.failed.load(Ordering::Relaxed);
     let duplicated = count("duplicated") as u64;
+    let unwanted = count("unwanted") as u64;
     let wrong = count("wrong") as u64;
     let sim = stack.sim_state();
     let events = sim.events(&iterable_sim::Filter::default());
@@ -630,9 +631,9 @@ async fn main() -> anyhow::Result<()> {
                 "peak_req_per_s_over_a_sample": peak}),
         );
     }
-    // Other mismatches (a wrong profile value, a trigger that must not fire) are reported
-    // and printed, but the run fails on what a soak is for: loss, duplicated triggers, a stall.
-    let ok = !interrupted && drained && lost == 0 && duplicated == 0;
+    // A wrong value (a tier) is reported and printed; the run fails on what a customer would
+    // get wrong from Iterable: loss, a duplicated or unwanted trigger, or a stall.
+    let ok = !interrupted && drained && lost == 0 && duplicated == 0 && unwanted == 0;
     if wrong > 0 {
         eprintln!(
             "soak: {wrong} other mismatches with expected.json (see \"mismatches\" in soak.json)"
@@ -676,6 +677,7 @@ async fn main() -> anyhow::Result<()> {
             "webhooks_failed_for_good": progress.failed.load(Ordering::Relaxed),
         },
         "duplicated_triggers": duplicated,
+        "unwanted_triggers": unwanted,
         "other_mismatches": wrong,
         "mismatches_compared": outcome.compared,
         "mismatches": outcome.mismatches.iter().take(200).collect::<Vec<_>>(),
@@ -709,14 +711,16 @@ async fn main() -> anyhow::Result<()> {
     drop(cluster);
     anyhow::ensure!(
         ok,
-        "soak failed: lost {lost}, duplicated triggers {duplicated}, drained {drained}, interrupted {interrupted} (other mismatches {wrong})"
+        "soak failed: lost {lost}, duplicated triggers {duplicated}, unwanted triggers {unwanted}, drained {drained}, interrupted {interrupted} (other mismatches {wrong})"
     );
     Ok(())
 }
 
 /// The class of a [`check_outcome`] mismatch line: `duplicated` (a trigger or record more
-/// often than expected), `lost` (something expected missing or short), `rate_limited` (429s,
-/// reported apart), `wrong` (a trigger that must not fire, a value that differs).
+/// often than expected), `lost` (something expected missing or short), `unwanted` (a trigger
+/// that must not fire, or for another person; a redacted person still present),
+/// `rate_limited` (429s, reported apart), `wrong` (a value that differs: tier, first purchase
+/// for another order).
 fn classify(m: &str) -> &'static str {
     let (kind, rest) = m.split_once(':').unwrap_or((m, ""));
     let words: Vec<&str> = rest.split_whitespace().collect();
@@ -756,7 +760,8 @@ fn classify(m: &str) -> &'static str {
                 "lost"
             }
         }
-        "checkout-unwanted" | "checkout-user" | "redact" | "tier" => "wrong",
+        "checkout-unwanted" | "checkout-user" | "redact" => "unwanted",
+        "tier" => "wrong",
         // profile, ltv, orders-count, checkout-missing: an expected write is missing.
         _ => "lost",
     }
@@ -979,6 +984,10 @@ mod unit {
         assert_eq!(
             c("tier: 42 silver in Iterable, expected gold (peak ltv 1.00, final 1.00)"),
             "wrong"
+        );
+        assert_eq!(
+            c("checkout-unwanted: 42 checkout t due d fired but must not (Some(Completed))"),
+            "unwanted"
         );
         assert_eq!(
             c("429: iterable-sim answered 3 requests with 429"),
