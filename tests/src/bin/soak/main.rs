@@ -18,8 +18,11 @@
 //! anything was lost, a trigger duplicated or sent that must not be, or the stack did not
 //! drain; other mismatches (a wrong value such as a tier) are reported in `soak.json`.
 
+mod args;
+mod report;
+mod scenario;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,106 +34,13 @@ use serde_json::{Value, json};
 use tests::cluster::Cluster;
 use tests::probes::{Lane, Probes};
 use tests::{
-    SECRET, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, ci_scenario, get_ok, lock,
-    prom_samples, rfc3339_ms,
+    SECRET, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, get_ok, lock, prom_samples,
+    rfc3339_ms, wait_until,
 };
 
-const USAGE: &str = "usage: soak [--duration-secs S] [--rate PER_S] [--kill-min-secs S] [--kill-max-secs S] \
-     [--broker-down-secs S] [--sample-secs S] [--seed N] [--partitions N] [--drain-timeout-secs S] \
-     [--log-level LEVEL] [--no-probes] [--bootstrap HOST:PORT,...] [--out DIR]";
-
-#[derive(Debug)]
-struct Args {
-    duration: Duration,
-    rate: f64,
-    kill_min: u64,
-    kill_max: u64,
-    broker_down: Duration,
-    sample: Duration,
-    seed: u64,
-    partitions: i32,
-    drain_timeout: Duration,
-    log_level: String,
-    /// Whether to send the latency probes (off: no end-to-end age, a pure scenario load).
-    probes: bool,
-    bootstrap: Option<String>,
-    out: PathBuf,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        duration: Duration::from_secs(3600),
-        rate: 40.0,
-        kill_min: 60,
-        kill_max: 240,
-        broker_down: Duration::from_secs(30),
-        sample: Duration::from_secs(5),
-        seed: chrono::Utc::now().timestamp().unsigned_abs(),
-        partitions: 4,
-        drain_timeout: Duration::from_secs(900),
-        log_level: "warn".into(),
-        probes: true,
-        bootstrap: None,
-        out: PathBuf::from("soak-out"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--duration-secs" => a.duration = Duration::from_secs(val()?.parse()?),
-            "--rate" => a.rate = val()?.parse()?,
-            "--kill-min-secs" => a.kill_min = val()?.parse()?,
-            "--kill-max-secs" => a.kill_max = val()?.parse()?,
-            "--broker-down-secs" => a.broker_down = Duration::from_secs(val()?.parse()?),
-            "--sample-secs" => a.sample = Duration::from_secs_f64(val()?.parse()?),
-            "--seed" => a.seed = val()?.parse()?,
-            "--partitions" => a.partitions = val()?.parse()?,
-            "--drain-timeout-secs" => a.drain_timeout = Duration::from_secs(val()?.parse()?),
-            "--log-level" => a.log_level = val()?,
-            "--no-probes" => a.probes = false,
-            "--bootstrap" => a.bootstrap = Some(val()?),
-            "--out" => a.out = PathBuf::from(val()?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            _ => anyhow::bail!("unknown flag {flag}\n{USAGE}"),
-        }
-    }
-    anyhow::ensure!(a.rate > 0.0, "--rate must be positive");
-    anyhow::ensure!(!a.duration.is_zero(), "--duration-secs must be positive");
-    anyhow::ensure!(!a.sample.is_zero(), "--sample-secs must be positive");
-    anyhow::ensure!(
-        a.kill_max >= a.kill_min,
-        "--kill-max-secs must be at least --kill-min-secs"
-    );
-    Ok(a)
-}
-
-/// Generates the CI scenario's mix scaled to about `target` deliveries: the delivery count
-/// grows with the number of customers, so a pilot run gives deliveries per customer, and one
-/// correction step brings the count within a few percent.
-fn sized_scenario(
-    seed: u64,
-    target: usize,
-) -> anyhow::Result<(shopify_sim::ScenarioConfig, shopify_sim::Scenario)> {
-    let mut cfg = ci_scenario();
-    cfg.seed = seed;
-    let mut sc = shopify_sim::generate(&cfg)?;
-    for _ in 0..3 {
-        let n = sc.deliveries.len().max(1);
-        if (n as f64 - target as f64).abs() <= target as f64 * 0.03 {
-            break;
-        }
-        let customers = (f64::from(cfg.customers) * target as f64 / n as f64).round() as u32;
-        cfg.customers = customers.max(1);
-        sc = shopify_sim::generate(&cfg)?;
-    }
-    Ok((cfg, sc))
-}
+use args::{Clock, args};
+use report::{classify, memory_growth, round1, round3};
+use scenario::sized_scenario;
 
 /// What a fault targets.
 #[derive(Debug, Clone, Copy)]
@@ -180,7 +90,10 @@ async fn main() -> anyhow::Result<()> {
     let date = chrono::Utc::now().to_rfc3339();
     let target = (a.rate * a.duration.as_secs_f64()).round().max(1.0) as usize;
     let gen_started = Instant::now();
-    let (cfg, mut sc) = sized_scenario(a.seed, target)?;
+    // Timers due within the run after the timeline's end would fire (inputs clock): keep the
+    // run, its drain and a margin free of them.
+    let quiet_ms = i64::try_from((a.duration + a.drain_timeout).as_millis())? + 1_800_000;
+    let (cfg, mut sc) = sized_scenario(a.seed, target, a.clock, quiet_ms)?;
     let n = sc.deliveries.len();
     // The scenario is sent whole within the duration: the offered rate is what that takes.
     let rate = n as f64 / a.duration.as_secs_f64();
@@ -211,6 +124,28 @@ async fn main() -> anyhow::Result<()> {
     let mut opts = StackOptions::historical(kafka.clone());
     opts.partitions = a.partitions;
     opts.log_level = a.log_level.clone();
+    if a.clock == Clock::Inputs {
+        // Production's clock and caught-up rule, with the alignment suite's short settle times
+        // so the held timers fire seconds (not minutes) after the sending ends.
+        opts.event_time_only = false;
+        opts.ingest_env
+            .push(("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into()));
+        opts.processor_env.extend(
+            [
+                ("CLOCK", a.clock.name()),
+                ("DELIVERY_GRACE", "1s"),
+                ("LATE_SETTLE", "5s"),
+                ("ANNOUNCE_INTERVAL", "200ms"),
+            ]
+            .map(|(k, v)| (format!("TILLSTREAM__ENGINE__TIMERS__{k}"), v.to_owned())),
+        );
+    }
+    // As compose runs them: a restarted processor or publisher takes its partitions back at
+    // once instead of waiting for the killed member's session to expire.
+    opts.processor_env
+        .push(("TILLSTREAM__ENGINE__STATIC_MEMBERSHIP".into(), "true".into()));
+    opts.publisher_env
+        .push(("TILLSTREAM__KAFKA__GROUP_INSTANCE_ID".into(), "soak-publisher".into()));
     // Recovery after a broker or publisher fault within seconds, not the default backoff cap.
     opts.publisher_env
         .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));
@@ -543,10 +478,18 @@ async fn main() -> anyhow::Result<()> {
         // As tests::drain_past_timeline_end, with the soak's timeout and no panic: clock
         // ticks past the timeline's end (plus the timers' grace), then wait until drained.
         let end = rfc3339_ms(&sc.expected.timeline_end).unwrap_or(i64::MAX - TIMER_GRACE_MS - 1000);
+        let clock = a.clock;
         let drain = async {
-            stack
-                .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
-                .await?;
+            match clock {
+                Clock::StreamTime => {
+                    stack
+                        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
+                        .await?;
+                }
+                // Heartbeats move this clock; the held timers fire once the late arrivals
+                // have settled.
+                Clock::Inputs => no_timer_held(&stack, a.drain_timeout).await?,
+            }
             stack.wait_drained(a.drain_timeout).await
         };
         tokio::select! {
@@ -648,6 +591,7 @@ async fn main() -> anyhow::Result<()> {
             "duration_secs": a.duration.as_secs(), "rate": a.rate, "kill_min_secs": a.kill_min,
             "kill_max_secs": a.kill_max, "broker_down_secs": a.broker_down.as_secs(),
             "sample_secs": a.sample.as_secs_f64(), "seed": a.seed, "partitions": a.partitions,
+            "clock": a.clock.name(),
             "probes": a.probes,
             "bootstrap": a.bootstrap,
         },
@@ -716,142 +660,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The class of a [`check_outcome`] mismatch line: `duplicated` (a trigger or record more
-/// often than expected), `lost` (something expected missing or short), `unwanted` (a trigger
-/// that must not fire, or for another person; a redacted person still present),
-/// `rate_limited` (429s, reported apart), `wrong` (a value that differs: tier, first purchase
-/// for another order).
-fn classify(m: &str) -> &'static str {
-    let (kind, rest) = m.split_once(':').unwrap_or((m, ""));
-    let words: Vec<&str> = rest.split_whitespace().collect();
-    // "{key} {n} customer_lapsed ..., expected {m} ..." (the key has no spaces).
-    let counts = |name: &str| -> Option<(i64, i64)> {
-        let at = words.iter().position(|w| w.trim_end_matches(',') == name)?;
-        let got = words.get(at.checked_sub(1)?)?.parse().ok()?;
-        let exp = words.iter().skip(at).position(|w| *w == "expected")? + at + 1;
-        let want = words
-            .get(exp)?
-            .trim_matches(|c: char| !c.is_ascii_digit())
-            .parse()
-            .ok()?;
-        Some((got, want))
-    };
-    let more_or_less = |c: Option<(i64, i64)>| match c {
-        Some((got, want)) if got > want => "duplicated",
-        _ => "lost",
-    };
-    match kind {
-        "duplicate" => "duplicated",
-        "429" => "rate_limited",
-        "lapse" => more_or_less(counts("customer_lapsed")),
-        "reactivation" => more_or_less(counts("customer_reactivated")),
-        "first-purchase" => match words.get(1).and_then(|w| w.parse::<i64>().ok()) {
-            Some(n) if n > 1 => "duplicated",
-            Some(0) => "lost",
-            _ => "wrong",
-        },
-        "tier-upgrade" => {
-            // "{key} vip_tier_upgraded [..], expected {..}": compare the quoted names.
-            let (got, want) = rest.split_once(", expected").unwrap_or((rest, ""));
-            let quoted = |s: &str| s.matches('"').count() / 2;
-            if quoted(got) > quoted(want) {
-                "duplicated"
-            } else {
-                "lost"
-            }
-        }
-        "checkout-unwanted" | "checkout-user" | "redact" => "unwanted",
-        "tier" => "wrong",
-        // profile, ltv, orders-count, checkout-missing: an expected write is missing.
-        _ => "lost",
-    }
-}
-
-/// Least-squares slope of each process's RSS (MiB per hour) after the first 10 % of the run:
-/// over the whole run (`all`, restarts included) and over its longest-lived process
-/// (`longest_process`, one pid; its own first 10 % skipped), which a kill -9 does not reset.
-fn memory_growth(samples: &[Value], run_s: f64) -> Value {
-    let mut names: Vec<String> = samples
-        .iter()
-        .filter_map(|s| s["rss_mib"].as_object())
-        .flat_map(|m| m.keys().cloned())
-        .collect();
-    names.sort();
-    names.dedup();
-    let mut out = serde_json::Map::new();
-    for name in names {
-        let points: Vec<(f64, f64, Option<u64>)> = samples
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    s["t_s"].as_f64()?,
-                    s["rss_mib"][&name].as_f64().filter(|v| *v > 0.0)?,
-                    s["pids"][&name].as_u64(),
-                ))
-            })
-            .collect();
-        let after: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|p| p.0 >= run_s * 0.1)
-            .map(|p| (p.0, p.1))
-            .collect();
-        let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
-        let mut last_pid = None;
-        for (t, v, pid) in &points {
-            if runs.is_empty() || *pid != last_pid {
-                runs.push(Vec::new());
-                last_pid = *pid;
-            }
-            if let Some(r) = runs.last_mut() {
-                r.push((*t, *v));
-            }
-        }
-        let longest = runs
-            .into_iter()
-            .max_by(|a, b| span(a).total_cmp(&span(b)))
-            .unwrap_or_default();
-        let skip = span(&longest) * 0.1;
-        let t0 = longest.first().map_or(0.0, |p| p.0);
-        let steady: Vec<(f64, f64)> = longest
-            .iter()
-            .copied()
-            .filter(|p| p.0 >= t0 + skip)
-            .collect();
-        out.insert(
-            name,
-            json!({
-                "all": slope_per_hour(&after).map(round1),
-                "longest_process": slope_per_hour(&steady).map(round1),
-                "longest_process_span_s": round1(span(&longest)),
-                "first_mib": points.first().map(|p| p.1),
-                "last_mib": points.last().map(|p| p.1),
-                "max_mib": points.iter().map(|p| p.1).fold(0.0, f64::max),
-            }),
-        );
-    }
-    Value::Object(out)
-}
-
-fn span(points: &[(f64, f64)]) -> f64 {
-    match (points.first(), points.last()) {
-        (Some(a), Some(b)) => b.0 - a.0,
-        _ => 0.0,
-    }
-}
-
-/// Least-squares slope of (seconds, MiB) points, in MiB per hour; None below three points.
-fn slope_per_hour(points: &[(f64, f64)]) -> Option<f64> {
-    if points.len() < 3 {
-        return None;
-    }
-    let n = points.len() as f64;
-    let mt = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let mv = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let cov: f64 = points.iter().map(|p| (p.0 - mt) * (p.1 - mv)).sum();
-    let var: f64 = points.iter().map(|p| (p.0 - mt).powi(2)).sum();
-    (var > 0.0).then(|| cov / var * 3600.0)
-}
-
 /// The replication factor of `topic`'s first partition (None when metadata is unavailable).
 fn replication(kafka: &KafkaConfig, topic: &str) -> Option<usize> {
     let c: BaseConsumer = kafka.client("soak-metadata").create().ok()?;
@@ -863,6 +671,26 @@ fn replication(kafka: &KafkaConfig, topic: &str) -> Option<usize> {
         .partitions()
         .first()
         .map(|p| p.replicas().len())
+}
+
+/// Waits until the processor holds no due timer back (`tillstream_processor_timers_deferred`
+/// is 0 while it has read input).
+///
+/// # Errors
+/// When that is not so within `timeout`.
+async fn no_timer_held(stack: &Stack, timeout: Duration) -> anyhow::Result<()> {
+    let url = format!("{}/metrics", lock(&stack.processor).url());
+    wait_until("no timer held by the late-data rule", timeout, || {
+        let url = url.clone();
+        async move {
+            let text = get_ok(&url).await?;
+            let gauge = |name| prom_samples(&text, name).first().map(|(_, v)| *v);
+            let deferred = gauge("tillstream_processor_timers_deferred")?;
+            let read = gauge("tillstream_processor_events_total")?;
+            (deferred == 0.0 && read > 0.0).then_some(())
+        }
+    })
+    .await
 }
 
 /// The processor's lag (sum over partitions); None while it does not answer.
@@ -913,14 +741,6 @@ fn mib(pid: u32) -> Option<u64> {
     Some(runtime::testing::rss_kib(pid) / 1024).filter(|v| *v > 0)
 }
 
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
 // Poisoned locks stay usable: a panicking task must not take the report down with it.
 fn lock_probes(p: &Mutex<Probes>) -> std::sync::MutexGuard<'_, Probes> {
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -932,83 +752,4 @@ fn lock_values(p: &Mutex<Vec<Value>>) -> std::sync::MutexGuard<'_, Vec<Value>> {
 
 fn lock_map(p: &Mutex<BTreeMap<String, u64>>) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod unit {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn mismatch_lines_are_classed_by_direction() {
-        let c = classify;
-        assert_eq!(
-            c("lapse: 42 2 customer_lapsed (at [1, 2]), expected 1 (due [1])"),
-            "duplicated"
-        );
-        assert_eq!(
-            c("lapse: 42 0 customer_lapsed (at []), expected 1 (due [1])"),
-            "lost"
-        );
-        assert_eq!(
-            c("reactivation: 42 3 customer_reactivated, expected 2 ([])"),
-            "duplicated"
-        );
-        assert_eq!(
-            c(
-                "first-purchase: 42 2 first_purchase events (orders [\"1\", \"2\"]), expected Some(1)"
-            ),
-            "duplicated"
-        );
-        assert_eq!(
-            c("first-purchase: 42 0 first_purchase events (orders []), expected Some(1)"),
-            "lost"
-        );
-        assert_eq!(
-            c("first-purchase: 42 first_purchase for order 2, expected 1"),
-            "wrong"
-        );
-        assert_eq!(
-            c("tier-upgrade: 42 vip_tier_upgraded [\"silver\", \"silver\"], expected {\"silver\"}"),
-            "duplicated"
-        );
-        assert_eq!(
-            c("tier-upgrade: 42 vip_tier_upgraded [], expected {\"silver\"}"),
-            "lost"
-        );
-        assert_eq!(c("duplicate: event x y has 2 occurrences"), "duplicated");
-        assert_eq!(
-            c("checkout-missing: 42 checkout t due d did not fire"),
-            "lost"
-        );
-        assert_eq!(
-            c("tier: 42 silver in Iterable, expected gold (peak ltv 1.00, final 1.00)"),
-            "wrong"
-        );
-        assert_eq!(
-            c("checkout-unwanted: 42 checkout t due d fired but must not (Some(Completed))"),
-            "unwanted"
-        );
-        assert_eq!(
-            c("429: iterable-sim answered 3 requests with 429"),
-            "rate_limited"
-        );
-    }
-
-    #[test]
-    fn memory_slope_is_per_hour_and_follows_the_longest_process() {
-        let pts: Vec<(f64, f64)> = (0..10)
-            .map(|i| (f64::from(i) * 360.0, 100.0 + f64::from(i)))
-            .collect();
-        assert!((slope_per_hour(&pts).unwrap() - 10.0).abs() < 1e-9);
-        let samples: Vec<Value> = (0..20)
-            .map(|i| {
-                let pid = if i < 5 { 1 } else { 2 };
-                json!({"t_s": f64::from(i) * 60.0, "rss_mib": {"p": 50 + i}, "pids": {"p": pid}})
-            })
-            .collect();
-        let m = memory_growth(&samples, 1200.0);
-        assert_eq!(m["p"]["longest_process_span_s"], json!(840.0));
-        assert_eq!(m["p"]["longest_process"], json!(60.0));
-    }
 }
