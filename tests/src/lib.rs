@@ -5,6 +5,7 @@
 //! ingest over HTTP. [`Stack`] owns all of it; [`check_outcome`] compares what iterable-sim
 //! holds with a scenario's `expected.json`.
 
+pub mod cluster;
 pub mod probes;
 
 use std::collections::{BTreeMap, BTreeSet};

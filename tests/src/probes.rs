@@ -93,9 +93,18 @@ impl Probes {
 
     /// The next round: one delivery per lane, numbered `k`, stamped now.
     pub fn round(&mut self) -> (u64, Vec<(Lane, shopify_sim::Delivery)>) {
+        self.round_at(chrono::Utc::now())
+    }
+
+    /// The next round stamped at `now` (event and business times): the soak stamps its probes
+    /// with the scenario's time reached so far, so that in event-time mode they never move a
+    /// partition's stream time ahead of the timeline (which would fire its timers early).
+    pub fn round_at(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (u64, Vec<(Lane, shopify_sim::Delivery)>) {
         self.next += 1;
         let k = self.next;
-        let now = chrono::Utc::now();
         let at = rfc3339(now);
         let ms = now.timestamp_millis();
         let body = |lane: Lane| -> (&'static str, Value) {
@@ -231,6 +240,20 @@ impl Probes {
                 }
             }
         }
+    }
+
+    /// Ages (seconds) measured so far on `lane`, in the order they were observed.
+    pub fn ages(&self, lane: Lane) -> &[f64] {
+        &self.ages[lane as usize]
+    }
+
+    /// Age (seconds) of the oldest probe of `lane` sent and not seen yet: grows while a lane
+    /// is stalled, when no new age can be measured.
+    pub fn oldest_outstanding(&self, lane: Lane) -> Option<f64> {
+        self.sent[lane as usize]
+            .values()
+            .min()
+            .map(|t| t.elapsed().as_secs_f64())
     }
 
     /// Probes sent and not seen yet, all lanes.

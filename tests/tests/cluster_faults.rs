@@ -8,62 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use runtime::KafkaConfig;
-use tests::{
-    Stack, StackOptions, ci_scenario, finish_and_compare, free_port, scenario, send_all, wait_until,
-};
-
-/// A private three-node cluster, stopped and deleted on drop.
-struct Cluster {
-    base: u16,
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn run(&self, args: &[&str]) {
-        let status =
-            Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka"))
-                .arg("cluster")
-                .args(args)
-                .env("KAFKA_CLUSTER_PORT", self.base.to_string())
-                .env("KAFKA_CLUSTER_DIR", &self.dir)
-                .status()
-                .unwrap();
-        assert!(status.success(), "scripts/kafka cluster {args:?} failed");
-    }
-
-    fn start() -> Self {
-        // Client ports base..base+2 and controller ports base+10..base+12, all free.
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        let base = (0..200)
-            .map(|_| free_port())
-            .find(|b| *b < u16::MAX - 20 && [0, 1, 2, 10, 11, 12].iter().all(|o| free(b + o)))
-            .unwrap();
-        let dir = std::env::temp_dir().join(runtime::testing::unique("tillstream-cluster"));
-        let c = Cluster { base, dir };
-        c.run(&["start"]);
-        c
-    }
-
-    fn bootstrap(&self) -> String {
-        (0..3)
-            .map(|i| format!("127.0.0.1:{}", self.base + i))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.run(&["stop"]);
-    }
-}
+use tests::cluster::Cluster;
+use tests::{Stack, StackOptions, ci_scenario, finish_and_compare, scenario, send_all, wait_until};
 
 /// Partitions of `topics` led by each broker (node id).
 fn leaders(kafka: &KafkaConfig, topics: &[&str]) -> BTreeMap<i32, usize> {
@@ -97,7 +48,12 @@ fn replicas(kafka: &KafkaConfig, topic: &str) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     let started = Instant::now();
-    let cluster = Arc::new(tokio::task::spawn_blocking(Cluster::start).await.unwrap());
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(Cluster::start)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
     eprintln!(
         "cluster {} up at {:?}",
         cluster.bootstrap(),
@@ -144,6 +100,7 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     let v = node.clone();
     tokio::task::spawn_blocking(move || c.run(&["kill", &v]))
         .await
+        .unwrap()
         .unwrap();
     eprintln!(
         "kill -9 broker {victim} (leader of {count} of {} raw+commands partitions: {led:?}) at {:?}, {down_at} raw records",
@@ -173,6 +130,7 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.run(&["restart", &node]))
         .await
+        .unwrap()
         .unwrap();
     eprintln!("broker {victim} back at {:?}", started.elapsed());
 
@@ -194,8 +152,8 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     // broker would hold.
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || {
-        c.run(&["kill", "1"]);
-        c.run(&["kill", "2"]);
+        c.kill(1).unwrap();
+        c.kill(2).unwrap();
     })
     .await
     .unwrap();
