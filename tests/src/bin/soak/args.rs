@@ -9,7 +9,7 @@ const USAGE: &str = "usage: soak [--duration-secs S] [--rate PER_S] [--kill-min-
 
 /// Which timer clock the processor runs with (`engine.timers.clock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clock {
+pub(crate) enum Clock {
     /// Production's: a timer fires once every input that could cancel it is in. The history
     /// is sent compressed, so every delivery is a late arrival and timers wait until the
     /// sending has ended (what a backfill does), then fire.
@@ -21,7 +21,7 @@ pub enum Clock {
 
 impl Clock {
     /// The value of `engine.timers.clock`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Clock::Inputs => "inputs",
             Clock::StreamTime => "stream_time",
@@ -31,29 +31,29 @@ impl Clock {
 
 /// The soak's settings.
 #[derive(Debug)]
-pub struct Args {
-    pub duration: Duration,
-    pub rate: f64,
-    pub kill_min: u64,
-    pub kill_max: u64,
-    pub broker_down: Duration,
-    pub sample: Duration,
-    pub seed: u64,
-    pub partitions: i32,
-    pub drain_timeout: Duration,
-    pub log_level: String,
-    pub clock: Clock,
+pub(crate) struct Args {
+    pub(crate) duration: Duration,
+    pub(crate) rate: f64,
+    pub(crate) kill_min: u64,
+    pub(crate) kill_max: u64,
+    pub(crate) broker_down: Duration,
+    pub(crate) sample: Duration,
+    pub(crate) seed: u64,
+    pub(crate) partitions: i32,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) log_level: String,
+    pub(crate) clock: Clock,
     /// Whether to send the latency probes (off: no end-to-end age, a pure scenario load).
-    pub probes: bool,
-    pub bootstrap: Option<String>,
-    pub out: PathBuf,
+    pub(crate) probes: bool,
+    pub(crate) bootstrap: Option<String>,
+    pub(crate) out: PathBuf,
 }
 
 /// Parses the command line.
 ///
 /// # Errors
 /// On an unknown flag or a value that does not parse.
-pub fn args() -> anyhow::Result<Args> {
+pub(crate) fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         duration: Duration::from_secs(3600),
         rate: 40.0,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 /// that must not fire, or for another person; a redacted person still present),
 /// `rate_limited` (429s, reported apart), `wrong` (a value that differs: tier, first purchase
 /// for another order).
-pub fn classify(m: &str) -> &'static str {
+pub(crate) fn classify(m: &str) -> &'static str {
     let (kind, rest) = m.split_once(':').unwrap_or((m, ""));
     let words: Vec<&str> = rest.split_whitespace().collect();
     // "{key} {n} customer_lapsed ..., expected {m} ..." (the key has no spaces).
@@ -56,7 +56,7 @@ pub fn classify(m: &str) -> &'static str {
 /// Least-squares slope of each process's RSS (MiB per hour) after the first 10 % of the run:
 /// over the whole run (`all`, restarts included) and over its longest-lived process
 /// (`longest_process`, one pid; its own first 10 % skipped), which a kill -9 does not reset.
-pub fn memory_growth(samples: &[Value], run_s: f64) -> Value {
+pub(crate) fn memory_growth(samples: &[Value], run_s: f64) -> Value {
     let mut names: Vec<String> = samples
         .iter()
         .filter_map(|s| s["rss_mib"].as_object())
@@ -139,11 +139,11 @@ fn slope_per_hour(points: &[(f64, f64)]) -> Option<f64> {
 }
 
 
-pub fn round1(v: f64) -> f64 {
+pub(crate) fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-pub fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 

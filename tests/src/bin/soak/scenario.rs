@@ -12,7 +12,7 @@ use tests::{ci_scenario, rfc3339_ms};
 /// `expected.json` knows nothing after the timeline's end, so the seed moves on (seed + 1, ...)
 /// until no customer's lapse is due within `quiet_ms` after the end (as the alignment suite
 /// picks its seed).
-pub fn sized_scenario(
+pub(crate) fn sized_scenario(
     seed: u64,
     target: usize,
     clock: Clock,
