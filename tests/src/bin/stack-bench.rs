@@ -371,7 +371,11 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0);
         let limit = LIMITS.iter().find(|l| l.0 == name);
         // A --sim-limit override sets both the simulator's limit and the publisher's (× 0.9).
-        let overridden = a.sim_limits.iter().find(|(e, _)| e == name).map(|(_, r)| *r);
+        let overridden = a
+            .sim_limits
+            .iter()
+            .find(|(e, _)| e == name)
+            .map(|(_, r)| *r);
         endpoints.insert(
             name.clone(),
             json!({

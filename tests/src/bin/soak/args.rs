@@ -65,7 +65,7 @@ pub(crate) fn args() -> anyhow::Result<Args> {
         partitions: 4,
         drain_timeout: Duration::from_secs(900),
         log_level: "warn".into(),
-        clock: Clock::Inputs,
+        clock: Clock::StreamTime,
         probes: true,
         bootstrap: None,
         out: PathBuf::from("soak-out"),

@@ -142,10 +142,14 @@ async fn main() -> anyhow::Result<()> {
     }
     // As compose runs them: a restarted processor or publisher takes its partitions back at
     // once instead of waiting for the killed member's session to expire.
-    opts.processor_env
-        .push(("TILLSTREAM__ENGINE__STATIC_MEMBERSHIP".into(), "true".into()));
-    opts.publisher_env
-        .push(("TILLSTREAM__KAFKA__GROUP_INSTANCE_ID".into(), "soak-publisher".into()));
+    opts.processor_env.push((
+        "TILLSTREAM__ENGINE__STATIC_MEMBERSHIP".into(),
+        "true".into(),
+    ));
+    opts.publisher_env.push((
+        "TILLSTREAM__KAFKA__GROUP_INSTANCE_ID".into(),
+        "soak-publisher".into(),
+    ));
     // Recovery after a broker or publisher fault within seconds, not the default backoff cap.
     opts.publisher_env
         .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));

@@ -138,7 +138,6 @@ fn slope_per_hour(points: &[(f64, f64)]) -> Option<f64> {
     (var > 0.0).then(|| cov / var * 3600.0)
 }
 
-
 pub(crate) fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -146,7 +145,6 @@ pub(crate) fn round1(v: f64) -> f64 {
 pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
-
 
 #[cfg(test)]
 mod unit {
