@@ -353,6 +353,12 @@ fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
         e.settle_commit(&consumer, false, Recovery::Rewind)?;
         match polled {
             Some(Ok(msg)) => e.on_message(&msg)?,
+            // A fatal consumer error (e.g. a static member fenced after a coordinator
+            // failover) leaves a consumer that never delivers again: exit so the orchestrator
+            // restarts the instance instead of stalling with lag 0.
+            Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                return Err(EngineError::Fatal(format!("consumer: {code}")));
+            }
             Some(Err(error)) => tracing::warn!(%error, "Consumer error."),
             None => {}
         }

@@ -196,8 +196,8 @@ async fn run_inner(
     let dispatcher = Dispatcher::new(config.clone(), deliverer, offsets);
     health.set_ready(true, "running");
     tracing::info!(topic = %config.topics.commands, group = %config.group_id, "Publisher running.");
-    pipeline::run_loop(config, consumer, dispatcher, rx, shutdown).await;
+    let result = pipeline::run_loop(config, consumer, dispatcher, rx, shutdown).await;
     let _ = rdkafka::producer::Producer::flush(&producer, Duration::from_secs(5));
     tracing::info!("Publisher stopped.");
-    Ok(())
+    Ok(result?)
 }

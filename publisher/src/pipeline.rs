@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -87,8 +88,9 @@ pub(crate) async fn run_loop(
     mut dispatcher: Dispatcher,
     mut events: UnboundedReceiver<Event>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), KafkaError> {
     let topic = config.topics.commands.clone();
+    let mut fatal = None;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_commit = Instant::now();
@@ -114,6 +116,14 @@ pub(crate) async fn run_loop(
                         paused = true;
                         last_pause = Instant::now();
                     }
+                }
+                // A fatal consumer error (e.g. a static member fenced after a coordinator
+                // failover) leaves a consumer that never delivers again: drain what is in
+                // flight and exit with the error so the orchestrator restarts the instance.
+                Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
+                    tracing::error!(%error, "Fatal Kafka consumer error; stopping.");
+                    fatal = Some(error);
+                    break;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Kafka consumer error.");
@@ -200,4 +210,5 @@ pub(crate) async fn run_loop(
         }
     }
     dispatcher.deliverer.abort.cancel();
+    fatal.map_or(Ok(()), Err)
 }
