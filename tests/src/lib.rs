@@ -267,6 +267,19 @@ pub async fn get_ok(url: &str) -> Option<String> {
     }
 }
 
+/// The publisher's backlog per lane (`tillstream_publisher_lane_pending`) from its operations
+/// server at `url`; empty while it does not answer.
+pub async fn lane_pending(url: &str) -> std::collections::BTreeMap<String, i64> {
+    let m = get_ok(&format!("{url}/metrics")).await.unwrap_or_default();
+    prom_samples(&m, "tillstream_publisher_lane_pending")
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let lane = labels.split("lane=\"").nth(1)?.split('"').next()?;
+            Some((lane.to_owned(), v as i64))
+        })
+        .collect()
+}
+
 /// Sums the samples of a Prometheus metric whose name (before `{`) is `name`, grouped by the
 /// full sample name with labels.
 pub fn prom_samples(text: &str, name: &str) -> Vec<(String, f64)> {

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tests::{HISTORICAL_RULES, SECRET, Stack, StackOptions, get_ok, lock, prom_samples};
+use tests::{
+    HISTORICAL_RULES, SECRET, Stack, StackOptions, get_ok, lane_pending, lock, prom_samples,
+};
 
 #[derive(Debug)]
 struct Args {
@@ -191,16 +193,6 @@ async fn main() -> anyhow::Result<()> {
                 .sum(),
             None => -1,
         }
-    }
-    async fn lane_pending(url: &str) -> BTreeMap<String, i64> {
-        let m = get_ok(&format!("{url}/metrics")).await.unwrap_or_default();
-        prom_samples(&m, "tillstream_publisher_lane_pending")
-            .into_iter()
-            .filter_map(|(labels, v)| {
-                let lane = labels.split("lane=\"").nth(1)?.split('"').next()?;
-                Some((lane.to_owned(), v as i64))
-            })
-            .collect()
     }
 
     let client = reqwest::Client::builder()

@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use tests::cluster::Cluster;
 use tests::probes::{Lane, Probes};
 use tests::{
-    SECRET, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, get_ok, lock, prom_samples,
-    rfc3339_ms, wait_until,
+    SECRET, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, get_ok, lane_pending, lock,
+    prom_samples, rfc3339_ms, wait_until,
 };
 
 use args::{Clock, args};
@@ -706,18 +706,6 @@ async fn processor_lag(url: &str) -> Option<i64> {
             .map(|(_, v)| *v as i64)
             .sum(),
     )
-}
-
-/// The publisher's backlog per lane; empty while it does not answer.
-async fn lane_pending(url: &str) -> BTreeMap<String, i64> {
-    let m = get_ok(&format!("{url}/metrics")).await.unwrap_or_default();
-    prom_samples(&m, "tillstream_publisher_lane_pending")
-        .into_iter()
-        .filter_map(|(labels, v)| {
-            let lane = labels.split("lane=\"").nth(1)?.split('"').next()?;
-            Some((lane.to_owned(), v as i64))
-        })
-        .collect()
 }
 
 /// POSTs one signed delivery; Ok when ingest answered 2xx (Kafka has the record), else the
