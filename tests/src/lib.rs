@@ -747,6 +747,26 @@ impl Stack {
             && check(&self.publisher_group, &self.topics.commands, 1)
     }
 
+    /// Waits until the processor holds no due timer back (`tillstream_processor_timers_deferred`
+    /// is 0 once it has read input): with the `inputs` clock, the late-data rule has let go.
+    ///
+    /// # Errors
+    /// When that is not so within `timeout`.
+    pub async fn wait_no_timer_held(&self, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/metrics", lock(&self.processor).url());
+        wait_until("no timer held by the late-data rule", timeout, || {
+            let url = url.clone();
+            async move {
+                let text = get_ok(&url).await?;
+                let gauge = |name| prom_samples(&text, name).first().map(|(_, v)| *v);
+                let deferred = gauge("tillstream_processor_timers_deferred")?;
+                let read = gauge("tillstream_processor_events_total")?;
+                (deferred == 0.0 && read > 0.0).then_some(())
+            }
+        })
+        .await
+    }
+
     /// Waits until [`Stack::drained`] holds twice in a row with an unchanged commands topic and
     /// unchanged iterable-sim request count, at least 2 s apart.
     ///

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use schemas::{Action, IterableCommand};
-use tests::{Stack, StackOptions, check_outcome, get_ok, lock, prom_samples, send_all, wait_until};
+use tests::{Stack, StackOptions, check_outcome, lock, send_all};
 
 /// How long a lapse or abandonment due after the timeline's end may be, at least, for the
 /// test to be exact: the truth stops at the end, the heartbeats go on for the test's duration.
@@ -70,28 +70,12 @@ fn options() -> StackOptions {
     o
 }
 
-fn processor_gauge(text: &str, name: &str) -> Option<f64> {
-    prom_samples(text, name).first().map(|(_, v)| *v)
-}
-
 /// Waits until the processor holds no due timer back and everything is delivered.
 async fn settle(stack: &Stack, what: &str) {
-    let url = format!("{}/metrics", lock(&stack.processor).url());
-    wait_until(
-        &format!("{what}: no timer held by the late-data rule"),
-        Duration::from_secs(240),
-        || {
-            let url = url.clone();
-            async move {
-                let text = get_ok(&url).await?;
-                let deferred = processor_gauge(&text, "tillstream_processor_timers_deferred")?;
-                let raw = processor_gauge(&text, "tillstream_processor_events_total")?;
-                (deferred == 0.0 && raw > 0.0).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    stack
+        .wait_no_timer_held(Duration::from_secs(240))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
     stack.wait_drained(Duration::from_secs(240)).await.unwrap();
 }
 

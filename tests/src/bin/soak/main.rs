@@ -35,7 +35,7 @@ use tests::cluster::Cluster;
 use tests::probes::{Lane, Probes};
 use tests::{
     SECRET, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, get_ok, lane_pending, lock,
-    prom_samples, rfc3339_ms, wait_until,
+    prom_samples, rfc3339_ms,
 };
 
 use args::{Clock, args};
@@ -492,7 +492,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 // Heartbeats move this clock; the held timers fire once the late arrivals
                 // have settled.
-                Clock::Inputs => no_timer_held(&stack, a.drain_timeout).await?,
+                Clock::Inputs => stack.wait_no_timer_held(a.drain_timeout).await?,
             }
             stack.wait_drained(a.drain_timeout).await
         };
@@ -675,26 +675,6 @@ fn replication(kafka: &KafkaConfig, topic: &str) -> Option<usize> {
         .partitions()
         .first()
         .map(|p| p.replicas().len())
-}
-
-/// Waits until the processor holds no due timer back (`tillstream_processor_timers_deferred`
-/// is 0 while it has read input).
-///
-/// # Errors
-/// When that is not so within `timeout`.
-async fn no_timer_held(stack: &Stack, timeout: Duration) -> anyhow::Result<()> {
-    let url = format!("{}/metrics", lock(&stack.processor).url());
-    wait_until("no timer held by the late-data rule", timeout, || {
-        let url = url.clone();
-        async move {
-            let text = get_ok(&url).await?;
-            let gauge = |name| prom_samples(&text, name).first().map(|(_, v)| *v);
-            let deferred = gauge("tillstream_processor_timers_deferred")?;
-            let read = gauge("tillstream_processor_events_total")?;
-            (deferred == 0.0 && read > 0.0).then_some(())
-        }
-    })
-    .await
 }
 
 /// The processor's lag (sum over partitions); None while it does not answer.
