@@ -61,7 +61,7 @@ use crate::erasure::{ErasureConfig, ErasureError, Registry as Erasures};
 use crate::metrics::Metrics;
 use crate::partitioner::partition_for;
 use crate::state::PartitionState;
-use crate::txn::{CommitOutcome, Recovery, Txn};
+use crate::txn::{CommitThread, Recovery, Txn};
 use crate::watermark::WatermarkConfig;
 
 #[path = "engine_clock.rs"]
@@ -153,7 +153,7 @@ pub struct Engine<R: Rules> {
     partitions: HashMap<i32, PartitionState>,
     /// The transaction's state (crate::txn): open, committing on a helper thread while the
     /// next work's records are held, failed, rewinding, fenced.
-    txn: Txn<std::thread::JoinHandle<CommitOutcome>>,
+    txn: Txn<CommitThread>,
     txn_records: usize,
     txn_started: Instant,
     offsets: BTreeMap<(String, i32), i64>,

@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rules::Rules;
 
 use super::{Engine, EngineContext, EngineError, KAFKA_TIMEOUT};
-use crate::txn::{Held, Recovery, Route, Settled, TxnFailure, WorkStart};
+use crate::txn::{CommitThread, Held, Recovery, Route, Settled, TxnFailure, WorkStart};
 
 /// Fatal errors (fenced, producer unusable) end the engine; every other failure aborts.
 pub(super) fn classify(error: &KafkaError) -> TxnFailure {
@@ -242,20 +242,12 @@ impl<R: Rules> Engine<R> {
             return self.recover(consumer, recovery);
         }
         let producer = Arc::clone(&self.producer);
-        let spawned = std::thread::Builder::new()
-            .name("txn-commit".into())
-            .spawn(move || {
-                let started = Instant::now();
-                let result = (|| {
-                    if let Some(meta) = &meta {
-                        with_retries(|| {
-                            producer.send_offsets_to_transaction(&tpl, meta, KAFKA_TIMEOUT)
-                        })?;
-                    }
-                    with_retries(|| producer.commit_transaction(KAFKA_TIMEOUT))
-                })();
-                (result, started.elapsed().as_secs_f64())
-            });
+        let spawned = CommitThread::spawn(self.commit_deadline(), move || {
+            if let Some(meta) = &meta {
+                with_retries(|| producer.send_offsets_to_transaction(&tpl, meta, KAFKA_TIMEOUT))?;
+            }
+            with_retries(|| producer.commit_transaction(KAFKA_TIMEOUT))
+        });
         match spawned {
             Ok(handle) => self.txn.commit_started(handle).map_err(illegal),
             Err(e) => {
@@ -265,6 +257,13 @@ impl<R: Rules> Engine<R> {
                 )))
             }
         }
+    }
+
+    /// How long a commit may run before the engine gives up on the Kafka client: past the
+    /// transaction timeout the broker aborts the transaction anyway; a client call gets one
+    /// more Kafka timeout to report it.
+    fn commit_deadline(&self) -> Duration {
+        self.cfg.transaction_timeout + KAFKA_TIMEOUT
     }
 
     /// Takes the result of the commit in flight (waiting for it when `wait`, else only if it

@@ -22,6 +22,7 @@
 //! | commit fails while partitions are revoked | `Committing` → `Failed` → `abort(AbortOnly)` → `Idle` (the partitions' next owner restores them) |
 //! | assignment lost (mid-commit or not) | any → `abort(AbortOnly)`: waits for the commit in flight, aborts what is open, drops held records → `Idle` |
 //! | fatal (fenced, producer unusable), also while records are held | → `Fenced`: held records dropped, every later step refused, the engine exits |
+//! | commit still running past its deadline (a client stuck on a moved coordinator) | `Committing` → `Fenced` ([`CommitThread`]): the instance restarts |
 //! | crash (`kill -9`) | no transition: the broker aborts the open transaction (`init_transactions` of the restarted instance, or the transaction timeout) |
 
 /// Why a transaction step failed, and what that allows.
@@ -44,15 +45,74 @@ pub(crate) trait InFlight {
     fn wait(self) -> CommitOutcome;
 }
 
-impl InFlight for std::thread::JoinHandle<CommitOutcome> {
+/// A commit running on a helper thread, with a deadline.
+///
+/// librdkafka's `send_offsets_to_transaction` can block past its own timeout when the group
+/// coordinator it cached went away (a broker restart: confluentinc/librdkafka#5456, #5511),
+/// and the engine would then hold its records forever with the commit in flight. Past the
+/// deadline the commit counts as a fatal failure: the state becomes `Fenced` and the instance
+/// restarts, which is safe at any instant (the broker aborts what was not committed, and the
+/// restarted instance resumes from the committed offsets).
+pub(crate) struct CommitThread {
+    /// (In a mutex only so the engine stays `Sync`; one owner ever reads it.)
+    outcome: std::sync::Mutex<std::sync::mpsc::Receiver<CommitOutcome>>,
+    handle: std::thread::JoinHandle<()>,
+    started: std::time::Instant,
+    deadline: std::time::Duration,
+}
+
+impl CommitThread {
+    /// Runs `commit` on a thread named `txn-commit`.
+    pub(crate) fn spawn(
+        deadline: std::time::Duration,
+        commit: impl FnOnce() -> Result<(), TxnFailure> + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, outcome) = std::sync::mpsc::sync_channel(1);
+        let started = std::time::Instant::now();
+        let handle = std::thread::Builder::new()
+            .name("txn-commit".into())
+            .spawn(move || {
+                let result = commit();
+                // The receiver is gone only if the engine gave up on this commit.
+                let _ = tx.send((result, started.elapsed().as_secs_f64()));
+            })?;
+        Ok(Self {
+            outcome: std::sync::Mutex::new(outcome),
+            handle,
+            started,
+            deadline,
+        })
+    }
+}
+
+impl InFlight for CommitThread {
     fn is_finished(&self) -> bool {
-        std::thread::JoinHandle::is_finished(self)
+        self.handle.is_finished() || self.started.elapsed() >= self.deadline
     }
 
     fn wait(self) -> CommitOutcome {
-        self.join()
-            .unwrap_or_else(|_| (Err(TxnFailure::Fatal("commit thread panicked".into())), 0.0))
+        let left = self.deadline.saturating_sub(self.started.elapsed());
+        let outcome = match self.outcome.into_inner() {
+            Ok(rx) => rx.recv_timeout(left),
+            Err(poisoned) => poisoned.into_inner().recv_timeout(left),
+        };
+        match outcome {
+            Ok(outcome) => outcome,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => overdue(self.started, self.deadline),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => (
+                Err(TxnFailure::Fatal("commit thread panicked".into())),
+                self.started.elapsed().as_secs_f64(),
+            ),
+        }
     }
+}
+
+fn overdue(started: std::time::Instant, deadline: std::time::Duration) -> CommitOutcome {
+    let secs = started.elapsed().as_secs_f64();
+    let message = format!(
+        "the commit was still running after {secs:.1} s (deadline {deadline:?}): the Kafka client is stuck, restarting"
+    );
+    (Err(TxnFailure::Fatal(message)), secs)
 }
 
 /// A record waiting for its transaction to begin.

@@ -272,3 +272,53 @@ fn records_cannot_be_sent_without_work() {
     let mut idle: Txn<Script> = Txn::Idle;
     assert!(idle.commit_started(s).is_err(), "nothing open to commit");
 }
+
+/// A commit thread stuck inside the Kafka client (librdkafka#5456: `send_offsets_to_transaction`
+/// ignores its timeout after a coordinator moves) ends as fatal at its deadline instead of
+/// leaving the engine committing, with its records held, forever.
+#[test]
+fn a_commit_stuck_past_its_deadline_fences_the_engine() {
+    let (_release, stuck) = std::sync::mpsc::channel::<()>();
+    let commit = CommitThread::spawn(std::time::Duration::from_millis(100), move || {
+        // Blocks until the test ends (the sender is dropped then).
+        let _ = stuck.recv();
+        Ok(())
+    })
+    .unwrap();
+    let mut txn = Txn::Open;
+    txn.commit_started(commit).unwrap();
+    assert!(matches!(txn.work(), Ok(WorkStart::Hold)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let settled = loop {
+        if let Some(s) = txn.settle(false) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck commit never settled"
+        );
+        std::thread::yield_now();
+    };
+    assert!(matches!(settled, Settled::Fenced(m) if m.contains("still running")));
+    assert_eq!(txn.name(), "Fenced");
+}
+
+/// Waiting for a stuck commit (a revocation, shutdown) is bounded by the deadline too, and a
+/// commit that ends in time reports its own outcome.
+#[test]
+fn waiting_for_a_commit_is_bounded_by_its_deadline() {
+    let (_release, stuck) = std::sync::mpsc::channel::<()>();
+    let commit = CommitThread::spawn(std::time::Duration::from_millis(100), move || {
+        let _ = stuck.recv();
+        Ok(())
+    })
+    .unwrap();
+    let (result, _) = commit.wait();
+    assert!(matches!(result, Err(TxnFailure::Fatal(_))), "{result:?}");
+
+    let quick = CommitThread::spawn(std::time::Duration::from_secs(30), || {
+        Err(TxnFailure::Abort("x".into()))
+    })
+    .unwrap();
+    assert_eq!(quick.wait().0, Err(TxnFailure::Abort("x".into())));
+}

@@ -30,6 +30,11 @@ pub struct State {
     /// Email keys: which customers claimed this address (the email → customer index).
     #[serde(default, rename = "cl", skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<Claim>,
+    /// Email keys nobody claims and that never sent anything: the commands held until no claim
+    /// can still be in flight (see `email_index::hold`), each an encoded
+    /// [`schemas::IterableCommand`] in base64.
+    #[serde(default, rename = "hc", skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 /// One customer's claim on an email key, a last-writer-wins register per customer: "this is my
@@ -374,6 +379,10 @@ pub const P_RECENT_REFUND: u16 = 1 << 3;
 /// Email keys: a guest profile was written to Iterable before a customer claimed the address
 /// (so an erasure must still reach that user).
 pub const P_GUEST_SENT: u16 = 1 << 4;
+
+/// Email keys: the guest's held commands went out (no customer had claimed the address when
+/// every input up to them was in); from then on the guest's commands go out at once.
+pub const P_GUEST_RELEASED: u16 = 1 << 5;
 
 /// Serde's skip test for counters, flags and times that default to zero.
 fn is_zero<T: Default + PartialEq>(v: &T) -> bool {

@@ -20,21 +20,22 @@
 //! whatever order the messages arrive in; an email change releases the old address, which is
 //! a guest's again from then on.
 
-use schemas::{CustomerKey, KeyKind, ShopDomain, ShopifyEnvelope};
+use base64::Engine as _;
+use schemas::{Action, CustomerKey, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use crate::aggregate::{
-    CheckoutFact, FirstPending, O_CANCEL_SENT, O_FULFILL_SENT, OrderFact, P_GUEST_SENT,
-    PendingRefund, Person, State, keep_earliest,
+    CheckoutFact, FirstPending, O_CANCEL_SENT, O_FULFILL_SENT, OrderFact, P_GUEST_RELEASED,
+    P_GUEST_SENT, PendingRefund, Person, State, keep_earliest,
 };
-use crate::domain::{RuleError, Timer};
+use crate::domain::{Effect, RuleError, Timer};
 use crate::emit::Cx;
 use crate::routing::{CHECKOUT_COMPLETED, CompletionMsg};
 use crate::shopify::Placement;
-use crate::{checkout, first_purchase, profile, refunds};
+use crate::{checkout, first_purchase, ids, profile, refunds};
 
 /// See the module table.
 pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
@@ -54,6 +55,73 @@ pub(crate) const GUEST_PROFILE: &str = "guest-profile";
 pub(crate) fn defer_profile(cx: &mut Cx<'_>) {
     let at = cx.ctx.event_time_ms;
     cx.set_timer(GUEST_PROFILE, GUEST_PROFILE.to_owned(), at, json!({}));
+}
+
+/// Whether the key's Iterable commands are held: an email key nobody claims now that has not
+/// released anything yet. A guest's command addresses the user by email, and in Iterable that
+/// creates the user if missing; if the address is a registered customer's whose claim is still
+/// in flight, the customer's own profile then finds its email taken by a second user. So the
+/// guest's first commands wait for the same point as its profile ([`defer_profile`]): every
+/// input up to them is in, and a customer who registered earlier has claimed the address.
+pub(crate) fn holds(key: &CustomerKey, state: &State) -> bool {
+    key.kind() == KeyKind::Email && state.email_owner().is_none() && !released(state)
+}
+
+fn released(state: &State) -> bool {
+    state
+        .person
+        .as_ref()
+        .is_some_and(|p| p.flags & P_GUEST_RELEASED != 0)
+}
+
+/// On a key that [`holds`]: keeps the output's commands in the state, or with `release` (its
+/// deferred profile write is due and nobody claimed the address) sends what was held first
+/// and lets later commands go out at once. A newer cart replaces a held one.
+pub(crate) fn hold(state: &mut State, out: Vec<Effect>, release: bool) -> Vec<Effect> {
+    if release {
+        state.person_mut().flags |= P_GUEST_RELEASED;
+        let mut all: Vec<Effect> = decode_held(&std::mem::take(&mut state.held))
+            .into_iter()
+            .map(Effect::Command)
+            .collect();
+        all.extend(out);
+        return all;
+    }
+    let mut rest = Vec::with_capacity(out.len());
+    for e in out {
+        match e {
+            Effect::Command(c) => {
+                let Ok(bytes) = c.encode() else {
+                    // Every command the rules build encodes; never drop one silently.
+                    rest.push(Effect::Command(c));
+                    continue;
+                };
+                if matches!(c.action, Action::UpdateCart { .. }) {
+                    state.held.retain(|h| {
+                        decode_held(std::slice::from_ref(h))
+                            .first()
+                            .is_none_or(|h| !matches!(h.action, Action::UpdateCart { .. }))
+                    });
+                }
+                state.held.push(b64().encode(bytes));
+            }
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD_NO_PAD
+}
+
+/// Held commands back from [`State::held`] (an entry that does not decode is skipped: the
+/// rules wrote every one of them).
+fn decode_held(held: &[String]) -> Vec<IterableCommand> {
+    held.iter()
+        .filter_map(|h| b64().decode(h).ok())
+        .filter_map(|b| IterableCommand::decode(&b).ok())
+        .collect()
 }
 
 /// Body of `tillstream/email-claim`.
@@ -91,6 +159,10 @@ pub(crate) struct HistoryMsg {
     /// The shop currency the guest's orders taught (events carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// The guest's purchases of these orders that were held and never sent (see [`holds`]),
+    /// encoded as in [`State::held`]: the owner sends them as its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purchases: Vec<String>,
 }
 
 fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
@@ -135,11 +207,23 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
         topic: EMAIL_CLAIM.into(),
         message: format!("bad owner key {:?}", m.owner),
     })?;
-    let guest_sent = profile::erasure_identity(cx.cfg, cx.key, state).is_some();
+    // What the guest held never left tillstream (see [`holds`]): the owner sends it.
+    let released = released(state);
+    let guest_sent = released && profile::erasure_identity(cx.cfg, cx.key, state).is_some();
     // Without an identity (a user-id project that skips guests) nothing the guest "sent"
-    // left tillstream: the owner must send it.
-    let had_identity = profile::identity(cx.cfg, cx.key, state).is_some();
+    // left tillstream either: the owner must send it.
+    let had_identity = released && profile::identity(cx.cfg, cx.key, state).is_some();
     state.merge_claim(owner.as_str(), m.at_ms, m.held);
+    // Held commands never went out: the owner sends the purchases (it gets the orders' facts,
+    // not the payloads a purchase is built from) and re-derives everything else.
+    let held: Vec<IterableCommand> = if state.email_owner().is_some() {
+        decode_held(&std::mem::take(&mut state.held))
+            .into_iter()
+            .filter(|c| matches!(c.action, Action::TrackPurchase { .. }))
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Each order and checkout goes to whoever held the address when it happened, so the
     // split is the same whichever claim or release arrived first.
     let mut parts: BTreeMap<String, HistoryMsg> = BTreeMap::new();
@@ -167,6 +251,23 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     for p in refunds::take_pending(cx, state, |id| part_of(&parts, id).is_some()) {
         if let Some(w) = part_of(&parts, p.order_id) {
             parts.entry(w).or_default().refunds_pending.push(p);
+        }
+    }
+    for c in held {
+        let order = parts.iter().find_map(|(w, h)| {
+            h.orders
+                .iter()
+                .any(|o| {
+                    ids::command_id(cx.shop(), "purchase", &[&o.id.to_string()]) == c.command_id
+                })
+                .then(|| w.clone())
+        });
+        if let (Some(w), Ok(bytes)) = (order, c.encode()) {
+            parts
+                .entry(w)
+                .or_default()
+                .purchases
+                .push(b64().encode(bytes));
         }
     }
     let currency = state.person.as_ref().and_then(|p| p.currency.clone());
@@ -209,6 +310,7 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
             continue;
         };
         if !(history.orders.is_empty()
+            && history.purchases.is_empty()
             && history.refunds_pending.is_empty()
             && history.checkouts.is_empty()
             && history.external_orders.is_empty()
@@ -340,6 +442,10 @@ pub(crate) fn on_history(cx: &mut Cx<'_>, state: &mut State, m: HistoryMsg) {
         }
     }
     first_purchase::adopt(cx, state, m.first_pending, m.first_announced);
+    // The guest's held purchases go to this key's user, under their own ids.
+    for c in decode_held(&m.purchases) {
+        cx.command(c.command_id, c.event_time_ms, c.action);
+    }
 }
 
 /// Merges another key's view of an order, the same way payloads merge.

@@ -112,6 +112,8 @@ impl MarketingRules {
         refunds::derive_recent(&mut cx, &mut next);
 
         let after_id = profile::identity(&self.cfg, key, &next);
+        let hold = email_index::holds(key, &next);
+        let mut defer = false;
         let mut lists = Vec::new();
         let mut upsert = None;
         if after_id.is_some() {
@@ -125,16 +127,25 @@ impl MarketingRules {
             let changed = profile::diff(&base, &after_fields);
             if key.kind() == KeyKind::Email && !cx.full_profile {
                 // A guest's profile waits until no claim can still be in flight.
-                if !changed.is_empty() {
-                    email_index::defer_profile(&mut cx);
-                }
+                defer = !changed.is_empty();
             } else {
                 upsert = profile::upsert(&cx, changed);
             }
             profile::reconcile_subscriptions(&cx, &mut next, &mut lists);
         }
+        // So do an unclaimed guest's first commands (email_index::holds).
+        defer |= hold && !cx.full_profile && !(cx.cmds.is_empty() && lists.is_empty());
+        if defer {
+            email_index::defer_profile(&mut cx);
+        }
+        let release = cx.full_profile;
         *state = next;
-        Ok(cx.finish(after_id, upsert, lists))
+        let out = cx.finish(after_id, upsert, lists);
+        Ok(if hold {
+            email_index::hold(state, out, release)
+        } else {
+            out
+        })
     }
 }
 

@@ -366,6 +366,32 @@ impl StackOptions {
             log_level: "info".to_owned(),
         }
     }
+
+    /// The production timer rule (`engine.timers.clock = "inputs"`: a timer fires only once
+    /// every partition's inputs up to its due time are in, forwarded ones included) scaled
+    /// down for a test: ingest heartbeats every 500 ms move time, the late-arrival hold is 5 s.
+    /// `TILLSTREAM_TEST_TIMER_CLOCK=stream_time` runs the raw input's stream time instead (to
+    /// see what the production rule guards against). `extra` adds `engine.timers` settings.
+    #[must_use]
+    pub fn live_timers(mut self, extra: &[(&str, &str)]) -> Self {
+        self.event_time_only = false;
+        self.ingest_env
+            .push(("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into()));
+        let clock =
+            std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
+        let base = [
+            ("CLOCK", clock.as_str()),
+            ("DELIVERY_GRACE", "1s"),
+            ("LATE_SETTLE", "5s"),
+            ("ANNOUNCE_INTERVAL", "200ms"),
+        ];
+        self.processor_env.extend(
+            base.iter()
+                .chain(extra)
+                .map(|(k, v)| (format!("TILLSTREAM__ENGINE__TIMERS__{k}"), (*v).to_owned())),
+        );
+        self
+    }
 }
 
 /// The whole stack: topics, iterable-sim, ingest, processor, publisher, and a supervisor that

@@ -53,21 +53,7 @@ fn scenario() -> shopify_sim::Scenario {
 }
 
 fn options() -> StackOptions {
-    let mut o = StackOptions::historical(runtime::testing::kafka());
-    o.event_time_only = false;
-    o.ingest_env = vec![("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into())];
-    let clock =
-        std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
-    o.processor_env = [
-        ("CLOCK", clock.as_str()),
-        ("DELIVERY_GRACE", "1s"),
-        ("LATE_SETTLE", "5s"),
-        ("ANNOUNCE_INTERVAL", "200ms"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("TILLSTREAM__ENGINE__TIMERS__{k}"), v.to_owned()))
-    .collect();
-    o
+    StackOptions::historical(runtime::testing::kafka()).live_timers(&[])
 }
 
 /// Waits until the processor holds no due timer back and everything is delivered.

@@ -99,25 +99,11 @@ fn order(id: u64, customer: u64, email: &str, checkout_token: &str, ms: i64) -> 
 
 /// The stack with live timers scaled down.
 async fn stack() -> Stack {
-    let mut o = StackOptions::historical(runtime::testing::kafka());
-    o.event_time_only = false;
+    let mut o = StackOptions::historical(runtime::testing::kafka())
+        .live_timers(&[("HEARTBEAT_GAP", "3s"), ("RETRY_HORIZON", "40s")]);
     o.rules_toml = "[checkout]\nabandon_after_minutes = 1\n[winback]\nlapse_days = 1\n\
                     [timing]\nout_of_order_grace = \"2s\"\n"
         .to_owned();
-    o.ingest_env = vec![("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into())];
-    let clock =
-        std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
-    o.processor_env = [
-        ("CLOCK", clock.as_str()),
-        ("DELIVERY_GRACE", "1s"),
-        ("HEARTBEAT_GAP", "3s"),
-        ("RETRY_HORIZON", "40s"),
-        ("LATE_SETTLE", "5s"),
-        ("ANNOUNCE_INTERVAL", "200ms"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (format!("TILLSTREAM__ENGINE__TIMERS__{k}"), v.to_owned()))
-    .collect();
     let s = Stack::start(o).await.expect("stack");
     s.wait_ready(Duration::from_secs(120)).await.expect("ready");
     s
