@@ -67,11 +67,12 @@ pub(crate) fn holds(key: &CustomerKey, state: &State) -> bool {
     key.kind() == KeyKind::Email && state.email_owner().is_none() && !released(state)
 }
 
+/// Whether the guest's commands went out (released, or written before an earlier claim).
 fn released(state: &State) -> bool {
     state
         .person
         .as_ref()
-        .is_some_and(|p| p.flags & P_GUEST_RELEASED != 0)
+        .is_some_and(|p| p.flags & (P_GUEST_RELEASED | P_GUEST_SENT) != 0)
 }
 
 /// On a key that [`holds`]: keeps the output's commands in the state, or with `release` (its

@@ -362,12 +362,14 @@ fn a_guest_who_registers_later_brings_their_history() {
     }
 }
 
-/// A guest profile written before the customer claimed the address is still erased.
+/// A guest profile written before the customer claimed the address is still erased, also
+/// after the customer's later payloads claimed the address again.
 #[test]
 fn redacting_a_customer_forgets_the_guest_profile_written_before_the_claim() {
     let mut h = harness(IdentityMode::Hybrid, None);
     h.deliver(order(4031, None, T0, "50.00"));
     h.deliver(customer_created(T0 + DAY));
+    h.deliver(order(4032, Some(C), T0 + DAY + HOUR, "20.00"));
     h.deliver(envelope(
         "customers/redact",
         &serde_json::json!({"shop_id": 1, "shop_domain": SHOP,
