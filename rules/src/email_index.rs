@@ -160,10 +160,10 @@ pub(crate) struct HistoryMsg {
     /// The shop currency the guest's orders taught (events carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
-    /// The guest's purchases of these orders that were held and never sent (see [`holds`]),
+    /// The guest's commands about these orders that were held and never sent (see [`holds`]),
     /// encoded as in [`State::held`]: the owner sends them as its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub purchases: Vec<String>,
+    pub order_commands: Vec<String>,
 }
 
 fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
@@ -209,19 +209,19 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
         message: format!("bad owner key {:?}", m.owner),
     })?;
     // What the guest held never left tillstream (see [`holds`]): the owner sends it.
+    // Only what the guest released reached Iterable under the address (see [`holds`]).
     let released = released(state);
     let guest_sent = released && profile::erasure_identity(cx.cfg, cx.key, state).is_some();
     // Without an identity (a user-id project that skips guests) nothing the guest "sent"
-    // left tillstream either: the owner must send it.
-    let had_identity = released && profile::identity(cx.cfg, cx.key, state).is_some();
+    // left tillstream: the owner must send it.
+    let had_identity = profile::identity(cx.cfg, cx.key, state).is_some();
     state.merge_claim(owner.as_str(), m.at_ms, m.held);
-    // Held commands never went out: the owner sends the purchases (it gets the orders' facts,
-    // not the payloads a purchase is built from) and re-derives everything else.
+    // Held commands never went out. The owner sends the ones an order's payload made (the
+    // purchase, fulfilment, cancellation: it gets the orders' facts, not the payloads, and
+    // their ids depend on the order only); it re-derives the rest, the first purchase
+    // included (its id names the key that announces it).
     let held: Vec<IterableCommand> = if state.email_owner().is_some() {
         decode_held(&std::mem::take(&mut state.held))
-            .into_iter()
-            .filter(|c| matches!(c.action, Action::TrackPurchase { .. }))
-            .collect()
     } else {
         Vec::new()
     };
@@ -248,26 +248,26 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     };
     let (pending, announced) =
         first_purchase::hand_over(cx, state, |id| part_of(&parts, id).is_some());
-    let announced = announced.filter(|_| had_identity);
+    let announced = announced.filter(|_| had_identity && released);
     for p in refunds::take_pending(cx, state, |id| part_of(&parts, id).is_some()) {
         if let Some(w) = part_of(&parts, p.order_id) {
             parts.entry(w).or_default().refunds_pending.push(p);
         }
     }
     for c in held {
-        let order = parts.iter().find_map(|(w, h)| {
-            h.orders
+        let of_order = |o: &OrderFact| {
+            ["purchase", "order-fulfilled", "order-cancelled"]
                 .iter()
-                .any(|o| {
-                    ids::command_id(cx.shop(), "purchase", &[&o.id.to_string()]) == c.command_id
-                })
-                .then(|| w.clone())
-        });
+                .any(|kind| ids::command_id(cx.shop(), kind, &[&o.id.to_string()]) == c.command_id)
+        };
+        let order = parts
+            .iter()
+            .find_map(|(w, h)| h.orders.iter().any(of_order).then(|| w.clone()));
         if let (Some(w), Ok(bytes)) = (order, c.encode()) {
             parts
                 .entry(w)
                 .or_default()
-                .purchases
+                .order_commands
                 .push(b64().encode(bytes));
         }
     }
@@ -311,7 +311,7 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
             continue;
         };
         if !(history.orders.is_empty()
-            && history.purchases.is_empty()
+            && history.order_commands.is_empty()
             && history.refunds_pending.is_empty()
             && history.checkouts.is_empty()
             && history.external_orders.is_empty()
@@ -443,8 +443,8 @@ pub(crate) fn on_history(cx: &mut Cx<'_>, state: &mut State, m: HistoryMsg) {
         }
     }
     first_purchase::adopt(cx, state, m.first_pending, m.first_announced);
-    // The guest's held purchases go to this key's user, under their own ids.
-    for c in decode_held(&m.purchases) {
+    // The guest's held order commands go to this key's user, under their own ids.
+    for c in decode_held(&m.order_commands) {
         cx.command(c.command_id, c.event_time_ms, c.action);
     }
 }

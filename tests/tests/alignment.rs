@@ -102,8 +102,8 @@ fn outcome<'a>(cmds: impl IntoIterator<Item = &'a IterableCommand>) -> Outcome {
             Action::UpdateCart { .. } => {}
             // The action, not the key that sent it: a registered customer's guest order read
             // before the claim (a backlog reads the raw topic ahead of the repartition topic)
-            // has its purchase and order events sent by the email key, addressed by email,
-            // which in a hybrid project is the customer's user; the truth check above
+            // has its purchase and order events held by the email key and handed to the
+            // customer key with the claim, while live they are forwarded; the truth check
             // verifies where they landed.
             other => {
                 by_id.insert(c.command_id.clone(), format!("{other:?}"));
