@@ -445,14 +445,15 @@ impl Stack {
             "p0",
         )?;
         let stop = Arc::new(AtomicBool::new(false));
+        let wrap = |s| Arc::new(Mutex::new(s));
         let mut stack = Stack {
             kafka: options.kafka.clone(),
             topics,
             dir,
             sim,
-            ingest,
-            processor,
-            publisher,
+            ingest: wrap(ingest),
+            processor: wrap(processor),
+            publisher: wrap(publisher),
             application_id,
             publisher_group,
             options,
@@ -476,7 +477,7 @@ impl Stack {
         application_id: &str,
         publisher_group: &str,
         instance: &str,
-    ) -> anyhow::Result<(Shared, Shared, Shared)> {
+    ) -> anyhow::Result<(Service, Service, Service)> {
         let rules = dir.join(format!("rules-{application_id}.toml"));
         std::fs::write(&rules, &o.rules_toml)?;
         let mut common = runtime::testing::service_env(&o.kafka, topics);
@@ -546,9 +547,31 @@ impl Stack {
         env.extend(o.publisher_env.iter().cloned());
         let p = port(&mut env);
         let publisher = Service::new("publisher", bin_path("publisher"), env, p, dir);
+        Ok((ingest, processor, publisher))
+    }
 
-        let wrap = |s| Arc::new(Mutex::new(s));
-        Ok((wrap(ingest), wrap(processor), wrap(publisher)))
+    /// Another processor instance (`instance`: its own transactional id, HTTP port and log) and
+    /// another publisher, in the same groups as the stack's: not started and not supervised,
+    /// for scale-out and rolling restarts.
+    ///
+    /// # Errors
+    /// When the rules file cannot be written.
+    pub fn extra_instances(&self, instance: &str) -> anyhow::Result<(Service, Service)> {
+        let (_, mut processor, mut publisher) = Self::services(
+            &self.options,
+            &self.topics,
+            &self.dir,
+            &self.sim,
+            &self.application_id,
+            &self.publisher_group,
+            instance,
+        )?;
+        for (s, kind) in [(&mut processor, "processor"), (&mut publisher, "publisher")] {
+            s.name = format!("{kind}-{instance}");
+            s.log = self.dir.join(format!("{}.log", s.name));
+            s.supervised = false;
+        }
+        Ok((processor, publisher))
     }
 
     fn supervise(&mut self) {
@@ -627,6 +650,7 @@ impl Stack {
             &self.publisher_group,
             "p0",
         )?;
+        let processor = Arc::new(Mutex::new(processor));
         lock(&processor).start();
         // The supervisor holds the old handle; the old one stays stopped (not supervised).
         lock(&self.processor).supervised = false;

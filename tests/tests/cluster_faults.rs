@@ -1,6 +1,9 @@
-//! The e2e scenario on a private three-broker cluster (RF 3, `min.insync.replicas` 2): kill -9
-//! of the broker leading most raw and command partitions mid-stream, kept down while
-//! deliveries flow, then brought back; Iterable must end exactly as `expected.json` says.
+//! The e2e scenario on a private three-broker cluster (RF 3, `min.insync.replicas` 2), under
+//! the faults of a production cluster: (a) kill -9 of the broker leading most raw and command
+//! partitions mid-stream, kept down while deliveries flow, then brought back, and ingest's
+//! answer below `min.insync.replicas`; (b) a rolling restart of the three brokers; (c) a
+//! scale-out from one processor to three, then a rolling restart of the three processors and
+//! two publishers. Each time Iterable must end exactly as `expected.json` says.
 //!
 //! Starts its own cluster through `scripts/kafka cluster` on free ports (never the shared
 //! broker) and stops it at the end. One command:
@@ -41,53 +44,121 @@ fn replicas(kafka: &KafkaConfig, topic: &str) -> Vec<usize> {
         .collect()
 }
 
-// Heavy (three JVM brokers, ~4-7 min) and not yet reliable enough for CI (1 of 3 runs passed,
-// see docs/benchmarks.md): a documented command, `cargo test -p tests --test cluster_faults --
+/// Partitions of `topics` whose in-sync replicas are fewer than their replicas.
+fn under_replicated(kafka: &KafkaConfig, topics: &[&str]) -> usize {
+    let c: BaseConsumer = kafka.client("cluster-faults-probe").create().unwrap();
+    let Ok(md) = c.fetch_metadata(None, Duration::from_secs(30)) else {
+        return usize::MAX;
+    };
+    md.topics()
+        .iter()
+        .filter(|t| topics.contains(&t.name()))
+        .flat_map(|t| t.partitions())
+        .filter(|p| p.isr().len() < p.replicas().len())
+        .count()
+}
+
+/// A cluster, the stack on it, and the scenario being sent over `secs` seconds.
+struct Run {
+    started: Instant,
+    cluster: Arc<Cluster>,
+    kafka: KafkaConfig,
+    sc: shopify_sim::Scenario,
+    n: i64,
+    stack: Arc<Stack>,
+    sender: tokio::task::JoinHandle<anyhow::Result<shopify_sim::SendReport>>,
+}
+
+impl Run {
+    async fn begin(secs: f64) -> Run {
+        let started = Instant::now();
+        let cluster = Arc::new(
+            tokio::task::spawn_blocking(Cluster::start)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+        eprintln!(
+            "cluster {} up at {:?}",
+            cluster.bootstrap(),
+            started.elapsed()
+        );
+        let kafka = KafkaConfig::new(cluster.bootstrap());
+        let sc = scenario(&ci_scenario()).unwrap();
+        let n = sc.deliveries.len() as i64;
+        let mut o = StackOptions::historical(kafka.clone());
+        o.publisher_env
+            .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));
+        let stack = Arc::new(Stack::start(o).await.unwrap());
+        eprintln!("logs in {}", stack.dir.display());
+        assert!(
+            replicas(&kafka, &stack.topics.raw).iter().all(|r| *r == 3),
+            "topics apply on a three-broker cluster creates RF 3 topics"
+        );
+        let sender = {
+            let (url, deliveries) = (stack.webhook_url(), sc.deliveries.clone());
+            tokio::spawn(async move { send_all(&url, deliveries, n as f64 / secs).await })
+        };
+        Run {
+            started,
+            cluster,
+            kafka,
+            sc,
+            n,
+            stack,
+            sender,
+        }
+    }
+
+    fn raw(&self) -> i64 {
+        self.stack
+            .total(&self.stack.topics.raw, self.stack.topics.partitions)
+    }
+
+    /// Waits until `share` of the deliveries are in Kafka and Iterable has seen requests.
+    async fn wait_sent(&self, share: i64) {
+        wait_until(
+            &format!("1/{share} of the deliveries in Kafka and Iterable requests"),
+            Duration::from_secs(180),
+            || {
+                let ok = self.raw() >= self.n / share
+                    && self.stack.sim_state().stats().totals.requests > 0;
+                async move { ok.then_some(()) }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Waits for the sender, then for the outcome, and compares it with the truth; no dead
+    /// letters.
+    async fn finish(self, what: &str) -> (Arc<Cluster>, Arc<Stack>) {
+        let report = self.sender.await.unwrap().unwrap();
+        finish_and_compare(&self.stack, &self.sc, &report, self.started, what).await;
+        let t = &self.stack.topics;
+        for dlq in [&t.processor_dlq, &t.publisher_dlq] {
+            assert_eq!(
+                self.stack.side_topic_records(dlq),
+                0,
+                "dead letters in {dlq}"
+            );
+        }
+        eprintln!("{what}: total {:?}", self.started.elapsed());
+        (self.cluster, self.stack)
+    }
+}
+
+// Heavy (three JVM brokers, ~4-7 min each) and not yet reliable enough for CI (see
+// docs/benchmarks.md): a documented command, `cargo test -p tests --test cluster_faults --
 // --ignored`, like the soak.
 #[ignore = "three-broker cluster suite: cargo test -p tests --test cluster_faults -- --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
-    let started = Instant::now();
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(Cluster::start)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
-    eprintln!(
-        "cluster {} up at {:?}",
-        cluster.bootstrap(),
-        started.elapsed()
-    );
-    let kafka = KafkaConfig::new(cluster.bootstrap());
-    let cfg = ci_scenario();
-    let sc = scenario(&cfg).unwrap();
-    let n = sc.deliveries.len() as i64;
-    let mut o = StackOptions::historical(kafka.clone());
-    o.publisher_env
-        .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));
-    let stack = Arc::new(Stack::start(o).await.unwrap());
-    eprintln!("logs in {}", stack.dir.display());
+    let run = Run::begin(40.0).await;
+    run.wait_sent(4).await;
+    let (started, cluster, kafka, n) = (run.started, run.cluster.clone(), run.kafka.clone(), run.n);
+    let stack = run.stack.clone();
     let t = &stack.topics;
-    assert!(
-        replicas(&kafka, &t.raw).iter().all(|r| *r == 3),
-        "topics apply on a three-broker cluster creates RF 3 topics"
-    );
-    let sender = {
-        let (url, deliveries) = (stack.webhook_url(), sc.deliveries.clone());
-        tokio::spawn(async move { send_all(&url, deliveries, n as f64 / 40.0).await })
-    };
-    wait_until(
-        "a quarter of the deliveries in Kafka and Iterable requests",
-        Duration::from_secs(180),
-        || {
-            let ok = stack.total(&t.raw, t.partitions) >= n / 4
-                && stack.sim_state().stats().totals.requests > 0;
-            async move { ok.then_some(()) }
-        },
-    )
-    .await
-    .unwrap();
 
     // kill -9 the broker leading most raw and command partitions, keep it down while a
     // further sixth of the deliveries goes through the two survivors, then bring it back.
@@ -134,18 +205,9 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
         .unwrap();
     eprintln!("broker {victim} back at {:?}", started.elapsed());
 
-    let report = sender.await.unwrap().unwrap();
-    finish_and_compare(
-        &stack,
-        &sc,
-        &report,
-        started,
-        "a broker kill on the cluster",
-    )
-    .await;
-    for dlq in [&t.processor_dlq, &t.publisher_dlq] {
-        assert_eq!(stack.side_topic_records(dlq), 0, "dead letters in {dlq}");
-    }
+    let sc = run.sc.clone();
+    drop(stack);
+    let (cluster, stack) = run.finish("a broker kill on the cluster").await;
 
     // With two brokers of three down no write can reach min.insync.replicas (2): ingest must
     // refuse the delivery (503, Shopify retries later), never answer 2xx for a record only one
@@ -173,6 +235,139 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
         "a record below min.insync.replicas must not be acknowledged"
     );
     eprintln!("total {:?}", started.elapsed());
+    if let Ok(stack) = Arc::try_unwrap(stack) {
+        stack.shutdown().await;
+    }
+    drop(cluster);
+}
+
+/// (b) Each broker in turn stopped and started again (what an upgrade does), the next one only
+/// once every partition is fully replicated again, while deliveries flow.
+#[ignore = "three-broker cluster suite: cargo test -p tests --test cluster_faults -- --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_the_brokers_under_load_reaches_the_expected_outcome() {
+    let run = Run::begin(60.0).await;
+    run.wait_sent(5).await;
+    let t = run.stack.topics.clone();
+    let topics = [
+        t.raw.as_str(),
+        t.commands.as_str(),
+        t.changelog.as_str(),
+        t.repartition.as_str(),
+    ];
+    for node in 1..=3u8 {
+        let at = Instant::now();
+        let before = run.raw();
+        let c = run.cluster.clone();
+        tokio::task::spawn_blocking(move || c.restart(node))
+            .await
+            .unwrap()
+            .unwrap();
+        let k = run.kafka.clone();
+        let topics: Vec<String> = topics.iter().map(|s| (*s).to_owned()).collect();
+        wait_until(
+            "every partition back to three in-sync replicas",
+            Duration::from_secs(180),
+            || {
+                let (k, topics) = (k.clone(), topics.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                        (under_replicated(&k, &names) == 0).then_some(())
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+                }
+            },
+        )
+        .await
+        .unwrap();
+        eprintln!(
+            "broker {node} restarted and in sync again in {:?} ({} raw records meanwhile) at {:?}",
+            at.elapsed(),
+            run.raw() - before,
+            run.started.elapsed()
+        );
+    }
+    let (cluster, stack) = run.finish("a rolling restart of the brokers").await;
+    if let Ok(stack) = Arc::try_unwrap(stack) {
+        stack.shutdown().await;
+    }
+    drop(cluster);
+}
+
+/// Waits until the service at `url` answers `/readyz`.
+async fn wait_ready(name: &str, url: &str) {
+    let url = format!("{url}/readyz");
+    wait_until(&format!("{name} ready"), Duration::from_secs(120), || {
+        let url = url.clone();
+        async move { tests::get_ok(&url).await.map(|_| ()) }
+    })
+    .await
+    .unwrap();
+}
+
+/// Stops `service` (SIGTERM, as a deployment's rolling update does) and starts it again;
+/// returns its name and URL.
+fn restart(service: &mut tests::Service) -> (String, String) {
+    tokio::task::block_in_place(|| service.terminate());
+    service.start();
+    (service.name.clone(), service.url())
+}
+
+/// (c) A scale-out from one processor to three (and one publisher to two) mid-stream, then a
+/// rolling restart of the three processors and the two publishers, while deliveries flow.
+#[ignore = "three-broker cluster suite: cargo test -p tests --test cluster_faults -- --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_out_and_a_rolling_restart_of_the_services_reach_the_expected_outcome() {
+    let run = Run::begin(90.0).await;
+    run.wait_sent(6).await;
+    let mut extra = Vec::new();
+    let mut publishers = Vec::new();
+    for instance in ["p1", "p2"] {
+        let (processor, publisher) = run.stack.extra_instances(instance).unwrap();
+        extra.push(processor);
+        publishers.push(publisher);
+    }
+    publishers.truncate(1);
+    let at = Instant::now();
+    for s in extra.iter_mut().chain(publishers.iter_mut()) {
+        s.start();
+    }
+    for s in extra.iter().chain(publishers.iter()) {
+        wait_ready(&s.name, &s.url()).await;
+    }
+    eprintln!(
+        "scaled out to 3 processors and 2 publishers in {:?} at {:?}",
+        at.elapsed(),
+        run.started.elapsed()
+    );
+    run.wait_sent(2).await;
+    // One at a time, the next once the previous is ready again: p0, p1, p2, then the
+    // publishers.
+    let mut took = Vec::new();
+    for i in 0..5 {
+        let at = Instant::now();
+        let (name, url) = match i {
+            0 => restart(&mut tests::lock(&run.stack.processor)),
+            1 | 2 => restart(&mut extra[i - 1]),
+            3 => restart(&mut tests::lock(&run.stack.publisher)),
+            _ => restart(&mut publishers[0]),
+        };
+        wait_ready(&name, &url).await;
+        took.push((name, at.elapsed()));
+    }
+    eprintln!(
+        "rolling restart (stop, start, ready): {took:?}, done at {:?}",
+        run.started.elapsed()
+    );
+    let (cluster, stack) = run
+        .finish("scale-out and a rolling restart of the services")
+        .await;
+    for s in extra.iter_mut().chain(publishers.iter_mut()) {
+        s.terminate();
+    }
     if let Ok(stack) = Arc::try_unwrap(stack) {
         stack.shutdown().await;
     }
