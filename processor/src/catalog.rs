@@ -429,7 +429,9 @@ impl Reader {
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     open.remove(&p);
                 }
-                Some(Err(e)) if !told => {
+                // A broker away while loading: librdkafka fails over; the load's own
+                // timeout bounds the wait.
+                Some(Err(e)) if !told && !runtime::kafka::is_transient(&e) => {
                     let _ = ready.send(Err(e));
                     return;
                 }

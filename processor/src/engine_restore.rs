@@ -14,23 +14,6 @@ use super::{Engine, EngineError, KAFKA_TIMEOUT};
 use crate::state::PartitionState;
 use crate::watermark::{CLOCK_KEY_PREFIX, PartitionClock};
 
-/// Errors of a metadata or watermark request that a later attempt can get past (leadership
-/// moving, a broker restarting).
-pub(super) fn is_transient_metadata_error(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::NotLeaderForPartition
-                | RDKafkaErrorCode::LeaderNotAvailable
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-        )
-    )
-}
-
 impl<R: Rules> Engine<R> {
     /// Restores several partitions concurrently: each reads its own changelog partition, so
     /// decoding overlaps with the broker's reads (restore time is what a rebalance costs).
@@ -83,7 +66,7 @@ impl<R: Rules> Engine<R> {
         let (low, high) = loop {
             match reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT) {
                 Ok(w) => break w,
-                Err(e) if attempts < 10 && is_transient_metadata_error(&e) => {
+                Err(e) if attempts < 10 && runtime::kafka::is_transient(&e) => {
                     attempts += 1;
                     tracing::info!(partition = p, error = %e, "Changelog watermarks not available yet; retrying.");
                     std::thread::sleep(Duration::from_millis(200 * attempts));
@@ -127,7 +110,7 @@ impl<R: Rules> Engine<R> {
                     Some(Err(KafkaError::PartitionEOF(_))) => break,
                     // A broker of the cluster going away mid-restore: librdkafka reconnects
                     // or fails over to the new leader; keep reading until the deadline.
-                    Some(Err(e)) if is_transient_metadata_error(&e) => {
+                    Some(Err(e)) if runtime::kafka::is_transient(&e) => {
                         tracing::info!(partition = p, error = %e, "Changelog read interrupted; retrying.");
                     }
                     Some(Err(e)) => return Err(fail(e.to_string())),

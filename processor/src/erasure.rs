@@ -289,6 +289,13 @@ impl Registry {
             match reader.poll(Duration::from_millis(500)) {
                 Some(Ok(m)) => self.apply(m.key().unwrap_or_default(), m.payload()),
                 Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+                // A broker away while loading: librdkafka fails over; the deadline bounds it.
+                Some(Err(e)) if runtime::kafka::is_transient(&e) => {
+                    if Instant::now() > deadline {
+                        return Err(fail(e));
+                    }
+                    tracing::info!(error = %e, "Erasure registry read interrupted; retrying.");
+                }
                 Some(Err(e)) => return Err(fail(e)),
                 None if Instant::now() > deadline => {
                     return Err(ErasureError::Timeout(topic.to_owned()));

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::Deserialize;
 
 /// Connection settings for the Kafka cluster.
@@ -136,5 +137,50 @@ impl KafkaConfig {
             c.set("group.instance.id", id);
         }
         c
+    }
+}
+
+/// Whether a read or metadata error is one a later attempt gets past: leadership moving, a
+/// broker of the cluster restarting or briefly unreachable. librdkafka reconnects and fails
+/// over by itself, so a reader that meets one keeps polling until its own deadline instead of
+/// giving up (and with it, the whole instance) at the first one.
+pub fn is_transient(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_away_is_transient_a_fenced_consumer_is_not() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+        ] {
+            assert!(
+                is_transient(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+            assert!(is_transient(&KafkaError::Global(code)), "{code:?}");
+        }
+        assert!(!is_transient(&KafkaError::MessageConsumptionFatal(
+            RDKafkaErrorCode::FencedInstanceId
+        )));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        )));
     }
 }

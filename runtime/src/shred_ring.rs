@@ -372,7 +372,9 @@ impl Reader {
                     }
                 }
                 Some(Err(e)) => {
-                    if !told {
+                    // A broker away while loading is retried by librdkafka; the load's own
+                    // timeout bounds the wait.
+                    if !told && !crate::kafka::is_transient(&e) {
                         let _ = ready.send(Err(kafka(e)));
                         return;
                     }
