@@ -98,8 +98,9 @@ async fn main() {
         .args(["--checkpoint", checkpoint.to_str().unwrap()])
         .args(["--progress-interval", "30s"])
         .env("TILLSTREAM_SHOPIFY__ACCESS_TOKEN", "shpat_bench")
-        .env("TILLSTREAM__KAFKA__BOOTSTRAP_SERVERS", &k.bootstrap_servers)
-        .env("TILLSTREAM__TOPICS__RAW", &topics.raw)
+        // Every topic of the fresh catalogue (the backfill also reads the erasure registry
+        // and, with a master key, the data keys).
+        .envs(runtime::testing::service_env(&k, &topics))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
