@@ -273,18 +273,23 @@ fn records_cannot_be_sent_without_work() {
     assert!(idle.commit_started(s).is_err(), "nothing open to commit");
 }
 
+/// A commit with a 100 ms deadline that blocks until the returned sender is dropped.
+fn stuck_commit() -> (std::sync::mpsc::Sender<()>, CommitThread) {
+    let (release, stuck) = std::sync::mpsc::channel::<()>();
+    let commit = CommitThread::spawn(std::time::Duration::from_millis(100), move || {
+        let _ = stuck.recv();
+        Ok(())
+    })
+    .unwrap();
+    (release, commit)
+}
+
 /// A commit thread stuck inside the Kafka client (librdkafka#5456: `send_offsets_to_transaction`
 /// ignores its timeout after a coordinator moves) ends as fatal at its deadline instead of
 /// leaving the engine committing, with its records held, forever.
 #[test]
 fn a_commit_stuck_past_its_deadline_fences_the_engine() {
-    let (_release, stuck) = std::sync::mpsc::channel::<()>();
-    let commit = CommitThread::spawn(std::time::Duration::from_millis(100), move || {
-        // Blocks until the test ends (the sender is dropped then).
-        let _ = stuck.recv();
-        Ok(())
-    })
-    .unwrap();
+    let (_release, commit) = stuck_commit();
     let mut txn = Txn::Open;
     txn.commit_started(commit).unwrap();
     assert!(matches!(txn.work(), Ok(WorkStart::Hold)));
@@ -307,12 +312,7 @@ fn a_commit_stuck_past_its_deadline_fences_the_engine() {
 /// commit that ends in time reports its own outcome.
 #[test]
 fn waiting_for_a_commit_is_bounded_by_its_deadline() {
-    let (_release, stuck) = std::sync::mpsc::channel::<()>();
-    let commit = CommitThread::spawn(std::time::Duration::from_millis(100), move || {
-        let _ = stuck.recv();
-        Ok(())
-    })
-    .unwrap();
+    let (_release, commit) = stuck_commit();
     let (result, _) = commit.wait();
     assert!(matches!(result, Err(TxnFailure::Fatal(_))), "{result:?}");
 

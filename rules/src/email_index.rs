@@ -99,9 +99,7 @@ pub(crate) fn hold(state: &mut State, out: Vec<Effect>, release: bool) -> Vec<Ef
                 };
                 if matches!(c.action, Action::UpdateCart { .. }) {
                     state.held.retain(|h| {
-                        decode_held(std::slice::from_ref(h))
-                            .first()
-                            .is_none_or(|h| !matches!(h.action, Action::UpdateCart { .. }))
+                        decode_one(h).is_none_or(|h| !matches!(h.action, Action::UpdateCart { .. }))
                     });
                 }
                 state.held.push(b64().encode(bytes));
@@ -119,10 +117,11 @@ fn b64() -> base64::engine::GeneralPurpose {
 /// Held commands back from [`State::held`] (an entry that does not decode is skipped: the
 /// rules wrote every one of them).
 fn decode_held(held: &[String]) -> Vec<IterableCommand> {
-    held.iter()
-        .filter_map(|h| b64().decode(h).ok())
-        .filter_map(|b| IterableCommand::decode(&b).ok())
-        .collect()
+    held.iter().filter_map(|h| decode_one(h)).collect()
+}
+
+fn decode_one(held: &str) -> Option<IterableCommand> {
+    IterableCommand::decode(&b64().decode(held).ok()?).ok()
 }
 
 /// Body of `tillstream/email-claim`.
@@ -208,7 +207,6 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
         topic: EMAIL_CLAIM.into(),
         message: format!("bad owner key {:?}", m.owner),
     })?;
-    // What the guest held never left tillstream (see [`holds`]): the owner sends it.
     // Only what the guest released reached Iterable under the address (see [`holds`]).
     let released = released(state);
     let guest_sent = released && profile::erasure_identity(cx.cfg, cx.key, state).is_some();
@@ -220,8 +218,8 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
     // purchase, fulfilment, cancellation: it gets the orders' facts, not the payloads, and
     // their ids depend on the order only); it re-derives the rest, the first purchase
     // included (its id names the key that announces it).
-    let held: Vec<IterableCommand> = if state.email_owner().is_some() {
-        decode_held(&std::mem::take(&mut state.held))
+    let held: Vec<String> = if state.email_owner().is_some() {
+        std::mem::take(&mut state.held)
     } else {
         Vec::new()
     };
@@ -254,7 +252,11 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
             parts.entry(w).or_default().refunds_pending.push(p);
         }
     }
-    for c in held {
+    // Passed on encoded, as held.
+    for encoded in held {
+        let Some(c) = decode_one(&encoded) else {
+            continue;
+        };
         let of_order = |o: &OrderFact| {
             ["purchase", "order-fulfilled", "order-cancelled"]
                 .iter()
@@ -263,12 +265,8 @@ pub(crate) fn on_claim(cx: &mut Cx<'_>, state: &mut State, m: &ClaimMsg) -> Resu
         let order = parts
             .iter()
             .find_map(|(w, h)| h.orders.iter().any(of_order).then(|| w.clone()));
-        if let (Some(w), Ok(bytes)) = (order, c.encode()) {
-            parts
-                .entry(w)
-                .or_default()
-                .order_commands
-                .push(b64().encode(bytes));
+        if let Some(w) = order {
+            parts.entry(w).or_default().order_commands.push(encoded);
         }
     }
     let currency = state.person.as_ref().and_then(|p| p.currency.clone());

@@ -187,6 +187,20 @@ fn guest_order_completing(id: u64, token: &str, at: i64, total: &'static str) ->
     envelope("orders/paid", &o.json(), &format!("paid-{id}"), at)
 }
 
+/// Asserts that the email key sent nothing to Iterable.
+fn assert_email_key_silent(h: &Harness, mode: IdentityMode) {
+    let from_email_key: Vec<_> = h
+        .commands
+        .iter()
+        .filter(|c| c.customer_key.contains("/e/"))
+        .map(|c| (&c.command_id, &c.action))
+        .collect();
+    assert!(
+        from_email_key.is_empty(),
+        "{mode:?}: the email key wrote {from_email_key:#?}"
+    );
+}
+
 /// The case: a registered customer checks out as a guest. The guest order counts for the
 /// customer, and the email key never writes the customer's Iterable user.
 #[test]
@@ -207,15 +221,7 @@ fn a_registered_customers_guest_checkout_reaches_the_customer() {
         let u = it.customer();
         assert_eq!(num(u, "shopify_lifetime_value"), 150.0, "{mode:?}");
         assert_eq!(num(u, "shopify_orders_count"), 2.0, "{mode:?}");
-        let from_email_key: Vec<_> = h
-            .commands
-            .iter()
-            .filter(|c| c.customer_key.contains("/e/"))
-            .collect();
-        assert!(
-            from_email_key.is_empty(),
-            "{mode:?}: the email key wrote {from_email_key:#?}"
-        );
+        assert_email_key_silent(&h, mode);
         assert!(h.events("checkout_abandoned").is_empty(), "{mode:?}");
         assert_eq!(h.purchases().len(), 2, "{mode:?}");
     }
@@ -236,16 +242,7 @@ fn a_guest_read_before_the_claim_never_creates_a_second_user() {
         h.deliver(guest_order_completing(4077, "tokG7", T0 + DAY, "40.00"));
         h.deliver(customer_created(T0));
         h.finish();
-        let from_email_key: Vec<_> = h
-            .commands
-            .iter()
-            .filter(|c| c.customer_key.contains("/e/"))
-            .map(|c| (&c.command_id, &c.action))
-            .collect();
-        assert!(
-            from_email_key.is_empty(),
-            "{mode:?}: the email key wrote {from_email_key:#?}"
-        );
+        assert_email_key_silent(&h, mode);
         if guests.is_none() && mode == IdentityMode::UserId {
             continue;
         }
@@ -279,15 +276,7 @@ fn first_purchase_is_the_persons_earliest_order_whatever_key_saw_it_first() {
         // Nor did the email key write anything in the meantime: its profile and its commands
         // wait until no claim can still be in flight, and the claim hands the held purchase
         // to the customer key, which sends it under the order's own id.
-        let from_email_key: Vec<_> = h
-            .commands
-            .iter()
-            .filter(|c| c.customer_key.contains("/e/"))
-            .collect();
-        assert!(
-            from_email_key.is_empty(),
-            "{mode:?}: the email key wrote {from_email_key:#?}"
-        );
+        assert_email_key_silent(&h, mode);
         // Both purchases reach Iterable. (A user-id project that skips guests cannot: the
         // email key had no identity when it read the guest order, and the customer key gets
         // only the order's facts, not the payload a purchase is built from; a later payload of
