@@ -502,6 +502,10 @@ pub struct OrderFact {
     /// When cancelled (Unix ms).
     #[serde(default, rename = "c", skip_serializing_if = "Option::is_none")]
     pub cancelled_ms: Option<i64>,
+    /// When deleted (`orders/delete`, Unix ms): the order leaves the figures from then on,
+    /// not retroactively (see `ltv::deltas`).
+    #[serde(default, rename = "d", skip_serializing_if = "Option::is_none")]
+    pub deleted_ms: Option<i64>,
     /// Refunds, sorted by id.
     #[serde(default, rename = "r", skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<RefundFact>,

@@ -462,6 +462,9 @@ fn absorb_order(mine: &mut OrderFact, theirs: OrderFact) {
     if let Some(c) = theirs.cancelled_ms {
         keep_earliest(&mut mine.cancelled_ms, c);
     }
+    if let Some(d) = theirs.deleted_ms {
+        keep_earliest(&mut mine.deleted_ms, d);
+    }
     for r in theirs.refunds {
         refunds::insert(mine, r);
     }

@@ -34,7 +34,7 @@ fn earliest(state: &State) -> Option<(i64, u64)> {
     state
         .orders
         .iter()
-        .filter(|o| ltv::purchasable(o))
+        .filter(|o| ltv::was_purchase(o))
         .map(|o| (o.placed_ms, o.id))
         .min()
 }
@@ -56,7 +56,7 @@ pub(crate) fn on_order(
     placed_changed: bool,
     fields: impl FnOnce() -> DataFields,
 ) {
-    if !ltv::purchasable(fact) {
+    if !ltv::was_purchase(fact) {
         return;
     }
     if announced(state) {

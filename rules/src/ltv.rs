@@ -1,6 +1,6 @@
 //! Lifetime value in shop currency, order count, average order value, first and last orders.
 //!
-//! An order counts when it is not a test, was not deleted, reached `paid`/`partially_paid` at
+//! An order counts when it is not a test, is not deleted, reached `paid`/`partially_paid` at
 //! some point, and was not cancelled with nothing kept. Its value is what the shop kept: the
 //! shop-money total minus successful refund transactions, floored at zero, and zero outright
 //! once Shopify reports it `refunded` or `voided`. The figures are recomputed from the order
@@ -66,6 +66,22 @@ pub fn purchasable(o: &OrderFact) -> bool {
     o.has(O_KNOWN) && o.has(O_PAID) && !o.has(O_TEST) && !o.has(O_DELETED)
 }
 
+/// Whether an order was a purchase while it existed: paid at some point, real, and placed
+/// before any deletion. A deletion takes the order out of the figures from then on; what the
+/// order did before (the first purchase it was, a tier it reached) stands, so the outcome is
+/// the same whether a timer fired before the deletion arrived or after (a replay, a backlog).
+/// A deletion of unknown time (state written before it was kept) counts from the placing.
+pub fn was_purchase(o: &OrderFact) -> bool {
+    o.has(O_KNOWN) && o.has(O_PAID) && !o.has(O_TEST) && deleted_after_placed(o).unwrap_or(true)
+}
+
+/// `Some(true)`: deleted after it was placed; `Some(false)`: deleted at or before (or at an
+/// unknown time); `None`: not deleted.
+fn deleted_after_placed(o: &OrderFact) -> Option<bool> {
+    o.has(O_DELETED)
+        .then(|| o.deleted_ms.is_some_and(|d| d > o.placed_ms))
+}
+
 /// Whether an order counts towards the lifetime figures.
 pub fn counted(o: &OrderFact) -> bool {
     purchasable(o) && !(o.has(O_CANCELLED) && kept(o).is_zero())
@@ -77,7 +93,8 @@ pub(crate) struct Delta {
     pub at: i64,
     /// The order it belongs to.
     pub order_id: u64,
-    /// Orders the deltas of one order at one instant: placed, refunds, final correction.
+    /// Orders the deltas of one order at one instant: placed, refunds, final correction,
+    /// deletion.
     step: u8,
     /// Change of the value.
     pub value: Decimal,
@@ -85,13 +102,17 @@ pub(crate) struct Delta {
     pub count: i64,
 }
 
-/// The lifetime figures as a business-time timeline, in time order: each purchasable order adds
-/// its total when placed, each refund subtracts when made, and whatever the order's final
-/// state adds or takes back (cancelled with nothing kept, refunded, voided) comes at its end.
-/// Summing every delta gives [`summary`]'s value and count.
+/// The lifetime figures as a business-time timeline, in time order: each order that was a
+/// purchase adds its total when placed, each refund subtracts when made, whatever the order's
+/// final state adds or takes back (cancelled with nothing kept, refunded, voided) comes at its
+/// end, and a deletion takes back what is left when it happens (refunds and a final state
+/// after the deletion no longer count). Summing every delta gives [`summary`]'s value and
+/// count.
 pub(crate) fn deltas(state: &State) -> Vec<Delta> {
     let mut out = Vec::new();
-    for o in state.orders.iter().filter(|o| purchasable(o)) {
+    for o in state.orders.iter().filter(|o| was_purchase(o)) {
+        let deleted = o.deleted_ms.filter(|_| o.has(O_DELETED));
+        let before_deletion = |at: i64| deleted.is_none_or(|d| at < d);
         out.push(Delta {
             at: o.placed_ms,
             order_id: o.id,
@@ -99,14 +120,19 @@ pub(crate) fn deltas(state: &State) -> Vec<Delta> {
             value: o.total,
             count: 1,
         });
-        let mut refunded = Decimal::ZERO;
+        let mut value = o.total;
+        let mut count = 1;
         let mut end = o.placed_ms;
         for r in &o.refunds {
-            let a = refund_amount(o, r);
-            refunded += a;
             end = end.max(r.at_ms);
+            let at = r.at_ms.max(o.placed_ms);
+            if !before_deletion(at) {
+                continue;
+            }
+            let a = refund_amount(o, r);
+            value -= a;
             out.push(Delta {
-                at: r.at_ms.max(o.placed_ms),
+                at,
                 order_id: o.id,
                 step: 1,
                 value: -a,
@@ -114,17 +140,32 @@ pub(crate) fn deltas(state: &State) -> Vec<Delta> {
             });
         }
         end = end.max(o.cancelled_ms.unwrap_or(end));
-        let is_counted = counted(o);
-        let final_value = if is_counted { kept(o) } else { Decimal::ZERO };
-        let dv = final_value - (o.total - refunded);
-        let dc = i64::from(is_counted) - 1;
-        if !dv.is_zero() || dc != 0 {
+        if before_deletion(end) {
+            // The final state as if never deleted (a deletion comes after it, below).
+            let is_counted = !(o.has(O_CANCELLED) && kept(o).is_zero());
+            let final_value = if is_counted { kept(o) } else { Decimal::ZERO };
+            let (dv, dc) = (final_value - value, i64::from(is_counted) - 1);
+            if !dv.is_zero() || dc != 0 {
+                out.push(Delta {
+                    at: end,
+                    order_id: o.id,
+                    step: 2,
+                    value: dv,
+                    count: dc,
+                });
+            }
+            value += dv;
+            count += dc;
+        }
+        if let Some(d) = deleted
+            && (!value.is_zero() || count != 0)
+        {
             out.push(Delta {
-                at: end,
+                at: d,
                 order_id: o.id,
-                step: 2,
-                value: dv,
-                count: dc,
+                step: 3,
+                value: -value,
+                count: -count,
             });
         }
     }

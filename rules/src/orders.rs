@@ -250,11 +250,14 @@ pub(crate) fn cancelled(
     cx.event(Kind::OrderCancelled, &name, idv, at, f);
 }
 
-/// `orders/delete` (forwarded by the order key): the order leaves every figure.
+/// `orders/delete` (forwarded by the order key): the order leaves every figure from the
+/// deletion on (its event time); what it did before (a first purchase, a tier reached) stands,
+/// so the outcome does not depend on whether a timer fired before the deletion arrived.
 pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &OrderDelete) {
+    let at = cx.ctx.event_time_ms;
     let fact = state.order_mut(d.id.0);
     fact.flags |= O_DELETED;
-    let _ = cx;
+    keep_earliest(&mut fact.deleted_ms, at);
 }
 
 /// Fields shared by order events.

@@ -1250,3 +1250,48 @@ fn aggregate_stays_small() {
     assert!(json.len() < 600, "{} bytes: {json}", json.len());
     assert_eq!(serde_json::to_string(&State::default()).unwrap(), "{}");
 }
+
+/// A deleted order leaves the figures from its deletion on, not retroactively: the first
+/// purchase it was and the tier it reached stand, with the same ids, whether the timers fired
+/// before the deletion arrived (live) or after it (a replay, a backlog, a late retry).
+#[test]
+fn a_deleted_orders_first_purchase_and_tier_stand_whenever_the_deletion_arrives() {
+    let run = |deletion_first: bool| {
+        let mut h = Harness::default();
+        customer_created(&mut h);
+        paid(&mut h, 401, T0 + HOUR, "300.00");
+        let delete = envelope(
+            "orders/delete",
+            &json!({"id": 401}),
+            "del-401",
+            T0 + 3 * DAY,
+        );
+        if deletion_first {
+            h.deliver(delete);
+            h.advance(T0 + 4 * DAY);
+        } else {
+            h.advance(T0 + 2 * DAY);
+            h.deliver(delete);
+            h.advance(T0 + 4 * DAY);
+        }
+        let prof = h.profile(&ckey());
+        assert_eq!(
+            num(&prof["shopify_lifetime_value"]),
+            0.0,
+            "{deletion_first}"
+        );
+        assert_eq!(num(&prof["shopify_orders_count"]), 0.0, "{deletion_first}");
+        assert_eq!(prof["shopify_vip_tier"], "silver", "{deletion_first}");
+        let ids = |name: &str| {
+            h.events(name)
+                .iter()
+                .map(|c| c.command_id.clone())
+                .collect::<Vec<_>>()
+        };
+        (ids("first_purchase"), ids("vip_tier_upgraded"))
+    };
+    let live = run(false);
+    assert_eq!(live.0.len(), 1, "live: one first_purchase");
+    assert_eq!(live.1.len(), 1, "live: one tier upgrade");
+    assert_eq!(run(true), live, "the deletion read first changes nothing");
+}

@@ -108,8 +108,9 @@ pub(crate) fn args() -> anyhow::Result<Args> {
     anyhow::ensure!(!a.duration.is_zero(), "--duration-secs must be positive");
     anyhow::ensure!(!a.sample.is_zero(), "--sample-secs must be positive");
     anyhow::ensure!(
-        a.kill_max >= a.kill_min,
-        "--kill-max-secs must be at least --kill-min-secs"
+        // 0 disables the faults whatever the minimum (scripts/soak's usage says so).
+        a.kill_max == 0 || a.kill_max >= a.kill_min,
+        "--kill-max-secs must be 0 (no faults) or at least --kill-min-secs"
     );
     Ok(a)
 }
