@@ -1295,3 +1295,25 @@ fn a_deleted_orders_first_purchase_and_tier_stand_whenever_the_deletion_arrives(
     assert_eq!(live.1.len(), 1, "live: one tier upgrade");
     assert_eq!(run(true), live, "the deletion read first changes nothing");
 }
+
+/// Documents a known disagreement with shopify-sim's truth (docs/benchmarks.md, inputs-clock
+/// smokes): an order placed after a lapse reactivates the customer when it arrives, and a
+/// later deletion of that order does not take the reactivation back (the truth counts only
+/// orders never deleted).
+#[test]
+fn a_reactivation_by_an_order_deleted_later_stands() {
+    let mut h = Harness::default();
+    customer_created(&mut h);
+    paid(&mut h, 501, T0 + HOUR, "50.00");
+    paid(&mut h, 502, T0 + 100 * DAY, "60.00");
+    h.deliver(envelope(
+        "orders/delete",
+        &json!({"id": 502}),
+        "del-502",
+        T0 + 101 * DAY,
+    ));
+    h.advance(T0 + 200 * DAY);
+    assert_eq!(h.events("customer_reactivated").len(), 1);
+    let prof = h.profile(&ckey());
+    assert_eq!(num(&prof["shopify_orders_count"]), 1.0);
+}
