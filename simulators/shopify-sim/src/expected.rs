@@ -2,7 +2,9 @@
 //!
 //! The rules are documented in the crate docs and README; they are evaluated on the
 //! final state of each order, which agrees with real-time evaluation because the
-//! generator cancels and deletes orders within days while lapses are months away.
+//! generator cancels and deletes orders within days while lapses are months away. The
+//! exceptions are what happened before an order was taken back: the first purchase, the
+//! tiers it reached and the reactivation it was.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -149,7 +151,9 @@ pub struct CustomerExpectation {
     pub peak_lifetime_value: String,
     /// Due times of `customer_lapsed` events.
     pub lapses: Vec<String>,
-    /// `processed_at` of the first counted order after each lapse.
+    /// `processed_at` of the first counted order after each lapse, and of each order placed
+    /// after a lapse that counted when paid and was taken back later (deleted, or cancelled
+    /// and refunded in full): a reactivation announced stands.
     pub reactivations: Vec<String>,
     /// Abandoned checkouts whose message must fire, with due time.
     pub abandoned_checkouts_must_fire: Vec<AbandonedCheckout>,
@@ -234,6 +238,55 @@ fn peak(rules: &TruthRules, orders: &[OrderTruth]) -> (usize, i64) {
     (best, peak_ltv)
 }
 
+/// Lapses (due times) and reactivations (`processed_at`) of one person.
+///
+/// A lapse is due `lapse` after a counted order unless the next counted order comes at or
+/// before it. The next counted order after a lapse reactivates, and so does an order placed
+/// after a lapse that counted when it was paid and stopped counting later (deleted, or
+/// cancelled and refunded in full): what it did before then stands, as a sent event cannot
+/// be taken back. The generator takes such orders back within days, long before the lapse
+/// they leave behind is due again, so the lapse itself is the counted orders' one.
+fn winback(
+    orders: &[OrderTruth],
+    counted: &[&OrderTruth],
+    lapse: Duration,
+    horizon: Ts,
+) -> (Vec<String>, Vec<String>) {
+    let mut lapses = Vec::new();
+    let mut reactivations = Vec::new();
+    for (i, o) in counted.iter().enumerate() {
+        let due = o.processed_at + lapse;
+        let next = counted.get(i + 1).map(|n| n.processed_at);
+        if next.is_some_and(|n| n <= due) || due >= horizon {
+            continue;
+        }
+        lapses.push((due, ts(due)));
+        if let Some(n) = next {
+            reactivations.push((n, ts(n)));
+        }
+    }
+    for o in orders.iter().filter(|o| counted_then_taken_back(o)) {
+        let previous = counted
+            .iter()
+            .map(|c| c.processed_at)
+            .filter(|t| *t < o.processed_at)
+            .max();
+        if previous.is_some_and(|t| t + lapse < o.processed_at && t + lapse < horizon) {
+            reactivations.push((o.processed_at, ts(o.processed_at)));
+        }
+    }
+    reactivations.sort();
+    let strings = |v: Vec<(Ts, String)>| v.into_iter().map(|(_, s)| s).collect();
+    (strings(lapses), strings(reactivations))
+}
+
+/// A real order that counted once it was paid and no longer counts: deleted after its
+/// payment, or cancelled and refunded in full.
+fn counted_then_taken_back(o: &OrderTruth) -> bool {
+    let Some(paid) = o.paid_at else { return false };
+    !o.test && !order_counted(o) && o.deleted_at.is_none_or(|d| d > paid)
+}
+
 /// Due time of a checkout: each update received before the deadline re-arms it. The
 /// completing update is not an "update" for this purpose (completion is judged apart).
 fn checkout_due(c: &CheckoutTruth, after: Duration) -> Option<Ts> {
@@ -306,19 +359,7 @@ fn person(cfg: &ScenarioConfig, p: &PersonTruth, end: Ts) -> CustomerExpectation
 
     let lapse = Duration::days(i64::from(rules.lapse_days));
     let horizon = p.redacted_at.map_or(end, |r| r.min(end));
-    let mut lapses = Vec::new();
-    let mut reactivations = Vec::new();
-    for (i, o) in counted.iter().enumerate() {
-        let due = o.processed_at + lapse;
-        let next = counted.get(i + 1).map(|n| n.processed_at);
-        if next.is_some_and(|n| n <= due) || due >= horizon {
-            continue;
-        }
-        lapses.push(ts(due));
-        if let Some(n) = next {
-            reactivations.push(ts(n));
-        }
-    }
+    let (lapses, reactivations) = winback(&p.orders, &counted, lapse, horizon);
 
     let after = Duration::minutes(i64::from(rules.abandon_after_minutes));
     let mut fire = Vec::new();
@@ -437,5 +478,76 @@ pub(crate) fn compute(
         unattributed_checkouts: unattributed,
         shop_redacted: cfg.shop_redact,
         products: crate::expected_products::compute(&cfg.shop_domain, tl),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration};
+
+    use super::{OrderTruth, Ts, winback};
+
+    fn day(n: i64) -> Ts {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00+00:00").unwrap() + Duration::days(n)
+    }
+
+    fn paid(id: u64, on: i64) -> OrderTruth {
+        OrderTruth {
+            id,
+            processed_at: day(on),
+            paid_at: Some(day(on)),
+            test: false,
+            cancelled: false,
+            cancelled_at: None,
+            deleted: false,
+            deleted_at: None,
+            total_shop: 5_000,
+            refunded_shop: 0,
+            refunds: Vec::new(),
+        }
+    }
+
+    fn expect(orders: &[OrderTruth]) -> (Vec<String>, Vec<String>) {
+        let counted: Vec<&OrderTruth> = orders.iter().filter(|o| super::order_counted(o)).collect();
+        winback(orders, &counted, Duration::days(90), day(1_000))
+    }
+
+    #[test]
+    fn an_order_after_a_lapse_reactivates_even_when_taken_back_later() {
+        let mut deleted = paid(2, 120);
+        deleted.deleted = true;
+        deleted.deleted_at = Some(day(123));
+        let mut refunded = paid(3, 150);
+        refunded.cancelled = true;
+        refunded.cancelled_at = Some(day(151));
+        refunded.refunded_shop = 5_000;
+        let (lapses, reactivations) = expect(&[paid(1, 0), deleted, refunded, paid(4, 200)]);
+        assert_eq!(lapses, vec![super::ts(day(90)), super::ts(day(290))]);
+        assert_eq!(
+            reactivations,
+            vec![
+                super::ts(day(120)),
+                super::ts(day(150)),
+                super::ts(day(200))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_order_that_never_counted_reactivates_nothing() {
+        let mut test = paid(2, 120);
+        test.test = true;
+        let mut deleted_unpaid = paid(3, 130);
+        deleted_unpaid.paid_at = None;
+        deleted_unpaid.deleted = true;
+        deleted_unpaid.deleted_at = Some(day(131));
+        let mut deleted_before_payment = paid(4, 140);
+        deleted_before_payment.deleted = true;
+        deleted_before_payment.paid_at = Some(day(142));
+        deleted_before_payment.deleted_at = Some(day(141));
+        let (lapses, reactivations) =
+            expect(&[paid(1, 0), test, deleted_unpaid, deleted_before_payment]);
+        assert_eq!(lapses, vec![super::ts(day(90))]);
+        assert!(reactivations.is_empty(), "{reactivations:?}");
     }
 }

@@ -40,7 +40,9 @@
 //! - **Lapse**: for each counted order, due at `processed_at + lapse_days` (90) unless the
 //!   next counted order comes at or before that; one lapse per gap; only lapses due
 //!   before the end of the timeline (and before a redaction) are expected. The next
-//!   counted order after a lapse is a **reactivation**.
+//!   counted order after a lapse is a **reactivation**, and so is a paid order placed after
+//!   a lapse and taken back later (deleted, or cancelled and refunded in full): the
+//!   announcement stands, as the first purchase and the tiers reached do.
 //! - **Abandoned checkout**: due `abandon_after_minutes` (60) after the checkout's last
 //!   update, where any update arriving before the deadline re-arms it. It must fire
 //!   unless (in this priority) it never had an email or phone (`no-contact`), it completed
