@@ -24,7 +24,7 @@ use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
 use crate::ids::{self, Hasher};
 use crate::shopify::{Checkout, CheckoutDelete};
-use crate::{orders, profile, routing};
+use crate::{items, messages, profile};
 
 /// Timer kind.
 pub(crate) const CHECKOUT_TIMER: &str = "abandoned_checkout";
@@ -190,7 +190,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     }
     let fact = fact.clone();
     if let Some(id) = link {
-        routing::link_checkout(cx, id.0, co.created_at.map_or(updated, |t| t.0));
+        messages::link_checkout(cx, id.0, co.created_at.map_or(updated, |t| t.0));
     }
 
     if settled_in_time(&fact, window) {
@@ -206,7 +206,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     let items: Vec<CommerceItem> = co
         .line_items
         .iter()
-        .map(|li| orders::item(cx.cfg, li, false))
+        .map(|li| items::item(cx.cfg, li, false))
         .collect();
     if newer && cx.cfg.checkout.enabled && fact.flags & K_FIRED == 0 {
         let due = updated + window;

@@ -7,7 +7,7 @@
 //!
 //! | Topic | To | Body | Meaning |
 //! |---|---|---|---|
-//! | `tillstream/email-claim` | `e/{email}` | `{owner, at_ms, held}` | this is (`held`) / is no longer my current email |
+//! | `tillstream/email-claim` | `e/{email}` | `{owner, at_ms, held}` | this is (`held`) / is no longer my current email (sent by `messages`) |
 //! | `tillstream/guest-history` | `c/{id}` | `{orders, checkouts, external_orders, first_pending, first_announced}` | what the email key knew before it was claimed |
 //! | `tillstream/checkout-due` | `c/{id}` | a checkout timer | a guest checkout's abandonment is due: decide it |
 //!
@@ -21,7 +21,7 @@
 //! a guest's again from then on.
 
 use base64::Engine as _;
-use schemas::{Action, CustomerKey, IterableCommand, KeyKind, ShopDomain, ShopifyEnvelope};
+use schemas::{Action, CustomerKey, IterableCommand, KeyKind, ShopifyEnvelope};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -33,12 +33,10 @@ use crate::aggregate::{
 };
 use crate::domain::{Effect, RuleError, Timer};
 use crate::emit::Cx;
-use crate::routing::{CHECKOUT_COMPLETED, CompletionMsg};
+use crate::messages::{CHECKOUT_COMPLETED, ClaimMsg, CompletionMsg, EMAIL_CLAIM};
 use crate::shopify::Placement;
 use crate::{checkout, first_purchase, ids, profile, refunds};
 
-/// See the module table.
-pub(crate) const EMAIL_CLAIM: &str = "tillstream/email-claim";
 /// See the module table.
 pub(crate) const GUEST_HISTORY: &str = "tillstream/guest-history";
 /// See the module table.
@@ -124,17 +122,6 @@ fn decode_one(held: &str) -> Option<IterableCommand> {
     IterableCommand::decode(&b64().decode(held).ok()?).ok()
 }
 
-/// Body of `tillstream/email-claim`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ClaimMsg {
-    /// The customer key.
-    pub owner: String,
-    /// Business time of the email change.
-    pub at_ms: i64,
-    /// Claimed (true) or released (false).
-    pub held: bool,
-}
-
 /// Body of `tillstream/guest-history`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct HistoryMsg {
@@ -163,39 +150,6 @@ pub(crate) struct HistoryMsg {
     /// encoded as in [`State::held`]: the owner sends them as its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order_commands: Vec<String>,
-}
-
-fn email_key(cx: &Cx<'_>, email: &str) -> Option<CustomerKey> {
-    ShopDomain::parse(cx.shop())
-        .ok()
-        .map(|s| CustomerKey::new(&s, KeyKind::Email, email))
-}
-
-/// A customer key's current email changed from `old` to `new` (at the email's business time):
-/// release the old address, claim the new one.
-pub(crate) fn email_changed(cx: &mut Cx<'_>, old: Option<&str>, new: &str, at_ms: i64) {
-    if let Some(old) = old {
-        send_claim(cx, old, false, at_ms);
-    }
-    send_claim(cx, new, true, at_ms);
-}
-
-/// The customer key lets go of its email (the customer was deleted).
-pub(crate) fn release(cx: &mut Cx<'_>, email: &str, at_ms: i64) {
-    send_claim(cx, email, false, at_ms);
-}
-
-fn send_claim(cx: &mut Cx<'_>, email: &str, held: bool, at_ms: i64) {
-    let Some(to) = email_key(cx, email) else {
-        return;
-    };
-    let body = json!(ClaimMsg {
-        owner: cx.key.as_str().to_owned(),
-        at_ms,
-        held
-    });
-    let purpose = if held { "email-claim" } else { "email-release" };
-    cx.send(to, EMAIL_CLAIM, purpose, &body);
 }
 
 /// `tillstream/email-claim` on an email key: record it; a new owner receives the guest history.

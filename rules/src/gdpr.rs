@@ -17,7 +17,7 @@ use crate::aggregate::State;
 use crate::config::RedactMode;
 use crate::emit::{Cx, Pending};
 use crate::format;
-use crate::routing::{DATA_REQUEST, REDACT};
+use crate::messages::{DATA_REQUEST, REDACT};
 use crate::shopify::Compliance;
 use crate::{ids, ltv, profile};
 use schemas::{CustomerKey, ShopDomain};

@@ -6,7 +6,6 @@
 //! upsert one purchase in Iterable; it is re-sent only when its content (time, total, lines)
 //! changed, never for a duplicate.
 
-use rust_decimal::Decimal;
 use schemas::{Action, CommerceItem, DataFields, KeyKind};
 use serde_json::Value;
 
@@ -15,12 +14,11 @@ use crate::aggregate::{
     O_FULFILLED, O_KNOWN, O_PAID, O_TEST, OrderFact, OrderVersion, PLACED_CREATED,
     PLACED_PROCESSED, State, keep_earliest,
 };
-use crate::config::RulesConfig;
 use crate::emit::{Cx, Kind};
 use crate::format::{self, text};
 use crate::ids::{self, Hasher};
-use crate::shopify::{LineItem, Order, OrderDelete};
-use crate::{checkout, first_purchase, ltv, profile, refunds, routing};
+use crate::shopify::{Order, OrderDelete};
+use crate::{checkout, first_purchase, items, ltv, messages, profile, refunds};
 
 /// `orders/create|updated|paid|cancelled|fulfilled|partially_fulfilled|edited`.
 pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Order) {
@@ -44,7 +42,7 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
     let items: Vec<CommerceItem> = o
         .line_items
         .iter()
-        .map(|li| item(cx.cfg, li, true))
+        .map(|li| items::item(cx.cfg, li, true))
         .collect();
     let lines = lines_hash(&items);
     let fact = state.order_mut(id);
@@ -91,14 +89,16 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
     // Cross-key protocol: tell the order key who owns it, and the email key about completion.
     let contact = o.contact().map(str::to_lowercase);
     // The link's time is the order's creation, which every payload of the order agrees on.
-    routing::link_order(cx, state, id, o.created_at.map_or(placed, |t| t.0));
+    if profile::is_person(cx.key) {
+        messages::link_order(cx, state, id, o.created_at.map_or(placed, |t| t.0));
+    }
     if let Some(email) = contact.as_deref() {
         let fact = state.order_mut(id);
         if !fact.has(O_COMPLETION_SENT)
             && (cx.key.kind() == KeyKind::Customer || cx.key.id() != email)
         {
             fact.flags |= O_COMPLETION_SENT;
-            routing::send_completion(cx, email, id, o.checkout_token.as_deref(), placed);
+            messages::send_completion(cx, email, id, o.checkout_token.as_deref(), placed);
         }
     }
     if let Some(token) = text(o.checkout_token.as_deref()) {
@@ -147,7 +147,7 @@ pub(crate) fn on_order(cx: &mut Cx<'_>, state: &mut State, topic: &str, o: &Orde
             Value::Array(
                 o.line_items
                     .iter()
-                    .map(|l| Value::String(item_name(l)))
+                    .map(|l| Value::String(items::item_name(l)))
                     .collect(),
             ),
         );
@@ -328,80 +328,4 @@ fn purchase_hash(fact: &OrderFact, items: &[CommerceItem]) -> u64 {
         .add(&fact.total.normalize().to_string())
         .add(&lines_hash(items).to_string());
     h.finish()
-}
-
-/// A line's display name: `Title - Variant` (Shopify's `name`), without "Default Title".
-pub(crate) fn item_name(li: &LineItem) -> String {
-    if let Some(n) = text(li.name.as_deref()) {
-        return n.to_owned();
-    }
-    let title = text(li.title.as_deref()).unwrap_or("Item");
-    match text(li.variant_title.as_deref()) {
-        Some(v) if v != "Default Title" => format!("{title} - {v}"),
-        _ => title.to_owned(),
-    }
-}
-
-/// A line as an Iterable commerce item (`shop_money`: prefer the shop-money unit price).
-pub(crate) fn item(cfg: &RulesConfig, li: &LineItem, shop_money: bool) -> CommerceItem {
-    let id = li
-        .variant_id
-        .or(li.product_id)
-        .or(li.id)
-        .map(|i| i.0.to_string())
-        .or_else(|| text(li.sku.as_deref()).map(str::to_owned))
-        .or_else(|| text(li.key.as_deref()).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into());
-    let price = if shop_money {
-        li.price_set.as_ref().and_then(|s| s.shop())
-    } else {
-        None
-    }
-    .or(li.price.map(|m| m.0))
-    .unwrap_or(Decimal::ZERO);
-    let mut data = DataFields::new();
-    if let Some(p) = li.product_id {
-        data.insert("product_id".into(), Value::String(p.0.to_string()));
-    }
-    if let Some(v) = li.variant_id {
-        data.insert("variant_id".into(), Value::String(v.0.to_string()));
-    }
-    if let Some(v) = text(li.variant_title.as_deref()) {
-        data.insert("variant".into(), Value::String(v.to_owned()));
-    }
-    if let Some(v) = text(li.vendor.as_deref()) {
-        data.insert("vendor".into(), Value::String(v.to_owned()));
-    }
-    CommerceItem {
-        id,
-        sku: text(li.sku.as_deref()).map(str::to_owned),
-        name: item_name(li),
-        price,
-        quantity: li.quantity.unwrap_or(1),
-        categories: text(li.product_type.as_deref())
-            .map(|c| vec![c.to_owned()])
-            .unwrap_or_default(),
-        url: text(li.url.as_deref())
-            .map(str::to_owned)
-            .or_else(|| product_url(cfg, li)),
-        image_url: text(li.image_url.as_deref()).map(str::to_owned),
-        data_fields: (!data.is_empty()).then_some(data),
-    }
-}
-
-/// Fills the product URL template; `None` when a placeholder it uses is unknown.
-fn product_url(cfg: &RulesConfig, li: &LineItem) -> Option<String> {
-    let mut url = cfg.catalog.product_url_template.clone()?;
-    let values = [
-        ("{product_id}", li.product_id.map(|i| i.0.to_string())),
-        ("{variant_id}", li.variant_id.map(|i| i.0.to_string())),
-        ("{sku}", text(li.sku.as_deref()).map(str::to_owned)),
-        ("{handle}", text(li.handle.as_deref()).map(str::to_owned)),
-    ];
-    for (ph, v) in values {
-        if url.contains(ph) {
-            url = url.replace(ph, &v?);
-        }
-    }
-    Some(url)
 }

@@ -23,7 +23,6 @@ use crate::aggregate::{
     P_RECENT_REFUND, Person, Profile, State,
 };
 use crate::config::{CustomerDeletePolicy, GuestPolicy, IdentityMode, RulesConfig};
-use crate::email_index;
 use crate::emit::{Cx, Kind, Pending};
 use crate::format::{self, text};
 use crate::ids;
@@ -31,7 +30,7 @@ use crate::ltv::Summary;
 use crate::shopify::{
     self, Customer, CustomerDelete, EmailConsentUpdate, SmsConsentUpdate, TagsChange,
 };
-use crate::two_way;
+use crate::{messages, two_way};
 
 /// Whether a key names a person (customer or email) rather than an entity.
 pub(crate) fn is_person(key: &CustomerKey) -> bool {
@@ -312,7 +311,7 @@ pub(crate) fn learn_customer(cx: &mut Cx<'_>, state: &mut State, c: &Customer, f
         if Lww::merge(&mut person.email, at, &e) {
             // Every advance of the register is claimed (not only a new value), so the email
             // key holds the same claim time whatever order the payloads came in.
-            email_index::email_changed(cx, old_email.as_deref().filter(|_| changed), &e, at);
+            messages::email_changed(cx, old_email.as_deref().filter(|_| changed), &e, at);
             if let Some(old) = old_email.filter(|_| changed) {
                 change_email(cx, before, &old, &e, at);
             }
@@ -322,9 +321,9 @@ pub(crate) fn learn_customer(cx: &mut Cx<'_>, state: &mut State, c: &Customer, f
             // came in, and if it is no longer our address, release it as of the newer one, as
             // its key would have heard had the payloads come in order.
             let (cur_at, same) = (cur.at, cur.value == e);
-            email_index::email_changed(cx, None, &e, at);
+            messages::email_changed(cx, None, &e, at);
             if !same {
-                email_index::release(cx, &e, cur_at);
+                messages::release(cx, &e, cur_at);
             }
         }
     }
@@ -484,7 +483,7 @@ pub(crate) fn on_delete(cx: &mut Cx<'_>, state: &mut State, d: &CustomerDelete) 
     }
     let held = state.person.as_ref().and_then(|p| p.email.clone());
     if let Some(e) = held {
-        email_index::release(cx, &e.value, e.at.max(cx.ctx.event_time_ms));
+        messages::release(cx, &e.value, e.at.max(cx.ctx.event_time_ms));
     }
     *state = State::default();
     cx.purge = true;
@@ -502,7 +501,7 @@ pub(crate) fn on_email_consent(cx: &mut Cx<'_>, state: &mut State, u: &EmailCons
         if person.email.is_none() {
             let e = e.to_lowercase();
             Lww::merge(&mut person.email, i64::MIN, &e);
-            email_index::email_changed(cx, None, &e, i64::MIN);
+            messages::email_changed(cx, None, &e, i64::MIN);
         }
     }
     if let Some(f) = u
