@@ -7,6 +7,7 @@
 
 pub mod cluster;
 mod outcome;
+pub mod prober;
 pub mod probes;
 mod service;
 

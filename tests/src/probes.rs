@@ -47,6 +47,11 @@ impl Lane {
     }
 }
 
+/// Deliveries a probe's time lags behind the sender: more than shopify-sim's reorder window
+/// (20), so a probe never moves a partition's stream time past a delivery still to come
+/// (see [`Probes::round_at`]).
+pub const PROBE_LAG_DELIVERIES: usize = 50;
+
 const PROFILE_CUSTOMER: u64 = 9_999_000_001;
 /// Events probe k is customer `EVENTS_BASE + k` (a welcome event is sent once per customer).
 const EVENTS_BASE: u64 = 9_999_100_000;
@@ -266,23 +271,21 @@ impl Probes {
         let mut out = serde_json::Map::new();
         for lane in Lane::ALL {
             let i = lane as usize;
-            let mut ages = self.ages[i].clone();
-            ages.sort_by(f64::total_cmp);
-            let pct = |q: f64| {
-                ages.get(((ages.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                    .map(|v| (v * 1000.0).round() / 1000.0)
-            };
-            out.insert(
-                lane.name().into(),
-                json!({
-                    "probes": ages.len(),
-                    "probes_not_seen": self.sent[i].len(),
-                    "p50": pct(0.5),
-                    "p99": pct(0.99),
-                    "max": pct(1.0),
-                }),
-            );
+            let mut v = age_summary(&self.ages[i]);
+            v["probes_not_seen"] = json!(self.sent[i].len());
+            out.insert(lane.name().into(), v);
         }
         Value::Object(out)
     }
+}
+
+/// `{"probes", "p50", "p99", "max"}` of some ages (seconds, to the millisecond).
+pub(crate) fn age_summary(ages: &[f64]) -> Value {
+    let mut ages = ages.to_vec();
+    ages.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        ages.get(((ages.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map(|v| (v * 1000.0).round() / 1000.0)
+    };
+    json!({"probes": ages.len(), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)})
 }

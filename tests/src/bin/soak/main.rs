@@ -32,10 +32,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use runtime::KafkaConfig;
 use serde_json::{Value, json};
 use tests::cluster::Cluster;
-use tests::probes::{Lane, Probes};
+use tests::prober::post;
+use tests::probes::{Lane, PROBE_LAG_DELIVERIES, Probes};
 use tests::{
-    SECRET, Stack, StackOptions, TIMER_GRACE_MS, check_outcome, get_ok, lane_pending, lock,
-    prom_samples, rfc3339_ms,
+    Stack, StackOptions, TIMER_GRACE_MS, check_outcome, get_ok, lane_pending, lock, prom_samples,
+    rfc3339_ms,
 };
 
 use args::{Clock, args};
@@ -74,11 +75,6 @@ struct Progress {
     /// Statuses of refused attempts (`503`, `connect_error`, ...).
     refusals: Mutex<BTreeMap<String, u64>>,
 }
-
-/// Deliveries a probe's time lags behind the sender: more than shopify-sim's reorder window
-/// (20), so a probe never moves a partition's stream time past a delivery still to come
-/// (see [`Probes::round_at`]).
-const PROBE_LAG_DELIVERIES: usize = 50;
 
 /// A delivery is given up after this long of refusals (counted as failed, never silently).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
@@ -686,26 +682,6 @@ async fn processor_lag(url: &str) -> Option<i64> {
             .map(|(_, v)| *v as i64)
             .sum(),
     )
-}
-
-/// POSTs one signed delivery; Ok when ingest answered 2xx (Kafka has the record), else the
-/// status or error kind.
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    d: &shopify_sim::Delivery,
-) -> Result<(), String> {
-    let mut req = client.post(url).body(d.body.clone());
-    for (k, v) in d.headers(SECRET) {
-        req = req.header(k, v);
-    }
-    match req.send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(r.status().as_u16().to_string()),
-        Err(e) if e.is_timeout() => Err("timeout".into()),
-        Err(e) if e.is_connect() => Err("connect_error".into()),
-        Err(_) => Err("error".into()),
-    }
 }
 
 /// Resident memory of `pid` in MiB; None when it cannot be read (a process just killed).
