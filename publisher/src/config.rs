@@ -7,7 +7,8 @@ use std::time::Duration;
 use runtime::{ConfigError, KafkaConfig, Secret, TopicsConfig};
 use serde::Deserialize;
 
-use crate::mapping::Endpoint;
+use crate::request::Endpoint;
+pub use crate::request::ProjectType;
 
 /// The defaults compiled into the binary (`src/defaults.toml`).
 pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
@@ -42,22 +43,6 @@ pub struct PublisherConfig {
 pub struct HttpConfig {
     /// Listen address. Default `0.0.0.0:8082`; port 0 picks a free port (tests).
     pub listen: SocketAddr,
-}
-
-/// How the project identifies users (reference §6.4); decides which identifier is sent and
-/// how email changes and deletes are expressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum ProjectType {
-    /// `email` and `userId` are both unique: `userId` is sent when known, else `email`.
-    #[default]
-    #[serde(rename = "hybrid")]
-    Hybrid,
-    /// Only `userId` identifies users.
-    #[serde(rename = "userId", alias = "user_id")]
-    UserId,
-    /// `email` identifies users; email changes go through `users/updateEmail`.
-    #[serde(rename = "email")]
-    Email,
 }
 
 /// Where and how to reach Iterable.

@@ -21,6 +21,7 @@ pub mod mapping_catalog;
 pub mod metrics;
 pub mod offsets;
 mod pipeline;
+pub mod request;
 pub mod retry;
 
 use std::sync::{Arc, Mutex};

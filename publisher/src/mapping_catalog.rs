@@ -9,7 +9,7 @@
 use schemas::command::{Action, IterableCommand};
 use serde_json::{Value, json};
 
-use crate::mapping::{Endpoint, Identity, Mapped, MappingError, Method, Request};
+use crate::request::{Endpoint, Identity, Mapped, MappingError, Method, Request};
 
 /// Iterable refuses catalog items over 30 KB.
 const MAX_ITEM_BYTES: usize = 30 * 1024;
