@@ -19,7 +19,7 @@ use runtime::{KafkaConfig, TopicsConfig};
 use schemas::IterableCommand;
 use serde::Serialize;
 
-use crate::dlq::{self, Reader, Span};
+use crate::topic_reader::{self, Reader, Span};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,7 +108,7 @@ fn explain(
 ) -> anyhow::Result<Vec<Explained>> {
     let p = processor::partitioner::partition_for(key, topics.partitions);
     let since_ms = runtime::now_ms() - i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX);
-    let consumer = dlq::reader(kafka, "tillstream-explain", "tillstream-explain")?;
+    let consumer = topic_reader::reader(kafka, "tillstream-explain", "tillstream-explain")?;
 
     let mut decisions: Vec<Decision> = Vec::new();
     let span = window(&consumer, &topics.decisions, p, since_ms)?;
@@ -212,7 +212,7 @@ fn read_keyed_at(
     mut on: impl FnMut(i64, &[u8]),
 ) -> anyhow::Result<()> {
     let spans = BTreeMap::from([(p, span)]);
-    dlq::read(consumer, topic, &spans, |m| {
+    topic_reader::read(consumer, topic, &spans, |m| {
         if m.key() == Some(key.as_bytes())
             && let Some(v) = m.payload()
         {
@@ -226,7 +226,7 @@ fn read_keyed_at(
 /// The publisher group's committed offset on one commands partition (reading it neither
 /// joins the group nor commits anything).
 fn committed(kafka: &KafkaConfig, group: &str, topic: &str, p: i32) -> anyhow::Result<Option<i64>> {
-    let consumer = dlq::reader(kafka, "tillstream-explain-committed", group)?;
+    let consumer = topic_reader::reader(kafka, "tillstream-explain-committed", group)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, p);
     let found = consumer
@@ -244,14 +244,14 @@ fn dead_letters(
     topic: &str,
     since_ms: i64,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let consumer = dlq::reader(kafka, "tillstream-explain-dlq", "tillstream-explain")?;
+    let consumer = topic_reader::reader(kafka, "tillstream-explain-dlq", "tillstream-explain")?;
     let n = crate::replay::partition_count(&consumer, topic)?;
     let mut spans = BTreeMap::new();
     for p in 0..n {
         spans.insert(p, window(&consumer, topic, p, since_ms)?);
     }
     let mut out = BTreeMap::new();
-    dlq::read(&consumer, topic, &spans, |m| {
+    topic_reader::read(&consumer, topic, &spans, |m| {
         let header = |name: &str| {
             m.headers().and_then(|h| {
                 h.iter()

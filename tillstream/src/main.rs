@@ -7,6 +7,7 @@ mod explain;
 mod replay;
 mod rewrite;
 mod seed;
+mod topic_reader;
 mod topics;
 
 use clap::{Parser, Subcommand};

@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use runtime::{KafkaConfig, TopicsConfig};
 
-use crate::dlq::{read, reader, spans};
+use crate::topic_reader::{read, reader, spans};
 
 /// Records queued before waiting for their acknowledgements.
 const BATCH: usize = 5_000;

@@ -16,7 +16,7 @@ use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{CustomerKey, KeyKind, ShopDomain, ShopifyEnvelope};
 use serde::Deserialize;
 
-use crate::dlq::{read, reader, spans};
+use crate::topic_reader::{read, reader, spans};
 
 /// `tillstream raw seed-erasures`.
 #[derive(Args, Debug)]
