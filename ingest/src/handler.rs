@@ -47,7 +47,7 @@ pub(crate) struct Inner {
     registry: Registry,
     health: Arc<Health>,
     /// The Iterable system-webhook endpoint (`None`: no secret configured, answers 404).
-    pub(crate) iterable: Option<crate::iterable::IterableEndpoint>,
+    pub(crate) iterable: Option<crate::iterable_endpoint::IterableEndpoint>,
     /// Crypto-shredding (`None`: no `erasure.master_key`, bodies are stored in clear).
     pub(crate) sealer: Option<Sealer>,
 }
@@ -81,7 +81,8 @@ impl AppState {
         let allowed_shops = config.allowed_shops()?.map(|v| v.into_iter().collect());
         let registry = Registry::new();
         let metrics = Metrics::new(&registry).map_err(|e| Error::Metrics(e.to_string()))?;
-        let iterable = crate::iterable::IterableEndpoint::new(&config.iterable, &registry)?;
+        let iterable =
+            crate::iterable_endpoint::IterableEndpoint::new(&config.iterable, &registry)?;
         if let Some(sealer) = &sealer {
             registry
                 .register(Box::new(sealer.keys_created()))

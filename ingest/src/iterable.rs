@@ -14,9 +14,8 @@
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use prometheus::{IntCounterVec, Opts, Registry};
 use schemas::{
     EventSource, ITERABLE_CONSENT_EVENTS, ITERABLE_TOPIC_PREFIX, KeyKind, ShopDomain,
     ShopifyEnvelope,
@@ -25,8 +24,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::Error;
-use crate::config::IterableWebhookConfig;
 use crate::handler::{AppState, declared_length, read_body};
 use crate::sink::{Record, SinkError};
 
@@ -34,159 +31,8 @@ use crate::sink::{Record, SinkError};
 /// belongs to, set in the webhook's URL.
 pub const ITERABLE_PATH: &str = "/webhooks/iterable/{shop}";
 
-/// The endpoint's settings and metrics.
-pub(crate) struct IterableEndpoint {
-    header: HeaderName,
-    /// SHA-256 of each accepted secret, current first: comparing digests keeps the check's time
-    /// independent of the secrets' lengths and contents.
-    digests: Vec<[u8; 32]>,
-    metrics: IterableMetrics,
-}
-
-struct IterableMetrics {
-    requests: IntCounterVec,
-    auth_failures: IntCounterVec,
-    auth_verified: IntCounterVec,
-    events: IntCounterVec,
-}
-
-impl IterableEndpoint {
-    /// `None` when no secret is configured (the endpoint is then disabled).
-    pub(crate) fn new(
-        config: &IterableWebhookConfig,
-        registry: &Registry,
-    ) -> Result<Option<Self>, Error> {
-        let secrets = config.resolve()?;
-        if secrets.is_empty() {
-            return Ok(None);
-        }
-        let header = HeaderName::from_bytes(config.header.as_bytes())
-            .map_err(|e| Error::Config(format!("iterable.header: {e}")))?;
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .map_err(|e| Error::Metrics(e.to_string()))?;
-            registry
-                .register(Box::new(c.clone()))
-                .map_err(|e| Error::Metrics(e.to_string()))?;
-            Ok(c)
-        };
-        let metrics = IterableMetrics {
-            requests: counter(
-                "tillstream_ingest_iterable_requests_total",
-                "Iterable system webhook requests by answered status.",
-                &["status"],
-            )?,
-            auth_failures: counter(
-                "tillstream_ingest_iterable_auth_failures_total",
-                "Iterable webhook requests refused by the shared-secret check, by reason.",
-                &["reason"],
-            )?,
-            auth_verified: counter(
-                "tillstream_ingest_iterable_auth_verified_total",
-                "Iterable webhook requests accepted, by the index of the matching secret (0 = current).",
-                &["secret"],
-            )?,
-            events: counter(
-                "tillstream_ingest_iterable_events_total",
-                "Authenticated Iterable events by name and outcome (published, ignored).",
-                &["event", "outcome"],
-            )?,
-        };
-        Ok(Some(Self {
-            header,
-            digests: secrets
-                .iter()
-                .map(|s| Sha256::digest(s.expose().as_bytes()).into())
-                .collect(),
-            metrics,
-        }))
-    }
-
-    /// The index of the secret the request carries.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<usize, IterableError> {
-        let mut values = headers.get_all(&self.header).iter();
-        let value = values
-            .next()
-            .ok_or(IterableError::Unauthenticated("missing"))?;
-        if values.next().is_some() {
-            return Err(IterableError::Unauthenticated("repeated"));
-        }
-        let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
-        // Every secret is compared, and each comparison folds all 32 bytes: no early exit
-        // tells an attacker how close a guess was or which secret it nearly matched.
-        let mut found = None;
-        for (i, d) in self.digests.iter().enumerate() {
-            let diff = d
-                .iter()
-                .zip(digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 && found.is_none() {
-                found = Some(i);
-            }
-        }
-        found.ok_or(IterableError::Unauthenticated("mismatch"))
-    }
-}
-
-/// Why an Iterable webhook was not answered 200.
-#[derive(Debug, thiserror::Error)]
-pub enum IterableError {
-    /// No secret configured.
-    #[error("not found")]
-    Disabled,
-    /// Too many requests in flight.
-    #[error("too many requests in flight; retry later")]
-    Overloaded,
-    /// Missing, repeated or wrong secret header (the label says which).
-    #[error("unauthenticated")]
-    Unauthenticated(&'static str),
-    /// The body is larger than the limit.
-    #[error("body larger than {0} bytes")]
-    TooLarge(usize),
-    /// The body did not arrive in time.
-    #[error("body not received in time")]
-    ReadTimeout,
-    /// The body stream broke, the shop is not a shop domain, or the body is not a system webhook.
-    #[error("{0}")]
-    BadRequest(String),
-    /// The shop is not on the allow-list.
-    #[error("shop {0} is not allowed")]
-    ShopNotAllowed(String),
-    /// The envelope could not be encoded.
-    #[error("cannot encode envelope: {0}")]
-    Encode(String),
-    /// No ack within the timeout, or the broker refused the record.
-    #[error("cannot publish: {0}")]
-    Publish(String),
-}
-
-impl IterableError {
-    fn status(&self) -> StatusCode {
-        match self {
-            Self::Disabled => StatusCode::NOT_FOUND,
-            Self::Overloaded | Self::Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ReadTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::ShopNotAllowed(_) => StatusCode::FORBIDDEN,
-            Self::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl IntoResponse for IterableError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (status, format!("{self}\n")).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
+use crate::iterable_endpoint::IterableEndpoint;
+pub use crate::iterable_endpoint::IterableError;
 
 /// The fields of a system webhook ingest reads (reference §10b); the body is published verbatim.
 #[derive(Deserialize)]

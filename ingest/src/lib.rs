@@ -13,6 +13,7 @@ pub mod handler;
 pub mod headers;
 pub mod heartbeat;
 pub mod iterable;
+mod iterable_endpoint;
 pub mod metrics;
 pub mod server;
 pub mod sink;
