@@ -199,14 +199,20 @@ impl StackOptions {
     /// `TILLSTREAM_TEST_TIMER_CLOCK=stream_time` runs the raw input's stream time instead (to
     /// see what the production rule guards against). `extra` adds `engine.timers` settings.
     #[must_use]
-    pub fn live_timers(mut self, extra: &[(&str, &str)]) -> Self {
+    pub fn live_timers(self, extra: &[(&str, &str)]) -> Self {
+        let clock =
+            std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
+        self.timer_clock(&clock, extra)
+    }
+
+    /// [`StackOptions::live_timers`] with the clock named (`inputs` or `stream_time`).
+    #[must_use]
+    pub fn timer_clock(mut self, clock: &str, extra: &[(&str, &str)]) -> Self {
         self.event_time_only = false;
         self.ingest_env
             .push(("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into()));
-        let clock =
-            std::env::var("TILLSTREAM_TEST_TIMER_CLOCK").unwrap_or_else(|_| "inputs".to_owned());
         let base = [
-            ("CLOCK", clock.as_str()),
+            ("CLOCK", clock),
             ("DELIVERY_GRACE", "1s"),
             ("LATE_SETTLE", "5s"),
             ("ANNOUNCE_INTERVAL", "200ms"),

@@ -123,18 +123,7 @@ async fn main() -> anyhow::Result<()> {
     if a.clock == Clock::Inputs {
         // Production's clock and caught-up rule, with the alignment suite's short settle times
         // so the held timers fire seconds (not minutes) after the sending ends.
-        opts.event_time_only = false;
-        opts.ingest_env
-            .push(("TILLSTREAM__HEARTBEAT__INTERVAL".into(), "500ms".into()));
-        opts.processor_env.extend(
-            [
-                ("CLOCK", a.clock.name()),
-                ("DELIVERY_GRACE", "1s"),
-                ("LATE_SETTLE", "5s"),
-                ("ANNOUNCE_INTERVAL", "200ms"),
-            ]
-            .map(|(k, v)| (format!("TILLSTREAM__ENGINE__TIMERS__{k}"), v.to_owned())),
-        );
+        opts = opts.timer_clock(a.clock.name(), &[]);
     }
     // As compose runs them: a restarted processor or publisher takes its partitions back at
     // once instead of waiting for the killed member's session to expire.
