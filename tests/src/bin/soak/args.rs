@@ -5,7 +5,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: soak [--duration-secs S] [--rate PER_S] [--kill-min-secs S] [--kill-max-secs S] \
      [--broker-down-secs S] [--sample-secs S] [--seed N] [--partitions N] [--drain-timeout-secs S] \
-     [--log-level LEVEL] [--clock inputs|stream_time] [--no-probes] [--bootstrap HOST:PORT,...] [--out DIR]";
+     [--log-level LEVEL] [--clock inputs|stream_time (default inputs)] [--no-probes] [--bootstrap HOST:PORT,...] [--out DIR]";
 
 /// Which timer clock the processor runs with (`engine.timers.clock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub(crate) fn args() -> anyhow::Result<Args> {
         partitions: 4,
         drain_timeout: Duration::from_secs(900),
         log_level: "warn".into(),
-        clock: Clock::StreamTime,
+        clock: Clock::Inputs,
         probes: true,
         bootstrap: None,
         out: PathBuf::from("soak-out"),
