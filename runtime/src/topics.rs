@@ -185,13 +185,20 @@ impl TopicsConfig {
                 self.partitions,
                 &[("cleanup.policy", "delete"), ("retention.ms", &transient)],
             ),
-            // Compacted: the latest state per key survives; tombstones erase (GDPR).
+            // Compacted: the latest state per key survives; tombstones erase (GDPR). Ten-minute
+            // segments: the cleaner never compacts the active segment, and with the default
+            // (1 GiB or 7 days) none rolls for hours, so a restore read every state update since
+            // the start (the one-hour soak: a processor restart's stall grew from 40 s to 200 s
+            // over the hour, docs/benchmarks.md). A day's max lag bounds how long an erased
+            // key's bytes stay on disk, as for the data keys.
             spec(
                 &self.changelog,
                 self.partitions,
                 &[
                     ("cleanup.policy", "compact"),
                     ("min.compaction.lag.ms", "0"),
+                    ("max.compaction.lag.ms", "86400000"),
+                    ("segment.ms", "600000"),
                     ("delete.retention.ms", "86400000"),
                 ],
             ),
@@ -399,6 +406,8 @@ mod tests {
         assert_eq!(raw.configs["retention.ms"], "-1");
         let changelog = specs.iter().find(|s| s.name == t.changelog).unwrap();
         assert_eq!(changelog.configs["cleanup.policy"], "compact");
+        // Segments roll, so the cleaner can compact what a restore reads.
+        assert_eq!(changelog.configs["segment.ms"], "600000");
         let erasures = specs.iter().find(|s| s.name == t.erasures).unwrap();
         assert_eq!(erasures.configs["cleanup.policy"], "compact");
     }
