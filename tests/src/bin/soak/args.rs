@@ -5,7 +5,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: soak [--duration-secs S] [--rate PER_S] [--kill-min-secs S] [--kill-max-secs S] \
      [--broker-down-secs S] [--sample-secs S] [--seed N] [--partitions N] [--drain-timeout-secs S] \
-     [--log-level LEVEL] [--clock inputs|stream_time (default inputs)] [--no-probes] [--bootstrap HOST:PORT,...] [--out DIR]";
+     [--log-level LEVEL] [--clock inputs|stream_time (default inputs)] [--targets ingest,processor,publisher,brokers] [--no-probes] [--bootstrap HOST:PORT,...] [--out DIR]";
 
 /// Which timer clock the processor runs with (`engine.timers.clock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +43,66 @@ pub(crate) struct Args {
     pub(crate) drain_timeout: Duration,
     pub(crate) log_level: String,
     pub(crate) clock: Clock,
+    /// What the faults may kill (`--targets`; default: every service and, on a private cluster,
+    /// every broker).
+    pub(crate) targets: Targets,
     /// Whether to send the latency probes (off: no end-to-end age, a pure scenario load).
     pub(crate) probes: bool,
     pub(crate) bootstrap: Option<String>,
     pub(crate) out: PathBuf,
+}
+
+/// What the faults may kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Targets {
+    pub(crate) ingest: bool,
+    pub(crate) processor: bool,
+    pub(crate) publisher: bool,
+    pub(crate) brokers: bool,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            ingest: true,
+            processor: true,
+            publisher: true,
+            brokers: true,
+        }
+    }
+}
+
+impl Targets {
+    /// `ingest,processor,publisher,brokers`, any non-empty subset.
+    fn parse(list: &str) -> anyhow::Result<Self> {
+        let mut t = Self {
+            ingest: false,
+            processor: false,
+            publisher: false,
+            brokers: false,
+        };
+        for name in list.split(',').map(str::trim) {
+            match name {
+                "ingest" => t.ingest = true,
+                "processor" => t.processor = true,
+                "publisher" => t.publisher = true,
+                "brokers" => t.brokers = true,
+                other => anyhow::bail!(
+                    "--targets lists ingest, processor, publisher, brokers; got {other:?}"
+                ),
+            }
+        }
+        anyhow::ensure!(
+            t != Targets {
+                ingest: false,
+                processor: false,
+                publisher: false,
+                brokers: false
+            },
+            "--targets is empty"
+        );
+        Ok(t)
+    }
 }
 
 /// Parses the command line.
@@ -66,6 +122,7 @@ pub(crate) fn args() -> anyhow::Result<Args> {
         drain_timeout: Duration::from_secs(900),
         log_level: "warn".into(),
         clock: Clock::Inputs,
+        targets: Targets::default(),
         probes: true,
         bootstrap: None,
         out: PathBuf::from("soak-out"),
@@ -94,6 +151,7 @@ pub(crate) fn args() -> anyhow::Result<Args> {
                     other => anyhow::bail!("--clock is inputs or stream_time, got {other}"),
                 }
             }
+            "--targets" => a.targets = Targets::parse(&val()?)?,
             "--no-probes" => a.probes = false,
             "--bootstrap" => a.bootstrap = Some(val()?),
             "--out" => a.out = PathBuf::from(val()?),
@@ -113,4 +171,19 @@ pub(crate) fn args() -> anyhow::Result<Args> {
         "--kill-max-secs must be 0 (no faults) or at least --kill-min-secs"
     );
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Targets;
+
+    #[test]
+    fn targets_name_a_non_empty_subset() {
+        let t = Targets::parse("processor").unwrap();
+        assert!(t.processor && !t.ingest && !t.publisher && !t.brokers);
+        let t = Targets::parse("brokers, ingest").unwrap();
+        assert!(t.brokers && t.ingest && !t.processor);
+        assert!(Targets::parse("").is_err());
+        assert!(Targets::parse("zookeeper").is_err());
+    }
 }

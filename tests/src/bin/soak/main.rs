@@ -258,15 +258,28 @@ async fn main() -> anyhow::Result<()> {
             sending_done.clone(),
             faults.clone(),
         );
-        let (min, max, down) = (a.kill_min, a.kill_max, a.broker_down);
+        let (min, max, down, a_targets) = (a.kill_min, a.kill_max, a.broker_down, a.targets);
         let mut rng = StdRng::seed_from_u64(a.seed);
         tokio::spawn(async move {
             if max == 0 {
                 return;
             }
-            let mut targets = vec![Target::Ingest, Target::Processor, Target::Publisher];
-            if cluster.is_some() {
+            let mut targets = Vec::new();
+            let t = a_targets;
+            for (on, target) in [
+                (t.ingest, Target::Ingest),
+                (t.processor, Target::Processor),
+                (t.publisher, Target::Publisher),
+            ] {
+                if on {
+                    targets.push(target);
+                }
+            }
+            if t.brokers && cluster.is_some() {
                 targets.extend([Target::Broker(1), Target::Broker(2), Target::Broker(3)]);
+            }
+            if targets.is_empty() {
+                return;
             }
             loop {
                 let wait = Duration::from_secs_f64(rng.random_range(min as f64..=max as f64));
@@ -581,6 +594,7 @@ async fn main() -> anyhow::Result<()> {
             "kill_max_secs": a.kill_max, "broker_down_secs": a.broker_down.as_secs(),
             "sample_secs": a.sample.as_secs_f64(), "seed": a.seed, "partitions": a.partitions,
             "clock": a.clock.name(),
+            "targets": format!("{:?}", a.targets),
             "probes": a.probes,
             "bootstrap": a.bootstrap,
         },
