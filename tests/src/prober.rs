@@ -16,7 +16,7 @@ use crate::Stack;
 use crate::probes::{Lane, Probes, age_summary};
 
 /// Event time (ms) to stamp the next round with (raised to one more than the previous round's),
-/// or `None` to skip this round.
+/// or `None` to skip this round. Called on the prober's task: it must not block.
 pub type Stamp = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
 
 struct Phase {
@@ -117,8 +117,7 @@ impl Prober {
         while !done.load(Ordering::Relaxed) {
             if lock(&shared).sending && Instant::now() >= next_round {
                 next_round = Instant::now() + Duration::from_secs(1);
-                let s = stamp.clone();
-                if let Ok(Some(ms)) = tokio::task::spawn_blocking(move || s()).await {
+                if let Some(ms) = stamp() {
                     // Strictly increasing: profiles and carts are last-write-wins by time.
                     let ms = ms.max(last_ms.saturating_add(1));
                     last_ms = ms;
