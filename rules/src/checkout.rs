@@ -113,7 +113,7 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     }
     let Some(token) = text(co.token.as_deref())
         .map(str::to_owned)
-        .or_else(|| co.id.map(|i| i.0.to_string()))
+        .or_else(|| co.checkout_id().map(|i| i.0.to_string()))
     else {
         return;
     };
@@ -128,13 +128,14 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         || co.phone().is_some()
         || (cx.key.kind() == KeyKind::Customer && profile::email(cx.key, state).is_some());
     let cart_hash = text(co.cart_token.as_deref()).map_or(0, ids::token_hash);
+    let checkout_id = co.checkout_id().map(|i| i.0);
 
     // A delete that arrived first left a placeholder: fold it into the real checkout.
     let placeholder = state.checkouts.iter().position(|f| {
         f.token_hash != hash
             && f.updated_ms == 0
             && f.deleted_ms.is_some()
-            && ((f.id.is_some() && f.id == co.id.map(|i| i.0))
+            && ((f.id.is_some() && f.id == checkout_id)
                 || (cart_hash != 0 && f.cart_hash == cart_hash))
     });
     let early_delete = placeholder
@@ -146,8 +147,8 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
     let was_armed = timer_armed(fact, window);
     // Whether the abandonment clock runs: a timer was armed (or has fired) for this checkout.
     let clocked = fact.flags & K_CONTACT != 0 && fact.updated_ms != 0;
-    if let Some(id) = co.id {
-        fact.id = Some(id.0);
+    if let Some(id) = checkout_id {
+        fact.id = Some(id);
     }
     if cart_hash != 0 {
         fact.cart_hash = cart_hash;
@@ -184,13 +185,13 @@ pub(crate) fn on_checkout(cx: &mut Cx<'_>, state: &mut State, co: &Checkout) {
         // after the order that completed the checkout.
         fact.cart_sent_hash = 0;
     }
-    let link = co.id.filter(|_| fact.flags & K_LINKED == 0);
+    let link = checkout_id.filter(|_| fact.flags & K_LINKED == 0);
     if link.is_some() {
         fact.flags |= K_LINKED;
     }
     let fact = fact.clone();
     if let Some(id) = link {
-        messages::link_checkout(cx, id.0, co.created_at.map_or(updated, |t| t.0));
+        messages::link_checkout(cx, id, co.created_at.map_or(updated, |t| t.0));
     }
 
     if settled_in_time(&fact, window) {

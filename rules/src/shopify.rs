@@ -579,6 +579,9 @@ pub struct Checkout {
     pub token: Option<String>,
     /// Numeric id (older versions; what `checkouts/delete` carries).
     pub id: Option<Id>,
+    /// `"#<id>"`: the id where the payload has no `id` field (2026 versions).
+    #[serde(default, deserialize_with = "crate::lenient::text")]
+    pub name: Option<String>,
     /// Cart token.
     pub cart_token: Option<String>,
     /// Email.
@@ -621,6 +624,19 @@ pub struct Checkout {
 }
 
 impl Checkout {
+    /// The numeric id `checkouts/delete` is keyed by: `id` (older versions), else the digits of
+    /// `name` (`"#450789469"` for id 450789469 in Shopify's own examples; the 2026 create and
+    /// update payloads carry only `name`). Anything but `#` and digits is no id.
+    pub fn checkout_id(&self) -> Option<Id> {
+        self.id.or_else(|| {
+            let digits = self.name.as_deref()?.trim().strip_prefix('#')?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok().map(Id)
+        })
+    }
+
     /// The contact email: checkout email, then the customer's.
     pub fn email(&self) -> Option<&str> {
         first_filled([
@@ -654,6 +670,27 @@ pub struct CheckoutDelete {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_checkout_id_comes_from_id_else_from_name() {
+        let co = |body: &str| {
+            serde_json::from_str::<Checkout>(body)
+                .unwrap()
+                .checkout_id()
+        };
+        // Shopify's example: id 450789469, name "#450789469".
+        assert_eq!(co(r##"{"name": "#450789469"}"##), Some(Id(450_789_469)));
+        assert_eq!(co(r##"{"id": 7, "name": "#450789469"}"##), Some(Id(7)));
+        for odd in [
+            r##"{"name": "#1001-A"}"##,
+            r##"{"name": "#"}"##,
+            r#"{"name": "1001"}"#,
+            r#"{"name": null}"#,
+            "{}",
+        ] {
+            assert_eq!(co(odd), None, "{odd}");
+        }
+    }
 
     #[test]
     fn ids_never_go_through_floats() {

@@ -712,6 +712,42 @@ fn abandoned_checkout_edge_cases() {
     }
 }
 
+/// Shopify's 2026 checkout payloads carry no top-level `id` (only `name`, "#<id>"), while
+/// `checkouts/delete` carries only `id` and `cart_token`: the person key must still link the
+/// checkout key by the id in `name`, or the delete waits there forever and the deleted
+/// checkout is abandoned (a guest whose create, without contact, came from an older
+/// subscription: the soak of 2026-12-06 fired one such abandonment without faults).
+#[test]
+fn a_checkout_known_by_its_name_only_is_cancelled_by_its_delete() {
+    for timers_first in [true, false] {
+        let mut h = Harness::default();
+        h.timers_first = timers_first;
+        // The older subscription's create: id, no contact (a checkout key keeps nothing).
+        let create = checkout_json("tokN", 3301, None, None, T0 - 5 * MIN, T0 - 5 * MIN, None);
+        h.deliver(envelope(
+            "checkouts/create",
+            &create,
+            "co-n-create",
+            T0 - 5 * MIN,
+        ));
+        // The 2026 update with the email: no `id`, `name` = "#3301".
+        let mut update = checkout_json("tokN", 3301, Some(EMAIL), None, T0 - 5 * MIN, T0, None);
+        update.as_object_mut().unwrap().remove("id");
+        h.deliver(envelope("checkouts/update", &update, "co-n-update", T0));
+        h.deliver(envelope(
+            "checkouts/delete",
+            &json!({"id": 3301, "cart_token": "cart-tokN", "presentment_currency": "USD"}),
+            "co-n-delete",
+            T0 + 30 * MIN,
+        ));
+        h.finish();
+        assert!(
+            h.events("checkout_abandoned").is_empty(),
+            "deleted before due, known by name only (timers_first={timers_first})"
+        );
+    }
+}
+
 #[test]
 fn checkouts_without_contact_never_fire() {
     let mut h = Harness::default();
