@@ -6,7 +6,8 @@
 //! cargo build -p processor && cargo run -p processor --example processor-bench -- --events 20000 --customers 1000000 --threads 1,2
 //! ```
 //! `--threads` lists the `engine.threads` settings to measure (default `1,2`): the processor and
-//! restore figures are given for each.
+//! restore figures are given for each. `--txn-sizes` lists the records per transaction (default
+//! `100,1000,5000`).
 //! Prints one JSON document. Measures, on the local broker:
 //! * `ceiling`: a stateless transactional read-process-write loop (consume raw, produce each
 //!   record to an output topic, `send_offsets_to_transaction`, commit every N records), the
@@ -188,14 +189,19 @@ fn processor_bin() -> std::path::PathBuf {
     bin
 }
 
-/// The `--threads` list (`1,2` by default): the engine thread counts to measure.
-fn thread_counts() -> Vec<usize> {
+/// A comma-separated list argument, `default` when absent.
+fn list_arg(name: &str, default: &str) -> Vec<usize> {
     let args: Vec<String> = std::env::args().collect();
     let list = args
         .windows(2)
-        .find(|w| w[0] == "--threads")
-        .map_or("1,2", |w| w[1].as_str());
+        .find(|w| w[0] == name)
+        .map_or(default, |w| w[1].as_str());
     list.split(',').map(|t| t.trim().parse().unwrap()).collect()
+}
+
+/// The `--threads` list (`1,2` by default): the engine thread counts to measure.
+fn thread_counts() -> Vec<usize> {
+    list_arg("--threads", "1,2")
 }
 
 /// The master key of `--sealed` runs (crypto-shredding: bodies sealed as ingest seals them).
@@ -399,10 +405,11 @@ async fn main() {
     let n = i64::try_from(records.len()).unwrap();
 
     let only_restore = std::env::args().any(|a| a == "--only-restore");
-    let sizes: &[usize] = if only_restore {
-        &[]
+    // `--txn-sizes 5000` measures one size (a long steady phase to profile).
+    let sizes: &[usize] = &if only_restore {
+        Vec::new()
     } else {
-        &[100, 1000, 5000]
+        list_arg("--txn-sizes", "100,1000,5000")
     };
     // The ceiling is the pass-through's best over the same transaction sizes (larger ones
     // commit less often), so the ratio compares best with best.
