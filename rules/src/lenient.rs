@@ -37,6 +37,16 @@ fn note(n: Note) {
     NOTES.with(|v| v.borrow_mut().push(n));
 }
 
+/// How many notes this thread holds (see [`rewind`]).
+pub(crate) fn mark() -> usize {
+    NOTES.with(|v| v.borrow().len())
+}
+
+/// Forgets the notes taken since `mark` (a parse about to be repeated).
+pub(crate) fn rewind(mark: usize) {
+    NOTES.with(|v| v.borrow_mut().truncate(mark));
+}
+
 /// Forgets notes left by an earlier parse on this thread.
 pub(crate) fn clear() {
     NOTES.with(|v| v.borrow_mut().clear());
