@@ -6,7 +6,11 @@
 //! current one plus everything under `schemas/avro/released/`) and resolves the datum into the
 //! current schema, so records written by older releases stay readable during replays.
 
-use apache_avro::{Schema, rabin::Rabin, types::Value};
+use std::cell::RefCell;
+
+use apache_avro::{
+    GenericSingleObjectReader, GenericSingleObjectWriter, Schema, rabin::Rabin, types::Value,
+};
 
 /// The two marker bytes that start every single-object encoded record.
 pub const MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -67,15 +71,28 @@ pub enum CodecError {
 }
 
 /// One topic's schema: the current version and the fingerprints of every version it can read.
-#[derive(Debug)]
 pub struct Codec {
     name: &'static str,
     current: Schema,
     current_fingerprint: u64,
     known: Vec<(u64, Schema)>,
+    /// A reader per known version with its names resolved once: `from_avro_datum` resolves
+    /// the writer schema on every call, which cost more than the decoding itself.
+    readers: Vec<(u64, GenericSingleObjectReader)>,
     /// Decode older versions in their writer's shape instead of resolving them into the
     /// current schema (see [`Codec::writer_shaped`]).
     writer_shaped: bool,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("name", &self.name)
+            .field("current_fingerprint", &self.current_fingerprint)
+            .field("known", &self.known.len())
+            .field("writer_shaped", &self.writer_shaped)
+            .finish_non_exhaustive()
+    }
 }
 
 fn fingerprint(schema: &Schema) -> u64 {
@@ -103,11 +120,21 @@ impl Codec {
                 known.push((fp, s));
             }
         }
+        #[allow(clippy::expect_used)] // The same embedded schemas parsed above.
+        let readers = known
+            .iter()
+            .map(|(fp, s)| {
+                let reader = GenericSingleObjectReader::new(s.clone())
+                    .expect("embedded Avro schema must resolve");
+                (*fp, reader)
+            })
+            .collect();
         Self {
             name,
             current,
             current_fingerprint,
             known,
+            readers,
             writer_shaped: false,
         }
     }
@@ -149,14 +176,33 @@ impl Codec {
         }
     }
 
-    /// Encodes a value with the current schema, framed as a single object.
+    /// Encodes a value with the current schema, framed as a single object (the library's
+    /// single-object writer writes the same `C3 01` + fingerprint header). Each thread keeps
+    /// one writer per schema, its names resolved once: `to_avro_datum` resolved the schema
+    /// twice per record (validation and encoding).
     pub(crate) fn encode_value(&self, value: Value) -> Result<Vec<u8>, CodecError> {
-        let datum = apache_avro::to_avro_datum(&self.current, value).map_err(|e| self.avro(e))?;
-        let mut out = Vec::with_capacity(10 + datum.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&self.current_fingerprint.to_le_bytes());
-        out.extend_from_slice(&datum);
-        Ok(out)
+        thread_local! {
+            static WRITERS: RefCell<Vec<(&'static str, GenericSingleObjectWriter)>> =
+                const { RefCell::new(Vec::new()) };
+        }
+        WRITERS.with(|writers| {
+            let mut writers = writers.borrow_mut();
+            let i = match writers.iter().position(|(n, _)| *n == self.name) {
+                Some(i) => i,
+                None => {
+                    let w = GenericSingleObjectWriter::new_with_capacity(&self.current, 1024)
+                        .map_err(|e| self.avro(e))?;
+                    writers.push((self.name, w));
+                    writers.len() - 1
+                }
+            };
+            let mut out = Vec::with_capacity(256);
+            writers[i]
+                .1
+                .write_value_ref(&value, &mut out)
+                .map_err(|e| self.avro(e))?;
+            Ok(out)
+        })
     }
 
     /// Decodes a framed record written with any known version into the current schema.
@@ -176,6 +222,13 @@ impl Codec {
             .find(|(k, _)| *k == fp)
             .map(|(_, s)| s)
             .ok_or(CodecError::UnknownSchema(fp, self.name))?;
+        if fp == self.current_fingerprint || self.writer_shaped {
+            // Read in the writer's shape with its names resolved once.
+            if let Some((_, reader)) = self.readers.iter().find(|(k, _)| *k == fp) {
+                let mut framed = bytes;
+                return reader.read_value(&mut framed).map_err(|e| self.avro(e));
+            }
+        }
         let mut datum = &bytes[10..];
         let reader = if fp == self.current_fingerprint || self.writer_shaped {
             None
