@@ -530,6 +530,7 @@ impl PartitionState {
             aggregate,
             timers,
             dedup,
+            ..Entry::default()
         })
     }
 }

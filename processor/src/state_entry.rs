@@ -64,7 +64,24 @@ pub struct Entry {
     pub timers: Vec<StoredTimer>,
     /// Fingerprints seen in the dedup window: (64-bit hash, event time ms).
     pub dedup: Vec<(u64, i64)>,
+    /// The JSON text `aggregate` was packed from, while the entry is hot (see [`TextCache`]).
+    pub(super) text: TextCache,
 }
+
+/// The aggregate's JSON text as the rules last wrote it, kept while the entry is decoded (one
+/// transaction): the key's next input and its changelog record read it instead of unpacking
+/// the bytes again (packing is lossless, so both give the same value). Never encoded into
+/// the slot; not part of the entry's identity.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TextCache(pub(super) Option<String>);
+
+impl PartialEq for TextCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TextCache {}
 
 impl Entry {
     pub(super) fn new(key: &str) -> Self {
@@ -76,6 +93,9 @@ impl Entry {
 
     /// The aggregate as JSON text.
     pub fn aggregate_json(&self) -> String {
+        if let Some(text) = &self.text.0 {
+            return text.clone();
+        }
         if self.aggregate.is_empty() {
             return "{}".into();
         }
@@ -84,7 +104,11 @@ impl Entry {
 
     /// Decodes the aggregate; an unreadable one (never written by this version) starts empty.
     pub fn aggregate<S: DeserializeOwned + Default>(&self) -> S {
-        serde_json::from_str(&self.aggregate_json()).unwrap_or_default()
+        match &self.text.0 {
+            Some(text) => serde_json::from_str(text),
+            None => serde_json::from_str(&self.aggregate_json()),
+        }
+        .unwrap_or_default()
     }
 
     /// Stores the aggregate after a change at `at_ms` (event time).
@@ -92,12 +116,13 @@ impl Entry {
         let updated = self.updated_at_ms.max(at_ms);
         // Serialising a plain data aggregate cannot fail; keep the old bytes (and the time
         // they are relative to) if it somehow does.
-        if let Ok(packed) = serde_json::to_string(state)
-            .map_err(PackError::from)
-            .and_then(|text| pack::pack_json_near(&text, updated))
-        {
+        let Ok(text) = serde_json::to_string(state) else {
+            return;
+        };
+        if let Ok(packed) = pack::pack_json_near(&text, updated) {
             self.aggregate = packed;
             self.updated_at_ms = updated;
+            self.text = TextCache(Some(text));
         }
     }
 
@@ -212,6 +237,7 @@ impl Entry {
             aggregate,
             timers,
             dedup,
+            text: TextCache::default(),
         })
     }
 }

@@ -237,3 +237,33 @@ fn slots_are_reused_and_keys_stay_distinct() {
     keys.sort();
     assert_eq!(keys.first().map(String::as_str), Some("k1"));
 }
+
+#[test]
+fn a_hot_entrys_kept_text_and_its_packed_bytes_agree() {
+    // The text kept after a change must read as the packed bytes do (timestamps near the
+    // key's time, decimals, nesting), whether the entry is still hot or written back.
+    let mut p = P::default();
+    let agg = serde_json::json!({
+        "placed": [1_767_225_600_000_i64, 1_767_225_660_000_i64],
+        "ltv": "1204.50",
+        "tier": {"name": "gold", "since": 1_767_225_600_000_i64},
+        "flags": [true, null, -3]
+    });
+    p.set_aggregate("k", &agg, 1_767_225_700_000);
+    let hot = p.get("k").unwrap();
+    assert!(hot.text.0.is_some(), "the change keeps its text while hot");
+    let unpacked: serde_json::Value = serde_json::from_str(
+        &crate::pack::unpack_json_near(&hot.aggregate, hot.updated_at_ms).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(unpacked, agg);
+    assert_eq!(p.aggregate::<serde_json::Value>("k"), agg);
+    let _ = p.drain_changes();
+    let cold = p.get("k").unwrap();
+    assert!(cold.text.0.is_none(), "written back: only the packed bytes");
+    assert_eq!(p.aggregate::<serde_json::Value>("k"), agg);
+    assert_eq!(
+        p.record("k").unwrap().aggregate_json,
+        serde_json::to_string(&agg).unwrap()
+    );
+}
