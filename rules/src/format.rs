@@ -2,16 +2,29 @@
 
 use std::str::FromStr;
 
-use chrono::DateTime;
+use chrono::{DateTime, Datelike, Timelike};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Number, Value};
 
 /// A Unix-ms instant in the date format Iterable types as `date` (UTC).
 pub fn date(ms: i64) -> Value {
-    match DateTime::from_timestamp_millis(ms) {
-        Some(t) => Value::String(t.format("%Y-%m-%d %H:%M:%S +00:00").to_string()),
-        None => Value::Null,
+    let Some(t) = DateTime::from_timestamp_millis(ms) else {
+        return Value::Null;
+    };
+    if !(0..=9999).contains(&t.year()) {
+        return Value::String(t.format("%Y-%m-%d %H:%M:%S +00:00").to_string());
     }
+    // Written out directly: chrono's `format` parses its pattern on every call, and every
+    // profile update formats several dates.
+    Value::String(format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +00:00",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
 }
 
 /// Rounds money to cents, half away from zero (how shops round).
@@ -42,6 +55,39 @@ pub fn text(s: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_read_as_chrono_writes_them() {
+        let chrono_date = |ms: i64| {
+            DateTime::from_timestamp_millis(ms)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S +00:00").to_string())
+        };
+        let mut ms = -62_200_000_000_000_i64; // year 0, then steps of ~29 days past 9999
+        while ms < 260_000_000_000_000 {
+            assert_eq!(
+                date(ms).as_str().map(str::to_owned),
+                chrono_date(ms),
+                "{ms}"
+            );
+            ms += 2_500_000_000_007;
+        }
+        for ms in [
+            0,
+            -1,
+            999,
+            1_767_225_599_999,
+            1_767_225_600_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_167_219_200_001,
+        ] {
+            assert_eq!(
+                date(ms).as_str().map(str::to_owned),
+                chrono_date(ms),
+                "{ms}"
+            );
+        }
+    }
 
     #[test]
     fn formats() {
