@@ -182,17 +182,20 @@ impl Codec {
     /// twice per record (validation and encoding).
     pub(crate) fn encode_value(&self, value: Value) -> Result<Vec<u8>, CodecError> {
         thread_local! {
-            static WRITERS: RefCell<Vec<(&'static str, GenericSingleObjectWriter)>> =
+            // Keyed by the schema's fingerprint, not the codec's name: a test may build a
+            // codec of the same name with another schema.
+            static WRITERS: RefCell<Vec<(u64, GenericSingleObjectWriter)>> =
                 const { RefCell::new(Vec::new()) };
         }
+        let fp = self.current_fingerprint;
         WRITERS.with(|writers| {
             let mut writers = writers.borrow_mut();
-            let i = match writers.iter().position(|(n, _)| *n == self.name) {
+            let i = match writers.iter().position(|(k, _)| *k == fp) {
                 Some(i) => i,
                 None => {
                     let w = GenericSingleObjectWriter::new_with_capacity(&self.current, 1024)
                         .map_err(|e| self.avro(e))?;
-                    writers.push((self.name, w));
+                    writers.push((fp, w));
                     writers.len() - 1
                 }
             };
