@@ -75,13 +75,19 @@ pub struct Codec {
     name: &'static str,
     current: Schema,
     current_fingerprint: u64,
-    known: Vec<(u64, Schema)>,
-    /// A reader per known version with its names resolved once: `from_avro_datum` resolves
-    /// the writer schema on every call, which cost more than the decoding itself.
-    readers: Vec<(u64, GenericSingleObjectReader)>,
+    known: Vec<Version>,
     /// Decode older versions in their writer's shape instead of resolving them into the
     /// current schema (see [`Codec::writer_shaped`]).
     writer_shaped: bool,
+}
+
+/// A schema version this build can read.
+struct Version {
+    fingerprint: u64,
+    schema: Schema,
+    /// Reads the version in its own shape with its names resolved once: `from_avro_datum`
+    /// resolves the writer schema on every call, which cost more than the decoding itself.
+    reader: GenericSingleObjectReader,
 }
 
 impl std::fmt::Debug for Codec {
@@ -112,29 +118,26 @@ impl Codec {
         let parse = |text: &str| Schema::parse_str(text).expect("embedded Avro schema must parse");
         let current = parse(current);
         let current_fingerprint = fingerprint(&current);
-        let mut known = vec![(current_fingerprint, current.clone())];
+        #[allow(clippy::expect_used)] // The same embedded schema texts, parsed above.
+        let version = |fingerprint: u64, schema: Schema| Version {
+            fingerprint,
+            reader: GenericSingleObjectReader::new(schema.clone())
+                .expect("embedded Avro schema must resolve"),
+            schema,
+        };
+        let mut known = vec![version(current_fingerprint, current.clone())];
         for text in released {
             let s = parse(text);
             let fp = fingerprint(&s);
-            if !known.iter().any(|(k, _)| *k == fp) {
-                known.push((fp, s));
+            if !known.iter().any(|v| v.fingerprint == fp) {
+                known.push(version(fp, s));
             }
         }
-        #[allow(clippy::expect_used)] // The same embedded schemas parsed above.
-        let readers = known
-            .iter()
-            .map(|(fp, s)| {
-                let reader = GenericSingleObjectReader::new(s.clone())
-                    .expect("embedded Avro schema must resolve");
-                (*fp, reader)
-            })
-            .collect();
         Self {
             name,
             current,
             current_fingerprint,
             known,
-            readers,
             writer_shaped: false,
         }
     }
@@ -166,7 +169,7 @@ impl Codec {
 
     /// Every schema version this build can read, current first.
     pub fn known_schemas(&self) -> impl Iterator<Item = &Schema> {
-        self.known.iter().map(|(_, s)| s)
+        self.known.iter().map(|v| &v.schema)
     }
 
     fn avro(&self, source: apache_avro::Error) -> CodecError {
@@ -222,22 +225,18 @@ impl Codec {
         let writer = self
             .known
             .iter()
-            .find(|(k, _)| *k == fp)
-            .map(|(_, s)| s)
+            .find(|v| v.fingerprint == fp)
             .ok_or(CodecError::UnknownSchema(fp, self.name))?;
         if fp == self.current_fingerprint || self.writer_shaped {
-            // Read in the writer's shape with its names resolved once.
-            if let Some((_, reader)) = self.readers.iter().find(|(k, _)| *k == fp) {
-                let mut framed = bytes;
-                return reader.read_value(&mut framed).map_err(|e| self.avro(e));
-            }
+            // In the writer's shape (the header is checked again by the reader).
+            let mut framed = bytes;
+            return writer
+                .reader
+                .read_value(&mut framed)
+                .map_err(|e| self.avro(e));
         }
         let mut datum = &bytes[10..];
-        let reader = if fp == self.current_fingerprint || self.writer_shaped {
-            None
-        } else {
-            Some(&self.current)
-        };
-        apache_avro::from_avro_datum(writer, &mut datum, reader).map_err(|e| self.avro(e))
+        apache_avro::from_avro_datum(&writer.schema, &mut datum, Some(&self.current))
+            .map_err(|e| self.avro(e))
     }
 }
