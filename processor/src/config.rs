@@ -72,7 +72,10 @@ pub struct EngineConfig {
     /// Longest wait for new records before checking timers and queries again.
     #[serde(with = "humantime_serde")]
     pub poll_timeout: Duration,
-    /// Consumer group session timeout: how soon a dead instance's partitions move.
+    /// Consumer group session timeout: how soon a dead (non-static) instance's partitions move,
+    /// and how long the instance keeps its partitions while its group coordinator is
+    /// unreachable. Longer than a broker failover (30 s by default), or each broker loss costs
+    /// every partition's restore.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
     /// When timers fire: the late-data rule (ARCHITECTURE.md, "Event time and timers").

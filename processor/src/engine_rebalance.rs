@@ -74,7 +74,13 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
         let mut engine = self.lock();
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                if consumer.assignment_lost() {
+                let lost = consumer.assignment_lost();
+                engine
+                    .metrics
+                    .rebalances
+                    .with_label_values(&[if lost { "lost" } else { "revoke" }])
+                    .inc();
+                if lost {
                     // The session timed out (e.g. the broker was away): the group has moved
                     // on, so a commit would carry a stale generation and be rejected. Abort;
                     // whoever owns the partitions next redoes the uncommitted inputs.
@@ -100,6 +106,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                 engine.update_gauges();
             }
             Rebalance::Error(e) => {
+                engine
+                    .metrics
+                    .rebalances
+                    .with_label_values(&["error"])
+                    .inc();
                 tracing::error!(error = %e, "Rebalance error; aborting the open transaction.");
                 if let Err(e) = engine.recover(consumer, Recovery::AbortOnly) {
                     engine.fatal.get_or_insert(e);
@@ -114,6 +125,11 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut engine = self.lock();
+            engine
+                .metrics
+                .rebalances
+                .with_label_values(&["assign"])
+                .inc();
             let raw = engine.topics.raw.clone();
             let mut assigned: Vec<i32> = tpl
                 .elements()

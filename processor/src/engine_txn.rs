@@ -259,11 +259,14 @@ impl<R: Rules> Engine<R> {
         }
     }
 
-    /// How long a commit may run before the engine gives up on the Kafka client: past the
-    /// transaction timeout the broker aborts the transaction anyway; a client call gets one
-    /// more Kafka timeout to report it.
+    /// How long a commit may run before the engine gives up on the Kafka client: one client
+    /// call's timeout (or the transaction timeout, past which the broker aborts it anyway, when
+    /// shorter) plus one more for the client to report it. Giving up is safe at any point: the
+    /// restarted instance's `init_transactions` (same transactional id) completes or aborts
+    /// the transaction; waiting longer only prolongs the stall (a stuck commit after a broker
+    /// kill cost 87 s with the former `transaction_timeout` + 30 s).
     fn commit_deadline(&self) -> Duration {
-        self.cfg.transaction_timeout + KAFKA_TIMEOUT
+        self.cfg.transaction_timeout.min(KAFKA_TIMEOUT) + KAFKA_TIMEOUT
     }
 
     /// Takes the result of the commit in flight (waiting for it when `wait`, else only if it

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub late_arrivals: IntCounter,
     /// Time to restore one partition from the changelog.
     pub restore_seconds: Histogram,
+    /// Group rebalance callbacks, by kind: `assign`, `revoke`, `lost` (the session expired,
+    /// e.g. while the group coordinator moved: every partition is restored again), `error`.
+    pub rebalances: IntCounterVec,
     /// Keys held in memory.
     pub keys: IntGauge,
     /// Consumer lag per partition (raw + repartition).
@@ -141,6 +144,13 @@ impl Metrics {
                 )
                 .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0]),
             )?,
+            rebalances: IntCounterVec::new(
+                Opts::new(
+                    "tillstream_processor_rebalances_total",
+                    "Group rebalance callbacks (assign, revoke, lost, error).",
+                ),
+                &["kind"],
+            )?,
             keys: IntGauge::new("tillstream_processor_keys", "Keys held in memory.")?,
             lag: IntGaugeVec::new(
                 Opts::new("tillstream_processor_lag", "Consumer lag in records."),
@@ -163,6 +173,7 @@ impl Metrics {
         registry.register(Box::new(m.timer_fire_delay.clone()))?;
         registry.register(Box::new(m.late_arrivals.clone()))?;
         registry.register(Box::new(m.restore_seconds.clone()))?;
+        registry.register(Box::new(m.rebalances.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
         Ok(m)

@@ -167,6 +167,11 @@ pub struct StackOptions {
     pub ingest_port: Option<u16>,
     /// Extra environment for the processor.
     pub processor_env: Vec<(String, String)>,
+    /// The processor's transaction timeout at 10 s and group session at 6 s, so a killed
+    /// (non-static) instance's partitions move within seconds on the single test broker.
+    /// `false`: the processor's defaults (30 s, 60 s), which outlast a broker failover; the
+    /// cluster suite and the soak run those, as production does.
+    pub short_group_timeouts: bool,
     /// Extra environment for the publisher.
     pub publisher_env: Vec<(String, String)>,
     /// Log level (`RUST_LOG`) for the services.
@@ -188,6 +193,7 @@ impl StackOptions {
             ingest_env: Vec::new(),
             ingest_port: None,
             processor_env: Vec::new(),
+            short_group_timeouts: true,
             publisher_env: Vec::new(),
             log_level: "info".to_owned(),
         }
@@ -346,11 +352,13 @@ impl Stack {
             "TILLSTREAM__RULES__FILE".into(),
             rules.display().to_string(),
         ));
-        env.push((
-            "TILLSTREAM__ENGINE__TRANSACTION_TIMEOUT".into(),
-            "10s".into(),
-        ));
-        env.push(("TILLSTREAM__ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
+        if o.short_group_timeouts {
+            env.push((
+                "TILLSTREAM__ENGINE__TRANSACTION_TIMEOUT".into(),
+                "10s".into(),
+            ));
+            env.push(("TILLSTREAM__ENGINE__SESSION_TIMEOUT".into(), "6s".into()));
+        }
         if o.event_time_only {
             env.push(("TILLSTREAM__ENGINE__CAUGHT_UP_LAG".into(), "-1".into()));
             env.push((

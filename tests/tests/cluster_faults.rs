@@ -33,6 +33,48 @@ fn leaders(kafka: &KafkaConfig, topics: &[&str]) -> BTreeMap<i32, usize> {
     out
 }
 
+/// The broker coordinating consumer group `group`: the leader of its `__consumer_offsets`
+/// partition, `abs(Java hashCode(group)) % partitions` (Kafka's `GroupCoordinatorService`).
+fn group_coordinator(kafka: &KafkaConfig, group: &str) -> i32 {
+    let c: BaseConsumer = kafka.client("cluster-faults-probe").create().unwrap();
+    let md = c
+        .fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(30))
+        .unwrap();
+    let partitions = md.topics()[0].partitions();
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    let p = abs % i32::try_from(partitions.len()).unwrap();
+    partitions.iter().find(|x| x.id() == p).unwrap().leader()
+}
+
+/// The processor's process starts, and its lost assignments and partition restores so far
+/// (`/metrics`): a broker failover that costs the assignment restores every partition.
+async fn processor_disruptions(stack: &Stack) -> (u32, u64, u64) {
+    let (starts, url) = {
+        let p = tests::lock(&stack.processor);
+        (p.starts, p.url())
+    };
+    let text = tests::get_ok(&format!("{url}/metrics"))
+        .await
+        .unwrap_or_default();
+    let sum = |name: &str| -> u64 {
+        let total: f64 = tests::prom_samples(&text, name)
+            .iter()
+            .filter(|(k, _)| name != "tillstream_processor_rebalances_total" || k.contains("lost"))
+            .map(|(_, v)| v)
+            .sum();
+        // Counters: whole and non-negative.
+        total.round().max(0.0) as u64
+    };
+    (
+        starts,
+        sum("tillstream_processor_rebalances_total"),
+        sum("tillstream_processor_restore_seconds_count"),
+    )
+}
+
 /// Replicas of each partition of `topic` (all must be 3 on this cluster).
 fn replicas(kafka: &KafkaConfig, topic: &str) -> Vec<usize> {
     let c: BaseConsumer = kafka.client("cluster-faults-probe").create().unwrap();
@@ -90,6 +132,9 @@ impl Run {
         let sc = scenario(&ci_scenario()).unwrap();
         let n = sc.deliveries.len() as i64;
         let mut o = StackOptions::historical(kafka.clone());
+        // The processor's own session and transaction timeouts, as production runs them: they
+        // outlast a broker failover (the test stack's short ones do not).
+        o.short_group_timeouts = false;
         o.publisher_env
             .push(("TILLSTREAM__RETRY__MAX_BACKOFF".into(), "3s".into()));
         let stack = Arc::new(Stack::start(o).await.unwrap());
@@ -172,26 +217,15 @@ impl Run {
     }
 }
 
-// Heavy (three JVM brokers, ~2-5 min each), so ignored by default: the suite is a documented
-// command (`cargo test -p tests --test cluster_faults -- --ignored`); scripts/test runs this
-// one, the reduced suite, when CI's time budget leaves room for it.
-#[ignore = "three-broker cluster suite: cargo test -p tests --test cluster_faults -- --ignored"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
-    let run = Run::begin(40.0).await;
-    run.wait_sent(4).await;
-    let (started, cluster, kafka, n) = (run.started, run.cluster.clone(), run.kafka.clone(), run.n);
-    let stack = run.stack.clone();
+/// kill -9 of broker `victim` (`why`: what it leads), kept down while a further sixth of the
+/// deliveries goes through the two survivors, then started again on its data.
+async fn kill_keep_down_restart(run: &Run, victim: i32, why: &str) {
+    let (stack, kafka, n) = (&run.stack, &run.kafka, run.n);
     let t = &stack.topics;
-
-    // kill -9 the broker leading most raw and command partitions, keep it down while a
-    // further sixth of the deliveries goes through the two survivors, then bring it back.
     // Counted before the kill: while a leader is gone, watermark reads of its partitions fail.
     let down_at = stack.total(&t.raw, t.partitions);
-    let led = leaders(&kafka, &[&t.raw, &t.commands]);
-    let (&victim, &count) = led.iter().max_by_key(|(_, c)| **c).unwrap();
     let node = victim.to_string();
-    let c = cluster.clone();
+    let c = run.cluster.clone();
     let v = node.clone();
     run.phase(&format!("broker {victim} down"));
     tokio::task::spawn_blocking(move || c.run(&["kill", &v]))
@@ -199,9 +233,8 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
         .unwrap()
         .unwrap();
     eprintln!(
-        "kill -9 broker {victim} (leader of {count} of {} raw+commands partitions: {led:?}) at {:?}, {down_at} raw records",
-        2 * t.partitions,
-        started.elapsed()
+        "kill -9 broker {victim} ({why}) at {:?}, {down_at} raw records",
+        run.started.elapsed()
     );
     wait_until(
         "deliveries accepted through the two surviving brokers",
@@ -213,7 +246,7 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     )
     .await
     .unwrap();
-    let moved = leaders(&kafka, &[&t.raw, &t.commands]);
+    let moved = leaders(kafka, &[&t.raw, &t.commands]);
     assert!(
         !moved.contains_key(&victim),
         "leadership left the dead broker: {moved:?}"
@@ -221,15 +254,61 @@ async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
     eprintln!(
         "{} raw records with broker {victim} down; leaders now {moved:?}; restarting it at {:?}",
         stack.total(&t.raw, t.partitions) - down_at,
-        started.elapsed()
+        run.started.elapsed()
     );
-    let c = cluster.clone();
+    let c = run.cluster.clone();
     tokio::task::spawn_blocking(move || c.run(&["restart", &node]))
         .await
         .unwrap()
         .unwrap();
-    eprintln!("broker {victim} back at {:?}", started.elapsed());
+    eprintln!("broker {victim} back at {:?}", run.started.elapsed());
     run.phase(&format!("broker {victim} back"));
+}
+
+// Heavy (three JVM brokers, ~2-5 min each), so ignored by default: the suite is a documented
+// command (`cargo test -p tests --test cluster_faults -- --ignored`); scripts/test runs this
+// one, the reduced suite, when CI's time budget leaves room for it.
+#[ignore = "three-broker cluster suite: cargo test -p tests --test cluster_faults -- --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_the_leading_broker_mid_stream_reaches_the_expected_outcome() {
+    let run = Run::begin(60.0).await;
+    run.wait_sent(4).await;
+    let (started, kafka) = (run.started, run.kafka.clone());
+    let stack = run.stack.clone();
+    let t = &stack.topics;
+
+    // kill -9 the broker leading most raw and command partitions, keep it down while a
+    // further sixth of the deliveries goes through the two survivors, then bring it back.
+    // Then the same for the broker coordinating the processor's group, when another one: the
+    // processor must ride out both without losing its assignment (its session outlasts the
+    // coordinator's failover), so without a restart or a restore.
+    let before = processor_disruptions(&stack).await;
+    let led = leaders(&kafka, &[&t.raw, &t.commands]);
+    let (&victim, &count) = led.iter().max_by_key(|(_, c)| **c).unwrap();
+    kill_keep_down_restart(
+        &run,
+        victim,
+        &format!(
+            "leader of {count} of {} raw+commands partitions: {led:?}",
+            2 * t.partitions
+        ),
+    )
+    .await;
+    let coordinator = group_coordinator(&kafka, &stack.application_id);
+    if coordinator == victim {
+        eprintln!("broker {victim} also coordinated the processor's group");
+    } else {
+        kill_keep_down_restart(&run, coordinator, "coordinator of the processor's group").await;
+    }
+    let after = processor_disruptions(&stack).await;
+    eprintln!(
+        "processor (starts, lost assignments, partition restores): before {before:?}, after {after:?}"
+    );
+    assert_eq!(
+        after, before,
+        "the processor kept its partitions through the broker kills: no restart, no lost \
+         assignment, no restore (starts, lost, restores)"
+    );
 
     let sc = run.sc.clone();
     drop(stack);

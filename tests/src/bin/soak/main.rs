@@ -125,6 +125,9 @@ async fn main() -> anyhow::Result<()> {
         // so the held timers fire seconds (not minutes) after the sending ends.
         opts = opts.timer_clock(a.clock.name(), &[]);
     }
+    // The processor's own group session and transaction timeouts, which outlast a broker
+    // failover (the test stack's short ones lose the assignment at every broker kill).
+    opts.short_group_timeouts = false;
     // As compose runs them: a restarted processor or publisher takes its partitions back at
     // once instead of waiting for the killed member's session to expire.
     opts.processor_env.push((
