@@ -25,7 +25,7 @@ pub struct StoredTimer {
 
 impl StoredTimer {
     pub(super) fn from_timer(t: Timer) -> Self {
-        let payload = pack::pack_json_near(&t.payload.to_string(), t.due_ms).unwrap_or_default();
+        let payload = pack::pack_value_near(&t.payload, t.due_ms).unwrap_or_default();
         Self {
             kind: t.kind,
             timer_id: t.timer_id,
