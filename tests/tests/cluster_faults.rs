@@ -1,6 +1,7 @@
 //! The e2e scenario on a private three-broker cluster (RF 3, `min.insync.replicas` 2), under
 //! the faults of a production cluster: (a) kill -9 of the broker leading most raw and command
-//! partitions mid-stream, kept down while deliveries flow, then brought back, and ingest's
+//! partitions mid-stream, kept down while deliveries flow, then brought back, then the same for
+//! the processor group's coordinator (no lost assignment, no processor restart), and ingest's
 //! answer below `min.insync.replicas`; (b) a rolling restart of the three brokers; (c) a
 //! scale-out from one processor to three, then a rolling restart of the three processors and
 //! two publishers. Each time Iterable must end exactly as `expected.json` says.
