@@ -260,13 +260,15 @@ impl<R: Rules> Engine<R> {
     }
 
     /// How long a commit may run before the engine gives up on the Kafka client: one client
-    /// call's timeout (or the transaction timeout, past which the broker aborts it anyway, when
-    /// shorter) plus one more for the client to report it. Giving up is safe at any point: the
-    /// restarted instance's `init_transactions` (same transactional id) completes or aborts
-    /// the transaction; waiting longer only prolongs the stall (a stuck commit after a broker
-    /// kill cost 87 s with the former `transaction_timeout` + 30 s).
+    /// call's timeout, which every call of the commit is given; a commit still running then
+    /// is stuck (librdkafka's `send_offsets_to_transaction` can wait forever on a coordinator
+    /// that moved, confluentinc/librdkafka#5456) or the cluster has been unreachable for that
+    /// long. Giving up is safe at any point: the restarted instance's `init_transactions` (same
+    /// transactional id) completes or aborts the transaction. Waiting longer only prolongs the
+    /// stall: in the soak every stuck commit ran to the deadline (87 s with the former
+    /// `transaction_timeout` + 30 s, 60 s with 30 s + 30 s), none came back on its own.
     fn commit_deadline(&self) -> Duration {
-        self.cfg.transaction_timeout.min(KAFKA_TIMEOUT) + KAFKA_TIMEOUT
+        KAFKA_TIMEOUT
     }
 
     /// Takes the result of the commit in flight (waiting for it when `wait`, else only if it
