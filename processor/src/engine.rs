@@ -377,6 +377,14 @@ fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
 }
 
 /// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.
+/// How often a member heartbeats: a quarter of the session, at most 3 s (Kafka's default).
+/// A member learns of a rebalance (another thread or instance joining) from its heartbeat, so
+/// a long session must not slow that down: with the 30 s session a quarter (7.5 s) held a
+/// two-thread instance's first assignment for seconds.
+fn heartbeat_interval(session: Duration) -> Duration {
+    (session / 4).clamp(Duration::from_millis(100), Duration::from_secs(3))
+}
+
 type Built<R> = (Arc<Mutex<Engine<R>>>, BaseConsumer<EngineContext<R>>);
 
 /// An engine thread's transactional producer (initialised, so older ones with its id are
@@ -433,8 +441,8 @@ fn build_engine<R: Rules>(
         )
         .set(
             "heartbeat.interval.ms",
-            (parts.cfg.session_timeout.as_millis() / 4)
-                .max(100)
+            heartbeat_interval(parts.cfg.session_timeout)
+                .as_millis()
                 .to_string(),
         )
         .set("max.poll.interval.ms", "600000")
