@@ -376,7 +376,6 @@ fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
     }
 }
 
-/// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.
 /// How often a member heartbeats: a quarter of the session, at most 3 s (Kafka's default).
 /// A member learns of a rebalance (another thread or instance joining) from its heartbeat, so
 /// a long session must not slow that down: with the 30 s session a quarter (7.5 s) held a
@@ -385,6 +384,7 @@ fn heartbeat_interval(session: Duration) -> Duration {
     (session / 4).clamp(Duration::from_millis(100), Duration::from_secs(3))
 }
 
+/// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.
 type Built<R> = (Arc<Mutex<Engine<R>>>, BaseConsumer<EngineContext<R>>);
 
 /// An engine thread's transactional producer (initialised, so older ones with its id are

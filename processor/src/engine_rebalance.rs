@@ -69,17 +69,20 @@ impl<R: Rules> EngineContext<R> {
     }
 }
 
+impl<R: Rules> Engine<R> {
+    /// Counts a rebalance callback by kind (`tillstream_processor_rebalances_total`).
+    fn count_rebalance(&self, kind: &str) {
+        self.metrics.rebalances.with_label_values(&[kind]).inc();
+    }
+}
+
 impl<R: Rules> ConsumerContext for EngineContext<R> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut engine = self.lock();
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let lost = consumer.assignment_lost();
-                engine
-                    .metrics
-                    .rebalances
-                    .with_label_values(&[if lost { "lost" } else { "revoke" }])
-                    .inc();
+                engine.count_rebalance(if lost { "lost" } else { "revoke" });
                 if lost {
                     // The session timed out (e.g. the broker was away): the group has moved
                     // on, so a commit would carry a stale generation and be rejected. Abort;
@@ -106,11 +109,7 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                 engine.update_gauges();
             }
             Rebalance::Error(e) => {
-                engine
-                    .metrics
-                    .rebalances
-                    .with_label_values(&["error"])
-                    .inc();
+                engine.count_rebalance("error");
                 tracing::error!(error = %e, "Rebalance error; aborting the open transaction.");
                 if let Err(e) = engine.recover(consumer, Recovery::AbortOnly) {
                     engine.fatal.get_or_insert(e);
@@ -125,11 +124,7 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut engine = self.lock();
-            engine
-                .metrics
-                .rebalances
-                .with_label_values(&["assign"])
-                .inc();
+            engine.count_rebalance("assign");
             let raw = engine.topics.raw.clone();
             let mut assigned: Vec<i32> = tpl
                 .elements()
