@@ -23,9 +23,11 @@
 //! capped so user-controlled map keys cannot grow it without bound, past the cap they are
 //! stored as text.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::thread::LocalKey;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
@@ -69,121 +71,120 @@ struct Interner {
     names: Vec<Arc<str>>,
 }
 
+/// An interned-string table: the process-wide ids and texts, each thread's copies of the ones
+/// it has met (an id never changes once given, so a hot loop takes neither the lock nor a
+/// SipHash on a hit), and the cap past which strings stay text.
+struct Table {
+    shared: OnceLock<RwLock<Interner>>,
+    ids: &'static LocalKey<RefCell<hashbrown::HashMap<Box<str>, u32>>>,
+    /// `[id - 1]`, filled from `shared` as ids appear.
+    texts: &'static LocalKey<RefCell<Vec<Arc<str>>>>,
+    cap: usize,
+}
+
+thread_local! {
+    static NAME_IDS: RefCell<hashbrown::HashMap<Box<str>, u32>> = RefCell::default();
+    static VALUE_IDS: RefCell<hashbrown::HashMap<Box<str>, u32>> = RefCell::default();
+    static NAME_TEXTS: RefCell<Vec<Arc<str>>> = RefCell::default();
+    static VALUE_TEXTS: RefCell<Vec<Arc<str>>> = RefCell::default();
+}
+
 /// Names: object keys, timer kinds, key prefixes (a few per shop). Each costs about 100 bytes
 /// for the life of the process; past the cap, names are stored as text.
-static NAMES: OnceLock<RwLock<Interner>> = OnceLock::new();
-const MAX_NAMES: usize = 65_536;
+static NAMES: Table = Table {
+    shared: OnceLock::new(),
+    ids: &NAME_IDS,
+    texts: &NAME_TEXTS,
+    cap: 65_536,
+};
 
 /// Short string values (statuses, currencies, country codes, common first names): a separate,
 /// smaller table so customer data can never crowd out names.
-static VALUES: OnceLock<RwLock<Interner>> = OnceLock::new();
-const MAX_VALUES: usize = 16_384;
+static VALUES: Table = Table {
+    shared: OnceLock::new(),
+    ids: &VALUE_IDS,
+    texts: &VALUE_TEXTS,
+    cap: 16_384,
+};
 /// Longest string value interned.
 const MAX_VALUE_LEN: usize = 8;
 
-/// Each thread's copy of the ids it has met (an id never changes once given): most lookups of
-/// a hot loop then take neither the table's lock nor a SipHash of the name.
-type SeenIds = std::cell::RefCell<hashbrown::HashMap<Box<str>, u32>>;
-
-/// Each thread's copy of the texts by id (`[id - 1]`), filled from the table as ids appear.
-type SeenTexts = std::cell::RefCell<Vec<Arc<str>>>;
-
-thread_local! {
-    static SEEN_NAMES: SeenIds = SeenIds::default();
-    static SEEN_VALUES: SeenIds = SeenIds::default();
-    static NAME_TEXTS: SeenTexts = SeenTexts::default();
-    static VALUE_TEXTS: SeenTexts = SeenTexts::default();
-}
-
-fn intern_in(
-    table: &'static OnceLock<RwLock<Interner>>,
-    seen: &'static std::thread::LocalKey<SeenIds>,
-    cap: usize,
-    s: &str,
-) -> Option<u32> {
-    if let Some(id) = seen.with_borrow(|m| m.get(s).copied()) {
-        return Some(id);
+impl Table {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Interner> {
+        self.shared
+            .get_or_init(RwLock::default)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    let id = intern_shared(table, cap, s)?;
-    seen.with_borrow_mut(|m| m.insert(s.into(), id));
-    Some(id)
-}
 
-/// Writes the text interned as `id` as a JSON string; `None` for an id never given.
-fn write_interned(
-    table: &'static OnceLock<RwLock<Interner>>,
-    texts: &'static std::thread::LocalKey<SeenTexts>,
-    id: u32,
-    out: &mut String,
-) -> Option<()> {
-    let i = usize::try_from(id).ok()?.checked_sub(1)?;
-    texts.with_borrow_mut(|local| {
-        if i >= local.len() {
-            let t = table
-                .get_or_init(RwLock::default)
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let from = local.len();
-            local.extend(t.names.iter().skip(from).cloned());
+    /// The id of `s`, interning it if there is room.
+    fn intern(&self, s: &str) -> Option<u32> {
+        if let Some(id) = self.ids.with_borrow(|m| m.get(s).copied()) {
+            return Some(id);
         }
-        write_string(out, local.get(i)?);
-        Some(())
-    })
-}
-
-fn intern_shared(table: &'static OnceLock<RwLock<Interner>>, cap: usize, s: &str) -> Option<u32> {
-    let table = table.get_or_init(RwLock::default);
-    if let Ok(t) = table.read()
-        && let Some(id) = t.ids.get(s)
-    {
-        return Some(*id);
+        let id = self.intern_shared(s)?;
+        self.ids.with_borrow_mut(|m| m.insert(s.into(), id));
+        Some(id)
     }
-    let mut t = table
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(id) = t.ids.get(s) {
-        return Some(*id);
-    }
-    if t.names.len() >= cap {
-        return None;
-    }
-    let name: Arc<str> = s.into();
-    t.names.push(Arc::clone(&name));
-    let id = u32::try_from(t.names.len()).ok()?;
-    t.ids.insert(name, id);
-    Some(id)
-}
 
-fn lookup_in(table: &'static OnceLock<RwLock<Interner>>, s: &str) -> Option<u32> {
-    let t = table
-        .get_or_init(RwLock::default)
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    t.ids.get(s).copied()
-}
+    fn intern_shared(&self, s: &str) -> Option<u32> {
+        if let Some(id) = self.read().ids.get(s) {
+            return Some(*id);
+        }
+        let mut t = self
+            .shared
+            .get_or_init(RwLock::default)
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(id) = t.ids.get(s) {
+            return Some(*id);
+        }
+        if t.names.len() >= self.cap {
+            return None;
+        }
+        let name: Arc<str> = s.into();
+        t.names.push(Arc::clone(&name));
+        let id = u32::try_from(t.names.len()).ok()?;
+        t.ids.insert(name, id);
+        Some(id)
+    }
 
-fn interned_in(table: &'static OnceLock<RwLock<Interner>>, id: u32) -> Option<Arc<str>> {
-    let i = usize::try_from(id).ok()?.checked_sub(1)?;
-    let t = table
-        .get_or_init(RwLock::default)
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    t.names.get(i).cloned()
+    fn lookup(&self, s: &str) -> Option<u32> {
+        self.read().ids.get(s).copied()
+    }
+
+    fn interned(&self, id: u32) -> Option<Arc<str>> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.read().names.get(i).cloned()
+    }
+
+    /// Writes the text interned as `id` as a JSON string; `None` for an id never given.
+    fn write(&self, id: u32, out: &mut String) -> Option<()> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.texts.with_borrow_mut(|local| {
+            if i >= local.len() {
+                let from = local.len();
+                local.extend(self.read().names.iter().skip(from).cloned());
+            }
+            write_string(out, local.get(i)?);
+            Some(())
+        })
+    }
 }
 
 /// The id of name `s` (1-based), interning it if there is room; `None` when the table is full.
 pub fn intern(s: &str) -> Option<u32> {
-    intern_in(&NAMES, &SEEN_NAMES, MAX_NAMES, s)
+    NAMES.intern(s)
 }
 
 /// The id of name `s` if it is interned (never interns).
 pub fn lookup(s: &str) -> Option<u32> {
-    lookup_in(&NAMES, s)
+    NAMES.lookup(s)
 }
 
 /// The name interned as `id`.
 pub fn interned(id: u32) -> Option<Arc<str>> {
-    interned_in(&NAMES, id)
+    NAMES.interned(id)
 }
 
 /// Appends an LEB128 varint.
@@ -272,26 +273,26 @@ pub fn pack_json(text: &str) -> Result<Vec<u8>, PackError> {
 pub fn pack_json_near(text: &str, base: i64) -> Result<Vec<u8>, PackError> {
     let mut out = Vec::with_capacity(text.len() / 2 + 8);
     let mut de = serde_json::Deserializer::from_str(text);
-    let last = std::cell::Cell::new(base as u64);
-    Packer {
-        out: &mut out,
-        last: &last,
-    }
-    .deserialize(&mut de)?;
+    pack_into(&mut de, base, &mut out)?;
     de.end()?;
     Ok(out)
+}
+
+/// Packs what `d` yields into `out`, timestamps chained from `base`.
+fn pack_into<'de, D: de::Deserializer<'de>>(
+    d: D,
+    base: i64,
+    out: &mut Vec<u8>,
+) -> Result<(), D::Error> {
+    let last = std::cell::Cell::new(base as u64);
+    Packer { out, last: &last }.deserialize(d)
 }
 
 /// Packs a JSON value as [`pack_json_near`] packs its text (same bytes), without printing and
 /// parsing it again.
 pub fn pack_value_near(value: &serde_json::Value, base: i64) -> Result<Vec<u8>, PackError> {
     let mut out = Vec::new();
-    let last = std::cell::Cell::new(base as u64);
-    Packer {
-        out: &mut out,
-        last: &last,
-    }
-    .deserialize(value)?;
+    pack_into(value, base, &mut out)?;
     Ok(out)
 }
 
@@ -385,7 +386,7 @@ fn unpack_value(
                 } else {
                     u32::try_from(id)
                         .ok()
-                        .and_then(|id| write_interned(&NAMES, &NAME_TEXTS, id, out))
+                        .and_then(|id| NAMES.write(id, out))
                         .ok_or(PackError::Malformed(key_at))?;
                 }
                 out.push(':');
@@ -398,7 +399,7 @@ fn unpack_value(
             INTERNED_VALUE => {
                 let id =
                     u32::try_from(get_varint(b, pos)?).map_err(|_| PackError::Malformed(at))?;
-                write_interned(&VALUES, &VALUE_TEXTS, id, out).ok_or(PackError::Malformed(at))?;
+                VALUES.write(id, out).ok_or(PackError::Malformed(at))?;
             }
             1 => out.push_str("false"),
             2 => out.push_str("true"),
@@ -577,7 +578,7 @@ impl<'de> Visitor<'de> for Packer<'_> {
             head(self.out, DECIMAL, scale * 2 + u64::from(negative));
             put_varint(self.out, mantissa);
         } else if let Some(id) = (v.len() <= MAX_VALUE_LEN)
-            .then(|| intern_in(&VALUES, &SEEN_VALUES, MAX_VALUES, v))
+            .then(|| VALUES.intern(v))
             .flatten()
             .filter(|id| *id < 1 << 14)
         {
