@@ -780,6 +780,44 @@ pub fn scenario(cfg: &shopify_sim::ScenarioConfig) -> anyhow::Result<shopify_sim
     Ok(s)
 }
 
+/// Generates `cfg` with its timeline ending now (`start = now-{days}d`), for stacks on the
+/// production timer clock (`inputs`): ingest's heartbeats carry the wall clock, so every timer
+/// due before the test ends fires, while `expected.json` stops at the timeline's end.
+///
+/// # Errors
+/// On an invalid scenario, or when a customer's lapse is due within `quiet_ms` after the
+/// timeline's end (the comparison with the truth would not be exact: pick another seed).
+pub fn scenario_ending_now(
+    mut cfg: shopify_sim::ScenarioConfig,
+    quiet_ms: i64,
+) -> anyhow::Result<shopify_sim::Scenario> {
+    cfg.start = format!("now-{}d", cfg.days);
+    let cfg = cfg.resolve_start(chrono::Utc::now())?;
+    let sc = scenario(&cfg)?;
+    let due = lapses_due_after_end(&sc, quiet_ms);
+    anyhow::ensure!(
+        due == 0,
+        "seed {}: {due} lapses due within {quiet_ms} ms after the timeline's end; pick another seed",
+        cfg.seed
+    );
+    Ok(sc)
+}
+
+/// How many customers' lapses come due in `(end, end + quiet_ms]`: timers that would fire
+/// during a run on the wall clock although the truth ends at the timeline's end.
+pub fn lapses_due_after_end(sc: &shopify_sim::Scenario, quiet_ms: i64) -> usize {
+    let Some(end) = rfc3339_ms(&sc.expected.timeline_end) else {
+        return 0;
+    };
+    let lapse_ms = i64::from(sc.expected.rules.lapse_days) * 86_400_000;
+    sc.expected
+        .customers
+        .values()
+        .filter_map(|c| c.last_order_at.as_deref().and_then(rfc3339_ms))
+        .filter(|last| (end..=end + quiet_ms).contains(&(last + lapse_ms)))
+        .count()
+}
+
 /// Sends deliveries to ingest one at a time (in order, so the log is in the scenario's order)
 /// with Shopify's retry semantics and enough retries to ride out a restart of ingest or of
 /// the broker.
@@ -810,18 +848,28 @@ pub async fn send_all(
     Ok(report)
 }
 
-/// Lets the timeline's last timers come due (clock ticks past its end) and waits until the
-/// stack has drained everything.
+/// Lets the timeline's last timers come due and waits until the stack has drained everything:
+/// clock ticks past the timeline's end on the stream-time clock, the late-data hold's release
+/// on the `inputs` clock.
 ///
 /// # Panics
 /// When it does not drain within four minutes.
 #[allow(clippy::unwrap_used, clippy::print_stderr)]
 pub async fn drain_past_timeline_end(stack: &Stack, sc: &shopify_sim::Scenario, started: Instant) {
-    let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
-    stack
-        .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
-        .await
-        .unwrap();
+    if stack.options.event_time_only {
+        let end = rfc3339_ms(&sc.expected.timeline_end).unwrap();
+        stack
+            .produce_clock_ticks(end + TIMER_GRACE_MS + 1000, &sc.expected.shop_domain)
+            .await
+            .unwrap();
+    } else {
+        // The inputs clock: heartbeats move it, and the timers held by the late-data rule
+        // fire once the late arrivals (a compressed timeline is all late) have settled.
+        stack
+            .wait_no_timer_held(Duration::from_secs(240))
+            .await
+            .unwrap();
+    }
     stack.wait_drained(Duration::from_secs(240)).await.unwrap();
     eprintln!(
         "drained at {:?}; unexpected exits {:?}",

@@ -27,29 +27,12 @@ fn scenario() -> shopify_sim::Scenario {
     cfg.seed = 21;
     cfg.customers = 36;
     cfg.days = 120;
-    cfg.start = "now-120d".into();
     cfg.registered_guest_checkout_fraction = 0.3;
     cfg.refund_fraction = 0.25;
     cfg.partial_refund_fraction = 0.4;
     cfg.redact_fraction = 0.12;
     cfg.faults.reorder_probability = 0.1;
-    let cfg = cfg
-        .resolve_start(chrono::Utc::now())
-        .expect("relative start");
-    let sc = tests::scenario(&cfg).expect("scenario");
-    let end = tests::rfc3339_ms(&sc.expected.timeline_end).unwrap();
-    // The comparison with the truth is exact only if nothing is due just after the end.
-    let lapse_ms = i64::from(sc.expected.rules.lapse_days) * 86_400_000;
-    for (id, c) in &sc.expected.customers {
-        if let Some(last) = c.last_order_at.as_deref().and_then(tests::rfc3339_ms) {
-            let due = last + lapse_ms;
-            assert!(
-                !(end..end + QUIET_AFTER_END_MS).contains(&due),
-                "pick another seed: {id}'s lapse is due just after the timeline's end"
-            );
-        }
-    }
-    sc
+    tests::scenario_ending_now(cfg, QUIET_AFTER_END_MS).expect("scenario")
 }
 
 fn options() -> StackOptions {

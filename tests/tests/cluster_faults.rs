@@ -4,7 +4,8 @@
 //! the processor group's coordinator (no lost assignment, no processor restart), and ingest's
 //! answer below `min.insync.replicas`; (b) a rolling restart of the three brokers; (c) a
 //! scale-out from one processor to three, then a rolling restart of the three processors and
-//! two publishers. Each time Iterable must end exactly as `expected.json` says.
+//! two publishers. Each time Iterable must end exactly as `expected.json` says. The processor
+//! runs production's timer clock (`inputs`) and its own group timeouts.
 //!
 //! Starts its own cluster through `scripts/kafka cluster` on free ports (never the shared
 //! broker) and stops it at the end. One command:
@@ -19,7 +20,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use runtime::KafkaConfig;
 use tests::cluster::Cluster;
 use tests::prober::{Prober, Stamp};
-use tests::{Stack, StackOptions, ci_scenario, finish_and_compare, scenario, send_all, wait_until};
+use tests::{Stack, StackOptions, ci_scenario, finish_and_compare, send_all, wait_until};
+
+/// No lapse may come due this long after the timeline's end (the truth stops there, the
+/// heartbeats' wall clock goes on for the suite's duration).
+const QUIET_AFTER_END_MS: i64 = 3 * 3_600_000;
 
 /// Partitions of `topics` led by each broker (node id).
 fn leaders(kafka: &KafkaConfig, topics: &[&str]) -> BTreeMap<i32, usize> {
@@ -130,9 +135,14 @@ impl Run {
             started.elapsed()
         );
         let kafka = KafkaConfig::new(cluster.bootstrap());
-        let sc = scenario(&ci_scenario()).unwrap();
+        // The production timer clock (`inputs`: a timer waits until every partition's
+        // inputs, forwarded ones included, are in up to its due time), so the timeline ends
+        // now. The stream-time clock fires on the raw inputs alone: a completion forwarded
+        // through a repartition partition whose leader was just killed can then arrive after
+        // the abandonment it cancels (seen in CI).
+        let sc = tests::scenario_ending_now(ci_scenario(), QUIET_AFTER_END_MS).unwrap();
         let n = sc.deliveries.len() as i64;
-        let mut o = StackOptions::historical(kafka.clone());
+        let mut o = StackOptions::historical(kafka.clone()).timer_clock("inputs", &[]);
         // The processor's own session and transaction timeouts, as production runs them: they
         // outlast a broker failover (the test stack's short ones do not).
         o.short_group_timeouts = false;
@@ -148,11 +158,10 @@ impl Run {
             let (url, deliveries) = (stack.webhook_url(), sc.deliveries.clone());
             tokio::spawn(async move { send_all(&url, deliveries, n as f64 / secs).await })
         };
-        // Probes stamped a day before the timeline (the prober adds a millisecond a round): the
-        // stack runs the stream-time clock, and a probe must never move a partition's stream
-        // time, which would fire timers before the deliveries that cancel them are read (a
-        // stamp "just behind the sender" does: the scenario's late deliveries carry older
-        // business times). Freshness horizons are off here, so old probes are still sent.
+        // Probes stamped a day before the timeline (the prober adds a millisecond a round):
+        // never ahead of a delivery still to come, whatever the clock. Like the compressed
+        // timeline, they are late arrivals that hold timers until probing stops. Freshness
+        // horizons are off here, so old probes are still sent.
         let before_timeline = tests::rfc3339_ms(&sc.expected.timeline_start).unwrap() - 86_400_000;
         let stamp: Stamp = Arc::new(move || Some(before_timeline));
         let prober = Prober::start(stack.clone(), &sc.expected.shop_domain, "start", stamp);

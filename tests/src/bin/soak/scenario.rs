@@ -1,7 +1,7 @@
 //! The soak's load: the CI scenario's mix scaled to a delivery count, its timeline placed for the timer clock.
 
 use crate::args::Clock;
-use tests::{ci_scenario, rfc3339_ms};
+use tests::{ci_scenario, lapses_due_after_end};
 
 /// Generates the CI scenario's mix scaled to about `target` deliveries: the delivery count
 /// grows with the number of customers, so a pilot run gives deliveries per customer, and one
@@ -52,19 +52,4 @@ pub(crate) fn sized_scenario(
         "no seed from {seed} to {} leaves {quiet_ms} ms after the timeline's end without a lapse due",
         cfg.seed
     )
-}
-
-/// How many customers' lapses come due in `(end, end + quiet_ms]`: timers that would fire
-/// during the run although the truth ends at the timeline's end.
-fn lapses_due_after_end(sc: &shopify_sim::Scenario, quiet_ms: i64) -> usize {
-    let Some(end) = rfc3339_ms(&sc.expected.timeline_end) else {
-        return 0;
-    };
-    let lapse_ms = i64::from(sc.expected.rules.lapse_days) * 86_400_000;
-    sc.expected
-        .customers
-        .values()
-        .filter_map(|c| c.last_order_at.as_deref().and_then(rfc3339_ms))
-        .filter(|last| (end..=end + quiet_ms).contains(&(last + lapse_ms)))
-        .count()
 }
