@@ -65,6 +65,12 @@ pub struct EngineConfig {
     /// block readers of its partitions before the broker aborts it.
     #[serde(with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// A commit still running after this long counts as stuck in the Kafka client
+    /// (librdkafka's `send_offsets_to_transaction` can wait forever on a group coordinator that
+    /// moved): the engine replaces its producer, which settles the transaction, and rebuilds
+    /// its partitions from the changelog. Longer than a coordinator's failover (about 10 s).
+    #[serde(with = "humantime_serde")]
+    pub commit_deadline: Duration,
     /// A partition counts as caught up (wall-clock timers fire) when its lag, summed over the
     /// raw and repartition topics, is at most this. The default 2 absorbs the transaction
     /// commit marker that can sit after the last readable record of each topic.

@@ -150,6 +150,8 @@ pub struct Engine<R: Rules> {
     kafka: KafkaConfig,
     application_id: String,
     producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    /// The producer's configuration, to replace a producer whose client got stuck.
+    producer_cfg: rdkafka::ClientConfig,
     partitions: HashMap<i32, PartitionState>,
     /// The transaction's state (crate::txn): open, committing on a helper thread while the
     /// next work's records are held, failed, rewinding, fenced.
@@ -384,6 +386,18 @@ fn heartbeat_interval(session: Duration) -> Duration {
     (session / 4).clamp(Duration::from_millis(100), Duration::from_secs(3))
 }
 
+/// A transactional producer, initialised: any older producer with its transactional id is
+/// fenced and that producer's open transaction completed or aborted by the coordinator.
+pub(super) fn transactional_producer(
+    cfg: &rdkafka::ClientConfig,
+) -> Result<ThreadedProducer<DefaultProducerContext>, EngineError> {
+    let producer: ThreadedProducer<DefaultProducerContext> = cfg.create()?;
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+    Ok(producer)
+}
+
 /// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.
 type Built<R> = (Arc<Mutex<Engine<R>>>, BaseConsumer<EngineContext<R>>);
 
@@ -400,13 +414,9 @@ fn build_engine<R: Rules>(
         "transaction.timeout.ms",
         parts.cfg.transaction_timeout.as_millis().to_string(),
     );
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_cfg.create()?;
     let keys = runtime::shred::KeyRing::new(&parts.erasure, &parts.kafka, &parts.topics.keys)
         .map_err(|e| EngineError::Fatal(e.to_string()))?;
-    // Fences any older producer with this transactional id and aborts its open transaction.
-    producer
-        .init_transactions(KAFKA_TIMEOUT)
-        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+    let producer = transactional_producer(&producer_cfg)?;
 
     let engine = Arc::new(Mutex::new(Engine {
         rules: Arc::clone(&parts.rules),
@@ -415,6 +425,7 @@ fn build_engine<R: Rules>(
         kafka: parts.kafka.clone(),
         application_id: parts.application_id.clone(),
         producer: Arc::new(producer),
+        producer_cfg,
         txn: Txn::Idle,
         partitions: HashMap::new(),
         txn_records: 0,

@@ -259,16 +259,17 @@ impl<R: Rules> Engine<R> {
         }
     }
 
-    /// How long a commit may run before the engine gives up on the Kafka client: one client
-    /// call's timeout, which every call of the commit is given; a commit still running then
-    /// is stuck (librdkafka's `send_offsets_to_transaction` can wait forever on a coordinator
-    /// that moved, confluentinc/librdkafka#5456) or the cluster has been unreachable for that
-    /// long. Giving up is safe at any point: the restarted instance's `init_transactions` (same
+    /// How long a commit may run before the engine gives up on the Kafka client
+    /// (`engine.commit_deadline`, 30 s: one client call's timeout, which every call of the
+    /// commit is given); a commit still running then is stuck (librdkafka's
+    /// `send_offsets_to_transaction` can wait forever on a coordinator that moved,
+    /// confluentinc/librdkafka#5456) or the cluster has been unreachable for that long. Giving
+    /// up is safe at any point: the replacing producer's `init_transactions` (same
     /// transactional id) completes or aborts the transaction. Waiting longer only prolongs the
     /// stall: in the soak every stuck commit ran to the deadline (87 s with the former
     /// `transaction_timeout` + 30 s, 60 s with 30 s + 30 s), none came back on its own.
     fn commit_deadline(&self) -> Duration {
-        KAFKA_TIMEOUT
+        self.cfg.commit_deadline
     }
 
     /// Takes the result of the commit in flight (waiting for it when `wait`, else only if it
@@ -293,11 +294,38 @@ impl<R: Rules> Engine<R> {
                 }
             }
             Some(Settled::Fenced(m)) => Err(EngineError::Fatal(m)),
+            Some(Settled::Stuck(m)) => {
+                tracing::warn!(error = %m, "Commit stuck; replacing the producer.");
+                self.recover(consumer, recovery)
+            }
             Some(Settled::Failed(m)) => {
                 tracing::warn!(error = %m, "Transaction failed; aborting.");
                 self.recover(consumer, recovery)
             }
         }
+    }
+
+    /// Replaces a producer whose client got stuck in a commit. The new one has the same
+    /// transactional id: its `init_transactions` fences the stuck one and completes or aborts
+    /// the transaction it left, so the rebuild that follows reads a settled log. The stuck
+    /// producer lives on only as long as the commit thread that holds it. A restart did the same
+    /// before, at the price of rejoining the group (a session timeout for the dead member)
+    /// and restoring every partition from scratch.
+    fn replace_producer(&mut self) -> Result<(), EngineError> {
+        self.metrics
+            .transactions
+            .with_label_values(&["stuck"])
+            .inc();
+        let started = Instant::now();
+        let producer = super::transactional_producer(&self.producer_cfg).inspect_err(|_| {
+            self.txn.fence();
+        })?;
+        self.producer = Arc::new(producer);
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "Replaced the stuck producer."
+        );
+        Ok(())
     }
 
     pub(super) fn committed(&self, seconds: f64) {
@@ -324,6 +352,9 @@ impl<R: Rules> Engine<R> {
         if let Some(seconds) = plan.committed {
             self.committed(seconds);
         }
+        if plan.replace_producer {
+            self.replace_producer()?;
+        }
         if plan.abort_producer {
             self.metrics
                 .transactions
@@ -339,7 +370,9 @@ impl<R: Rules> Engine<R> {
                     self.txn.fence();
                     return Err(match classify(&e) {
                         TxnFailure::Fatal(m) => EngineError::Fatal(m),
-                        TxnFailure::Abort(m) => EngineError::Fatal(format!("abort failed: {m}")),
+                        TxnFailure::Abort(m) | TxnFailure::Stuck(m) => {
+                            EngineError::Fatal(format!("abort failed: {m}"))
+                        }
                     });
                 }
             }

@@ -6,8 +6,9 @@
 //!                 │                        ▼
 //!                 └──────settle: ok─── Committing{next: Some(held)}
 //! Open ──a step fails──▶ Failed ◀──settle: abortable── Committing{..}
-//! Failed / Open / Committing ──abort(AbortOnly)──▶ Idle
-//! Failed / Open / Committing ──abort(Rewind)──▶ Rewinding ──rewound──▶ Idle
+//! Committing{..} ──settle: past its deadline──▶ Stuck
+//! Failed / Open / Committing / Stuck ──abort(AbortOnly)──▶ Idle
+//! Failed / Open / Committing / Stuck ──abort(Rewind)──▶ Rewinding ──rewound──▶ Idle
 //! any ──settle: fatal, begin fails, abort fails while rewinding──▶ Fenced (terminal)
 //! ```
 //!
@@ -22,7 +23,7 @@
 //! | commit fails while partitions are revoked | `Committing` → `Failed` → `abort(AbortOnly)` → `Idle` (the partitions' next owner restores them) |
 //! | assignment lost (mid-commit or not) | any → `abort(AbortOnly)`: waits for the commit in flight, aborts what is open, drops held records → `Idle` |
 //! | fatal (fenced, producer unusable), also while records are held | → `Fenced`: held records dropped, every later step refused, the engine exits |
-//! | commit still running past its deadline (a client stuck on a moved coordinator) | `Committing` → `Fenced` ([`CommitThread`]): the instance restarts |
+//! | commit still running past its deadline (a client stuck on a moved coordinator) | `Committing` → `Stuck` ([`CommitThread`]) → `abort(..)`: the producer is replaced (a new one with the same transactional id settles the stuck transaction), no abort call on the stuck one |
 //! | crash (`kill -9`) | no transition: the broker aborts the open transaction (`init_transactions` of the restarted instance, or the transaction timeout) |
 
 /// Why a transaction step failed, and what that allows.
@@ -32,6 +33,10 @@ pub(crate) enum TxnFailure {
     Abort(String),
     /// The producer is fenced or unusable: the instance must restart.
     Fatal(String),
+    /// The Kafka client did not return within the commit's deadline: the producer must be
+    /// replaced (its calls may never return), the transaction's outcome is unknown until the
+    /// new producer's `init_transactions` has settled it.
+    Stuck(String),
 }
 
 /// The outcome of a commit and how long it took, in seconds.
@@ -50,9 +55,10 @@ pub(crate) trait InFlight {
 /// librdkafka's `send_offsets_to_transaction` can block past its own timeout when the group
 /// coordinator it cached went away (a broker restart: confluentinc/librdkafka#5456, #5511),
 /// and the engine would then hold its records forever with the commit in flight. Past the
-/// deadline the commit counts as a fatal failure: the state becomes `Fenced` and the instance
-/// restarts, which is safe at any instant (the broker aborts what was not committed, and the
-/// restarted instance resumes from the committed offsets).
+/// deadline the commit counts as stuck: the state becomes `Stuck` and the engine replaces its
+/// producer. That is safe at any instant: the new producer (same transactional id) fences the
+/// stuck one and completes or aborts its transaction, and the engine then rebuilds its state
+/// from the committed changelog and offsets, whichever way it went.
 pub(crate) struct CommitThread {
     /// (In a mutex only so the engine stays `Sync`; one owner ever reads it.)
     outcome: std::sync::Mutex<std::sync::mpsc::Receiver<CommitOutcome>>,
@@ -110,9 +116,9 @@ impl InFlight for CommitThread {
 fn overdue(started: std::time::Instant, deadline: std::time::Duration) -> CommitOutcome {
     let secs = started.elapsed().as_secs_f64();
     let message = format!(
-        "the commit was still running after {secs:.1} s (deadline {deadline:?}): the Kafka client is stuck, restarting"
+        "the commit was still running after {secs:.1} s (deadline {deadline:?}): the Kafka client is stuck, replacing the producer"
     );
-    (Err(TxnFailure::Fatal(message)), secs)
+    (Err(TxnFailure::Stuck(message)), secs)
 }
 
 /// A record waiting for its transaction to begin.
@@ -148,6 +154,9 @@ pub(crate) enum Txn<C> {
     Committing { commit: C, next: Option<Vec<Held>> },
     /// A step failed: the producer's transaction must be aborted and nothing of it may commit.
     Failed,
+    /// The commit did not return within its deadline: the producer must be replaced, not
+    /// called again.
+    Stuck,
     /// Aborted; the owned partitions' state is being rebuilt and the consumer rewound.
     Rewinding,
     /// Fenced or the producer is unusable: terminal.
@@ -193,6 +202,8 @@ pub(crate) enum Settled {
     Failed(String),
     /// Fatal failure: the state is `Fenced`.
     Fenced(String),
+    /// Past its deadline: the state is `Stuck`, held records are dropped.
+    Stuck(String),
 }
 
 /// What an abort requires of the engine.
@@ -200,6 +211,8 @@ pub(crate) enum Settled {
 pub(crate) struct AbortPlan {
     /// The producer has an open transaction to abort.
     pub abort_producer: bool,
+    /// The producer is stuck: replace it (which settles its transaction) instead of aborting.
+    pub replace_producer: bool,
     /// Rebuild the state and rewind the consumer, then call [`Txn::rewound`].
     pub rewind: bool,
     /// A commit that was in flight ended successfully before the abort.
@@ -224,6 +237,7 @@ impl<C: InFlight> Txn<C> {
             Txn::Committing { next: None, .. } => "Committing",
             Txn::Committing { next: Some(_), .. } => "Committing(holding)",
             Txn::Failed => "Failed",
+            Txn::Stuck => "Stuck",
             Txn::Rewinding => "Rewinding",
             Txn::Fenced => "Fenced",
         }
@@ -258,7 +272,7 @@ impl<C: InFlight> Txn<C> {
                 *next = Some(Vec::new());
                 Ok(WorkStart::Hold)
             }
-            Txn::Failed | Txn::Rewinding | Txn::Fenced => Err(self.illegal("work")),
+            Txn::Failed | Txn::Stuck | Txn::Rewinding | Txn::Fenced => Err(self.illegal("work")),
         }
     }
 
@@ -321,21 +335,29 @@ impl<C: InFlight> Txn<C> {
                 *self = Txn::Fenced;
                 Settled::Fenced(m)
             }
+            Err(TxnFailure::Stuck(m)) => {
+                *self = Txn::Stuck;
+                Settled::Stuck(m)
+            }
         })
     }
 
     /// Ends the pending work without committing it: waits for a commit in flight, says whether
-    /// the producer has a transaction to abort, drops held records, and moves to `Rewinding`
+    /// the producer has a transaction to abort (or is stuck and must be replaced), drops held
+    /// records, and moves to `Rewinding`
     /// (`Recovery::Rewind`) or `Idle`.
     pub(crate) fn abort(&mut self, recovery: Recovery) -> Result<AbortPlan, Illegal> {
-        let (abort_producer, committed) = match std::mem::replace(self, Txn::Idle) {
-            Txn::Idle => (false, None),
-            Txn::Open | Txn::Failed => (true, None),
+        let (abort_producer, replace_producer, committed) = match std::mem::replace(self, Txn::Idle)
+        {
+            Txn::Idle => (false, false, None),
+            Txn::Open | Txn::Failed => (true, false, None),
+            Txn::Stuck => (false, true, None),
             Txn::Committing { commit, .. } => match commit.wait() {
-                (Ok(()), secs) => (false, Some(secs)),
+                (Ok(()), secs) => (false, false, Some(secs)),
+                (Err(TxnFailure::Stuck(_)), _) => (false, true, None),
                 // Abortable or not, the producer's transaction did not commit: abort it (a
                 // fenced producer refuses, and the engine reports that).
-                (Err(_), _) => (true, None),
+                (Err(_), _) => (true, false, None),
             },
             state @ (Txn::Rewinding | Txn::Fenced) => {
                 *self = state;
@@ -348,6 +370,7 @@ impl<C: InFlight> Txn<C> {
         }
         Ok(AbortPlan {
             abort_producer,
+            replace_producer,
             rewind,
             committed,
         })

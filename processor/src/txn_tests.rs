@@ -134,6 +134,7 @@ fn abortable_commit_failure_fails_then_rewinds_to_idle() {
         plan,
         AbortPlan {
             abort_producer: true,
+            replace_producer: false,
             rewind: true,
             committed: None
         }
@@ -173,6 +174,7 @@ fn commit_failing_during_revocation_only_aborts() {
         plan,
         AbortPlan {
             abort_producer: true,
+            replace_producer: false,
             rewind: false,
             committed: None
         }
@@ -193,6 +195,7 @@ fn assignment_lost_mid_commit_waits_for_it_and_drops_held_work() {
         plan,
         AbortPlan {
             abort_producer: false,
+            replace_producer: false,
             rewind: false,
             committed: Some(0.25)
         }
@@ -285,27 +288,58 @@ fn stuck_commit() -> (std::sync::mpsc::Sender<()>, CommitThread) {
 }
 
 /// A commit thread stuck inside the Kafka client (librdkafka#5456: `send_offsets_to_transaction`
-/// ignores its timeout after a coordinator moves) ends as fatal at its deadline instead of
-/// leaving the engine committing, with its records held, forever.
+/// ignores its timeout after a coordinator moves) ends as stuck at its deadline instead of
+/// leaving the engine committing, with its records held, forever; the abort that follows
+/// replaces the producer (never calls the stuck one) and rewinds, or only replaces it when the
+/// partitions are going.
 #[test]
-fn a_commit_stuck_past_its_deadline_fences_the_engine() {
+fn a_commit_stuck_past_its_deadline_replaces_the_producer() {
+    for (recovery, after) in [
+        (Recovery::Rewind, "Rewinding"),
+        (Recovery::AbortOnly, "Idle"),
+    ] {
+        let (_release, commit) = stuck_commit();
+        let mut txn = Txn::Open;
+        txn.commit_started(commit).unwrap();
+        assert!(matches!(txn.work(), Ok(WorkStart::Hold)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let settled = loop {
+            if let Some(s) = txn.settle(false) {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stuck commit never settled"
+            );
+            std::thread::yield_now();
+        };
+        assert!(matches!(settled, Settled::Stuck(m) if m.contains("still running")));
+        assert_eq!(txn.name(), "Stuck");
+        assert!(txn.work().is_err(), "no work on a stuck producer");
+        let plan = txn.abort(recovery).unwrap();
+        assert_eq!(
+            plan,
+            AbortPlan {
+                abort_producer: false,
+                replace_producer: true,
+                rewind: recovery == Recovery::Rewind,
+                committed: None,
+            }
+        );
+        assert_eq!(txn.name(), after);
+    }
+}
+
+/// An abort that waits for a commit in flight (the assignment is lost mid-commit) and finds it
+/// stuck replaces the producer too.
+#[test]
+fn an_abort_waiting_on_a_stuck_commit_replaces_the_producer() {
     let (_release, commit) = stuck_commit();
     let mut txn = Txn::Open;
     txn.commit_started(commit).unwrap();
-    assert!(matches!(txn.work(), Ok(WorkStart::Hold)));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let settled = loop {
-        if let Some(s) = txn.settle(false) {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stuck commit never settled"
-        );
-        std::thread::yield_now();
-    };
-    assert!(matches!(settled, Settled::Fenced(m) if m.contains("still running")));
-    assert_eq!(txn.name(), "Fenced");
+    let plan = txn.abort(Recovery::AbortOnly).unwrap();
+    assert!(plan.replace_producer && !plan.abort_producer, "{plan:?}");
+    assert_eq!(txn.name(), "Idle");
 }
 
 /// Waiting for a stuck commit (a revocation, shutdown) is bounded by the deadline too, and a
@@ -314,7 +348,7 @@ fn a_commit_stuck_past_its_deadline_fences_the_engine() {
 fn waiting_for_a_commit_is_bounded_by_its_deadline() {
     let (_release, commit) = stuck_commit();
     let (result, _) = commit.wait();
-    assert!(matches!(result, Err(TxnFailure::Fatal(_))), "{result:?}");
+    assert!(matches!(result, Err(TxnFailure::Stuck(_))), "{result:?}");
 
     let quick = CommitThread::spawn(std::time::Duration::from_secs(30), || {
         Err(TxnFailure::Abort("x".into()))

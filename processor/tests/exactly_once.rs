@@ -302,6 +302,61 @@ async fn caught_up_idle_partition_fires_by_the_wall_clock() {
     assert_eq!(fired.event_time_ms, now + 3_000);
 }
 
+/// A commit that outlives `engine.commit_deadline` (a Kafka client stuck on a moved
+/// coordinator, librdkafka#5456) makes the engine replace its producer and rebuild its
+/// partitions, in the same process. With a deadline of 1 ms nearly every commit is given up
+/// while it may still complete: whichever way each went, the output is the uninterrupted
+/// run's, with no duplicate and nothing missing, and the instance never restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_past_their_deadline_replace_the_producer_and_lose_nothing() {
+    let k = kafka();
+    let reference = fresh_topics(&k, 4).await;
+    let (inputs, expected) = workload(8, 4, "stuck");
+    produce(&k, &reference.raw, &inputs).await;
+    let d1 = Deployment {
+        kafka: k.clone(),
+        topics: reference.clone(),
+        application_id: unique("stuck-ref"),
+        timer_delay: "1day".into(),
+    };
+    let mut p = d1.spawn("ref");
+    let ref_cmds = wait_commands(&k, &reference, expected, "the reference run");
+    p.terminate();
+
+    let mut stuck = fresh_topics(&k, 4).await;
+    stuck.raw = reference.raw.clone();
+    let d2 = Deployment {
+        kafka: k.clone(),
+        topics: stuck.clone(),
+        application_id: unique("stuck"),
+        timer_delay: "1day".into(),
+    };
+    let mut p = d2.spawn_with("stuck", &[("TILLSTREAM__ENGINE__COMMIT_DEADLINE", "1ms")]);
+    let cmds = wait_commands(&k, &stuck, expected, "the run with stuck commits");
+    let replaced = p
+        .get("/metrics")
+        .and_then(|(_, body)| {
+            body.lines()
+                .find(|l| {
+                    l.starts_with("tillstream_processor_transactions_total{outcome=\"stuck\"}")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0);
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the instance replaced its producer instead of exiting"
+    );
+    p.terminate();
+    assert!(
+        replaced >= 1.0,
+        "no producer was replaced: the test did not test"
+    );
+    assert_no_duplicates(&cmds);
+    assert_eq!(cmds.len(), expected, "nothing missing, nothing extra");
+    assert_same(&cmds, &ref_cmds, "stuck-commit run vs uninterrupted run");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_instance_is_fenced_and_exits_non_zero() {
     let k = kafka();
