@@ -23,6 +23,7 @@ pub mod ltv;
 pub mod messages;
 mod orders;
 mod profile;
+mod profile_fields;
 mod refunds;
 pub mod routing;
 mod rules;

@@ -19,14 +19,13 @@ use schemas::{
 use serde_json::Value;
 
 use crate::aggregate::{
-    ConsentFact, ConsentState, K_CONTACT, Lww, P_CREATED, P_CREATED_SENT, P_GUEST_SENT,
-    P_RECENT_REFUND, Person, Profile, State,
+    ConsentFact, ConsentState, K_CONTACT, Lww, P_CREATED, P_CREATED_SENT, P_GUEST_SENT, Person,
+    Profile, State,
 };
 use crate::config::{CustomerDeletePolicy, GuestPolicy, IdentityMode, RulesConfig};
 use crate::emit::{Cx, Kind, Pending};
 use crate::format::{self, text};
 use crate::ids;
-use crate::ltv::Summary;
 use crate::shopify::{
     self, Customer, CustomerDelete, EmailConsentUpdate, SmsConsentUpdate, TagsChange,
 };
@@ -131,105 +130,6 @@ fn user_ref(cfg: &RulesConfig, customer: Option<String>, email: Option<String>) 
     }
 }
 
-/// The profile fields the state implies (the full set; the caller sends the difference).
-pub(crate) fn fields(
-    cfg: &RulesConfig,
-    key: &CustomerKey,
-    state: &State,
-    s: &Summary,
-) -> DataFields {
-    let mut m = DataFields::new();
-    if !is_person(key) {
-        return m;
-    }
-    let n = &cfg.fields;
-    let mut put = |name: &str, v: Value| {
-        if !v.is_null() {
-            m.insert(name.to_owned(), v);
-        }
-    };
-    let txt = |s: Option<&str>| text(s).map_or(Value::Null, |s| Value::String(s.to_owned()));
-    if key.kind() == KeyKind::Customer {
-        put(&n.customer_id, Value::String(key.id().to_owned()));
-    }
-    if cfg.identity.mode != IdentityMode::Email && key.kind() == KeyKind::Customer {
-        // UserID-based and hybrid projects identify a customer by userId; the address is set
-        // through the standard `email` profile field (iterable-api.md §3.1), so it reaches the
-        // profile and later changes follow it.
-        put("email", txt(email(key, state)));
-    }
-    let person = state.person.as_deref();
-    if let Some(p) = person.and_then(|p| p.profile.as_ref()) {
-        put(&n.first_name, txt(p.first_name.as_deref()));
-        put(&n.last_name, txt(p.last_name.as_deref()));
-        put(&n.phone, txt(p.phone.as_deref()));
-        put(&n.customer_state, txt(p.state.as_deref()));
-        put(
-            &n.created_at,
-            p.created_ms.map_or(Value::Null, format::date),
-        );
-        put(&n.city, txt(p.city.as_deref()));
-        put(&n.province_code, txt(p.province_code.as_deref()));
-        put(&n.country_code, txt(p.country_code.as_deref()));
-        put(&n.zip, txt(p.zip.as_deref()));
-    }
-    if let Some(t) = person.and_then(|p| p.tags.as_ref()) {
-        let tags: Vec<Value> = t
-            .value
-            .split(',')
-            .filter(|t| !t.is_empty())
-            .map(|t| Value::String(t.to_owned()))
-            .collect();
-        put(&n.tags, Value::Array(tags));
-    }
-    put(&n.lifetime_value, format::money(s.value));
-    put(&n.orders_count, Value::from(s.count));
-    put(&n.average_order_value, format::money(s.aov()));
-    put(
-        &n.first_order_at,
-        s.first_ms.map_or(Value::Null, format::date),
-    );
-    put(
-        &n.last_order_at,
-        s.last.map_or(Value::Null, |l| format::date(l.0)),
-    );
-    put(
-        &n.last_order_id,
-        s.last
-            .map_or(Value::Null, |l| Value::String(l.1.to_string())),
-    );
-    put(&n.currency, txt(person.and_then(|p| p.currency.as_deref())));
-    let tier = person.map_or(0, |p| p.tier);
-    put(&n.vip_tier, Value::String(tier_name(cfg, tier).to_owned()));
-    put(
-        &n.lapsed,
-        Value::Bool(person.is_some_and(|p| p.lapse.is_some())),
-    );
-    put(
-        &n.recent_refund,
-        Value::Bool(person.is_some_and(|p| p.flags & P_RECENT_REFUND != 0)),
-    );
-    put(
-        &n.last_refund_at,
-        person
-            .and_then(|p| p.last_refund_ms)
-            .map_or(Value::Null, format::date),
-    );
-    put(
-        &n.email_consent,
-        person
-            .and_then(|p| two_way::effective(cfg, p, ConsentChannel::Email))
-            .map_or(Value::Null, |c| Value::String(c.state.as_str().into())),
-    );
-    put(
-        &n.sms_consent,
-        person
-            .and_then(|p| two_way::effective(cfg, p, ConsentChannel::Sms))
-            .map_or(Value::Null, |c| Value::String(c.state.as_str().into())),
-    );
-    m
-}
-
 /// A tier's name (0 = base tier).
 pub(crate) fn tier_name(cfg: &RulesConfig, tier: u8) -> &str {
     match tier
@@ -239,22 +139,6 @@ pub(crate) fn tier_name(cfg: &RulesConfig, tier: u8) -> &str {
         Some(l) => &l.name,
         None => &cfg.tiers.base_tier,
     }
-}
-
-/// The fields that changed (removed ones are sent as `null`).
-pub(crate) fn diff(before: &DataFields, after: &DataFields) -> DataFields {
-    let mut out = DataFields::new();
-    for (k, v) in after {
-        if before.get(k) != Some(v) {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    for k in before.keys() {
-        if !after.contains_key(k) {
-            out.insert(k.clone(), Value::Null);
-        }
-    }
-    out
 }
 
 /// The profile upsert for a change, if anything changed.

@@ -24,7 +24,7 @@ use crate::routing;
 use crate::shopify::{self, parse};
 use crate::tiers::TIER_TIMER;
 use crate::winback::{self, WINBACK_TIMER};
-use crate::{gdpr, ltv, orders, profile, tiers, two_way};
+use crate::{gdpr, ltv, orders, profile, profile_fields, tiers, two_way};
 
 /// The marketing rules, configured.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ impl MarketingRules {
         let before_id = profile::identity(&self.cfg, key, state);
         // An empty state has sent nothing yet: its first upsert carries every field.
         let before_fields = if person && *state != State::default() {
-            profile::fields(&self.cfg, key, state, &before_sum)
+            profile_fields::fields(&self.cfg, key, state, &before_sum)
         } else {
             Default::default()
         };
@@ -118,14 +118,14 @@ impl MarketingRules {
         let mut lists = Vec::new();
         let mut upsert = None;
         if after_id.is_some() {
-            let after_fields = profile::fields(&self.cfg, key, &next, &after_sum);
+            let after_fields = profile_fields::fields(&self.cfg, key, &next, &after_sum);
             // A person who could not be sent before gets the whole profile now.
             let base = if before_id.is_some() && !cx.full_profile {
                 before_fields
             } else {
                 Default::default()
             };
-            let changed = profile::diff(&base, &after_fields);
+            let changed = profile_fields::diff(&base, &after_fields);
             if key.kind() == KeyKind::Email && !cx.full_profile {
                 // A guest's profile waits until no claim can still be in flight.
                 defer = !changed.is_empty();
