@@ -4,6 +4,7 @@ use std::sync::LazyLock;
 
 use apache_avro::types::Value;
 
+use crate::binary::Reader;
 use crate::codec::{Codec, CodecError};
 use crate::value::{Fields, opt_long, opt_string, record};
 
@@ -108,6 +109,47 @@ impl ShopifyEnvelope {
 
     /// Decodes a record written with any known version of the schema.
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        if let Some(e) = Self::decode_current(bytes) {
+            return Ok(e);
+        }
+        Self::decode_generic(bytes)
+    }
+
+    /// The current schema's datum read straight into the fields (every raw record the
+    /// processor reads takes this path); `None` for any other writer schema or a malformed
+    /// datum, which the generic path then decodes or reports. Field order and types are
+    /// `shopify_event.avsc`'s; a test compares this path with the generic one and with the
+    /// schema's field list.
+    fn decode_current(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 10 || bytes[..2] != crate::codec::MAGIC {
+            return None;
+        }
+        if u64::from_le_bytes(bytes[2..10].try_into().ok()?) != CODEC.fingerprint() {
+            return None;
+        }
+        let mut r = Reader::new(&bytes[10..]);
+        Some(Self {
+            delivery_id: r.string()?,
+            event_id: r.nullable(Reader::string)?,
+            topic: r.string()?,
+            shop_domain: r.string()?,
+            api_version: r.nullable(Reader::string)?,
+            triggered_at_ms: r.nullable(Reader::long)?,
+            received_at_ms: r.long()?,
+            routing_key: r.string()?,
+            source: match r.long()? {
+                0 => EventSource::Webhook,
+                1 => EventSource::Backfill,
+                _ => return None,
+            },
+            webhook_name: r.nullable(Reader::string)?,
+            body: r.bytes()?.to_vec(),
+        })
+    }
+
+    /// Decodes through `apache_avro`'s generic value: any known writer schema, resolved into
+    /// the current one.
+    fn decode_generic(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut f = Fields::new("ShopifyEnvelope", CODEC.decode_value(bytes)?)?;
         Ok(Self {
             delivery_id: f.string("delivery_id")?,
@@ -125,5 +167,96 @@ impl ShopifyEnvelope {
             webhook_name: f.opt_string("webhook_name")?,
             body: f.bytes("body")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CODEC, EventSource, ShopifyEnvelope};
+    use apache_avro::Schema;
+    use proptest::prelude::*;
+
+    fn envelope() -> impl Strategy<Value = ShopifyEnvelope> {
+        let s = || ".{0,12}";
+        let opt = || proptest::option::of(".{0,12}");
+        (
+            (s(), opt(), s(), s(), opt()),
+            (
+                proptest::option::of(any::<i64>()),
+                any::<i64>(),
+                s(),
+                any::<bool>(),
+                opt(),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ),
+        )
+            .prop_map(
+                |((d, e, t, sh, a), (tr, rc, k, b, w, body))| ShopifyEnvelope {
+                    delivery_id: d,
+                    event_id: e,
+                    topic: t,
+                    shop_domain: sh,
+                    api_version: a,
+                    triggered_at_ms: tr,
+                    received_at_ms: rc,
+                    routing_key: k,
+                    source: if b {
+                        EventSource::Backfill
+                    } else {
+                        EventSource::Webhook
+                    },
+                    webhook_name: w,
+                    body,
+                },
+            )
+    }
+
+    proptest! {
+        /// The direct path reads what the generic path reads, and gives up (never panics, never
+        /// reads something else) wherever the bytes are cut or changed.
+        #[test]
+        fn the_direct_decode_equals_the_generic_one(e in envelope(), cut in any::<prop::sample::Index>(), flip in any::<(prop::sample::Index, u8)>()) {
+            let bytes = e.encode().unwrap();
+            prop_assert_eq!(ShopifyEnvelope::decode_current(&bytes), Some(e.clone()));
+            prop_assert_eq!(ShopifyEnvelope::decode_generic(&bytes).unwrap(), e);
+            let mut changed = bytes.clone();
+            let at = flip.0.index(changed.len());
+            changed[at] ^= flip.1.max(1);
+            for b in [&bytes[..cut.index(bytes.len())], &changed[..]] {
+                if let Some(direct) = ShopifyEnvelope::decode_current(b) {
+                    prop_assert_eq!(Some(direct), ShopifyEnvelope::decode_generic(b).ok());
+                }
+            }
+        }
+    }
+
+    /// The direct path's field order and types are the current schema's: a schema change
+    /// without a change of `decode_current` fails here.
+    #[test]
+    fn the_direct_decode_follows_the_current_schema() {
+        let Schema::Record(r) = CODEC.schema() else {
+            panic!("not a record");
+        };
+        let fields: Vec<String> = r
+            .fields
+            .iter()
+            .map(|f| format!("{} {}", f.name, serde_json::to_string(&f.schema).unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                r#"delivery_id "string""#,
+                r#"event_id ["null","string"]"#,
+                r#"topic "string""#,
+                r#"shop_domain "string""#,
+                r#"api_version ["null","string"]"#,
+                r#"triggered_at_ms ["null","long"]"#,
+                r#"received_at_ms "long""#,
+                r#"routing_key "string""#,
+                r#"source {"type":"enum","namespace":"dev.tillstream.raw","name":"EventSource","symbols":["WEBHOOK","BACKFILL"],"default":"WEBHOOK"}"#,
+                r#"webhook_name ["null","string"]"#,
+                r#"body "bytes""#,
+            ]
+        );
     }
 }

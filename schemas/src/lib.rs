@@ -6,6 +6,7 @@
 //! with Avro single-object encoding (`C3 01`, the schema's 8-byte CRC-64-AVRO fingerprint, the
 //! datum); see [`codec`] and ARCHITECTURE.md for why.
 
+mod binary;
 pub mod codec;
 pub mod command;
 pub mod envelope;
