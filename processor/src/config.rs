@@ -69,7 +69,7 @@ pub struct EngineConfig {
     /// (librdkafka's `send_offsets_to_transaction` can wait forever on a group coordinator that
     /// moved): the engine replaces its producer, which settles the transaction, and rebuilds
     /// its partitions from the changelog. Longer than a coordinator's failover (about 10 s).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", default = "thirty_seconds")]
     pub commit_deadline: Duration,
     /// A partition counts as caught up (wall-clock timers fire) when its lag, summed over the
     /// raw and repartition topics, is at most this. The default 2 absorbs the transaction
@@ -109,6 +109,11 @@ pub struct EngineConfig {
 
 fn one() -> usize {
     1
+}
+
+/// `engine.commit_deadline` where a configuration predating it leaves it out.
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// What decides that a timer is due.
