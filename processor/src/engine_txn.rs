@@ -12,7 +12,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use rules::Rules;
 
 use super::{Engine, EngineContext, EngineError, KAFKA_TIMEOUT};
-use crate::txn::{CommitThread, Held, Recovery, Route, Settled, TxnFailure, WorkStart};
+use crate::txn::{
+    CommitThread, Held, ProducerStep, Recovery, Route, Settled, TxnFailure, WorkStart,
+};
 
 /// Fatal errors (fenced, producer unusable) end the engine; every other failure aborts.
 pub(super) fn classify(error: &KafkaError) -> TxnFailure {
@@ -328,6 +330,30 @@ impl<R: Rules> Engine<R> {
         Ok(())
     }
 
+    /// Aborts the producer's open transaction. A failed abort leaves the producer unusable: fatal
+    /// when the work is to be redone (`rewind`), only logged when the partitions are going (a
+    /// fenced producer shows at the next transaction).
+    fn abort_producer(&mut self, rewind: bool) -> Result<(), EngineError> {
+        self.metrics
+            .transactions
+            .with_label_values(&["abort"])
+            .inc();
+        let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) else {
+            return Ok(());
+        };
+        if !rewind {
+            tracing::error!(error = %e, "Abort failed.");
+            return Ok(());
+        }
+        self.txn.fence();
+        Err(match classify(&e) {
+            TxnFailure::Fatal(m) => EngineError::Fatal(m),
+            TxnFailure::Abort(m) | TxnFailure::Stuck(m) => {
+                EngineError::Fatal(format!("abort failed: {m}"))
+            }
+        })
+    }
+
     pub(super) fn committed(&self, seconds: f64) {
         self.metrics
             .transactions
@@ -352,30 +378,10 @@ impl<R: Rules> Engine<R> {
         if let Some(seconds) = plan.committed {
             self.committed(seconds);
         }
-        if plan.replace_producer {
-            self.replace_producer()?;
-        }
-        if plan.abort_producer {
-            self.metrics
-                .transactions
-                .with_label_values(&["abort"])
-                .inc();
-            if let Err(e) = self.producer.abort_transaction(KAFKA_TIMEOUT) {
-                if !plan.rewind {
-                    // The partitions are going anyway; a fenced producer shows at the next
-                    // transaction.
-                    tracing::error!(error = %e, "Abort failed.");
-                } else {
-                    // An abort that fails leaves the producer unusable: restart the instance.
-                    self.txn.fence();
-                    return Err(match classify(&e) {
-                        TxnFailure::Fatal(m) => EngineError::Fatal(m),
-                        TxnFailure::Abort(m) | TxnFailure::Stuck(m) => {
-                            EngineError::Fatal(format!("abort failed: {m}"))
-                        }
-                    });
-                }
-            }
+        match plan.producer {
+            ProducerStep::Keep => {}
+            ProducerStep::Replace => self.replace_producer()?,
+            ProducerStep::Abort => self.abort_producer(plan.rewind)?,
         }
         if !plan.rewind {
             return Ok(());

@@ -206,13 +206,22 @@ pub(crate) enum Settled {
     Stuck(String),
 }
 
+/// What an abort does with the producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProducerStep {
+    /// Nothing is open in it (or what was in flight committed).
+    Keep,
+    /// Abort its open transaction.
+    Abort,
+    /// It is stuck: replace it (the new one settles its transaction), never call it again.
+    Replace,
+}
+
 /// What an abort requires of the engine.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AbortPlan {
-    /// The producer has an open transaction to abort.
-    pub abort_producer: bool,
-    /// The producer is stuck: replace it (which settles its transaction) instead of aborting.
-    pub replace_producer: bool,
+    /// What to do with the producer.
+    pub producer: ProducerStep,
     /// Rebuild the state and rewind the consumer, then call [`Txn::rewound`].
     pub rewind: bool,
     /// A commit that was in flight ended successfully before the abort.
@@ -347,17 +356,16 @@ impl<C: InFlight> Txn<C> {
     /// records, and moves to `Rewinding`
     /// (`Recovery::Rewind`) or `Idle`.
     pub(crate) fn abort(&mut self, recovery: Recovery) -> Result<AbortPlan, Illegal> {
-        let (abort_producer, replace_producer, committed) = match std::mem::replace(self, Txn::Idle)
-        {
-            Txn::Idle => (false, false, None),
-            Txn::Open | Txn::Failed => (true, false, None),
-            Txn::Stuck => (false, true, None),
+        let (producer, committed) = match std::mem::replace(self, Txn::Idle) {
+            Txn::Idle => (ProducerStep::Keep, None),
+            Txn::Open | Txn::Failed => (ProducerStep::Abort, None),
+            Txn::Stuck => (ProducerStep::Replace, None),
             Txn::Committing { commit, .. } => match commit.wait() {
-                (Ok(()), secs) => (false, false, Some(secs)),
-                (Err(TxnFailure::Stuck(_)), _) => (false, true, None),
+                (Ok(()), secs) => (ProducerStep::Keep, Some(secs)),
+                (Err(TxnFailure::Stuck(_)), _) => (ProducerStep::Replace, None),
                 // Abortable or not, the producer's transaction did not commit: abort it (a
                 // fenced producer refuses, and the engine reports that).
-                (Err(_), _) => (true, false, None),
+                (Err(_), _) => (ProducerStep::Abort, None),
             },
             state @ (Txn::Rewinding | Txn::Fenced) => {
                 *self = state;
@@ -369,8 +377,7 @@ impl<C: InFlight> Txn<C> {
             *self = Txn::Rewinding;
         }
         Ok(AbortPlan {
-            abort_producer,
-            replace_producer,
+            producer,
             rewind,
             committed,
         })

@@ -133,8 +133,7 @@ fn abortable_commit_failure_fails_then_rewinds_to_idle() {
     assert_eq!(
         plan,
         AbortPlan {
-            abort_producer: true,
-            replace_producer: false,
+            producer: ProducerStep::Abort,
             rewind: true,
             committed: None
         }
@@ -160,7 +159,7 @@ fn a_failed_step_of_the_open_transaction_aborts_it() {
     assert_eq!(txn.name(), "Failed");
     assert!(txn.step_failed().is_err());
     let plan = txn.abort(Recovery::Rewind).unwrap();
-    assert!(plan.abort_producer && plan.rewind);
+    assert!(plan.producer == ProducerStep::Abort && plan.rewind);
 }
 
 #[test]
@@ -173,8 +172,7 @@ fn commit_failing_during_revocation_only_aborts() {
     assert_eq!(
         plan,
         AbortPlan {
-            abort_producer: true,
-            replace_producer: false,
+            producer: ProducerStep::Abort,
             rewind: false,
             committed: None
         }
@@ -194,8 +192,7 @@ fn assignment_lost_mid_commit_waits_for_it_and_drops_held_work() {
     assert_eq!(
         plan,
         AbortPlan {
-            abort_producer: false,
-            replace_producer: false,
+            producer: ProducerStep::Keep,
             rewind: false,
             committed: Some(0.25)
         }
@@ -206,7 +203,7 @@ fn assignment_lost_mid_commit_waits_for_it_and_drops_held_work() {
     // The commit in flight fails (stale generation): its transaction is aborted.
     let (mut txn, _, _) = committing(Err(TxnFailure::Abort("stale generation".into())));
     let plan = txn.abort(Recovery::AbortOnly).unwrap();
-    assert!(plan.abort_producer && !plan.rewind);
+    assert!(plan.producer == ProducerStep::Abort && !plan.rewind);
     assert_eq!(txn.name(), "Idle");
 }
 
@@ -214,10 +211,13 @@ fn assignment_lost_mid_commit_waits_for_it_and_drops_held_work() {
 fn assignment_lost_with_an_open_transaction_aborts_it() {
     let mut txn: Txn<Script> = Txn::Idle;
     let plan = txn.abort(Recovery::AbortOnly).unwrap();
-    assert!(!plan.abort_producer, "nothing to abort when idle");
+    assert!(
+        plan.producer == ProducerStep::Keep,
+        "nothing to abort when idle"
+    );
     txn.work().unwrap();
     let plan = txn.abort(Recovery::AbortOnly).unwrap();
-    assert!(plan.abort_producer);
+    assert!(plan.producer == ProducerStep::Abort);
     assert_eq!(txn.name(), "Idle");
 }
 
@@ -254,7 +254,7 @@ fn a_fatal_commit_failure_found_by_an_abort_still_aborts_the_producer() {
     let (mut txn, _, _) = committing(Err(TxnFailure::Fatal("producer unusable".into())));
     let plan = txn.abort(Recovery::Rewind).unwrap();
     assert!(
-        plan.abort_producer,
+        plan.producer == ProducerStep::Abort,
         "the engine learns from the abort that it is fenced"
     );
     assert_eq!(txn.name(), "Rewinding");
@@ -320,8 +320,7 @@ fn a_commit_stuck_past_its_deadline_replaces_the_producer() {
         assert_eq!(
             plan,
             AbortPlan {
-                abort_producer: false,
-                replace_producer: true,
+                producer: ProducerStep::Replace,
                 rewind: recovery == Recovery::Rewind,
                 committed: None,
             }
@@ -338,7 +337,7 @@ fn an_abort_waiting_on_a_stuck_commit_replaces_the_producer() {
     let mut txn = Txn::Open;
     txn.commit_started(commit).unwrap();
     let plan = txn.abort(Recovery::AbortOnly).unwrap();
-    assert!(plan.replace_producer && !plan.abort_producer, "{plan:?}");
+    assert!(plan.producer == ProducerStep::Replace, "{plan:?}");
     assert_eq!(txn.name(), "Idle");
 }
 

@@ -79,6 +79,45 @@ fn assert_no_duplicates(cmds: &[schemas::IterableCommand]) {
     assert!(dups.is_empty(), "duplicate commands: {dups:?}");
 }
 
+/// `inputs` into fresh topics, processed by one uninterrupted instance: the topics and the
+/// commands every other run of the same input must give.
+async fn reference_run(
+    k: &runtime::KafkaConfig,
+    inputs: &[schemas::ShopifyEnvelope],
+    expected: usize,
+    tag: &str,
+) -> (runtime::TopicsConfig, Vec<schemas::IterableCommand>) {
+    let reference = fresh_topics(k, 4).await;
+    produce(k, &reference.raw, inputs).await;
+    let mut p = on_topics(k, &reference, &format!("{tag}-ref")).spawn("ref");
+    let cmds = wait_commands(k, &reference, expected, "the uninterrupted run");
+    assert!(p.terminate().success(), "clean shutdown exits 0");
+    assert_no_duplicates(&cmds);
+    assert_eq!(cmds.len(), expected);
+    (reference, cmds)
+}
+
+/// A deployment of its own (group, changelog, commands) reading `reference`'s raw topic.
+async fn on_the_same_raw(
+    k: &runtime::KafkaConfig,
+    reference: &runtime::TopicsConfig,
+    tag: &str,
+) -> (runtime::TopicsConfig, Deployment) {
+    let mut topics = fresh_topics(k, 4).await;
+    topics.raw = reference.raw.clone();
+    let d = on_topics(k, &topics, tag);
+    (topics, d)
+}
+
+fn on_topics(k: &runtime::KafkaConfig, topics: &runtime::TopicsConfig, tag: &str) -> Deployment {
+    Deployment {
+        kafka: k.clone(),
+        topics: topics.clone(),
+        application_id: unique(tag),
+        timer_delay: "1day".into(),
+    }
+}
+
 fn wait_commands(
     k: &runtime::KafkaConfig,
     t: &runtime::TopicsConfig,
@@ -94,32 +133,13 @@ fn wait_commands(
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
     let k = kafka();
-    let reference = fresh_topics(&k, 4).await;
     let (inputs, expected) = workload(40, 12, "kill");
-    produce(&k, &reference.raw, &inputs).await;
 
     // 1. An uninterrupted run.
-    let d1 = Deployment {
-        kafka: k.clone(),
-        topics: reference.clone(),
-        application_id: unique("ref"),
-        timer_delay: "1day".into(),
-    };
-    let mut p = d1.spawn("ref");
-    let ref_cmds = wait_commands(&k, &reference, expected, "the uninterrupted run");
-    assert!(p.terminate().success(), "clean shutdown exits 0");
-    assert_no_duplicates(&ref_cmds);
-    assert_eq!(ref_cmds.len(), expected);
+    let (reference, ref_cmds) = reference_run(&k, &inputs, expected, "kill").await;
 
     // 2. The same raw topic into fresh state, killed with SIGKILL at random points.
-    let mut crashed = fresh_topics(&k, 4).await;
-    crashed.raw = reference.raw.clone();
-    let d2 = Deployment {
-        kafka: k.clone(),
-        topics: crashed.clone(),
-        application_id: unique("crash"),
-        timer_delay: "1day".into(),
-    };
+    let (crashed, d2) = on_the_same_raw(&k, &reference, "crash").await;
     let mut seen = 0usize;
     let mut rng = 0x9e37_79b9_u64 ^ std::process::id() as u64;
     for round in 0..5 {
@@ -146,14 +166,7 @@ async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
     assert_same(&crash_cmds, &ref_cmds, "crashed run vs uninterrupted run");
 
     // 3. Replay from offset 0 into a fresh group and changelog: same commands, ids included.
-    let mut replay = fresh_topics(&k, 4).await;
-    replay.raw = reference.raw.clone();
-    let d3 = Deployment {
-        kafka: k.clone(),
-        topics: replay.clone(),
-        application_id: unique("replay"),
-        timer_delay: "1day".into(),
-    };
+    let (replay, d3) = on_the_same_raw(&k, &reference, "replay").await;
     let mut p = d3.spawn("replay");
     let replay_cmds = wait_commands(&k, &replay, expected, "the replay");
     p.terminate();
@@ -310,27 +323,9 @@ async fn caught_up_idle_partition_fires_by_the_wall_clock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_past_their_deadline_replace_the_producer_and_lose_nothing() {
     let k = kafka();
-    let reference = fresh_topics(&k, 4).await;
     let (inputs, expected) = workload(8, 4, "stuck");
-    produce(&k, &reference.raw, &inputs).await;
-    let d1 = Deployment {
-        kafka: k.clone(),
-        topics: reference.clone(),
-        application_id: unique("stuck-ref"),
-        timer_delay: "1day".into(),
-    };
-    let mut p = d1.spawn("ref");
-    let ref_cmds = wait_commands(&k, &reference, expected, "the reference run");
-    p.terminate();
-
-    let mut stuck = fresh_topics(&k, 4).await;
-    stuck.raw = reference.raw.clone();
-    let d2 = Deployment {
-        kafka: k.clone(),
-        topics: stuck.clone(),
-        application_id: unique("stuck"),
-        timer_delay: "1day".into(),
-    };
+    let (reference, ref_cmds) = reference_run(&k, &inputs, expected, "stuck").await;
+    let (stuck, d2) = on_the_same_raw(&k, &reference, "stuck").await;
     let mut p = d2.spawn_with("stuck", &[("TILLSTREAM__ENGINE__COMMIT_DEADLINE", "1ms")]);
     let cmds = wait_commands(&k, &stuck, expected, "the run with stuck commits");
     let replaced = p
