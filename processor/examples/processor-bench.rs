@@ -11,7 +11,9 @@
 //! Prints one JSON document. Measures, on the local broker:
 //! * `ceiling`: a stateless transactional read-process-write loop (consume raw, produce each
 //!   record to an output topic, `send_offsets_to_transaction`, commit every N records), the
-//!   best any exactly-once processor can do on this machine;
+//!   best any exactly-once processor can do on this machine; its `cpu_us_per_record` is the
+//!   bench process's CPU per record in that loop (librdkafka consuming and producing the same
+//!   bodies: the part of the processor's CPU per event that is not the processor's own);
 //! * `processor`: the real processor binary with the marketing rules on shopify-sim payloads
 //!   (realistic 2-20 KB bodies, parsed), for several transaction sizes;
 //!   `cpu_us_per_event` is the processor process's CPU time (all threads) per event;
@@ -98,8 +100,10 @@ async fn produce(k: &KafkaConfig, topic: &str, events: &[(String, Vec<u8>)]) {
     }
 }
 
-/// The stateless transactional pass-through: records/s.
-fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> f64 {
+/// The stateless transactional pass-through: records/s and CPU µs per record (this process's
+/// CPU from its first record to its last commit: librdkafka's cost of consuming and producing
+/// the same bodies in transactions, the floor under the processor's own figure).
+fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> (f64, f64) {
     let output = unique("bench-out");
     let mut cfg = k.client("bench-admin");
     cfg.set("group.id", unique("bench-ceiling"));
@@ -128,7 +132,7 @@ fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> f64 {
     let mut done = 0;
     let mut in_txn = 0;
     let mut offsets: HashMap<i32, i64> = HashMap::new();
-    let mut started: Option<Instant> = None;
+    let mut started: Option<(Instant, f64)> = None;
     producer.begin_transaction().unwrap();
     let commit = |offsets: &HashMap<i32, i64>| {
         let mut tpl = TopicPartitionList::new();
@@ -146,7 +150,7 @@ fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> f64 {
         let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        started.get_or_insert_with(Instant::now);
+        started.get_or_insert_with(|| (Instant::now(), cpu_secs(std::process::id())));
         let mut rec =
             BaseRecord::<[u8], [u8]>::to(&output).payload(m.payload().unwrap_or_default());
         if let Some(key) = m.key() {
@@ -174,7 +178,15 @@ fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> f64 {
         }
     }
     commit(&offsets);
-    n as f64 / started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0)
+    let (secs, cpu) = started
+        .map(|(at, cpu)| {
+            (
+                at.elapsed().as_secs_f64(),
+                cpu_secs(std::process::id()) - cpu,
+            )
+        })
+        .unwrap_or((1.0, 0.0));
+    (n as f64 / secs, cpu * 1e6 / n as f64)
 }
 
 fn processor_bin() -> std::path::PathBuf {
@@ -415,10 +427,8 @@ async fn main() {
     // commit less often), so the ratio compares best with best.
     let mut ceilings = Vec::new();
     for &txn in sizes.iter().filter(|s| **s >= 1000) {
-        let rate = ceiling(&k, &t.raw, records.len(), txn);
-        ceilings.push(
-            serde_json::json!({"records_per_transaction": txn, "records_per_sec": rate.round()}),
-        );
+        let (rate, cpu_us) = ceiling(&k, &t.raw, records.len(), txn);
+        ceilings.push(serde_json::json!({"records_per_transaction": txn, "records_per_sec": rate.round(), "cpu_us_per_record": cpu_us.round()}));
     }
     let ceiling_rate = ceilings
         .iter()
