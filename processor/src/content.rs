@@ -17,36 +17,40 @@
 //! where the full parse gave none. Shopify sends neither; a body the rules cannot parse is
 //! dead-lettered and its fingerprints forgotten.
 
+use std::borrow::Cow;
+
 use schemas::ShopifyEnvelope;
 use serde::Deserialize;
 
-use crate::state::fingerprint;
+use crate::state::fingerprint_of;
 
 /// Fingerprints of an input: its delivery, and its content when the body names a resource and
 /// a timestamp.
 pub fn fingerprints(env: &ShopifyEnvelope) -> Vec<u64> {
-    let mut prints = vec![fingerprint(&format!(
-        "d:{}:{}",
-        env.shop_domain, env.delivery_id
-    ))];
+    let shop = env.shop_domain.as_str();
+    let mut prints = vec![fingerprint_of(&["d:", shop, ":", &env.delivery_id])];
     if env.topic.starts_with("tillstream/") {
         return prints;
     }
-    if let Some((id, at)) = content_fields(&env.body) {
-        prints.push(fingerprint(&format!(
-            "c:{}:{}:{}:{}",
-            env.shop_domain, env.topic, id, at
-        )));
+    if let Some((id, at)) = content_fields_ref(&env.body) {
+        prints.push(fingerprint_of(&[
+            "c:", shop, ":", &env.topic, ":", &id, ":", &at,
+        ]));
     }
     prints
 }
 
 /// The content fingerprint's resource id (as compact JSON) and timestamp, if the body has both.
 pub fn content_fields(body: &[u8]) -> Option<(String, String)> {
+    content_fields_ref(body).map(|(id, at)| (id.into_owned(), at.into_owned()))
+}
+
+/// [`content_fields`], borrowed from the body when the walk decides on its own.
+fn content_fields_ref(body: &[u8]) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
     match scan(body) {
-        Scan::Found(id, at) => Some((id.to_owned(), at.to_owned())),
+        Scan::Found(id, at) => Some((Cow::Borrowed(id), Cow::Borrowed(at))),
         Scan::Absent => None,
-        Scan::Unsure => parsed_content_fields(body),
+        Scan::Unsure => parsed_content_fields(body).map(|(id, at)| (id.into(), at.into())),
     }
 }
 

@@ -36,6 +36,28 @@ fn content_fingerprint_ignores_the_delivery_id() {
     );
 }
 
+/// The fingerprints are stored in the changelog's dedup entries: the ones written by earlier
+/// versions (SHA-256 of `d:{shop}:{delivery}` and `c:{shop}:{topic}:{id}:{at}`, first 8 bytes)
+/// must keep matching, whatever way they are computed.
+#[test]
+fn fingerprints_keep_the_values_in_changelogs_written_before() {
+    let body = r#"{"id":5,"updated_at":"2026-01-01T00:00:00-05:00"}"#;
+    let prints = fingerprints(&env("orders/updated", "d1", body));
+    let sha = |text: &str| {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(text.as_bytes());
+        u64::from_be_bytes(d[..8].try_into().unwrap())
+    };
+    assert_eq!(
+        prints,
+        [
+            sha("d:s.myshopify.com:d1"),
+            sha("c:s.myshopify.com:orders/updated:5:2026-01-01T00:00:00-05:00"),
+        ]
+    );
+    assert_eq!(prints[0], 12_700_549_261_733_113_089, "golden value");
+}
+
 fn both(body: &str) -> Option<(String, String)> {
     let fast = content_fields(body.as_bytes());
     let full = parsed_content_fields(body.as_bytes());

@@ -32,7 +32,16 @@ use entry::{KeyParts, StoredKey};
 
 /// Hashes a fingerprint string to the 64 bits kept in memory and on the changelog.
 pub fn fingerprint(text: &str) -> u64 {
-    let d = Sha256::digest(text.as_bytes());
+    fingerprint_of(&[text])
+}
+
+/// [`fingerprint`] of the parts' concatenation, without building it (two per input).
+pub fn fingerprint_of(parts: &[&str]) -> u64 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     u64::from_be_bytes(b)
