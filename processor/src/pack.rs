@@ -158,6 +158,18 @@ impl Table {
         self.read().names.get(i).cloned()
     }
 
+    /// The text interned as `id` (from this thread's copies); `None` for an id never given.
+    fn text(&self, id: u32) -> Option<Arc<str>> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.texts.with_borrow_mut(|local| {
+            if i >= local.len() {
+                let from = local.len();
+                local.extend(self.read().names.iter().skip(from).cloned());
+            }
+            local.get(i).cloned()
+        })
+    }
+
     /// Writes the text interned as `id` as a JSON string; `None` for an id never given.
     fn write(&self, id: u32, out: &mut String) -> Option<()> {
         let i = usize::try_from(id).ok()?.checked_sub(1)?;
@@ -657,6 +669,10 @@ impl<'de> Visitor<'de> for KeyPacker<'_> {
         Ok(())
     }
 }
+
+#[path = "pack_de.rs"]
+mod read;
+pub use read::{ReadError, from_packed_near};
 
 #[cfg(test)]
 #[path = "pack_tests.rs"]

@@ -81,7 +81,7 @@ fn garbage_is_an_error_not_a_panic() {
 
 /// Any JSON without floats (aggregates hold none; a float is carried as serde_json prints
 /// it, which `edge_values_round_trip_exactly` covers).
-fn arb_json() -> impl Strategy<Value = Value> {
+pub(super) fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),

@@ -105,10 +105,14 @@ impl Entry {
     /// Decodes the aggregate; an unreadable one (never written by this version) starts empty.
     pub fn aggregate<S: DeserializeOwned + Default>(&self) -> S {
         match &self.text.0 {
-            Some(text) => serde_json::from_str(text),
-            None => serde_json::from_str(&self.aggregate_json()),
+            Some(text) => serde_json::from_str(text).unwrap_or_default(),
+            None if self.aggregate.is_empty() => serde_json::from_str("{}").unwrap_or_default(),
+            // Straight from the packed bytes (no text in between); the text path decides if
+            // they do not read as an `S`.
+            None => pack::from_packed_near(&self.aggregate, self.updated_at_ms)
+                .or_else(|_| serde_json::from_str(&self.aggregate_json()))
+                .unwrap_or_default(),
         }
-        .unwrap_or_default()
     }
 
     /// Stores the aggregate after a change at `at_ms` (event time).
