@@ -19,6 +19,8 @@
 //!   `cpu_us_per_event` is the processor process's CPU time (all threads) per event;
 //! * `fingerprint`: the content fingerprint's cost per event, full parse against top-level walk
 //!   (no Kafka);
+//! * `aggregate_read`: reading a key's aggregate from its JSON text, from its packed bytes, and
+//!   by unpacking them to text first (the path before the packed reader), in µs (no Kafka);
 //! * `restore`: a changelog of `--customers` keys with realistic aggregates, the processor's
 //!   time from start to ready (all partitions restored), and its resident memory per key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -322,6 +324,60 @@ type ContentReader = dyn Fn(&[u8]) -> Option<(String, String)>;
 
 /// Microseconds per event of the content fingerprint's body reading: the full serde parse it
 /// used to do, and the top-level walk (`processor::content`), over the same bodies.
+/// What reading a key's aggregate costs, from its JSON text (a key changed earlier in the same
+/// transaction) and from its packed bytes (any other key), over the aggregates the rules
+/// build from these events (each key's state after each of its inputs; no Kafka).
+fn aggregate_read_cost(evs: &[ShopifyEnvelope]) -> serde_json::Value {
+    use rules::{Ctx, Rules};
+    let rules = rules::MarketingRules::new(rules::RulesConfig::default());
+    let mut states: HashMap<String, rules::State> = HashMap::new();
+    let mut samples: Vec<(String, Vec<u8>, i64)> = Vec::new();
+    for e in evs {
+        let Ok(key) = schemas::CustomerKey::parse(&e.routing_key) else {
+            continue;
+        };
+        let at = e.triggered_at_ms.unwrap_or(e.received_at_ms);
+        let ctx = Ctx {
+            now_ms: at,
+            event_time_ms: at,
+            wall_clock_ms: at,
+        };
+        let state = states.entry(e.routing_key.clone()).or_default();
+        if rules.on_event(&key, state, e, &ctx).is_ok() {
+            let text = serde_json::to_string(state).unwrap();
+            let packed = processor::pack::pack_json_near(&text, at).unwrap();
+            samples.push((text, packed, at));
+        }
+    }
+    let n = samples.len().max(1) as f64;
+    let started = Instant::now();
+    for (text, _, _) in &samples {
+        std::hint::black_box(serde_json::from_str::<rules::State>(text).unwrap());
+    }
+    let text_us = started.elapsed().as_secs_f64() * 1e6 / n;
+    let started = Instant::now();
+    for (_, packed, at) in &samples {
+        std::hint::black_box(
+            processor::pack::from_packed_near::<rules::State>(packed, *at).unwrap(),
+        );
+    }
+    let packed_us = started.elapsed().as_secs_f64() * 1e6 / n;
+    let started = Instant::now();
+    for (_, packed, at) in &samples {
+        let text = processor::pack::unpack_json_near(packed, *at).unwrap();
+        std::hint::black_box(serde_json::from_str::<rules::State>(&text).unwrap());
+    }
+    let unpack_us = started.elapsed().as_secs_f64() * 1e6 / n;
+    let avg_text = samples.iter().map(|s| s.0.len()).sum::<usize>() as f64 / n;
+    serde_json::json!({
+        "aggregates": samples.len(),
+        "avg_json_bytes": avg_text.round(),
+        "from_text_us": (text_us * 100.0).round() / 100.0,
+        "from_packed_us": (packed_us * 100.0).round() / 100.0,
+        "unpacked_then_parsed_us": (unpack_us * 100.0).round() / 100.0,
+    })
+}
+
 fn fingerprint_cost(evs: &[ShopifyEnvelope]) -> serde_json::Value {
     let time = |f: &ContentReader| {
         let mut found = 0usize;
@@ -394,6 +450,7 @@ async fn main() {
     let mut evs = events(n_events);
     // On the bodies in clear, as the processor computes it after opening them.
     let fingerprint = fingerprint_cost(&evs);
+    let aggregate_read = aggregate_read_cost(&evs);
     if sealed() {
         let cfg = runtime::shred::ErasureConfig {
             master_key: Some(runtime::Secret::new(BENCH_MASTER_KEY)),
@@ -499,6 +556,7 @@ async fn main() {
         "input": {"events": records.len(), "avg_body_bytes": bytes / records.len().max(1), "partitions": PARTITIONS, "sealed": sealed()},
         "ceiling": {"what": "stateless transactional consume->produce (best over transaction sizes)", "records_per_sec": ceiling_rate.round(), "by_transaction_size": ceilings},
         "fingerprint": fingerprint,
+        "aggregate_read": aggregate_read,
         "processor": {"rules": "marketing (default rules config)", "by_engine_threads": by_threads},
         "restore": {
             "keys": n_customers,

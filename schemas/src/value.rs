@@ -205,7 +205,8 @@ pub(crate) fn opt_string(v: &Option<String>) -> Value {
     }
 }
 
-/// `["null", "long"]` as a union value.
+/// `["null", "long"]` as a union value (the generic encodings in tests).
+#[cfg(test)]
 pub(crate) fn opt_long(v: Option<i64>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
