@@ -220,7 +220,7 @@ impl<R: Rules> Engine<R> {
         let mut aggregate: R::State = state.aggregate(key.as_str());
         match self.rules.on_event(key, &mut aggregate, env, &ctx) {
             Ok(effects) => {
-                state.set_aggregate(key.as_str(), &aggregate, event_time);
+                state.set_aggregate(key.as_str(), aggregate, event_time);
                 self.trail(|| {
                     Decision::new(key.as_str(), wall, input(), Outcome::Applied)
                         .with_effects(&effects)

@@ -42,7 +42,7 @@ impl<R: Rules> Engine<R> {
             let mut aggregate: R::State = state.aggregate(&key_text);
             match self.rules.on_timer(&key, &mut aggregate, &timer, &ctx) {
                 Ok(effects) => {
-                    state.set_aggregate(&key_text, &aggregate, timer.due_ms);
+                    state.set_aggregate(&key_text, aggregate, timer.due_ms);
                     self.trail(|| {
                         Decision::new(&key_text, wall, timer_input(&timer), Outcome::Applied)
                             .with_effects(&effects)

@@ -342,7 +342,7 @@ impl PartitionState {
     }
 
     /// Decodes `key`'s aggregate (empty if the key is new).
-    pub fn aggregate<S: DeserializeOwned + Default>(&self, key: &str) -> S {
+    pub fn aggregate<S: DeserializeOwned + Default + Clone + 'static>(&self, key: &str) -> S {
         let Some(slot) = self.slot_of(key) else {
             return S::default();
         };
@@ -355,8 +355,12 @@ impl PartitionState {
         }
     }
 
-    /// Stores `key`'s aggregate after an input with event time `at_ms`.
-    pub fn set_aggregate<S: Serialize>(&mut self, key: &str, state: &S, at_ms: i64) {
+    /// Stores `key`'s aggregate after an input with event time `at_ms` (kept as it is until
+    /// the transaction's changes are drained; see [`entry::Hot`]).
+    pub fn set_aggregate<S>(&mut self, key: &str, state: S, at_ms: i64)
+    where
+        S: Serialize + Clone + Send + Sync + std::fmt::Debug + 'static,
+    {
         self.update(key, |e| e.set_aggregate(state, at_ms));
     }
 
@@ -468,9 +472,14 @@ impl PartitionState {
             }
         }
         for slot in std::mem::take(&mut self.dirty) {
-            if let Some(e) = self.read(slot) {
-                let record = record_of(&e);
-                out.push((e.key, Some(record)));
+            // Serialised and packed once per transaction, however many inputs it took.
+            let text = self.hot.get_mut(&slot).and_then(Entry::settle);
+            let record = match self.hot.get(&slot) {
+                Some(e) => Some(record_of(e, text)),
+                None => self.decode_slot(slot).map(|e| record_of(&e, text)),
+            };
+            if let Some(r) = record {
+                out.push((r.key.clone(), Some(r)));
             }
         }
         self.write_back();
@@ -484,7 +493,7 @@ impl PartitionState {
 
     /// The changelog record of a key.
     pub fn record(&self, key: &str) -> Option<KeyStateRecord> {
-        self.get(key).map(|e| record_of(&e))
+        self.get(key).map(|e| record_of(&e, None))
     }
 
     /// Loads one changelog record (restore). A tombstone (`None`) removes the key.
@@ -548,12 +557,13 @@ fn slot_bytes(slots: &[Option<Box<[u8]>>], slot: u32) -> Option<&[u8]> {
     slots.get(slot as usize).and_then(|s| s.as_deref())
 }
 
-fn record_of(e: &Entry) -> KeyStateRecord {
+/// `e`'s changelog record; `aggregate_json` when the caller has its text already.
+fn record_of(e: &Entry, aggregate_json: Option<String>) -> KeyStateRecord {
     KeyStateRecord {
         key: e.key.clone(),
         shop_domain: shop_of(&e.key).to_owned(),
         updated_at_ms: e.updated_at_ms,
-        aggregate_json: e.aggregate_json(),
+        aggregate_json: aggregate_json.unwrap_or_else(|| e.aggregate_json()),
         timers: e
             .timers
             .iter()

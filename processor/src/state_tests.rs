@@ -85,7 +85,7 @@ fn changelog_record_round_trips_through_load() {
         stream_time_ms: 50,
         ..P::default()
     };
-    p.set_aggregate("k", &serde_json::json!({"n": 7, "v": "120.50"}), 40);
+    p.set_aggregate("k", serde_json::json!({"n": 7, "v": "120.50"}), 40);
     p.set_timer("k", timer("t", 99));
     p.set_timer(
         "k",
@@ -174,7 +174,7 @@ fn every_key_shape_is_stored_and_found_exactly() {
     ];
     let mut p = P::default();
     for (i, k) in keys.iter().enumerate() {
-        p.set_aggregate(k, &i, 1);
+        p.set_aggregate(k, i, 1);
     }
     assert_eq!(p.len(), keys.len());
     for (i, k) in keys.iter().enumerate() {
@@ -192,7 +192,7 @@ fn every_key_shape_is_stored_and_found_exactly() {
 fn changes_live_decoded_until_drained_then_in_their_slot() {
     let mut p = P::default();
     p.mark_dirty("k");
-    p.set_aggregate("k", &serde_json::json!({"n": 1}), 10);
+    p.set_aggregate("k", serde_json::json!({"n": 1}), 10);
     p.set_timer("k", timer("t", 20));
     let slot = p.slot_of("k").unwrap();
     assert!(p.hot.contains_key(&slot));
@@ -219,13 +219,13 @@ fn changes_live_decoded_until_drained_then_in_their_slot() {
 fn slots_are_reused_and_keys_stay_distinct() {
     let mut p = P::default();
     for i in 0..100 {
-        p.set_aggregate(&format!("k{i}"), &i, i);
+        p.set_aggregate(&format!("k{i}"), i, i);
     }
     for i in (0..100).step_by(2) {
         p.purge(&format!("k{i}"));
     }
     for i in 100..150 {
-        p.set_aggregate(&format!("k{i}"), &i, i);
+        p.set_aggregate(&format!("k{i}"), i, i);
     }
     assert_eq!(p.len(), 100);
     assert_eq!(p.slots.len(), 100, "freed slots were reused");
@@ -239,31 +239,59 @@ fn slots_are_reused_and_keys_stay_distinct() {
 }
 
 #[test]
-fn a_hot_entrys_kept_text_and_its_packed_bytes_agree() {
-    // The text kept after a change must read as the packed bytes do (timestamps near the
-    // key's time, decimals, nesting), whether the entry is still hot or written back.
+fn a_hot_aggregate_is_kept_typed_and_packed_once_at_the_drain() {
+    // Several inputs of one key in one transaction change the rules' value; it is read back
+    // as it is (no parse), and serialised and packed once when the changes are drained. The
+    // packed bytes must then read as the value did (timestamps near the key's time, decimals,
+    // nesting), whether read typed, as text, or written back.
     let mut p = P::default();
+    let first = serde_json::json!({"ltv": "10.00"});
     let agg = serde_json::json!({
         "placed": [1_767_225_600_000_i64, 1_767_225_660_000_i64],
         "ltv": "1204.50",
         "tier": {"name": "gold", "since": 1_767_225_600_000_i64},
         "flags": [true, null, -3]
     });
-    p.set_aggregate("k", &agg, 1_767_225_700_000);
+    p.mark_dirty("k");
+    p.set_aggregate("k", first, 1_767_225_600_000);
+    p.set_aggregate("k", agg.clone(), 1_767_225_700_000);
     let hot = p.get("k").unwrap();
-    assert!(hot.text.0.is_some(), "the change keeps its text while hot");
+    assert!(
+        matches!(hot.hot, entry::Hot::Typed(_)),
+        "kept as the rules' value while hot"
+    );
+    assert!(hot.aggregate.is_empty(), "not packed before the drain");
+    assert_eq!(p.aggregate::<serde_json::Value>("k"), agg);
+    assert_eq!(hot.aggregate_json(), serde_json::to_string(&agg).unwrap());
+    let changes = p.drain_changes();
+    assert_eq!(changes.len(), 1);
+    let record = changes[0].1.as_ref().unwrap();
+    assert_eq!(record.aggregate_json, serde_json::to_string(&agg).unwrap());
+    assert_eq!(record.updated_at_ms, 1_767_225_700_000);
+    let cold = p.get("k").unwrap();
+    assert!(
+        matches!(cold.hot, entry::Hot::Cold),
+        "written back: only the packed bytes"
+    );
     let unpacked: serde_json::Value = serde_json::from_str(
-        &crate::pack::unpack_json_near(&hot.aggregate, hot.updated_at_ms).unwrap(),
+        &crate::pack::unpack_json_near(&cold.aggregate, cold.updated_at_ms).unwrap(),
     )
     .unwrap();
     assert_eq!(unpacked, agg);
     assert_eq!(p.aggregate::<serde_json::Value>("k"), agg);
+    assert_eq!(p.record("k").unwrap().aggregate_json, record.aggregate_json);
+}
+
+#[test]
+fn a_typed_aggregate_never_dirty_is_still_written_back_packed() {
+    // Written back without a drain's settle (not marked dirty): the slot must not keep the
+    // bytes from before the change.
+    let mut p = P::default();
+    p.set_aggregate("k", serde_json::json!({"n": 1}), 10);
+    let _ = p.drain_changes();
+    p.set_aggregate("k", serde_json::json!({"n": 2}), 20);
     let _ = p.drain_changes();
     let cold = p.get("k").unwrap();
-    assert!(cold.text.0.is_none(), "written back: only the packed bytes");
-    assert_eq!(p.aggregate::<serde_json::Value>("k"), agg);
-    assert_eq!(
-        p.record("k").unwrap().aggregate_json,
-        serde_json::to_string(&agg).unwrap()
-    );
+    assert!(matches!(cold.hot, entry::Hot::Cold));
+    assert_eq!(cold.aggregate_json(), r#"{"n":2}"#);
 }
