@@ -87,10 +87,9 @@ fn event(
     })
 }
 
-impl Rules for OrderCounter {
-    type State = CounterState;
-
-    fn on_event(
+impl OrderCounter {
+    /// [`Rules::on_event`] on a state it may leave half changed on an error.
+    fn apply(
         &self,
         key: &CustomerKey,
         state: &mut CounterState,
@@ -170,6 +169,24 @@ impl Rules for OrderCounter {
             }
             _ => {}
         }
+        Ok(out)
+    }
+}
+
+impl Rules for OrderCounter {
+    type State = CounterState;
+
+    fn on_event(
+        &self,
+        key: &CustomerKey,
+        state: &mut CounterState,
+        env: &ShopifyEnvelope,
+        ctx: &Ctx,
+    ) -> Result<Vec<Effect>, RuleError> {
+        // A failed input leaves the state as it was (the engine keeps it).
+        let mut next = state.clone();
+        let out = self.apply(key, &mut next, env, ctx)?;
+        *state = next;
         Ok(out)
     }
 

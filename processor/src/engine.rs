@@ -174,6 +174,9 @@ pub struct Engine<R: Rules> {
     catalog: Option<CatalogPart>,
     /// The data keys of the owned partitions (crypto-shredding; `None`: no master key).
     keys: Option<runtime::shred::KeyRing>,
+    /// The envelope every input is decoded into: its buffers (a body is often several KiB)
+    /// are reused instead of allocated per record.
+    input: schemas::ShopifyEnvelope,
 }
 
 impl<R: Rules> Engine<R> {
@@ -439,6 +442,7 @@ fn build_engine<R: Rules>(
         erasures: Erasures::new(&parts.erasure.hash_key),
         catalog,
         keys,
+        input: schemas::ShopifyEnvelope::default(),
     }));
     let mut consumer_cfg = parts
         .kafka

@@ -85,18 +85,32 @@ impl<R: Rules> Engine<R> {
         };
         self.metrics.events.with_label_values(&[source]).inc();
 
-        let env = match ShopifyEnvelope::decode(msg.payload().unwrap_or_default()) {
-            Ok(env) => env,
-            Err(e) => return self.dead_letter(msg, "undecodable_envelope", &e.to_string()),
+        // Every input is decoded into the same envelope, whose buffers are reused.
+        let mut env = std::mem::take(&mut self.input);
+        let result = match env.decode_into(msg.payload().unwrap_or_default()) {
+            Ok(()) => self.on_envelope(msg, source, &env),
+            Err(e) => self.dead_letter(msg, "undecodable_envelope", &e.to_string()),
         };
+        self.input = env;
+        result
+    }
+
+    /// Processes one decoded input (`source`: `raw` or `repartition`).
+    fn on_envelope(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        source: &str,
+        env: &ShopifyEnvelope,
+    ) -> Result<(), EngineError> {
+        let p = msg.partition();
         if env.is_heartbeat() {
             if source == "raw" {
-                self.on_heartbeat(p, &env);
+                self.on_heartbeat(p, env);
             }
             return Ok(());
         }
         if env.topic == PROGRESS_TOPIC {
-            return self.on_announcement(p, &env);
+            return self.on_announcement(p, env);
         }
         let key = msg
             .key()
@@ -122,7 +136,7 @@ impl<R: Rules> Engine<R> {
         }
         let result = self
             .fire_due_timers(&mut state, wall)
-            .and_then(|()| self.apply_input(&mut state, msg, &key, &env, event_time, wall));
+            .and_then(|()| self.apply_input(&mut state, msg, &key, env, event_time, wall));
         self.partitions.insert(p, state);
         result
     }
@@ -217,7 +231,9 @@ impl<R: Rules> Engine<R> {
             event_time_ms: event_time,
             wall_clock_ms: wall,
         };
-        let mut aggregate: R::State = state.aggregate(key.as_str());
+        // Lent to the rules, not copied: they leave a failed input's state as it was
+        // (`Rules::on_event`), so either way it goes back.
+        let mut aggregate: R::State = state.take_aggregate(key.as_str());
         match self.rules.on_event(key, &mut aggregate, env, &ctx) {
             Ok(effects) => {
                 state.set_aggregate(key.as_str(), aggregate, event_time);
@@ -232,6 +248,7 @@ impl<R: Rules> Engine<R> {
             // fingerprints too, so the record can be redriven from the dead-letter topic once
             // the cause is fixed (otherwise the redrive would be dropped as a duplicate).
             Err(e) => {
+                state.put_back_aggregate(key.as_str(), aggregate);
                 state.forget(key.as_str(), &prints);
                 let reason = format!("rule_error: {e}");
                 self.trail(|| {

@@ -39,7 +39,8 @@ impl<R: Rules> Engine<R> {
                 event_time_ms: timer.due_ms,
                 wall_clock_ms: wall,
             };
-            let mut aggregate: R::State = state.aggregate(&key_text);
+            // Lent, not copied, as for an input (`Engine::apply_input`).
+            let mut aggregate: R::State = state.take_aggregate(&key_text);
             match self.rules.on_timer(&key, &mut aggregate, &timer, &ctx) {
                 Ok(effects) => {
                     state.set_aggregate(&key_text, aggregate, timer.due_ms);
@@ -51,6 +52,7 @@ impl<R: Rules> Engine<R> {
                     self.apply_effects(state, &key, &shop, &source, timer.due_ms, effects)?;
                 }
                 Err(e) => {
+                    state.put_back_aggregate(&key_text, aggregate);
                     let reason = format!("rule_error: {e}");
                     self.trail(|| {
                         Decision::new(&key_text, wall, timer_input(&timer), Outcome::DeadLetter)

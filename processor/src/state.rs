@@ -355,6 +355,33 @@ impl PartitionState {
         }
     }
 
+    /// `key`'s aggregate, lent to the rules for one input (see [`entry::Hot`]): give it back
+    /// with [`Self::set_aggregate`] or [`Self::put_back_aggregate`].
+    pub fn take_aggregate<S: DeserializeOwned + Default + Clone + 'static>(
+        &mut self,
+        key: &str,
+    ) -> S {
+        let Some(slot) = self.slot_of(key) else {
+            return S::default();
+        };
+        match self.hot.get_mut(&slot) {
+            Some(e) => e.take_aggregate(),
+            None => self
+                .decode_slot(slot)
+                .map(|e| e.aggregate())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Gives back an aggregate the rules left unchanged (a failed input), without moving the
+    /// key's time.
+    pub fn put_back_aggregate<S>(&mut self, key: &str, state: S)
+    where
+        S: Serialize + Clone + Send + Sync + std::fmt::Debug + 'static,
+    {
+        self.update(key, |e| e.put_back_aggregate(state));
+    }
+
     /// Stores `key`'s aggregate after an input with event time `at_ms` (kept as it is until
     /// the transaction's changes are drained; see [`entry::Hot`]).
     pub fn set_aggregate<S>(&mut self, key: &str, state: S, at_ms: i64)

@@ -77,7 +77,10 @@ pub struct Entry {
 ///
 /// `Cold -> Typed` when the rules change it ([`Entry::set_aggregate`]; again `Typed ->
 /// Typed` for each further input), `Typed -> Cold` when the drain serialises and packs it,
-/// once ([`Entry::settle`]).
+/// once ([`Entry::settle`]). For each input the value is lent to the rules
+/// ([`Entry::take_aggregate`], no copy) and comes back before anything reads the entry:
+/// changed ([`Entry::set_aggregate`]) or, when the rules failed and so left it as it was,
+/// unchanged ([`Entry::put_back_aggregate`]).
 #[derive(Debug, Clone, Default)]
 pub(super) enum Hot {
     /// The packed bytes are the aggregate.
@@ -93,6 +96,7 @@ pub(super) trait Aggregate: Any + Send + Sync + std::fmt::Debug {
     fn to_json(&self) -> Option<String>;
     fn clone_box(&self) -> Box<dyn Aggregate>;
     fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
 impl<S: Serialize + Clone + Send + Sync + std::fmt::Debug + 'static> Aggregate for S {
@@ -105,6 +109,10 @@ impl<S: Serialize + Clone + Send + Sync + std::fmt::Debug + 'static> Aggregate f
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
 }
@@ -167,6 +175,32 @@ impl Entry {
                 .or_else(|_| serde_json::from_str(&self.aggregate_json()))
                 .unwrap_or_default(),
         }
+    }
+
+    /// The aggregate, moved out of a typed entry (no copy) to be lent to the rules for one
+    /// input; the caller gives it back with [`Self::set_aggregate`] or
+    /// [`Self::put_back_aggregate`] before the entry is read again. Other entries: as
+    /// [`Self::aggregate`].
+    pub fn take_aggregate<S: DeserializeOwned + Default + Clone + 'static>(&mut self) -> S {
+        match std::mem::take(&mut self.hot) {
+            Hot::Typed(v) if v.as_any().is::<S>() => match v.into_any().downcast::<S>() {
+                Ok(s) => *s,
+                Err(_) => unreachable!("checked by is::<S>()"),
+            },
+            other => {
+                self.hot = other;
+                self.aggregate()
+            }
+        }
+    }
+
+    /// Gives back an aggregate taken with [`Self::take_aggregate`] that the rules left as it
+    /// was (a failed input): the entry's time is not moved.
+    pub fn put_back_aggregate<S>(&mut self, state: S)
+    where
+        S: Serialize + Clone + Send + Sync + std::fmt::Debug + 'static,
+    {
+        self.hot = Hot::Typed(Box::new(state));
     }
 
     /// Stores the aggregate after a change at `at_ms` (event time). It is serialised and

@@ -295,3 +295,40 @@ fn a_typed_aggregate_never_dirty_is_still_written_back_packed() {
     assert!(matches!(cold.hot, entry::Hot::Cold));
     assert_eq!(cold.aggregate_json(), r#"{"n":2}"#);
 }
+
+#[test]
+fn an_aggregate_lent_to_the_rules_comes_back_as_it_was() {
+    // Each input lends the stored value to the rules (no copy); after a failed input it is
+    // given back unchanged, and the key's time does not move.
+    let mut p = P::default();
+    p.mark_dirty("k");
+    p.set_aggregate("k", serde_json::json!({"n": 1}), 10);
+    let lent: serde_json::Value = p.take_aggregate("k");
+    assert_eq!(lent, serde_json::json!({"n": 1}));
+    p.put_back_aggregate("k", lent);
+    assert_eq!(
+        p.aggregate::<serde_json::Value>("k"),
+        serde_json::json!({"n": 1})
+    );
+    assert_eq!(p.get("k").unwrap().updated_at_ms, 10, "no time moved");
+    // A cold entry lends a decoded value and stays as it is until the value comes back.
+    let _ = p.drain_changes();
+    let lent: serde_json::Value = p.take_aggregate("k");
+    assert_eq!(lent, serde_json::json!({"n": 1}));
+    assert!(matches!(p.get("k").unwrap().hot, entry::Hot::Cold));
+    assert_eq!(
+        p.aggregate::<serde_json::Value>("k"),
+        serde_json::json!({"n": 1})
+    );
+    p.mark_dirty("k");
+    p.set_aggregate("k", serde_json::json!({"n": 2}), 20);
+    let changes = p.drain_changes();
+    let record = changes[0].1.as_ref().unwrap();
+    assert_eq!(record.aggregate_json, r#"{"n":2}"#);
+    assert_eq!(record.updated_at_ms, 20);
+    // A key never seen lends the default.
+    assert_eq!(
+        p.take_aggregate::<serde_json::Value>("new"),
+        serde_json::Value::Null
+    );
+}

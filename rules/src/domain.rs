@@ -113,7 +113,9 @@ pub trait Rules: Send + Sync + 'static {
         + std::fmt::Debug
         + 'static;
 
-    /// Applies one input (a raw event or a forwarded message) to the key's state.
+    /// Applies one input (a raw event or a forwarded message) to the key's state. On an
+    /// error `state` must be as it was before the call: the engine lends the stored value
+    /// itself, not a copy, and keeps it.
     fn on_event(
         &self,
         key: &CustomerKey,
@@ -122,7 +124,8 @@ pub trait Rules: Send + Sync + 'static {
         ctx: &Ctx,
     ) -> Result<Vec<Effect>, RuleError>;
 
-    /// Fires a due timer. The engine has already removed it from the key's timers.
+    /// Fires a due timer. The engine has already removed it from the key's timers. On an
+    /// error `state` must be as it was before the call, as for [`Rules::on_event`].
     fn on_timer(
         &self,
         key: &CustomerKey,

@@ -45,9 +45,9 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    /// `string`: `bytes` holding UTF-8.
-    pub(crate) fn string(&mut self) -> Option<String> {
-        std::str::from_utf8(self.bytes()?).ok().map(str::to_owned)
+    /// `string`: `bytes` holding UTF-8, borrowed from the datum.
+    pub(crate) fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
     }
 
     /// A union's branch index.
