@@ -145,10 +145,12 @@ pub struct Ts(pub i64);
 
 impl<'de> Deserialize<'de> for Ts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_ts(&s).map(Ts).ok_or_else(|| {
-            de::Error::custom(format!("{s:?} is not an ISO-8601 timestamp with offset"))
-        })
+        d.deserialize_str(ReadStr(|s: &str| {
+            parse_ts(s)
+                .map(Ts)
+                .ok_or_else(|| format!("{s:?} is not an ISO-8601 timestamp with offset"))
+        }))?
+        .map_err(de::Error::custom)
     }
 }
 
@@ -162,8 +164,49 @@ pub(crate) fn parse_ts(s: &str) -> Option<i64> {
 /// Lenient optional timestamp: `null`, `""` and unparseable text become `None`, because a bad
 /// secondary timestamp should not dead-letter an order; the callers fall back to event time.
 fn lenient_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ts>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    Ok(s.as_deref().and_then(parse_ts).map(Ts))
+    Ok(d.deserialize_option(ReadOptStr(parse_ts))?
+        .flatten()
+        .map(Ts))
+}
+
+/// Reads a JSON string through `f` without copying it (a body parses from `&str`, so its
+/// strings without escapes are borrowed): a timestamp costs no allocation. Anything but a
+/// string is refused as `String` refuses it.
+struct ReadStr<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for ReadStr<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v))
+    }
+}
+
+/// [`ReadStr`] for an optional string: `null` is `None`.
+struct ReadOptStr<F>(F);
+
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for ReadOptStr<F> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(ReadStr(self.0)).map(Some)
+    }
 }
 
 /// Tags: a comma-separated string in REST payloads, an array in newer shapes.
@@ -685,6 +728,63 @@ pub struct CheckoutDelete {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Deserialize)]
+    struct Lenient {
+        #[serde(default, deserialize_with = "lenient_ts")]
+        t: Option<Ts>,
+    }
+
+    /// The strict reader as it was: the text copied into a `String` first.
+    struct CopiedTs(i64);
+
+    impl<'de> Deserialize<'de> for CopiedTs {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let s = String::deserialize(d)?;
+            parse_ts(&s).map(CopiedTs).ok_or_else(|| {
+                de::Error::custom(format!("{s:?} is not an ISO-8601 timestamp with offset"))
+            })
+        }
+    }
+
+    /// JSON values a timestamp field may hold: timestamps (with escapes too), text, null,
+    /// numbers, booleans, arrays.
+    fn ts_json() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0i64..4_000_000_000_000).prop_map(|ms| format!(
+                "{:?}",
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .unwrap()
+                    .to_rfc3339()
+            )),
+            Just(r#""2024-01-02T03:04:05\u002B01:00""#.to_owned()),
+            Just(r#"" 2024-01-02T03:04:05Z ""#.to_owned()),
+            "\\PC{0,12}".prop_map(|t| serde_json::to_string(&t).unwrap()),
+            Just("null".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("1.5".to_owned()),
+            Just("true".to_owned()),
+            Just(r#"["2024-01-02T03:04:05Z"]"#.to_owned()),
+        ]
+    }
+
+    proptest! {
+        /// The timestamp readers that borrow the text answer as the ones that copied it into a
+        /// `String` did, errors included.
+        #[test]
+        fn timestamps_read_without_copies_as_they_did_with_them(v in ts_json()) {
+            let strict = serde_json::from_str::<Ts>(&v).map(|t| t.0).map_err(|e| e.to_string());
+            let reference = serde_json::from_str::<CopiedTs>(&v).map(|t| t.0).map_err(|e| e.to_string());
+            prop_assert_eq!(strict, reference, "{}", v);
+            let doc = format!(r#"{{"t": {v}}}"#);
+            let lenient = serde_json::from_str::<Lenient>(&doc).map(|l| l.t.map(|t| t.0)).map_err(|e| e.to_string());
+            #[derive(Deserialize)]
+            struct Copied { #[serde(default)] t: Option<String> }
+            let reference = serde_json::from_str::<Copied>(&doc).map(|c| c.t.as_deref().and_then(parse_ts)).map_err(|e| e.to_string());
+            prop_assert_eq!(lenient, reference, "{}", doc);
+        }
+    }
 
     #[test]
     fn a_checkout_id_comes_from_id_else_from_name() {
