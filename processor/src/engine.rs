@@ -375,7 +375,7 @@ fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
             e.on_idle(&consumer)?;
             last_idle = Instant::now();
         }
-        if e.should_commit() {
+        if e.should_commit(idle) {
             e.start_commit(&consumer, Recovery::Rewind)?;
         }
     }

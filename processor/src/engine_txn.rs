@@ -152,9 +152,13 @@ impl<R: Rules> Engine<R> {
         }
     }
 
-    pub(super) fn should_commit(&self) -> bool {
+    /// Whether the open transaction commits now: it is full, it is `commit_interval` old, or
+    /// the input is `drained` (the last poll found nothing to read), when waiting out the
+    /// interval would only hold back the output of a burst's last records or a lone webhook.
+    pub(super) fn should_commit(&self, drained: bool) -> bool {
         self.txn.is_open()
-            && (self.txn_records >= self.cfg.commit_max_records
+            && (drained
+                || self.txn_records >= self.cfg.commit_max_records
                 || self.txn_started.elapsed() >= self.cfg.commit_interval)
     }
 
@@ -248,6 +252,7 @@ impl<R: Rules> Engine<R> {
             if let Some(meta) = &meta {
                 with_retries(|| producer.send_offsets_to_transaction(&tpl, meta, KAFKA_TIMEOUT))?;
             }
+            runtime::kafka::wait_delivered(&*producer, KAFKA_TIMEOUT);
             with_retries(|| producer.commit_transaction(KAFKA_TIMEOUT))
         });
         match spawned {

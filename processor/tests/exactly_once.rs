@@ -353,6 +353,35 @@ async fn commits_past_their_deadline_replace_the_producer_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_drained_input_commits_without_waiting_for_the_interval() {
+    // Neither full nor `commit_interval` old, a transaction commits once a poll finds nothing
+    // more to read: a burst's last records (and a lone webhook) are not held back.
+    let k = kafka();
+    let (inputs, expected) = workload(3, 2, "drained");
+    let topics = fresh_topics(&k, 4).await;
+    produce(&k, &topics.raw, &inputs).await;
+    let mut p = on_topics(&k, &topics, "drained").spawn_with(
+        "p",
+        &[
+            ("TILLSTREAM__ENGINE__COMMIT_INTERVAL", "1h"),
+            ("TILLSTREAM__ENGINE__COMMIT_MAX_RECORDS", "100000"),
+            ("TILLSTREAM__ENGINE__TRANSACTION_TIMEOUT", "5min"),
+        ],
+    );
+    let cmds = wait_for(
+        "the commands of a drained input",
+        Duration::from_secs(60),
+        || {
+            let c = commands(&k, &topics);
+            (c.len() >= expected).then_some(c)
+        },
+    );
+    assert!(p.terminate().success(), "clean shutdown exits 0");
+    assert_no_duplicates(&cmds);
+    assert_eq!(cmds.len(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stale_instance_is_fenced_and_exits_non_zero() {
     let k = kafka();
     // A stale engine only learns it is fenced when it next uses its producer, i.e. when it

@@ -177,7 +177,7 @@ struct ReadStr<F>(F);
 impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for ReadStr<F> {
     type Value = T;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
@@ -192,7 +192,7 @@ struct ReadOptStr<F>(F);
 impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for ReadOptStr<F> {
     type Value = Option<T>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 

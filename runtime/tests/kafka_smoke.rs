@@ -186,3 +186,33 @@ async fn read_uncommitted_reader_does_see_aborted_records() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_for_deliveries_leaves_a_commit_nothing_to_flush() {
+    // `wait_delivered` returns once every record of the transaction is acknowledged, so the
+    // commit's own flush (which looks again only every 100 ms) has nothing to wait for.
+    let k = kafka();
+    let topic = unique("smoke-delivered");
+    create_topic(&k, &topic, 3).await;
+    let producer: ThreadedProducer<DefaultProducerContext> = k
+        .transactional_producer("smoke-delivered", &unique("smoke-delivered-tx"))
+        .create()
+        .unwrap();
+    producer.init_transactions(T).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..2_000 {
+        let key = format!("k{i}");
+        producer
+            .send(BaseRecord::to(&topic).key(&key).payload("v"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    assert!(producer.in_flight_count() > 0, "sent, not yet acknowledged");
+    runtime::kafka::wait_delivered(&producer, T);
+    assert_eq!(producer.in_flight_count(), 0, "every record acknowledged");
+    assert!(
+        producer.flush(Duration::ZERO).is_ok(),
+        "a flush finds nothing left"
+    );
+    producer.commit_transaction(T).unwrap();
+}
