@@ -10,7 +10,8 @@
 //! `100,1000,5000`).
 //! Prints one JSON document. Measures, on the local broker:
 //! * `ceiling`: a stateless transactional read-process-write loop (consume raw, produce each
-//!   record to an output topic, `send_offsets_to_transaction`, commit every N records), the
+//!   record to an output topic, `send_offsets_to_transaction`, wait for the deliveries and
+//!   commit every N records, as the processor commits: `runtime::kafka::wait_delivered`), the
 //!   best any exactly-once processor can do on this machine; its `cpu_us_per_record` is the
 //!   bench process's CPU per record in that loop (librdkafka consuming and producing the same
 //!   bodies: the part of the processor's CPU per event that is not the processor's own);

@@ -49,7 +49,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Commit the open transaction at least this often (latency of commands vs. throughput).
+    /// Commit the open transaction at least this often (latency of commands vs. throughput);
+    /// it also commits as soon as a poll finds nothing more to read.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// ... or once this many input records are in it. A transaction commits on a helper
