@@ -149,7 +149,7 @@ fn ceiling(k: &KafkaConfig, input: &str, n: usize, txn_records: usize) -> (f64, 
             .send_offsets_to_transaction(&tpl, &consumer.group_metadata().unwrap(), T)
             .unwrap();
         // As the processor commits: without it each commit waits at least 100 ms in
-        // rust-rdkafka's flush (runtime::kafka::wait_delivered), and the ceiling is 15 % lower.
+        // rust-rdkafka's flush (runtime::kafka::wait_delivered), and the ceiling was 20-30 % lower.
         runtime::kafka::wait_delivered(&producer, T);
         producer.commit_transaction(T).unwrap();
         producer.begin_transaction().unwrap();
