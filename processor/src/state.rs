@@ -361,15 +361,10 @@ impl PartitionState {
         &mut self,
         key: &str,
     ) -> S {
-        let Some(slot) = self.slot_of(key) else {
-            return S::default();
-        };
-        match self.hot.get_mut(&slot) {
+        // Only a hot entry holds a value to move; any other is read as for `aggregate`.
+        match self.slot_of(key).and_then(|slot| self.hot.get_mut(&slot)) {
             Some(e) => e.take_aggregate(),
-            None => self
-                .decode_slot(slot)
-                .map(|e| e.aggregate())
-                .unwrap_or_default(),
+            None => self.aggregate(key),
         }
     }
 

@@ -183,10 +183,11 @@ impl Entry {
     /// [`Self::aggregate`].
     pub fn take_aggregate<S: DeserializeOwned + Default + Clone + 'static>(&mut self) -> S {
         match std::mem::take(&mut self.hot) {
-            Hot::Typed(v) if v.as_any().is::<S>() => match v.into_any().downcast::<S>() {
-                Ok(s) => *s,
-                Err(_) => unreachable!("checked by is::<S>()"),
-            },
+            // The guard makes the downcast succeed; its default is never taken.
+            Hot::Typed(v) if v.as_any().is::<S>() => v
+                .into_any()
+                .downcast::<S>()
+                .map_or_else(|_| S::default(), |s| *s),
             other => {
                 self.hot = other;
                 self.aggregate()
