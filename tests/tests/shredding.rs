@@ -116,15 +116,34 @@ fn open_all(
         .collect()
 }
 
-fn commands(stack: &Stack) -> Vec<IterableCommand> {
-    runtime::testing::read_committed(
+/// The commands topic, per partition in offset order. A reader interleaves partitions in
+/// whatever order their fetches return, differently on every read, so "what came after" is
+/// only defined per partition.
+fn commands_by_partition(stack: &Stack) -> Vec<Vec<IterableCommand>> {
+    let mut out = vec![Vec::new(); stack.topics.partitions as usize];
+    for (p, _, v, _) in runtime::testing::read_committed(
         &stack.kafka,
         &stack.topics.commands,
         stack.topics.partitions,
-    )
-    .into_iter()
-    .filter_map(|(_, _, v, _)| v.map(|v| IterableCommand::decode(&v).unwrap()))
-    .collect()
+    ) {
+        if let Some(v) = v {
+            out[p as usize].push(IterableCommand::decode(&v).unwrap());
+        }
+    }
+    out
+}
+
+fn commands(stack: &Stack) -> Vec<IterableCommand> {
+    commands_by_partition(stack).concat()
+}
+
+/// The commands written after `before` (per-partition counts from an earlier read).
+fn commands_after(stack: &Stack, before: &[usize]) -> Vec<IterableCommand> {
+    commands_by_partition(stack)
+        .into_iter()
+        .zip(before)
+        .flat_map(|(mut p, &n)| p.split_off(n.min(p.len())))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -272,13 +291,13 @@ async fn an_erased_persons_raw_records_can_no_longer_be_read_or_replayed() {
 
     // Replay from the earliest offset into fresh state with the erasure registry lost: the
     // deleted keys alone keep the erased people out.
-    let before = commands(&stack).len();
+    let before: Vec<usize> = commands_by_partition(&stack).iter().map(Vec::len).collect();
     stack
         .replace_processor_with_fresh_replay_losing_registry(&rules)
         .await
         .unwrap();
     stack.wait_drained(Duration::from_secs(120)).await.unwrap();
-    let replayed: Vec<IterableCommand> = commands(&stack).split_off(before);
+    let replayed = commands_after(&stack, &before);
     let about_erased: Vec<&IterableCommand> = replayed
         .iter()
         .filter(|c| {

@@ -166,17 +166,14 @@ pub async fn consume_records_until(
         )
         .create()
         .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions().len();
+    let deadline = Instant::now() + timeout;
+    let partitions = known_partitions(&consumer, topic, deadline);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, i32::try_from(p).unwrap(), Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while !done(&out) && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
@@ -195,6 +192,26 @@ pub async fn consume_records_until(
         }
     }
     out
+}
+
+/// The partition count of `topic` once the broker's metadata knows the topic. Right after it
+/// was created, on a loaded machine, the answer can still be "unknown topic, no partitions":
+/// a reader assigned from that reads nothing at all.
+fn known_partitions(consumer: &StreamConsumer, topic: &str, deadline: Instant) -> usize {
+    loop {
+        let found = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|md| {
+                let t = md.topics().first()?;
+                (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len())
+            });
+        match found {
+            Some(n) => return n,
+            None if Instant::now() < deadline => std::thread::yield_now(),
+            None => panic!("{topic}: no partitions in the broker's metadata"),
+        }
+    }
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
