@@ -3,6 +3,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the engine allocates and frees many small, short-lived
+/// values per input (parsed bodies, commands, state buffers), where glibc's allocator was a
+/// fifth of the processor's CPU (docs/benchmarks.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// tillstream processor: Shopify events in, Iterable commands out, exactly once.
 #[derive(Debug, Parser)]
 #[command(name = "processor", version)]

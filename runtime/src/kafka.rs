@@ -63,6 +63,10 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
+/// How long a consumer whose prefetch queue is full waits before fetching again (librdkafka's
+/// `fetch.queue.backoff.ms`, 1,000 by default), unless `kafka.properties` sets it.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "20";
+
 impl KafkaConfig {
     /// A config for the given brokers with no extra properties (tests, tools).
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
@@ -129,6 +133,13 @@ impl KafkaConfig {
                     "read_uncommitted"
                 },
             );
+        if !self.properties.contains_key("fetch.queue.backoff.ms") {
+            // Once its local queue is full (64 MiB by default) librdkafka waits this long before
+            // fetching again; its default of 1 s let a consumer that drains the queue in under
+            // a second (the processor, at 6 KB per webhook) sit idle for a quarter of the time
+            // (docs/benchmarks.md, "Fetch back-off").
+            c.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        }
         if let Some(id) = self
             .group_instance_id
             .as_deref()
@@ -205,5 +216,26 @@ mod transient_tests {
         assert!(!is_transient(&KafkaError::MessageConsumption(
             RDKafkaErrorCode::TopicAuthorizationFailed
         )));
+    }
+}
+
+#[cfg(test)]
+mod consumer_config_tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_fetches_again_soon_after_its_queue_drains_unless_told_otherwise() {
+        let k = KafkaConfig::new("127.0.0.1:9092");
+        let c = k.consumer("c", "g", true);
+        assert_eq!(
+            c.get("fetch.queue.backoff.ms"),
+            Some(FETCH_QUEUE_BACKOFF_MS)
+        );
+
+        let mut k = KafkaConfig::new("127.0.0.1:9092");
+        k.properties
+            .insert("fetch.queue.backoff.ms".into(), "250".into());
+        let c = k.consumer("c", "g", true);
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("250"));
     }
 }
