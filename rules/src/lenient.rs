@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::de::{Deserialize, Deserializer, Error};
+use serde::de::{Deserialize, Deserializer, Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// What was done to an odd value.
@@ -156,20 +156,66 @@ pub(crate) fn strict_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool
 }
 
 /// Secondary text: numbers become their text (SKUs, source names); booleans, arrays and
-/// objects are ignored (a first name of `false` is a sender's bug, not a name).
+/// objects are ignored (a first name of `false` is a sender's bug, not a name). Read with a
+/// visitor rather than through a `serde_json::Value`: most secondary fields of every order are
+/// text, and the detour built and dropped a value for each (2.8 % of the processor's CPU).
 pub(crate) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(v @ Value::Number(_)) => {
-            note(Note::Text);
-            Some(v.to_string())
-        }
-        Some(_) => {
-            note(Note::Ignored);
-            None
-        }
-    })
+    d.deserialize_any(Text)
+}
+
+/// The visitor of [`text`].
+struct Text;
+
+impl<'de> Visitor<'de> for Text {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("text")
+    }
+    fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_owned()))
+    }
+    fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+    fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+        note(Note::Text);
+        Ok(Some(v.to_string()))
+    }
+    fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+        note(Note::Text);
+        Ok(Some(v.to_string()))
+    }
+    fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+        note(Note::Text);
+        // JSON's own text of the number (`1.5`, `1e+21`), as serde_json writes it.
+        Ok(Some(
+            serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string()),
+        ))
+    }
+    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_bool<E: Error>(self, _: bool) -> Result<Self::Value, E> {
+        note(Note::Ignored);
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        note(Note::Ignored);
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        note(Note::Ignored);
+        Ok(None)
+    }
 }
 
 fn integer<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
@@ -213,4 +259,84 @@ pub(crate) fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Err
 /// A secondary unsigned integer (order numbers), as [`int`].
 pub(crate) fn uint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     integer(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The reading [`text`] replaced: through a `serde_json::Value`.
+    fn text_through_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(match Option::<Value>::deserialize(d)? {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(v @ Value::Number(_)) => {
+                note(Note::Text);
+                Some(v.to_string())
+            }
+            Some(_) => {
+                note(Note::Ignored);
+                None
+            }
+        })
+    }
+
+    fn read(
+        json: &str,
+        f: fn(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+        ) -> serde_json::Result<Option<String>>,
+    ) -> (Option<String>, Vec<Note>) {
+        clear();
+        let mut de = serde_json::Deserializer::from_str(json);
+        let v = f(&mut de).ok().flatten();
+        (v, take())
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn text_reads_every_value_as_the_value_detour_did(v in json_value()) {
+            let json = v.to_string();
+            prop_assert_eq!(read(&json, |d| text(d)), read(&json, |d| text_through_value(d)));
+        }
+    }
+
+    #[test]
+    fn text_keeps_strings_writes_numbers_and_ignores_the_rest() {
+        assert_eq!(read("\"Ada\"", |d| text(d)), (Some("Ada".into()), vec![]));
+        assert_eq!(
+            read("1e21", |d| text(d)),
+            (Some("1e+21".into()), vec![Note::Text])
+        );
+        assert_eq!(
+            read("-7", |d| text(d)),
+            (Some("-7".into()), vec![Note::Text])
+        );
+        assert_eq!(read("null", |d| text(d)), (None, vec![]));
+        assert_eq!(
+            read("[1, {\"a\": 2}]", |d| text(d)),
+            (None, vec![Note::Ignored])
+        );
+        assert_eq!(read("false", |d| text(d)), (None, vec![Note::Ignored]));
+    }
 }
