@@ -5,7 +5,7 @@ use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: the engine allocates and frees many small, short-lived
 /// values per input (parsed bodies, commands, state buffers), where glibc's allocator was a
-/// fifth of the processor's CPU (docs/benchmarks.md, "The allocator").
+/// fifth of the processor's CPU (docs/benchmarks.md, "Fetch back-off and the allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

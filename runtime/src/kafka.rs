@@ -137,7 +137,7 @@ impl KafkaConfig {
             // Once its local queue is full (64 MiB by default) librdkafka waits this long before
             // fetching again; its default of 1 s let a consumer that drains the queue in under
             // a second (the processor, at 6 KB per webhook) sit idle for a quarter of the time
-            // (docs/benchmarks.md, "Fetch back-off").
+            // (docs/benchmarks.md, "Fetch back-off and the allocator").
             c.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         }
         if let Some(id) = self
