@@ -14,6 +14,26 @@ use super::{Engine, EngineError, KAFKA_TIMEOUT};
 use crate::state::PartitionState;
 use crate::watermark::{CLOCK_KEY_PREFIX, PartitionClock};
 
+/// The changelog reader's client configuration (one reader per restored partition).
+fn reader_config(kafka: &runtime::KafkaConfig, application_id: &str) -> rdkafka::ClientConfig {
+    let mut cfg = kafka.client(&format!("{application_id}-restore"));
+    cfg.set("group.id", format!("{application_id}-restore"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        // The default prefetch (64 MiB per partition) would stay resident after the restore
+        // (freed, but not returned to the OS); 2 MiB keeps the broker busy enough (one
+        // partition per reader, 1 MiB fetches) at a few bytes per restored key.
+        .set("queued.max.messages.kbytes", "2048")
+        // A queue that small is full after every fetch: librdkafka's default 1 s wait
+        // before the next one would pace the whole restore (runtime::kafka).
+        .set(
+            "fetch.queue.backoff.ms",
+            runtime::kafka::FETCH_QUEUE_BACKOFF_MS,
+        );
+    cfg
+}
+
 impl<R: Rules> Engine<R> {
     /// Restores several partitions concurrently: each reads its own changelog partition, so
     /// decoding overlaps with the broker's reads (restore time is what a rebalance costs).
@@ -48,17 +68,7 @@ impl<R: Rules> Engine<R> {
             partition: p,
             message,
         };
-        let mut cfg = self
-            .kafka
-            .client(&format!("{}-restore", self.application_id));
-        cfg.set("group.id", format!("{}-restore", self.application_id))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            // The default prefetch (64 MiB per partition) would stay resident after the restore
-            // (freed, but not returned to the OS); 2 MiB keeps the broker busy enough (one
-            // partition per reader, 1 MiB fetches) at a few bytes per restored key.
-            .set("queued.max.messages.kbytes", "2048");
+        let cfg = reader_config(&self.kafka, &self.application_id);
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
         // Leadership of a partition can move under a rebalance or a broker restart; a restore
         // must not end the instance over a metadata answer that the next attempt gets right.
@@ -150,3 +160,19 @@ impl ClientContext for RestoreContext {
 }
 
 impl ConsumerContext for RestoreContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changelog_reader_fetches_again_soon_after_its_small_queue_fills() {
+        let cfg = reader_config(&runtime::KafkaConfig::new("127.0.0.1:9092"), "app");
+        assert_eq!(cfg.get("queued.max.messages.kbytes"), Some("2048"));
+        assert_eq!(
+            cfg.get("fetch.queue.backoff.ms"),
+            Some(runtime::kafka::FETCH_QUEUE_BACKOFF_MS)
+        );
+        assert_eq!(cfg.get("isolation.level"), Some("read_committed"));
+    }
+}
