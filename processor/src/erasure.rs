@@ -119,6 +119,9 @@ type Digest = [u8; 16];
 pub struct Registry {
     hasher: SubjectHasher,
     markers: HashMap<Digest, Marker>,
+    /// How many of the markers erase a whole shop: while none does, a record's shop key is not
+    /// hashed at all (each keyed hash is an HMAC, and every input asks).
+    shop_markers: usize,
 }
 
 impl Registry {
@@ -127,6 +130,7 @@ impl Registry {
         Self {
             hasher: SubjectHasher::new(hash_key),
             markers: HashMap::new(),
+            shop_markers: 0,
         }
     }
 
@@ -175,7 +179,7 @@ impl Registry {
                 .get(&self.digest(k))
                 .is_some_and(|m| m.covers(event_time_ms))
         };
-        hit(key.as_str()) || hit(&shop_key(key.shop()))
+        hit(key.as_str()) || (self.shop_markers > 0 && hit(&shop_key(key.shop())))
     }
 
     /// Same as [`Registry::covers`] for a key given as text (e.g. a dead letter's record key);
@@ -202,7 +206,7 @@ impl Registry {
             erased_at_ms: at_ms,
         };
         let digest = self.digest(key.as_str());
-        self.markers.insert(digest, marker);
+        self.put(digest, marker);
         // Serialising two plain fields cannot fail.
         let value = serde_json::to_vec(&marker).unwrap_or_default();
         Some(MarkerRecord {
@@ -215,13 +219,27 @@ impl Registry {
     /// written there, once).
     pub fn note_shop(&mut self, shop: &str, at_ms: i64) {
         let digest = self.digest(&shop_key(shop));
-        self.markers.insert(
+        self.put(
             digest,
             Marker {
                 scope: Scope::Shop,
                 erased_at_ms: at_ms,
             },
         );
+    }
+
+    /// Adds or replaces a marker (the one place besides [`Registry::take`] that changes them,
+    /// so the count of shop markers stays true).
+    fn put(&mut self, digest: Digest, marker: Marker) {
+        let old = self.markers.insert(digest, marker);
+        self.shop_markers += usize::from(marker.scope == Scope::Shop);
+        self.shop_markers -= usize::from(old.is_some_and(|m| m.scope == Scope::Shop));
+    }
+
+    /// Removes a marker (a tombstone on the topic).
+    fn take(&mut self, digest: &Digest) {
+        let old = self.markers.remove(digest);
+        self.shop_markers -= usize::from(old.is_some_and(|m| m.scope == Scope::Shop));
     }
 
     /// Applies one record of the erasures topic (later records of a key replace earlier ones;
@@ -232,12 +250,8 @@ impl Registry {
             return;
         };
         match value.map(serde_json::from_slice::<Marker>) {
-            None => {
-                self.markers.remove(&digest);
-            }
-            Some(Ok(marker)) => {
-                self.markers.insert(digest, marker);
-            }
+            None => self.take(&digest),
+            Some(Ok(marker)) => self.put(digest, marker),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "Undecodable erasures topic record; skipped.");
             }
@@ -280,6 +294,7 @@ impl Registry {
             }
         }
         self.markers.clear();
+        self.shop_markers = 0;
         let mut open = tpl.count();
         if open > 0 {
             reader.assign(&tpl).map_err(fail)?;
@@ -392,6 +407,25 @@ mod tests {
             "1",
         );
         assert!(!r.covers(&other, 0));
+    }
+
+    #[test]
+    fn a_shop_marker_read_from_the_topic_covers_the_shop_until_its_tombstone() {
+        let shop = ShopDomain::parse("s.myshopify.com").unwrap();
+        let rec = registry()
+            .erase(&CustomerKey::new(&shop, KeyKind::Shop, "-"), 1_000)
+            .unwrap();
+        let mut reader = registry();
+        let customer = key(KeyKind::Customer, "1");
+        reader.apply(rec.key.as_bytes(), Some(&rec.value));
+        assert!(reader.covers(&customer, 1_000), "the shop's past");
+        // A second copy of the marker replaces the first: one tombstone still lifts it.
+        reader.apply(rec.key.as_bytes(), Some(&rec.value));
+        reader.apply(rec.key.as_bytes(), None);
+        assert!(!reader.covers(&customer, 1_000));
+        reader.erase(&customer, 5).unwrap();
+        reader.note_shop("s.myshopify.com", 1_000);
+        assert!(reader.covers(&key(KeyKind::Product, "1"), 1_000));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! One key's state as held in memory: the [`Entry`] and its packed byte form (key, aggregate,
 //! timers, dedup fingerprints in one allocation).
 
+use hashbrown::DefaultHashBuilder as RandomState;
 use std::any::Any;
-use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
 use rules::Timer;

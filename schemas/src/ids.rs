@@ -115,8 +115,15 @@ impl KeyKind {
 
 /// A processor key, `{shop}/{kind}/{id}`: the Kafka key on the raw, repartition, changelog and
 /// commands topics, so that everything about one customer lands on one partition.
+///
+/// The kind is read once when the key is built: the rules ask for it several times per input
+/// (re-splitting the text each time was 1.5 % of the processor's CPU). It is a function of the
+/// text, so comparing and hashing the pair agrees with comparing and hashing the text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CustomerKey(String);
+pub struct CustomerKey {
+    text: String,
+    kind: KeyKind,
+}
 
 impl CustomerKey {
     /// Builds a key; e-mail ids are lower-cased so one person has one key.
@@ -126,7 +133,10 @@ impl CustomerKey {
         } else {
             id.to_owned()
         };
-        Self(format!("{}/{}/{}", shop.as_str(), kind.tag(), id))
+        Self {
+            text: format!("{}/{}/{}", shop.as_str(), kind.tag(), id),
+            kind,
+        }
     }
 
     /// Parses a key read from Kafka or from a query.
@@ -134,41 +144,38 @@ impl CustomerKey {
         let mut parts = raw.splitn(3, '/');
         let (shop, kind, id) = (parts.next(), parts.next(), parts.next());
         match (shop, kind.and_then(KeyKind::from_tag), id) {
-            (Some(s), Some(_), Some(id)) if !s.is_empty() && !id.is_empty() => {
-                Ok(Self(raw.to_owned()))
-            }
+            (Some(s), Some(kind), Some(id)) if !s.is_empty() && !id.is_empty() => Ok(Self {
+                text: raw.to_owned(),
+                kind,
+            }),
             _ => Err(IdError::Key(raw.to_owned())),
         }
     }
 
     /// The key as stored on Kafka.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// The kind of entity this key names.
     pub fn kind(&self) -> KeyKind {
-        self.0
-            .split('/')
-            .nth(1)
-            .and_then(KeyKind::from_tag)
-            .unwrap_or(KeyKind::Shop)
+        self.kind
     }
 
     /// The shop part of the key.
     pub fn shop(&self) -> &str {
-        self.0.split('/').next().unwrap_or_default()
+        self.text.split('/').next().unwrap_or_default()
     }
 
     /// The id part of the key (customer id, e-mail, order id, ...).
     pub fn id(&self) -> &str {
-        self.0.splitn(3, '/').nth(2).unwrap_or_default()
+        self.text.splitn(3, '/').nth(2).unwrap_or_default()
     }
 }
 
 impl fmt::Display for CustomerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -187,6 +194,27 @@ mod tests {
         assert_eq!(back.shop(), "demo.myshopify.com");
         assert!(CustomerKey::parse("nope").is_err());
         assert!(CustomerKey::parse("s/x/1").is_err());
+    }
+
+    #[test]
+    fn every_kind_survives_a_round_trip_and_a_built_key_equals_its_parsed_text() {
+        let shop = ShopDomain::parse("s.myshopify.com").unwrap();
+        for kind in [
+            KeyKind::Customer,
+            KeyKind::Email,
+            KeyKind::Order,
+            KeyKind::Checkout,
+            KeyKind::Cart,
+            KeyKind::Product,
+            KeyKind::Shop,
+        ] {
+            // An id holding the separator stays the id: the kind is the second part.
+            let built = CustomerKey::new(&shop, kind, "a/b");
+            let parsed = CustomerKey::parse(built.as_str()).unwrap();
+            assert_eq!(parsed.kind(), kind);
+            assert_eq!(parsed, built);
+            assert_eq!(parsed.id(), "a/b");
+        }
     }
 
     #[test]
