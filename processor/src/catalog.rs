@@ -371,7 +371,7 @@ fn reader_consumer(
         topic: topic.to_owned(),
         source,
     };
-    let mut cfg = kafka.client("tillstream-products-reader");
+    let mut cfg = kafka.reader("tillstream-products-reader");
     cfg.set("group.id", "tillstream-products-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

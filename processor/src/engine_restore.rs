@@ -16,7 +16,9 @@ use crate::watermark::{CLOCK_KEY_PREFIX, PartitionClock};
 
 /// The changelog reader's client configuration (one reader per restored partition).
 fn reader_config(kafka: &runtime::KafkaConfig, application_id: &str) -> rdkafka::ClientConfig {
-    let mut cfg = kafka.client(&format!("{application_id}-restore"));
+    // A reader's config: its 2 MiB queue below is full after every fetch, so librdkafka's
+    // default 1 s wait before the next one would pace the whole restore (runtime::kafka).
+    let mut cfg = kafka.reader(&format!("{application_id}-restore"));
     cfg.set("group.id", format!("{application_id}-restore"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -24,13 +26,7 @@ fn reader_config(kafka: &runtime::KafkaConfig, application_id: &str) -> rdkafka:
         // The default prefetch (64 MiB per partition) would stay resident after the restore
         // (freed, but not returned to the OS); 2 MiB keeps the broker busy enough (one
         // partition per reader, 1 MiB fetches) at a few bytes per restored key.
-        .set("queued.max.messages.kbytes", "2048")
-        // A queue that small is full after every fetch: librdkafka's default 1 s wait
-        // before the next one would pace the whole restore (runtime::kafka).
-        .set(
-            "fetch.queue.backoff.ms",
-            runtime::kafka::FETCH_QUEUE_BACKOFF_MS,
-        );
+        .set("queued.max.messages.kbytes", "2048");
     cfg
 }
 
@@ -174,5 +170,13 @@ mod tests {
             Some(runtime::kafka::FETCH_QUEUE_BACKOFF_MS)
         );
         assert_eq!(cfg.get("isolation.level"), Some("read_committed"));
+
+        // Like every reader, it honours the user's own setting.
+        let mut kafka = runtime::KafkaConfig::new("127.0.0.1:9092");
+        kafka
+            .properties
+            .insert("fetch.queue.backoff.ms".into(), "250".into());
+        let cfg = reader_config(&kafka, "app");
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("250"));
     }
 }

@@ -269,7 +269,7 @@ impl Registry {
             topic: topic.to_owned(),
             source,
         };
-        let mut cfg = kafka.client("tillstream-erasures-reader");
+        let mut cfg = kafka.reader("tillstream-erasures-reader");
         cfg.set("group.id", "tillstream-erasures-reader")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

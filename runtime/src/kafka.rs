@@ -117,10 +117,24 @@ impl KafkaConfig {
         c
     }
 
+    /// The base config of a client that reads: [`KafkaConfig::client`] plus a short fetch
+    /// back-off, unless `kafka.properties` sets one. Once its local queue is full (64 MiB by
+    /// default, less where a reader lowers it) librdkafka waits `fetch.queue.backoff.ms` before
+    /// fetching again; its default of 1 s let a consumer that drains the queue in under a
+    /// second (the processor, at 6 KB per webhook; a changelog reader with a 2 MiB queue) sit
+    /// idle for a quarter of the time (docs/benchmarks.md, "Fetch back-off and the allocator").
+    pub fn reader(&self, client_id: &str) -> ClientConfig {
+        let mut c = self.client(client_id);
+        if !self.properties.contains_key("fetch.queue.backoff.ms") {
+            c.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        }
+        c
+    }
+
     /// A consumer in `group` with auto-commit off; `read_committed` hides aborted transactions.
     /// With `group_instance_id` set the consumer is a static member of the group.
     pub fn consumer(&self, client_id: &str, group: &str, read_committed: bool) -> ClientConfig {
-        let mut c = self.client(client_id);
+        let mut c = self.reader(client_id);
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -133,13 +147,6 @@ impl KafkaConfig {
                     "read_uncommitted"
                 },
             );
-        if !self.properties.contains_key("fetch.queue.backoff.ms") {
-            // Once its local queue is full (64 MiB by default) librdkafka waits this long before
-            // fetching again; its default of 1 s let a consumer that drains the queue in under
-            // a second (the processor, at 6 KB per webhook) sit idle for a quarter of the time
-            // (docs/benchmarks.md, "Fetch back-off and the allocator").
-            c.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
-        }
         if let Some(id) = self
             .group_instance_id
             .as_deref()

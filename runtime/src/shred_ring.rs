@@ -270,7 +270,7 @@ impl KeyRing {
     }
 
     fn consumer(&self, client: &str) -> Result<BaseConsumer<QuietEof>, ShredError> {
-        let mut cfg = self.kafka.client(client);
+        let mut cfg = self.kafka.reader(client);
         // read_uncommitted: a processor waiting for a key must not wait behind its own open
         // transaction (which may hold tombstones on the same partition). An aborted tombstone
         // seen here only hides a key whose erasure is about to be processed again.

@@ -74,7 +74,7 @@ impl Watcher {
         cache: Arc<Mutex<HashMap<String, Cached>>>,
     ) -> Result<Self, ShredError> {
         let fail = |e: rdkafka::error::KafkaError| ShredError::Kafka(e.to_string());
-        let mut cfg = kafka.client("tillstream-keys-watcher");
+        let mut cfg = kafka.reader("tillstream-keys-watcher");
         cfg.set("group.id", "tillstream-keys-watcher")
             .set("enable.auto.commit", "false");
         let consumer: BaseConsumer = cfg.create().map_err(fail)?;

@@ -106,7 +106,7 @@ pub type ReadRecord = (i32, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Strin
 /// When the reader cannot be created or assigned.
 #[allow(clippy::expect_used)]
 pub fn read_committed(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<ReadRecord> {
-    let mut cfg = kafka.client("test-reader");
+    let mut cfg = kafka.reader("test-reader");
     cfg.set("group.id", unique("reader"))
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
