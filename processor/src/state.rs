@@ -248,16 +248,20 @@ impl PartitionState {
 
     /// The decoded entry of `slot`, made hot.
     fn hot_entry(&mut self, slot: u32, key: &str) -> &mut Entry {
-        if !self.hot.contains_key(&slot) {
-            let e = self.decode_slot(slot).unwrap_or_else(|| Entry::new(key));
-            self.hot.insert(slot, e);
-        }
-        self.hot.entry(slot).or_insert_with(|| Entry::new(key))
+        // One lookup: the slab and the hot map are separate fields.
+        let slots = &self.slots;
+        self.hot.entry(slot).or_insert_with(|| {
+            slot_bytes(slots, slot)
+                .and_then(|b| Entry::decode(b).ok())
+                .unwrap_or_else(|| Entry::new(key))
+        })
     }
 
     /// Encodes every hot entry back into its slot.
     fn write_back(&mut self) {
-        for (slot, entry) in std::mem::take(&mut self.hot) {
+        // Drained, not replaced: the map keeps its capacity for the next transaction instead
+        // of growing again through every rehash (a transaction touches thousands of keys).
+        for (slot, entry) in self.hot.drain() {
             if let Some(s) = self.slots.get_mut(slot as usize)
                 && s.is_some()
             {
@@ -495,7 +499,9 @@ impl PartitionState {
                 out.push((key, None));
             }
         }
-        for slot in std::mem::take(&mut self.dirty) {
+        // The dirty set keeps its capacity too (see `write_back`).
+        let dirty: Vec<u32> = self.dirty.drain().collect();
+        for slot in dirty {
             // Serialised and packed once per transaction, however many inputs it took.
             let text = self.hot.get_mut(&slot).and_then(Entry::settle);
             let record = match self.hot.get(&slot) {
