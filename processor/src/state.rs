@@ -243,18 +243,16 @@ impl PartitionState {
     }
 
     fn decode_slot(&self, slot: u32) -> Option<Entry> {
-        slot_bytes(&self.slots, slot).and_then(|b| Entry::decode(b).ok())
+        decode_in(&self.slots, slot)
     }
 
     /// The decoded entry of `slot`, made hot.
     fn hot_entry(&mut self, slot: u32, key: &str) -> &mut Entry {
         // One lookup: the slab and the hot map are separate fields.
         let slots = &self.slots;
-        self.hot.entry(slot).or_insert_with(|| {
-            slot_bytes(slots, slot)
-                .and_then(|b| Entry::decode(b).ok())
-                .unwrap_or_else(|| Entry::new(key))
-        })
+        self.hot
+            .entry(slot)
+            .or_insert_with(|| decode_in(slots, slot).unwrap_or_else(|| Entry::new(key)))
     }
 
     /// Encodes every hot entry back into its slot.
@@ -585,6 +583,11 @@ impl PartitionState {
 
 fn slot_bytes(slots: &[Option<Box<[u8]>>], slot: u32) -> Option<&[u8]> {
     slots.get(slot as usize).and_then(|s| s.as_deref())
+}
+
+/// The entry encoded in `slot`, if the slot holds one that decodes.
+fn decode_in(slots: &[Option<Box<[u8]>>], slot: u32) -> Option<Entry> {
+    slot_bytes(slots, slot).and_then(|b| Entry::decode(b).ok())
 }
 
 /// `e`'s changelog record; `aggregate_json` when the caller has its text already.
