@@ -42,6 +42,10 @@ use runtime::testing::{fresh_topics, kafka, rss_kib, unique};
 use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{EventSource, KeyStateRecord, ShopDomain, ShopifyEnvelope};
 
+#[path = "support/events.rs"]
+mod bench_events;
+use bench_events::events;
+
 const T: Duration = Duration::from_secs(30);
 const PARTITIONS: i32 = 4;
 
@@ -51,38 +55,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .find(|w| w[0] == name)
         .and_then(|w| w[1].parse().ok())
         .unwrap_or(default)
-}
-
-/// Realistic raw events: shopify-sim's store, as ingest would publish them.
-fn events(n: usize) -> Vec<ShopifyEnvelope> {
-    let cfg = shopify_sim::ScenarioConfig {
-        customers: u32::try_from(n / 50 + 10).unwrap(),
-        ..Default::default()
-    };
-    let scenario = shopify_sim::generate(&cfg).unwrap();
-    let shop = ShopDomain::parse(&cfg.shop_domain).unwrap();
-    scenario
-        .deliveries
-        .into_iter()
-        .take(n)
-        .map(|d| {
-            let key = schemas::routing_key(&shop, &d.topic, &d.body);
-            let at = d.triggered_at.timestamp_millis();
-            ShopifyEnvelope {
-                delivery_id: d.webhook_id,
-                event_id: Some(d.event_id),
-                topic: d.topic,
-                shop_domain: shop.as_str().to_owned(),
-                api_version: Some(d.api_version),
-                triggered_at_ms: Some(at),
-                received_at_ms: at,
-                routing_key: key.as_str().to_owned(),
-                source: EventSource::Webhook,
-                webhook_name: None,
-                body: d.body,
-            }
-        })
-        .collect()
 }
 
 async fn produce(k: &KafkaConfig, topic: &str, events: &[(String, Vec<u8>)]) {
