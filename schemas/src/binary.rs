@@ -93,6 +93,11 @@ impl Writer {
         self.out.push(n as u8);
     }
 
+    /// `boolean`: one byte.
+    pub(crate) fn boolean(&mut self, v: bool) {
+        self.out.push(u8::from(v));
+    }
+
     /// `bytes`: a length, then the bytes.
     pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.long(i64::try_from(b.len()).unwrap_or(i64::MAX));

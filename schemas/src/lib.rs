@@ -9,6 +9,7 @@
 mod binary;
 pub mod codec;
 pub mod command;
+mod command_codec;
 pub mod envelope;
 pub mod ids;
 pub mod routing;

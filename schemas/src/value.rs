@@ -197,7 +197,8 @@ fn shape(record: &'static str, expected: &'static str, _got: &Value) -> CodecErr
     }
 }
 
-/// `["null", "string"]` as a union value.
+/// `["null", "string"]` as a union value (the generic encodings in tests).
+#[cfg(test)]
 pub(crate) fn opt_string(v: &Option<String>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
@@ -214,7 +215,9 @@ pub(crate) fn opt_long(v: Option<i64>) -> Value {
     }
 }
 
-/// `["null", {"type":"array","items":"long"}]` as a union value.
+/// `["null", {"type":"array","items":"long"}]` as a union value (the generic encodings in
+/// tests).
+#[cfg(test)]
 pub(crate) fn opt_long_array(v: &Option<Vec<i64>>) -> Value {
     match v {
         None => Value::Union(0, Box::new(Value::Null)),
