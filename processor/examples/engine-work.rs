@@ -24,6 +24,11 @@ use schemas::{CustomerKey, ShopifyEnvelope};
 #[path = "support/events.rs"]
 mod bench_events;
 
+/// The processor binary's allocator (`processor/src/main.rs`), so allocation costs what it
+/// costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PARTITIONS: usize = 4;
 const STAGES: [&str; 7] = [
     "decode",

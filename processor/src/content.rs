@@ -201,15 +201,40 @@ fn string(b: &[u8], pos: usize) -> Option<(&[u8], bool, usize)> {
     let mut i = pos + 1;
     let mut escaped = false;
     loop {
-        // Strings are most of a body's bytes: jump to the next quote or backslash (memchr
-        // compares many bytes at a time) instead of looking at each byte.
-        let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        let at = quote_or_backslash(b, i)?;
         if b[at] == b'"' {
             return Some((&b[pos + 1..at], escaped, at + 1));
         }
         escaped = true;
         i = at + 2;
     }
+}
+
+/// The position of the first `"` or `\` at or after `i`. Strings are most of a body's bytes,
+/// and most of them are short (keys, ids, codes): eight bytes are compared at a time in a
+/// register, which for those is cheaper than `memchr2`'s call and set-up (`examples/engine-work`:
+/// the routing and dedup stage 2.95 → 2.7 µs per input).
+fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let (q, s) = (w ^ QUOTES, w ^ BACKSLASHES);
+        // A byte of `q` or `s` is zero where `w` holds the byte sought. The test below flags
+        // the lowest such byte exactly (a borrow can only flag bytes above a true zero), and
+        // the lowest flag of either is the first match.
+        let found = (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s) & HIGH;
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    let tail = b.get(i..)?;
+    tail.iter()
+        .position(|c| matches!(c, b'"' | b'\\'))
+        .map(|p| i + p)
 }
 
 /// The position after the value starting at `pos` (not validated: only its extent is found).

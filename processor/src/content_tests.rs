@@ -174,6 +174,21 @@ fn ws() -> impl Strategy<Value = &'static str> {
 
 proptest! {
     #[test]
+    fn the_word_scan_finds_the_first_quote_or_backslash(
+        bytes in prop::collection::vec(
+            prop_oneof![Just(b'"'), Just(b'\\'), Just(0x22 ^ 0x80), Just(0x5c - 1), any::<u8>()],
+            0..40,
+        ),
+        from in 0usize..44,
+    ) {
+        let naive = bytes
+            .get(from..)
+            .and_then(|t| t.iter().position(|c| *c == b'"' || *c == b'\\'))
+            .map(|p| from + p);
+        prop_assert_eq!(quote_or_backslash(&bytes, from), naive);
+    }
+
+    #[test]
     fn walk_agrees_with_the_full_parse(
         fields in prop::collection::btree_map(field_name(), (value(), timestamp()), 0..8),
         order in any::<u64>(),

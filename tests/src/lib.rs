@@ -367,6 +367,12 @@ impl Stack {
             ));
         }
         env.extend(o.processor_env.iter().cloned());
+        // `TILLSTREAM_TEST_ENGINE_THREADS=2` runs every stack's processor with that many
+        // engine threads. Not `TILLSTREAM__ENGINE__THREADS` in the test's environment: every
+        // service inherits it, and ingest and the publisher refuse an `engine` section.
+        if let Ok(n) = std::env::var("TILLSTREAM_TEST_ENGINE_THREADS") {
+            env.push(("TILLSTREAM__ENGINE__THREADS".into(), n));
+        }
         let p = port(&mut env);
         let processor = Service::new(
             &format!("processor-{application_id}"),
