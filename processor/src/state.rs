@@ -110,6 +110,29 @@ pub struct PartitionState {
     /// and re-encoding the slot each time cost more than the rules. Written back to their slots
     /// when the transaction's changes are drained (bounded by the keys of one transaction).
     hot: HashMap<u32, Entry>,
+    /// The key found or created last and its slot: one input looks its key up six to eight
+    /// times (dedup, dirty marks, the aggregate lent and returned, each timer effect), and
+    /// each lookup split, hashed and compared the key (8 % of the engine's own work,
+    /// `examples/engine-work`). A slot holds its key until [`Self::remove`], which forgets it.
+    recent: Recent,
+}
+
+/// The last key looked up and its slot (see [`PartitionState::recent`]).
+#[derive(Debug, Default)]
+struct Recent {
+    key: String,
+    slot: Option<u32>,
+}
+
+impl Recent {
+    fn get(&self, key: &str) -> Option<u32> {
+        self.slot.filter(|_| self.key == key)
+    }
+
+    fn remember(&mut self, key: &str, slot: u32) {
+        key.clone_into(&mut self.key);
+        self.slot = Some(slot);
+    }
 }
 
 impl Default for PartitionState {
@@ -127,6 +150,7 @@ impl Default for PartitionState {
             purged: HashSet::new(),
             timers: 0,
             hot: HashMap::new(),
+            recent: Recent::default(),
         }
     }
 }
@@ -222,6 +246,9 @@ impl PartitionState {
     }
 
     fn slot_of(&self, key: &str) -> Option<u32> {
+        if let Some(slot) = self.recent.get(key) {
+            return Some(slot);
+        }
         let parts = KeyParts::split(key);
         let prefix_id = pack::lookup(parts.prefix);
         let slots = &self.slots;
@@ -275,7 +302,11 @@ impl PartitionState {
 
     /// The slot of `key`; an absent key gets a new slot holding `make()`.
     fn slot_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> Box<[u8]>) -> u32 {
+        if let Some(s) = self.recent.get(key) {
+            return s;
+        }
         if let Some(s) = self.slot_of(key) {
+            self.recent.remember(key, s);
             return s;
         }
         let bytes = make();
@@ -300,12 +331,15 @@ impl PartitionState {
                 .and_then(StoredKey::of)
                 .map_or(0, |k| k.hash(hasher))
         });
+        self.recent.remember(key, slot);
         slot
     }
 
     /// Removes `key`'s slot, returning its entry.
     fn remove(&mut self, key: &str) -> Option<Entry> {
         let slot = self.slot_of(key)?;
+        // The slot is freed and may hold another key next.
+        self.recent.slot = None;
         let hash = KeyParts::split(key).hash(&self.hasher);
         if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
             found.remove();

@@ -332,3 +332,25 @@ fn an_aggregate_lent_to_the_rules_comes_back_as_it_was() {
         serde_json::Value::Null
     );
 }
+
+#[test]
+fn the_key_looked_up_last_is_forgotten_with_its_slot() {
+    // The last key found is kept with its slot; a purge frees the slot, and the next key may
+    // take it, so the remembered pair must not answer for the purged key.
+    let mut p = P::default();
+    p.set_aggregate("a", 1, 1);
+    assert!(p.contains("a"));
+    p.purge("a");
+    assert!(!p.contains("a"), "a purged key is gone at once");
+    p.set_aggregate("b", 2, 2);
+    assert_eq!(p.slots.len(), 1, "b took a's slot");
+    assert!(!p.contains("a"));
+    assert_eq!(p.aggregate::<i64>("a"), 0);
+    assert_eq!(p.aggregate::<i64>("b"), 2);
+    // A restored record replaces the key (load removes it first) and is found again.
+    let record = p.record("b").unwrap();
+    p.load("b", Some(record)).unwrap();
+    assert_eq!(p.aggregate::<i64>("b"), 2);
+    p.load("b", None).unwrap();
+    assert!(!p.contains("b"));
+}
