@@ -68,10 +68,37 @@ impl<R: Rules> Engine<R> {
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
         // Leadership of a partition can move under a rebalance or a broker restart; a restore
         // must not end the instance over a metadata answer that the next attempt gets right.
+        // The end is the stable one: while a transaction is open on the changelog partition
+        // (the previous owner's last, in flight while the partition moved), wait for it to
+        // commit or abort, since the input offsets it carries take effect either way with it
+        // (runtime::kafka::stable_end). Kafka aborts a transaction left open after the
+        // producer's transaction timeout, so the wait ends.
+        let probe: BaseConsumer = reader_config(&self.kafka, &self.application_id)
+            .set("isolation.level", "read_uncommitted")
+            .create()?;
+        let open_until = Instant::now() + self.cfg.transaction_timeout + Duration::from_secs(30);
         let mut attempts = 0;
+        let mut waited = false;
         let (low, high) = loop {
-            match reader.fetch_watermarks(changelog, p, KAFKA_TIMEOUT) {
-                Ok(w) => break w,
+            match runtime::kafka::stable_end(&reader, &probe, changelog, p, KAFKA_TIMEOUT) {
+                Ok(Some(w)) => break w,
+                Ok(None) if Instant::now() < open_until => {
+                    if !waited {
+                        waited = true;
+                        tracing::info!(
+                            partition = p,
+                            "A transaction is open on the changelog; waiting for it to end before restoring."
+                        );
+                        self.metrics.restore_waits.inc();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(None) => {
+                    return Err(fail(format!(
+                        "a transaction stayed open on the changelog for {:?}",
+                        self.cfg.transaction_timeout + Duration::from_secs(30)
+                    )));
+                }
                 Err(e) if attempts < 10 && runtime::kafka::is_transient(&e) => {
                     attempts += 1;
                     tracing::info!(partition = p, error = %e, "Changelog watermarks not available yet; retrying.");

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub late_arrivals: IntCounter,
     /// Time to restore one partition from the changelog.
     pub restore_seconds: Histogram,
+    /// Restores that waited for a transaction open on their changelog partition (the previous
+    /// owner's last, in flight while the partition moved) before reading it.
+    pub restore_waits: IntCounter,
     /// Group rebalance callbacks, by kind: `assign`, `revoke`, `lost` (the session expired,
     /// e.g. while the group coordinator moved: every partition is restored again), `error`.
     pub rebalances: IntCounterVec,
@@ -144,6 +147,10 @@ impl Metrics {
                 )
                 .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0]),
             )?,
+            restore_waits: IntCounter::new(
+                "tillstream_processor_restore_waits_total",
+                "Partition restores that waited for a transaction open on the changelog to end.",
+            )?,
             rebalances: IntCounterVec::new(
                 Opts::new(
                     "tillstream_processor_rebalances_total",
@@ -173,6 +180,7 @@ impl Metrics {
         registry.register(Box::new(m.timer_fire_delay.clone()))?;
         registry.register(Box::new(m.late_arrivals.clone()))?;
         registry.register(Box::new(m.restore_seconds.clone()))?;
+        registry.register(Box::new(m.restore_waits.clone()))?;
         registry.register(Box::new(m.rebalances.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;

@@ -177,6 +177,30 @@ pub fn is_transient(error: &KafkaError) -> bool {
     )
 }
 
+/// A partition's offsets as a `read_committed` reader sees them (low, last stable offset), or
+/// `None` while a transaction is open on it: the last stable offset is then below the end of
+/// the log (`probe` reads uncommitted). A restore must not stop at that offset: the open
+/// transaction is a previous owner's last one, in flight while the partition moved, and when
+/// it commits, the input offsets it carries take effect for the new owner too, so the state
+/// it wrote must be read as well (Kafka's KIP-447: offsets and state become stable together).
+pub fn stable_end<C, P>(
+    committed: &rdkafka::consumer::BaseConsumer<C>,
+    probe: &rdkafka::consumer::BaseConsumer<P>,
+    topic: &str,
+    partition: i32,
+    timeout: std::time::Duration,
+) -> Result<Option<(i64, i64)>, KafkaError>
+where
+    C: rdkafka::consumer::ConsumerContext,
+    P: rdkafka::consumer::ConsumerContext,
+{
+    use rdkafka::consumer::Consumer;
+    // librdkafka answers a watermark query with the client's isolation level.
+    let (_, log_end) = probe.fetch_watermarks(topic, partition, timeout)?;
+    let (low, stable) = committed.fetch_watermarks(topic, partition, timeout)?;
+    Ok((stable >= log_end).then_some((low, stable)))
+}
+
 /// Waits until every record the producer sent is delivered, looking every millisecond (or
 /// until `within` has passed), before a transaction's commit. rust-rdkafka's
 /// `commit_transaction` flushes first, but its flush looks again only every 100 ms (the poll

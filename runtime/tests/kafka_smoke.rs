@@ -216,3 +216,38 @@ async fn waiting_for_deliveries_leaves_a_commit_nothing_to_flush() {
     );
     producer.commit_transaction(T).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stable_end_waits_for_a_transaction_open_on_the_partition() {
+    // A restore reads a changelog partition to its stable end; while the previous owner's
+    // last transaction is open there, `stable_end` says so instead of answering the offset
+    // before that transaction.
+    let k = kafka();
+    let topic = unique("smoke-stable");
+    create_topic(&k, &topic, 1).await;
+    let committed: BaseConsumer = k
+        .consumer("smoke-stable-c", &unique("smoke-stable"), true)
+        .create()
+        .unwrap();
+    let probe: BaseConsumer = k
+        .consumer("smoke-stable-u", &unique("smoke-stable"), false)
+        .create()
+        .unwrap();
+    let end = || runtime::kafka::stable_end(&committed, &probe, &topic, 0, T).unwrap();
+    assert_eq!(end(), Some((0, 0)), "an empty partition is stable");
+    let producer: ThreadedProducer<DefaultProducerContext> = k
+        .transactional_producer("smoke-stable-p", &unique("smoke-stable-tx"))
+        .create()
+        .unwrap();
+    producer.init_transactions(T).unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+        .send(BaseRecord::<str, str>::to(&topic).key("k").payload("v"))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(T).unwrap();
+    assert_eq!(end(), None, "a transaction is open on the partition");
+    producer.commit_transaction(T).unwrap();
+    // The record and the commit marker.
+    assert_eq!(end(), Some((0, 2)));
+}
