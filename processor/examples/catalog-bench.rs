@@ -30,51 +30,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rules::catalog::Product;
 use runtime::testing::{fresh_topics, kafka, rss_kib, unique};
 use runtime::{KafkaConfig, TopicsConfig};
-use schemas::{EventSource, ShopDomain, ShopifyEnvelope};
+use schemas::ShopifyEnvelope;
+
+#[path = "support/events.rs"]
+#[allow(dead_code)] // each example uses part of it
+mod bench_events;
+use bench_events::arg;
 
 const T: Duration = Duration::from_secs(30);
 const PARTITIONS: i32 = 4;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
-
-/// shopify-sim's store with its product catalogue, as ingest would publish it.
-fn events(n: usize) -> Vec<ShopifyEnvelope> {
-    let mut cfg = shopify_sim::ScenarioConfig {
-        customers: u32::try_from(n / 50 + 10).unwrap(),
-        ..Default::default()
-    };
-    cfg.products.enabled = true;
-    let scenario = shopify_sim::generate(&cfg).unwrap();
-    let shop = ShopDomain::parse(&cfg.shop_domain).unwrap();
-    scenario
-        .deliveries
-        .into_iter()
-        .take(n)
-        .map(|d| {
-            let key = schemas::routing_key(&shop, &d.topic, &d.body);
-            let at = d.triggered_at.timestamp_millis();
-            ShopifyEnvelope {
-                delivery_id: d.webhook_id,
-                event_id: Some(d.event_id),
-                topic: d.topic,
-                shop_domain: shop.as_str().to_owned(),
-                api_version: Some(d.api_version),
-                triggered_at_ms: Some(at),
-                received_at_ms: at,
-                routing_key: key.as_str().to_owned(),
-                source: EventSource::Webhook,
-                webhook_name: None,
-                body: d.body,
-            }
-        })
-        .collect()
-}
 
 async fn produce(k: &KafkaConfig, topic: &str, records: &[(String, Vec<u8>)]) {
     let p: FutureProducer = k.producer("bench-load").create().unwrap();
@@ -312,7 +276,7 @@ async fn main() {
     std::fs::write(&off, "[catalog]\nenrich = false\nsync = false\n").unwrap();
 
     let t = fresh_topics(&k, PARTITIONS).await;
-    let evs = events(n_events);
+    let evs = bench_events::store_events(n_events, true);
     let product_events = evs
         .iter()
         .filter(|e| e.topic.starts_with("products/"))

@@ -22,7 +22,9 @@ use rules::{Ctx, Effect, MarketingRules, Rules, RulesConfig};
 use schemas::{CustomerKey, ShopifyEnvelope};
 
 #[path = "support/events.rs"]
+#[allow(dead_code)] // each example uses part of it
 mod bench_events;
+use bench_events::arg;
 
 /// The processor binary's allocator (`processor/src/main.rs`), so allocation costs what it
 /// costs there.
@@ -39,14 +41,6 @@ const STAGES: [&str; 7] = [
     "commit",
     "total",
 ];
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
 
 /// This thread's CPU time in seconds (`/proc/thread-self/stat`, clock ticks).
 fn thread_cpu_secs() -> f64 {
@@ -186,9 +180,10 @@ fn apply(state: &mut PartitionState, key: &CustomerKey, effects: Vec<Effect>) ->
 }
 
 fn main() {
-    let n = arg("--events", 200_000);
-    let rounds = arg("--rounds", 5).max(1);
-    let txn = arg("--txn", 5_000).max(1);
+    let size = |name, default| usize::try_from(arg(name, default)).unwrap_or(usize::MAX);
+    let n = size("--events", 200_000);
+    let rounds = size("--rounds", 5).max(1);
+    let txn = size("--txn", 5_000).max(1);
     let records: Vec<(String, Vec<u8>)> = bench_events::events(n)
         .iter()
         .map(|e| (e.routing_key.clone(), e.encode().unwrap()))

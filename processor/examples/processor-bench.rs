@@ -43,19 +43,12 @@ use runtime::{KafkaConfig, TopicsConfig};
 use schemas::{EventSource, KeyStateRecord, ShopDomain, ShopifyEnvelope};
 
 #[path = "support/events.rs"]
+#[allow(dead_code)] // each example uses part of it
 mod bench_events;
-use bench_events::events;
+use bench_events::{arg, events};
 
 const T: Duration = Duration::from_secs(30);
 const PARTITIONS: i32 = 4;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
 
 async fn produce(k: &KafkaConfig, topic: &str, events: &[(String, Vec<u8>)]) {
     let p: FutureProducer = k.producer("bench-load").create().unwrap();

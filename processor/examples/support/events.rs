@@ -1,13 +1,30 @@
-//! The benchmarks' input: shopify-sim's store as ingest would publish it (shared by the examples).
+//! What the benchmark examples share: their input (shopify-sim's store as ingest would publish
+//! it) and their `--name value` arguments. Each example uses part of it.
 
 use schemas::{EventSource, ShopDomain, ShopifyEnvelope};
 
+/// The value after `name` on the command line, else `default`.
+pub(crate) fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
+}
+
 /// Realistic raw events: shopify-sim's store, as ingest would publish them.
 pub(crate) fn events(n: usize) -> Vec<ShopifyEnvelope> {
-    let cfg = shopify_sim::ScenarioConfig {
+    store_events(n, false)
+}
+
+/// The first `n` deliveries of shopify-sim's store (`products`: with its product catalogue),
+/// as ingest would publish them.
+pub(crate) fn store_events(n: usize, products: bool) -> Vec<ShopifyEnvelope> {
+    let mut cfg = shopify_sim::ScenarioConfig {
         customers: u32::try_from(n / 50 + 10).expect("fewer than 2^32 customers"),
         ..Default::default()
     };
+    cfg.products.enabled = products;
     let scenario = shopify_sim::generate(&cfg).expect("the simulator's store is valid");
     let shop = ShopDomain::parse(&cfg.shop_domain).expect("the simulator's store is valid");
     scenario
