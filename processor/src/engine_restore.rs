@@ -66,8 +66,6 @@ impl<R: Rules> Engine<R> {
         };
         let cfg = reader_config(&self.kafka, &self.application_id);
         let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
-        // Leadership of a partition can move under a rebalance or a broker restart; a restore
-        // must not end the instance over a metadata answer that the next attempt gets right.
         // The end is the stable one: while a transaction is open on the changelog partition
         // (the previous owner's last, in flight while the partition moved), wait for it to
         // commit or abort, since the input offsets it carries take effect either way with it
@@ -76,7 +74,10 @@ impl<R: Rules> Engine<R> {
         let probe: BaseConsumer = reader_config(&self.kafka, &self.application_id)
             .set("isolation.level", "read_uncommitted")
             .create()?;
-        let open_until = Instant::now() + self.cfg.transaction_timeout + Duration::from_secs(30);
+        let longest_open = self.cfg.transaction_timeout + Duration::from_secs(30);
+        let open_until = Instant::now() + longest_open;
+        // Leadership of a partition can move under a rebalance or a broker restart; a restore
+        // must not end the instance over a metadata answer that the next attempt gets right.
         let mut attempts = 0;
         let mut waited = false;
         let (low, high) = loop {
@@ -95,8 +96,7 @@ impl<R: Rules> Engine<R> {
                 }
                 Ok(None) => {
                     return Err(fail(format!(
-                        "a transaction stayed open on the changelog for {:?}",
-                        self.cfg.transaction_timeout + Duration::from_secs(30)
+                        "a transaction stayed open on the changelog for {longest_open:?}"
                     )));
                 }
                 Err(e) if attempts < 10 && runtime::kafka::is_transient(&e) => {

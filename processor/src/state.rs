@@ -246,9 +246,11 @@ impl PartitionState {
     }
 
     fn slot_of(&self, key: &str) -> Option<u32> {
-        if let Some(slot) = self.recent.get(key) {
-            return Some(slot);
-        }
+        self.recent.get(key).or_else(|| self.find_slot(key))
+    }
+
+    /// `key`'s slot through the index (split, hash, compare).
+    fn find_slot(&self, key: &str) -> Option<u32> {
         let parts = KeyParts::split(key);
         let prefix_id = pack::lookup(parts.prefix);
         let slots = &self.slots;
@@ -305,7 +307,7 @@ impl PartitionState {
         if let Some(s) = self.recent.get(key) {
             return s;
         }
-        if let Some(s) = self.slot_of(key) {
+        if let Some(s) = self.find_slot(key) {
             self.recent.remember(key, s);
             return s;
         }
