@@ -70,6 +70,7 @@ fn pass(rules: &MarketingRules, records: &[(String, Vec<u8>)], txn: usize) -> ([
     let mut parts: Vec<PartitionState> =
         (0..PARTITIONS).map(|_| PartitionState::default()).collect();
     let mut env = ShopifyEnvelope::default();
+    let watermark = processor::config::TimerSettings::default().watermark();
     let mut lap = Instant::now();
     let mut stage = |secs: &mut [f64; 7], i: usize| {
         let now = Instant::now();
@@ -88,7 +89,8 @@ fn pass(rules: &MarketingRules, records: &[(String, Vec<u8>)], txn: usize) -> ([
         .unwrap();
         let state = &mut parts[p];
         let event_time = env.triggered_at_ms.unwrap_or(env.received_at_ms);
-        state.stream_time_ms = state.stream_time_ms.max(event_time);
+        // Every input is raw here: it moves the partition's stream time, as in the engine.
+        state.clock.on_input(event_time, event_time, &watermark);
         work.inputs += 1;
         let prints = fingerprints(&env);
         let dup = state.seen_before(key.as_str(), &prints, event_time, 86_400_000, 64);
@@ -98,7 +100,7 @@ fn pass(rules: &MarketingRules, records: &[(String, Vec<u8>)], txn: usize) -> ([
             continue;
         }
         // Timers due by stream time fire before the input, as `Engine::fire_due_timers`.
-        let now = state.stream_time_ms;
+        let now = state.stream_time();
         while let Some((key_text, timer)) = state.pop_due(now) {
             let tkey = CustomerKey::parse(&key_text).unwrap();
             state.mark_dirty(&key_text);

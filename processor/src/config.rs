@@ -127,9 +127,10 @@ pub enum TimerClock {
     /// event (processor/src/watermark.rs). Needs ingest's heartbeats.
     #[default]
     Inputs,
-    /// A timer fires when the partition's stream time (highest event time read), or the wall
-    /// clock once the partition has caught up (`caught_up_lag`), passes its due time. For
-    /// compressed simulations that feed the raw topic without ingest; not safe with late data.
+    /// A timer fires when the partition's stream time (highest event time read on its raw
+    /// input; forwards do not move it), or the wall clock once the partition has caught up
+    /// (`caught_up_lag`), passes its due time. For compressed simulations that feed the raw
+    /// topic without ingest; not safe with late data, nor with forwards held up behind it.
     StreamTime,
 }
 

@@ -103,6 +103,7 @@ impl<R: Rules> Engine<R> {
             Ok(c) if c.all.sources() == usize::try_from(self.topics.partitions).unwrap_or(0) => c,
             Ok(c) => PartitionClock {
                 own: c.own,
+                stream_ms: c.stream_ms,
                 ..fresh
             },
             Err(e) => {

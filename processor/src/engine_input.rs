@@ -126,7 +126,7 @@ impl<R: Rules> Engine<R> {
         let Some(mut state) = self.partitions.remove(&p) else {
             return Ok(());
         };
-        state.stream_time_ms = state.stream_time_ms.max(event_time);
+        // Only the raw input moves stream time (`PartitionClock::stream_ms` says why).
         if source == "raw"
             && state
                 .clock
@@ -198,7 +198,7 @@ impl<R: Rules> Engine<R> {
             let at = serde_json::from_slice::<serde_json::Value>(&env.body)
                 .ok()
                 .and_then(|b| b["erased_at_ms"].as_i64())
-                .unwrap_or(state.stream_time_ms);
+                .unwrap_or(state.stream_time());
             self.erasures.note_shop(&env.shop_domain, at);
             self.shred_shop(&env.shop_domain, msg.partition())?;
             let prefix = format!("{}/", env.shop_domain);

@@ -93,8 +93,6 @@ pub struct PartitionState {
     /// Every pending timer of the partition in due order: (due, slot). A key with several
     /// timers due at the same instant has one pair; firing takes them one by one.
     timer_index: BTreeSet<DueKey>,
-    /// Highest event time seen on this partition (ms).
-    pub stream_time_ms: i64,
     /// Whether the consumer has caught up with the partition's end (wall clock then counts).
     pub caught_up: bool,
     /// How complete the partition's inputs are, for timers (see `crate::watermark`).
@@ -143,7 +141,6 @@ impl Default for PartitionState {
             index: HashTable::new(),
             hasher: RandomState::default(),
             timer_index: BTreeSet::new(),
-            stream_time_ms: i64::MIN,
             caught_up: false,
             clock: PartitionClock::default(),
             dirty: HashSet::new(),
@@ -176,13 +173,18 @@ impl PartitionState {
         s
     }
 
+    /// The highest event time read on the partition's raw input ([`PartitionClock::stream_ms`]).
+    pub fn stream_time(&self) -> i64 {
+        self.clock.stream_time()
+    }
+
     /// The partition's "now": stream time while lagging; the later of stream time and the
     /// wall clock once caught up (so an idle partition still fires timers on time).
     pub fn now(&self, wall_clock_ms: i64) -> i64 {
         if self.caught_up {
-            self.stream_time_ms.max(wall_clock_ms)
+            self.stream_time().max(wall_clock_ms)
         } else {
-            self.stream_time_ms
+            self.stream_time()
         }
     }
 
@@ -442,7 +444,7 @@ impl PartitionState {
         window_ms: i64,
         max: usize,
     ) -> bool {
-        let horizon = self.stream_time_ms.saturating_sub(window_ms);
+        let horizon = self.stream_time().saturating_sub(window_ms);
         self.update(key, |e| {
             // Expire by event time first, so a restart (which restores the window) forgets
             // exactly what an uninterrupted run would have forgotten.
@@ -565,8 +567,9 @@ impl PartitionState {
         // Remove any earlier version of the key first: the changelog holds full snapshots.
         self.remove(key);
         let Some(r) = record else { return Ok(()) };
+        // Not the key's update time: stream time comes back with the partition's clock (a
+        // key updated by a forward can be far ahead of the raw input read so far).
         let entry = Self::entry_of(key, r)?;
-        self.stream_time_ms = self.stream_time_ms.max(entry.updated_at_ms);
         let slot = self.slot_or_insert_with(key, || entry.encode());
         for t in &entry.timers {
             self.timer_index.insert(DueKey::new(t.due_ms, slot));

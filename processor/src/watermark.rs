@@ -348,6 +348,14 @@ impl Completeness {
 pub struct PartitionClock {
     /// This raw partition's progress, announced to every partition.
     pub own: SourceProgress,
+    /// The highest event time read on this raw partition: its stream time, which the
+    /// `stream_time` timer clock fires by and the dedup window ages by. Only the partition's
+    /// own raw input moves it: a forward on the repartition topic can carry an event time far
+    /// ahead of the raw backlog (its source partition, owned by another thread or instance,
+    /// read further), and moving stream time to it would fire timers before the inputs that
+    /// cancel them are read. Kept here so a restore resumes it exactly.
+    #[serde(default, rename = "stream", skip_serializing_if = "Option::is_none")]
+    pub stream_ms: Option<i64>,
     /// What every source announced (this partition's own announcement included: it travels
     /// through the repartition topic too, behind the forwards this partition sent itself).
     pub all: Completeness,
@@ -419,12 +427,22 @@ impl PartitionClock {
 
     /// A delivery read on this raw partition; returns whether it arrived late.
     pub fn on_input(&mut self, event_ms: i64, received_ms: i64, cfg: &WatermarkConfig) -> bool {
+        if self.stream_ms.is_none_or(|t| event_ms > t) {
+            self.stream_ms = Some(event_ms);
+            self.unsaved = true;
+        }
         let late = self.own.on_input(event_ms, received_ms, cfg);
         if late {
             self.unannounced = true;
             self.unsaved = true;
         }
         late
+    }
+
+    /// The partition's stream time ([`PartitionClock::stream_ms`]); `i64::MIN` before its
+    /// first raw input.
+    pub fn stream_time(&self) -> i64 {
+        self.stream_ms.unwrap_or(i64::MIN)
     }
 
     /// How far this partition's timers may fire. Its own disturbances count at once, before

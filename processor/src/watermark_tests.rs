@@ -328,3 +328,29 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn stream_time_is_the_latest_raw_event_time_and_is_saved_not_announced() {
+    let mut c = PartitionClock::new(2);
+    assert_eq!(c.stream_time(), i64::MIN);
+    c.on_input(1_000, 1_000, &cfg());
+    assert_eq!(c.stream_time(), 1_000);
+    assert!(c.unsaved, "a new stream time goes to the changelog");
+    assert!(!c.unannounced, "other partitions do not need it");
+    c.unsaved = false;
+    c.on_input(400, 400, &cfg());
+    assert_eq!(
+        c.stream_time(),
+        1_000,
+        "an earlier event does not move it back"
+    );
+    assert!(!c.unsaved);
+    let back: PartitionClock = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back.stream_time(), 1_000, "restored with the clock");
+    let old: PartitionClock = serde_json::from_str(r#"{"own":{},"all":{"sources":[]}}"#).unwrap();
+    assert_eq!(
+        old.stream_time(),
+        i64::MIN,
+        "a clock written before it knew stream time"
+    );
+}
