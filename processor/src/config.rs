@@ -89,10 +89,10 @@ pub struct EngineConfig {
     #[serde(default)]
     pub timers: TimerSettings,
     /// Engine threads in this instance, each owning a disjoint set of partitions with its own
-    /// consumer and transactional producer (processor/src/engine_threads.rs); 0 = the
-    /// available cores minus one (left to librdkafka's threads). Never more than
-    /// `topics.partitions`: a thread beyond that could not own a partition. Default 1.
-    #[serde(default = "one")]
+    /// consumer and transactional producer (processor/src/engine_threads.rs); 0 (the
+    /// default) = the available cores minus one (left to librdkafka's threads), at least 1.
+    /// Never more than `topics.partitions`: a thread beyond that could not own a partition.
+    #[serde(default)]
     pub threads: usize,
     /// Join the consumer group as a static member whose `group.instance.id` is `instance_id`
     /// (unless `kafka.group_instance_id` is set): a restarted instance gets its partitions back
@@ -106,10 +106,6 @@ pub struct EngineConfig {
     /// input (docs/benchmarks.md); the demo turns it on.
     #[serde(default)]
     pub trail: bool,
-}
-
-fn one() -> usize {
-    1
 }
 
 /// `engine.commit_deadline` where a configuration predating it leaves it out.

@@ -281,3 +281,22 @@ fn join_all(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::thread_count;
+
+    #[test]
+    fn automatic_leaves_a_core_to_librdkafka_and_runs_at_least_one() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(thread_count(0), cores.saturating_sub(1).max(1));
+        assert_eq!(thread_count(3), 3, "a number is taken as it is");
+    }
+
+    #[test]
+    fn the_shipped_default_is_automatic() {
+        let c: crate::config::ProcessorConfig =
+            runtime::load_defaults(include_str!("defaults.toml")).unwrap();
+        assert_eq!(c.engine.threads, 0);
+    }
+}
