@@ -744,8 +744,17 @@ impl Stack {
 }
 
 impl Drop for Stack {
+    /// Stops the supervisor (it would restart what is killed), then kills the services: a
+    /// test that fails ends its process right after unwinding, before the supervisor's thread
+    /// would have let go of them, and they would outlive it.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.supervisor.take() {
+            let _ = h.join();
+        }
+        for s in [&self.ingest, &self.processor, &self.publisher] {
+            lock(s).kill9();
+        }
     }
 }
 
