@@ -24,7 +24,7 @@ use schemas::{CustomerKey, ShopifyEnvelope};
 #[path = "support/events.rs"]
 #[allow(dead_code)] // each example uses part of it
 mod bench_events;
-use bench_events::arg;
+use bench_events::{arg, median};
 
 /// The processor binary's allocator (`processor/src/main.rs`), so allocation costs what it
 /// costs there.
@@ -205,12 +205,10 @@ fn main() {
     let round2 = |v: f64| (v * 100.0).round() / 100.0;
     let mut stages = serde_json::Map::new();
     for (i, name) in STAGES.iter().enumerate() {
-        let mut v: Vec<f64> = per_round.iter().map(|r| r[i]).collect();
-        v.sort_by(f64::total_cmp);
         stages.insert(
             (*name).to_owned(),
             serde_json::json!({
-                "median_us": round2(v[v.len() / 2]),
+                "median_us": round2(median(per_round.iter().map(|r| r[i]).collect())),
                 "rounds_us": per_round.iter().map(|r| round2(r[i])).collect::<Vec<_>>(),
             }),
         );

@@ -1,5 +1,6 @@
 //! What the benchmark examples share: their input (shopify-sim's store as ingest would publish
-//! it) and their `--name value` arguments. Each example uses part of it.
+//! it), their `--name value` arguments and the median of their rounds. Each example uses part
+//! of it.
 
 use schemas::{EventSource, ShopDomain, ShopifyEnvelope};
 
@@ -10,6 +11,12 @@ pub(crate) fn arg(name: &str, default: u64) -> u64 {
         .find(|w| w[0] == name)
         .and_then(|w| w[1].parse().ok())
         .unwrap_or(default)
+}
+
+/// The middle value of the rounds (the upper middle of an even count, so it is one round's).
+pub(crate) fn median(mut rounds: Vec<f64>) -> f64 {
+    rounds.sort_by(f64::total_cmp);
+    rounds.get(rounds.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Realistic raw events: shopify-sim's store, as ingest would publish them.
