@@ -165,6 +165,9 @@ pub struct Engine<R: Rules> {
     /// An error raised inside a rebalance callback (which cannot return one), returned by the
     /// poll loop right after.
     fatal: Option<EngineError>,
+    /// Aborts so far: a revocation hands its partitions' state over only when its commit
+    /// ended without one (the state is then exactly what the changelog holds).
+    aborts: u64,
     clock: fn() -> i64,
     /// The late-data rule's settings, in milliseconds (from `cfg.timers`).
     watermark: WatermarkConfig,
@@ -437,6 +440,7 @@ fn build_engine<R: Rules>(
         metrics: parts.metrics.clone(),
         slot: parts.slot.clone(),
         fatal: None,
+        aborts: 0,
         clock: runtime::now_ms,
         watermark: parts.cfg.timers.watermark(),
         erasures: Erasures::new(&parts.erasure.hash_key),

@@ -74,6 +74,24 @@ impl<R: Rules> Engine<R> {
     fn count_rebalance(&self, kind: &str) {
         self.metrics.rebalances.with_label_values(&[kind]).inc();
     }
+
+    /// Leaves the revoked partitions' committed state for their next owner in this instance
+    /// (`Slot::take_handoff`): an eager rebalance revokes every partition, and most come back
+    /// to the same instance, which would otherwise restore each from its changelog again.
+    fn hand_off(&mut self, revoked: &[i32]) {
+        let ends = self.changelog_ends(revoked);
+        for p in revoked {
+            let Some(end) = ends.get(p) else { continue };
+            match self.partitions.remove(p) {
+                Some(mut state) if !state.has_changes() => {
+                    // As a restored state: "caught up" is learnt again from the new position.
+                    state.caught_up = false;
+                    self.slot.hand_off(*p, state, *end);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 impl<R: Rules> ConsumerContext for EngineContext<R> {
@@ -83,6 +101,7 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
             Rebalance::Revoke(tpl) => {
                 let lost = consumer.assignment_lost();
                 engine.count_rebalance(if lost { "lost" } else { "revoke" });
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if lost {
                     // The session timed out (e.g. the broker was away): the group has moved
                     // on, so a commit would carry a stale generation and be rejected. Abort;
@@ -94,13 +113,18 @@ impl<R: Rules> ConsumerContext for EngineContext<R> {
                 } else {
                     // Finish the open transaction while this instance still belongs to the
                     // group generation, so its offsets are accepted; the new owner then starts
-                    // exactly where this one stopped. The partitions' state is dropped next,
-                    // so a failed commit aborts without rebuilding it.
-                    if let Err(e) = engine.commit(consumer, Recovery::AbortOnly) {
-                        engine.fatal.get_or_insert(e);
+                    // exactly where this one stopped. The partitions' state is dropped next
+                    // (or handed over, when the commit ended without an abort), so a failed
+                    // commit aborts without rebuilding it.
+                    let aborts = engine.aborts;
+                    match engine.commit(consumer, Recovery::AbortOnly) {
+                        Ok(()) if engine.aborts == aborts => engine.hand_off(&revoked),
+                        Ok(()) => {}
+                        Err(e) => {
+                            engine.fatal.get_or_insert(e);
+                        }
                     }
                 }
-                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 engine.slot.release(Some(&revoked));
                 for p in revoked {
                     engine.partitions.remove(&p);

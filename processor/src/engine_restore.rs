@@ -1,6 +1,7 @@
 //! The engine's restore: each owned partition's state read back from the compacted changelog
 //! (on assignment and after an abort).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -55,6 +56,45 @@ impl<R: Rules> Engine<R> {
         })
     }
 
+    /// The changelog partitions' stable ends once every transaction on them has ended (a
+    /// revocation's own commit markers included, which the coordinator writes after the commit
+    /// returns), for a handoff; a partition whose end is not stable within a few seconds is
+    /// left out (its next owner restores it).
+    pub(super) fn changelog_ends(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+        let mut ends = HashMap::new();
+        let reader: Result<BaseConsumer, _> =
+            reader_config(&self.kafka, &self.application_id).create();
+        let probe: Result<BaseConsumer, _> = reader_config(&self.kafka, &self.application_id)
+            .set("isolation.level", "read_uncommitted")
+            .create();
+        let (Ok(reader), Ok(probe)) = (reader, probe) else {
+            return ends;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for &p in partitions {
+            loop {
+                let end = runtime::kafka::stable_end(
+                    &reader,
+                    &probe,
+                    &self.topics.changelog,
+                    p,
+                    KAFKA_TIMEOUT,
+                );
+                match end {
+                    Ok(Some((_, end))) => {
+                        ends.insert(p, end);
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        ends
+    }
+
     /// Reads a changelog partition from the beginning to its end (read_committed: only state
     /// of committed transactions) into a fresh partition state.
     pub(super) fn restore(&self, p: i32) -> Result<PartitionState, EngineError> {
@@ -107,6 +147,15 @@ impl<R: Rules> Engine<R> {
                 Err(e) => return Err(e.into()),
             }
         };
+        if let Some(state) = self.slot.take_handoff(p, high) {
+            self.metrics.restore_handoffs.inc();
+            tracing::info!(
+                partition = p,
+                keys = state.len(),
+                "Took the partition's state over from its revocation in this instance; no restore."
+            );
+            return Ok(state);
+        }
         // The changelog's record count bounds its keys (compaction keeps about one record per
         // key); sizing for it up front avoids growing the tables during the restore. Capped so
         // a changelog not yet compacted cannot reserve far more than it will hold.

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rules::Rules;
 use runtime::{Health, KafkaConfig};
@@ -21,6 +21,7 @@ use runtime::{Health, KafkaConfig};
 use super::{CatalogPart, EngineError, EngineParts, Query, QueryAnswer, ThreadParts, run_thread};
 use crate::metrics::Metrics;
 use crate::partitioner::partition_for;
+use crate::state::PartitionState;
 
 /// What the engine threads of one instance share.
 pub(super) struct Shared {
@@ -29,6 +30,18 @@ pub(super) struct Shared {
     threads: Mutex<Vec<ThreadShare>>,
     /// Partition → the thread that owns it.
     owners: Mutex<HashMap<i32, usize>>,
+    /// Partition states given up at a revocation, committed: the partition's next owner in
+    /// this instance (any thread, the same one included) takes one instead of restoring it
+    /// from the changelog, when the changelog still ends where it ended then.
+    handoffs: Mutex<HashMap<i32, Handoff>>,
+}
+
+/// A revoked partition's committed state, left for its next owner in this instance.
+struct Handoff {
+    state: PartitionState,
+    /// The changelog partition's stable end after the revocation's commit.
+    changelog_end: i64,
+    at: Instant,
 }
 
 /// What one thread contributes to the instance's readiness and gauges.
@@ -66,6 +79,7 @@ impl Shared {
                 threads
             ]),
             owners: Mutex::new(HashMap::new()),
+            handoffs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -114,6 +128,42 @@ impl Slot {
         if deferred.is_some() {
             self.shared.metrics.timers_deferred.set(sum(2));
         }
+    }
+
+    /// Leaves revoked partition `p`'s committed state for its next owner in this instance.
+    pub(super) fn hand_off(&self, p: i32, state: PartitionState, changelog_end: i64) {
+        let handoff = Handoff {
+            state,
+            changelog_end,
+            at: Instant::now(),
+        };
+        lock(&self.shared.handoffs).insert(p, handoff);
+    }
+
+    /// Partition `p`'s state as a revocation left it, if the changelog (stable end
+    /// `changelog_end`) has not moved since: nobody else wrote the partition's state in
+    /// between, so it is exactly what a restore would read.
+    pub(super) fn take_handoff(&self, p: i32, changelog_end: i64) -> Option<PartitionState> {
+        let h = lock(&self.shared.handoffs).remove(&p)?;
+        (h.changelog_end == changelog_end).then_some(h.state)
+    }
+
+    /// Drops handed-over states older than `ttl`: their partitions went to other instances.
+    pub(super) fn expire_handoffs(&self, ttl: Duration) {
+        let expired: Vec<Handoff> = {
+            let mut handoffs = lock(&self.shared.handoffs);
+            if handoffs.is_empty() {
+                return;
+            }
+            let keys: Vec<i32> = handoffs
+                .iter()
+                .filter(|(_, h)| h.at.elapsed() >= ttl)
+                .map(|(p, _)| *p)
+                .collect();
+            keys.iter().filter_map(|p| handoffs.remove(p)).collect()
+        };
+        // Freed outside the lock: a partition's state can be large.
+        drop(expired);
     }
 
     /// Partitions assigned to this thread (queries for their keys come here).

@@ -106,6 +106,9 @@ impl<R: Rules> Engine<R> {
         consumer: &BaseConsumer<EngineContext<R>>,
     ) -> Result<(), EngineError> {
         let wall = (self.clock)();
+        // A state handed over at a revocation and not taken within a session timeout went to
+        // another instance with its partition.
+        self.slot.expire_handoffs(self.cfg.session_timeout);
         // Lag comes from librdkafka's statistics (read_committed aware: measured against the
         // last stable offset), refreshed every statistics interval.
         let lags = consumer.context().lags();

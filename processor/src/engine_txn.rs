@@ -378,6 +378,7 @@ impl<R: Rules> Engine<R> {
         consumer: &BaseConsumer<EngineContext<R>>,
         recovery: Recovery,
     ) -> Result<(), EngineError> {
+        self.aborts += 1;
         let plan = self.txn.abort(recovery).map_err(illegal)?;
         self.offsets.clear();
         if let Some(seconds) = plan.committed {

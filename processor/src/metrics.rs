@@ -45,6 +45,9 @@ pub struct Metrics {
     /// Restores that waited for a transaction open on their changelog partition (the previous
     /// owner's last, in flight while the partition moved) before reading it.
     pub restore_waits: IntCounter,
+    /// Partitions taken over in memory from a revocation in this instance (a thread giving
+    /// them up after its commit) instead of restored from the changelog.
+    pub restore_handoffs: IntCounter,
     /// Group rebalance callbacks, by kind: `assign`, `revoke`, `lost` (the session expired,
     /// e.g. while the group coordinator moved: every partition is restored again), `error`.
     pub rebalances: IntCounterVec,
@@ -151,6 +154,10 @@ impl Metrics {
                 "tillstream_processor_restore_waits_total",
                 "Partition restores that waited for a transaction open on the changelog to end.",
             )?,
+            restore_handoffs: IntCounter::new(
+                "tillstream_processor_restore_handoffs_total",
+                "Partitions taken over from a revocation in this instance instead of restored from the changelog.",
+            )?,
             rebalances: IntCounterVec::new(
                 Opts::new(
                     "tillstream_processor_rebalances_total",
@@ -181,6 +188,7 @@ impl Metrics {
         registry.register(Box::new(m.late_arrivals.clone()))?;
         registry.register(Box::new(m.restore_seconds.clone()))?;
         registry.register(Box::new(m.restore_waits.clone()))?;
+        registry.register(Box::new(m.restore_handoffs.clone()))?;
         registry.register(Box::new(m.rebalances.clone()))?;
         registry.register(Box::new(m.keys.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
