@@ -150,18 +150,9 @@ impl Slot {
 
     /// Drops handed-over states older than `ttl`: their partitions went to other instances.
     pub(super) fn expire_handoffs(&self, ttl: Duration) {
-        let expired: Vec<Handoff> = {
-            let mut handoffs = lock(&self.shared.handoffs);
-            if handoffs.is_empty() {
-                return;
-            }
-            let keys: Vec<i32> = handoffs
-                .iter()
-                .filter(|(_, h)| h.at.elapsed() >= ttl)
-                .map(|(p, _)| *p)
-                .collect();
-            keys.iter().filter_map(|p| handoffs.remove(p)).collect()
-        };
+        let expired: Vec<(i32, Handoff)> = lock(&self.shared.handoffs)
+            .extract_if(|_, h| h.at.elapsed() >= ttl)
+            .collect();
         // Freed outside the lock: a partition's state can be large.
         drop(expired);
     }

@@ -95,12 +95,7 @@ fn rules_file() -> String {
 }
 
 fn deployment(k: &KafkaConfig, topics: &TopicsConfig, app: &str) -> Deployment {
-    Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique(app),
-        timer_delay: "1day".into(),
-    }
+    Deployment::new(k, topics, unique(app))
 }
 
 fn spawn_two(d: &Deployment, rules: &str) -> (Proc, Proc) {

@@ -29,12 +29,7 @@ fn wait_for_or_none<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> O
 async fn two_engine_threads_split_the_partitions_of_one_instance() {
     let k = kafka();
     let topics = fresh_topics(&k, 4).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("threads"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("threads"));
     let at = runtime::now_ms() - 3_600_000;
     let customers: Vec<u64> = (1..=40).collect();
     let mut orders = Vec::new();

@@ -66,12 +66,7 @@ const MARKETING: [(&str, &str); 1] = [("TILLSTREAM__RULES__KIND", "marketing")];
 
 /// A processor deployment over `topics` (run with [`MARKETING`]).
 fn deployment(k: &KafkaConfig, topics: &TopicsConfig, app: &str) -> Deployment {
-    Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique(app),
-        timer_delay: "1day".into(),
-    }
+    Deployment::new(k, topics, unique(app))
 }
 
 /// Waits until each of `keys` has its forget command in the commands topic.

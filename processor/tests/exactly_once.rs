@@ -110,12 +110,7 @@ async fn on_the_same_raw(
 }
 
 fn on_topics(k: &runtime::KafkaConfig, topics: &runtime::TopicsConfig, tag: &str) -> Deployment {
-    Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique(tag),
-        timer_delay: "1day".into(),
-    }
+    Deployment::new(k, topics, unique(tag))
 }
 
 fn wait_commands(
@@ -188,12 +183,7 @@ async fn kill_nine_at_random_points_and_replay_give_the_same_commands() {
 async fn partitions_and_state_move_when_instances_join_and_leave() {
     let k = kafka();
     let topics = fresh_topics(&k, 6).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("scale"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("scale"));
     let mut a = d.spawn("a");
     let mut b = d.spawn("b");
     let mut total = 0;
@@ -264,12 +254,7 @@ async fn lagging_replay_fires_historical_timers_in_event_time_order() {
         .map(|(i, at)| order(c, 10 + i as u64, &format!("hist-{i}"), *at))
         .collect();
     produce(&k, &topics.raw, &inputs).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("hist"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("hist"));
     let mut p = d.spawn("h");
     let cmds = wait_commands(&k, &topics, 7, "orders and timers");
     p.terminate();
@@ -388,12 +373,7 @@ async fn a_stale_instance_is_fenced_and_exits_non_zero() {
     // owns a partition with input. Four partitions give every engine thread of both instances
     // one, also with `engine.threads = 2` (four consumers in the group).
     let topics = fresh_topics(&k, 4).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("fence"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("fence"));
     let mut old = d.spawn("same");
     wait_for("first instance ready", Duration::from_secs(60), || {
         old.ready().then_some(())
@@ -441,12 +421,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_processing_continues() {
         &[bad_body.clone(), order(1, 101, "good", runtime::now_ms())],
     )
     .await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("poison"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("poison"));
     let mut p = d.spawn("p");
     let cmds = wait_commands(&k, &topics, 1, "the good record after the poison");
     wait_for("dead letters", Duration::from_secs(60), || {
@@ -485,12 +460,7 @@ async fn shop_redact_purges_every_key_of_the_shop_on_every_partition() {
     let topics = fresh_topics(&k, 4).await;
     let (inputs, n) = workload(12, 2, "before");
     produce(&k, &topics.raw, &inputs).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("purge"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("purge"));
     let mut p = d.spawn("p");
     wait_commands(&k, &topics, n, "orders before the redaction");
     // The customer has state before the redaction (checked before the redaction is produced: read

@@ -27,12 +27,7 @@ fn batch(tag: &str, at: i64) -> Vec<schemas::ShopifyEnvelope> {
 async fn partitions_kept_through_a_rebalance_are_taken_over_not_restored() {
     let k = kafka();
     let topics = fresh_topics(&k, 4).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("handoff"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("handoff"));
     let one = [("TILLSTREAM__ENGINE__THREADS", "1")];
     let a = d.spawn_with("a", &one);
     wait_for("instance a", Duration::from_secs(90), || {

@@ -163,12 +163,7 @@ fn spawn(d: &Deployment) -> Proc {
 }
 
 fn deployment(k: &runtime::KafkaConfig, topics: &runtime::TopicsConfig, name: &str) -> Deployment {
-    Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique(name),
-        timer_delay: "1day".into(),
-    }
+    Deployment::new(k, topics, unique(name))
 }
 
 /// Abandoned-checkout events per key.

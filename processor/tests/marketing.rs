@@ -77,12 +77,7 @@ async fn refunds_reach_the_customer_and_guest_checkouts_meet_their_order() {
     // The refund is produced first on purpose: it waits on the order key until the link arrives.
     produce(&k, &topics.raw, &[refund, checkout, order, completing]).await;
 
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("mkt"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("mkt"));
     let mut p = d.spawn_with("m", &[("TILLSTREAM__RULES__KIND", "marketing")]);
     let ada = customer_key(customer);
     let cmds = wait_for(

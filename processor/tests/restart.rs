@@ -34,12 +34,7 @@ async fn a_static_member_resumes_within_seconds_of_a_kill_9() {
     let k = kafka();
     let topics = fresh_topics(&k, 4).await;
     let app = unique("static");
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: app.clone(),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, app.clone());
     // The default session timeout (45 s): what a restart would wait without static membership.
     // Its group.instance.id is the instance id, which the restart keeps.
     let env = [

@@ -15,12 +15,7 @@ use runtime::testing::{fresh_topics, kafka, unique};
 async fn restoring_a_non_empty_changelog_logs_one_info_line_per_partition_and_no_error() {
     let k = kafka();
     let topics = fresh_topics(&k, 2).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("restore-log"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("restore-log"));
     let at = runtime::now_ms() - 60_000;
     let orders: Vec<_> = (1..=20)
         .map(|c| order(c, 1000 + c, &format!("d-{c}"), at))

@@ -28,12 +28,7 @@ async fn a_forward_ahead_of_the_raw_backlog_fires_no_timer_early() {
     let k = kafka();
     // One partition: the raw input and the forward meet on it whatever the partitioner does.
     let topics = fresh_topics(&k, 1).await;
-    let d = Deployment {
-        kafka: k.clone(),
-        topics: topics.clone(),
-        application_id: unique("stream-time"),
-        timer_delay: "1day".into(),
-    };
+    let d = Deployment::new(&k, &topics, unique("stream-time"));
     // Stream time alone decides, never the wall clock: the store is hours in the past (within
     // the abandoned-checkout email's freshness of a day).
     let p = d.spawn_with(

@@ -221,6 +221,20 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A deployment of the order counter (its timer a day out) on `topics`.
+    pub fn new(
+        kafka: &KafkaConfig,
+        topics: &TopicsConfig,
+        application_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            kafka: kafka.clone(),
+            topics: topics.clone(),
+            application_id: application_id.into(),
+            timer_delay: "1day".into(),
+        }
+    }
+
     pub fn spawn(&self, instance: &str) -> Proc {
         self.spawn_with(instance, &[])
     }
