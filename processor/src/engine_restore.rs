@@ -70,25 +70,29 @@ impl<R: Rules> Engine<R> {
         let (Ok(reader), Ok(probe)) = (reader, probe) else {
             return ends;
         };
+        // Bounded as a whole: this runs inside the revocation callback, and a partition left
+        // out only costs its next owner a restore.
         let deadline = Instant::now() + Duration::from_secs(5);
         for &p in partitions {
             loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
                 let end = runtime::kafka::stable_end(
                     &reader,
                     &probe,
                     &self.topics.changelog,
                     p,
-                    KAFKA_TIMEOUT,
+                    left.min(KAFKA_TIMEOUT),
                 );
                 match end {
                     Ok(Some((_, end))) => {
                         ends.insert(p, end);
                         break;
                     }
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    _ => break,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => break,
                 }
             }
         }
