@@ -344,6 +344,9 @@ fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
             tracing::info!("Shutting down: committing the open transaction.");
             let result = e.commit(&consumer, Recovery::Rewind);
             e.slot.set_ready(false, "shutting down");
+            // Nothing stays in this instance: the revocation that leaving the group causes
+            // has no state to hand over (engine_rebalance.rs) and need not look for any.
+            e.partitions.clear();
             drop(e);
             // Leave the group now so partitions move at once instead of after a session timeout.
             consumer.unsubscribe();

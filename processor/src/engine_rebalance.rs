@@ -79,16 +79,19 @@ impl<R: Rules> Engine<R> {
     /// (`Slot::take_handoff`): an eager rebalance revokes every partition, and most come back
     /// to the same instance, which would otherwise restore each from its changelog again.
     fn hand_off(&mut self, revoked: &[i32]) {
-        let ends = self.changelog_ends(revoked);
-        for p in revoked {
-            let Some(end) = ends.get(p) else { continue };
-            match self.partitions.remove(p) {
-                Some(mut state) if !state.has_changes() => {
-                    // As a restored state: "caught up" is learnt again from the new position.
-                    state.caught_up = false;
-                    self.slot.hand_off(*p, state, *end);
-                }
-                _ => {}
+        let held: Vec<i32> = revoked
+            .iter()
+            .copied()
+            .filter(|p| self.partitions.get(p).is_some_and(|s| !s.has_changes()))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        for (p, end) in self.changelog_ends(&held) {
+            if let Some(mut state) = self.partitions.remove(&p) {
+                // As a restored state: "caught up" is learnt again from the new position.
+                state.caught_up = false;
+                self.slot.hand_off(p, state, end);
             }
         }
     }

@@ -56,6 +56,14 @@ impl<R: Rules> Engine<R> {
         })
     }
 
+    /// A changelog client at `read_uncommitted`: its watermark is the log's end, which
+    /// `runtime::kafka::stable_end` compares with a `read_committed` reader's.
+    fn end_probe(&self) -> Result<BaseConsumer, KafkaError> {
+        reader_config(&self.kafka, &self.application_id)
+            .set("isolation.level", "read_uncommitted")
+            .create()
+    }
+
     /// The changelog partitions' stable ends once every transaction on them has ended (a
     /// revocation's own commit markers included, which the coordinator writes after the commit
     /// returns), for a handoff; a partition whose end is not stable within a few seconds is
@@ -64,10 +72,7 @@ impl<R: Rules> Engine<R> {
         let mut ends = HashMap::new();
         let reader: Result<BaseConsumer, _> =
             reader_config(&self.kafka, &self.application_id).create();
-        let probe: Result<BaseConsumer, _> = reader_config(&self.kafka, &self.application_id)
-            .set("isolation.level", "read_uncommitted")
-            .create();
-        let (Ok(reader), Ok(probe)) = (reader, probe) else {
+        let (Ok(reader), Ok(probe)) = (reader, self.end_probe()) else {
             return ends;
         };
         // Bounded as a whole: this runs inside the revocation callback, and a partition left
@@ -115,9 +120,7 @@ impl<R: Rules> Engine<R> {
         // commit or abort, since the input offsets it carries take effect either way with it
         // (runtime::kafka::stable_end). Kafka aborts a transaction left open after the
         // producer's transaction timeout, so the wait ends.
-        let probe: BaseConsumer = reader_config(&self.kafka, &self.application_id)
-            .set("isolation.level", "read_uncommitted")
-            .create()?;
+        let probe = self.end_probe()?;
         let longest_open = self.cfg.transaction_timeout + Duration::from_secs(30);
         let open_until = Instant::now() + longest_open;
         // Leadership of a partition can move under a rebalance or a broker restart; a restore

@@ -226,15 +226,7 @@ async fn partitions_and_state_move_when_instances_join_and_leave() {
     assert_no_duplicates(&cmds);
     assert_eq!(cmds.len(), n);
     // State moved with its partitions: every customer's counts run 1..=n with no gap or repeat.
-    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for cmd in cmds.iter().filter(|c| event_name(c) == "order_counted") {
-        counts
-            .entry(cmd.customer_key.clone())
-            .or_default()
-            .push(event_field(cmd, "orders").unwrap());
-    }
-    for (key, mut seen) in counts {
-        seen.sort_unstable();
+    for (key, seen) in order_counts(&cmds) {
         let want: Vec<i64> = (1..=per_customer[&key]).collect();
         assert_eq!(seen, want, "order counts of {key}");
     }

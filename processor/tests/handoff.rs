@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -59,16 +58,9 @@ async fn partitions_kept_through_a_rebalance_are_taken_over_not_restored() {
         (c.len() >= want).then_some(c)
     });
     assert_eq!(cmds.len(), want, "no duplicates");
-    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for c in cmds.iter().filter(|c| event_name(c) == "order_counted") {
-        counts
-            .entry(c.customer_key.clone())
-            .or_default()
-            .push(event_field(c, "orders").unwrap());
-    }
+    let counts = order_counts(&cmds);
     assert_eq!(counts.len(), 40);
-    for (key, mut seen) in counts {
-        seen.sort_unstable();
+    for (key, seen) in counts {
         assert_eq!(seen, vec![1, 2, 3, 4], "order counts of {key}");
     }
     drop((a, b));

@@ -67,6 +67,21 @@ fn reader(k: &KafkaConfig, topic: &str, read_committed: bool) -> BaseConsumer {
     c
 }
 
+/// A transactional producer (a fresh transactional id from `tx`) with a transaction begun.
+fn begun_transaction(
+    k: &KafkaConfig,
+    client: &str,
+    tx: &str,
+) -> ThreadedProducer<DefaultProducerContext> {
+    let producer: ThreadedProducer<DefaultProducerContext> = k
+        .transactional_producer(client, &unique(tx))
+        .create()
+        .unwrap();
+    producer.init_transactions(T).unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+}
+
 #[tokio::test]
 async fn idempotent_produce_and_group_consume() {
     let k = kafka();
@@ -106,12 +121,7 @@ async fn read_process_write(commit: bool) -> (usize, i64) {
     let inputs = drain(&consumer, 10, T);
     assert_eq!(inputs.len(), 10);
 
-    let producer: ThreadedProducer<DefaultProducerContext> = k
-        .transactional_producer("smoke-tx-p", &unique("smoke-txid"))
-        .create()
-        .unwrap();
-    producer.init_transactions(T).unwrap();
-    producer.begin_transaction().unwrap();
+    let producer = begun_transaction(&k, "smoke-tx-p", "smoke-txid");
     for v in &inputs {
         let out = format!("processed-{v}");
         producer
@@ -168,12 +178,7 @@ async fn read_uncommitted_reader_does_see_aborted_records() {
     let k = kafka();
     let output = unique("smoke-tx-dirty");
     create_topic(&k, &output, 1).await;
-    let producer: ThreadedProducer<DefaultProducerContext> = k
-        .transactional_producer("smoke-dirty-p", &unique("smoke-txid"))
-        .create()
-        .unwrap();
-    producer.init_transactions(T).unwrap();
-    producer.begin_transaction().unwrap();
+    let producer = begun_transaction(&k, "smoke-dirty-p", "smoke-txid");
     producer
         .send(BaseRecord::<str, str>::to(&output).payload("dirty"))
         .map_err(|(e, _)| e)
@@ -194,12 +199,7 @@ async fn waiting_for_deliveries_leaves_a_commit_nothing_to_flush() {
     let k = kafka();
     let topic = unique("smoke-delivered");
     create_topic(&k, &topic, 3).await;
-    let producer: ThreadedProducer<DefaultProducerContext> = k
-        .transactional_producer("smoke-delivered", &unique("smoke-delivered-tx"))
-        .create()
-        .unwrap();
-    producer.init_transactions(T).unwrap();
-    producer.begin_transaction().unwrap();
+    let producer = begun_transaction(&k, "smoke-delivered", "smoke-delivered-tx");
     for i in 0..2_000 {
         let key = format!("k{i}");
         producer
@@ -235,12 +235,7 @@ async fn the_stable_end_waits_for_a_transaction_open_on_the_partition() {
         .unwrap();
     let end = || runtime::kafka::stable_end(&committed, &probe, &topic, 0, T).unwrap();
     assert_eq!(end(), Some((0, 0)), "an empty partition is stable");
-    let producer: ThreadedProducer<DefaultProducerContext> = k
-        .transactional_producer("smoke-stable-p", &unique("smoke-stable-tx"))
-        .create()
-        .unwrap();
-    producer.init_transactions(T).unwrap();
-    producer.begin_transaction().unwrap();
+    let producer = begun_transaction(&k, "smoke-stable-p", "smoke-stable-tx");
     producer
         .send(BaseRecord::<str, str>::to(&topic).key("k").payload("v"))
         .map_err(|(e, _)| e)

@@ -148,6 +148,22 @@ pub async fn produce_in_order(
     }
 }
 
+/// The `orders` figure of every `order_counted` command, by key, in ascending order (the
+/// order counter's run of counts, 1..=n when state moved intact).
+pub fn order_counts(cmds: &[IterableCommand]) -> BTreeMap<String, Vec<i64>> {
+    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in cmds.iter().filter(|c| event_name(c) == "order_counted") {
+        counts
+            .entry(c.customer_key.clone())
+            .or_default()
+            .push(event_field(c, "orders").unwrap());
+    }
+    for seen in counts.values_mut() {
+        seen.sort_unstable();
+    }
+    counts
+}
+
 /// A metric's value from a processor's `/metrics` (first sample whose line starts with `name`).
 pub fn metric(proc: &Proc, name: &str) -> Option<f64> {
     let (_, body) = proc.get("/metrics")?;
