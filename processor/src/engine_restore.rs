@@ -38,7 +38,7 @@ impl<R: Rules> Engine<R> {
         &self,
         partitions: &[i32],
     ) -> Result<Vec<(i32, PartitionState)>, EngineError> {
-        std::thread::scope(|scope| {
+        let restored = std::thread::scope(|scope| {
             let handles: Vec<_> = partitions
                 .iter()
                 .map(|p| (*p, scope.spawn(move || self.restore(*p))))
@@ -53,7 +53,12 @@ impl<R: Rules> Engine<R> {
                     }),
                 })
                 .collect()
-        })
+        });
+        // The readers are gone; what librdkafka allocated for their fetches is free but, in
+        // glibc's arenas, mostly still resident (30-75 MB after 1,000,000 keys).
+        let released = runtime::memory::release_freed();
+        tracing::debug!(released, "Returned the restore readers' freed memory.");
+        restored
     }
 
     /// A changelog client at `read_uncommitted`: its watermark is the log's end, which

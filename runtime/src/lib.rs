@@ -4,6 +4,7 @@
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod memory;
 pub mod partitioner;
 pub mod shred;
 pub mod shutdown;
