@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ScenarioConfig, TruthRules};
 use crate::delivery::{Delivery, DeliveryKind};
 use crate::expected_products::ProductsExpectation;
+use crate::model::ts;
 use crate::model::{Ts, money};
-use crate::payloads::ts;
 use crate::timeline::{CheckoutTruth, OrderTruth, PersonTruth, Timeline};
 
 /// Ground truth for a whole run.

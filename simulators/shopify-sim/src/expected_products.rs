@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, ProductSnap, ProductStatus, VariantSnap};
+use crate::model::ts;
 use crate::model::{Line, Subject, Topic, Ts, money};
-use crate::payloads::ts;
 use crate::timeline::Timeline;
 
 /// `expected.products`.

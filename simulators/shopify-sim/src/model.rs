@@ -465,3 +465,8 @@ pub(crate) struct Action {
     /// Creation order within the person (stable tie-break).
     pub(crate) seq: u32,
 }
+
+/// Shop-offset timestamp, `2026-01-05T09:00:00-05:00`.
+pub(crate) fn ts(t: Ts) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+}

@@ -15,7 +15,7 @@ use crate::config::is_legacy_api_version;
 use crate::json::{J, obj};
 use crate::model::{
     Action, Address, Amt, Basket, Cart, Checkout, Consent, CustomerSnap, Line, Order, Product,
-    Refund, Subject, Ts, money,
+    Refund, Subject, Ts, money, ts,
 };
 use crate::product_payloads::product_payload;
 
@@ -69,11 +69,6 @@ pub(crate) fn render(ctx: &Ctx<'_>, action: &Action, version: &str) -> Vec<u8> {
 }
 
 // ---- small helpers ----------------------------------------------------------------------
-
-/// Shop-offset timestamp, `2026-01-05T09:00:00-05:00`.
-pub(crate) fn ts(t: Ts) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
-}
 
 fn ts_opt(t: Option<Ts>) -> J {
     t.map(ts).into()

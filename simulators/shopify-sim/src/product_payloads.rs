@@ -6,8 +6,7 @@
 
 use crate::catalog::{Image, ProductSnap, VariantSnap};
 use crate::json::{J, obj};
-use crate::model::money;
-use crate::payloads::ts;
+use crate::model::{money, ts};
 
 /// Shopify puts full variant detail in product webhooks for this many variants only.
 const FULL_VARIANTS: usize = 100;

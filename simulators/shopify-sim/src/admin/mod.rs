@@ -25,6 +25,7 @@ mod consent;
 mod files;
 mod finish;
 mod products;
+mod record;
 mod store;
 mod synthetic;
 

@@ -4,7 +4,7 @@
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use super::store::Record;
+use super::record::Record;
 use crate::catalog::ProductSnap;
 use crate::model::{Ts, money};
 

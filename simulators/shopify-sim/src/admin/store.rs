@@ -18,6 +18,8 @@ use crate::error::SimError;
 use crate::model::{Amt, Basket, CustomerSnap, Order, Product, Refund, Subject, Topic, Ts, money};
 use crate::timeline;
 
+use super::record::Record;
+
 /// Which connection a bulk query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
@@ -40,12 +42,6 @@ impl UpdatedRange {
     pub(crate) fn contains(&self, t: DateTime<Utc>) -> bool {
         self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
     }
-}
-
-pub(super) struct Record {
-    pub(super) updated_at: DateTime<Utc>,
-    pub(super) node: Value,
-    pub(super) children: Vec<Value>,
 }
 
 /// The shop as the Admin API sees it at `as_of`.
