@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::json_response;
 use crate::faults::{FaultSpec, FaultStatus};
-use crate::server::SimState;
+use crate::state::SimState;
 use crate::stats::StatsView;
 use crate::store::profiles::Profile;
 use crate::store::{ProjectStore, format_ts};
@@ -484,5 +484,44 @@ async fn set_faults(State(s): State<SimState>, body: axum::body::Bytes) -> Respo
     match s.set_faults(spec) {
         Ok(()) => Json(s.faults()).into_response(),
         Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+    }
+}
+
+/// The views of [`SimState`] for Rust callers, the same as the `/_sim/...` routes.
+impl SimState {
+    /// Profiles matching `filter` (same as `GET /_sim/profiles`).
+    pub fn profiles(&self, filter: &Filter) -> Vec<ProfileView> {
+        profiles(self, filter)
+    }
+
+    /// Events matching `filter` (same as `GET /_sim/events`).
+    pub fn events(&self, filter: &Filter) -> Vec<EventView> {
+        events(self, filter)
+    }
+
+    /// Purchases matching `filter` (same as `GET /_sim/purchases`).
+    pub fn purchases(&self, filter: &Filter) -> Vec<PurchaseView> {
+        purchases(self, filter)
+    }
+
+    /// Carts matching `filter` (same as `GET /_sim/carts`).
+    pub fn carts(&self, filter: &Filter) -> Vec<CartView> {
+        carts(self, filter)
+    }
+
+    /// Lists (same as `GET /_sim/lists`).
+    pub fn lists(&self, filter: &Filter) -> Vec<ListView> {
+        lists(self, filter)
+    }
+
+    /// Catalogs (same as `GET /_sim/catalogs`).
+    pub fn catalogs(&self, filter: &Filter) -> Vec<CatalogView> {
+        catalogs(self, filter)
+    }
+
+    /// Items of catalog `name` (same as `GET /_sim/catalogs/{name}/items`); `None` when no
+    /// project the filter admits has that catalog.
+    pub fn catalog_items(&self, name: &str, filter: &Filter) -> Option<Vec<CatalogItemView>> {
+        catalog_items(self, name, filter)
     }
 }

@@ -28,6 +28,7 @@ pub mod inspect;
 pub mod ratelimit;
 mod server;
 mod simulate;
+mod state;
 pub mod stats;
 mod store;
 mod webhooks;
@@ -44,6 +45,7 @@ pub use inspect::{
     CartView, CatalogItemView, CatalogView, EventView, Filter, ListView, ProfileView, PurchaseView,
     UserRef,
 };
-pub use server::{SimHandle, SimState, app, run, spawn, spawn_on};
+pub use server::{SimHandle, app, run, spawn, spawn_on};
+pub use state::SimState;
 pub use stats::{EndpointStats, StatsView};
 pub use webhooks::{DeliveryState, WebhookView};

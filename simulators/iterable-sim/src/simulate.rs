@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::json_response;
-use crate::server::SimState;
+use crate::state::SimState;
 use crate::store::now_secs;
 use crate::webhooks::{
     EMAIL_BOUNCE, EMAIL_COMPLAINT, EMAIL_SUBSCRIBE, EMAIL_UNSUBSCRIBE, HOSTED_UNSUBSCRIBE_CLICK,

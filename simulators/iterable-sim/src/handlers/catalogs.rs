@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, json_response, success};
-use crate::handlers::{lock, parse, required};
-use crate::server::SimState;
+use crate::handlers::common::{lock, parse, required};
+use crate::state::SimState;
 use crate::store::catalogs::{Catalog, MAX_NAME_LEN, WriteMode, dotted_field, valid_name};
 use crate::store::{ProjectStore, format_ts, now_secs};
 

@@ -7,10 +7,10 @@ use serde_json::{Map, Value, json};
 
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, success};
+use crate::handlers::common::{failure_error, lock, parse, required, type_mismatch};
 use crate::handlers::events::store_event;
 use crate::handlers::users::{UserUpdate, check_user, write_user};
-use crate::handlers::{failure_error, lock, parse, required, type_mismatch};
-use crate::server::SimState;
+use crate::state::SimState;
 use crate::store::profiles::Create;
 use crate::store::records::{EventRecord, PurchaseRecord, normalize_created_at, valid_event_id};
 use crate::store::types::{TypeCheck, commit};

@@ -7,11 +7,11 @@ use serde_json::{Map, Value, json};
 
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, json_response, raw_json_ok, success};
-use crate::handlers::{
+use crate::handlers::common::{
     FailedUpdates, check_batch, check_record_cap, failure_error, finish_bulk, lock, parse,
     type_mismatch,
 };
-use crate::server::SimState;
+use crate::state::SimState;
 use crate::store::profiles::{Create, Failure, Ident, ProfileId};
 use crate::store::records::{EventRecord, normalize_created_at, valid_event_id};
 use crate::store::types::{TypeCheck, commit};

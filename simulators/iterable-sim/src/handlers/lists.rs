@@ -3,32 +3,20 @@
 
 use std::sync::MutexGuard;
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::config::ProjectType;
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
-use crate::handlers::users::{UserUpdate, bulk_user_response, check_user, write_user};
-use crate::handlers::{
-    FailedUpdates, check_batch, check_record_cap, finish_bulk, lock, parse, required,
+use crate::handlers::common::{
+    FailedUpdates, check_batch, check_record_cap, finish_bulk, invalid_list, lock, parse, required,
 };
-use crate::server::SimState;
+use crate::handlers::users::{UserUpdate, bulk_user_response, check_user, write_user};
+use crate::state::SimState;
 use crate::store::profiles::{Create, Ident};
 use crate::store::{ProjectStore, now_secs};
 use crate::webhooks::SystemEvent;
-
-/// `400 {"msg":"error.lists.invalidListId(<id>)","code":"Success",...}` — yes, `Success`.
-pub(crate) fn invalid_list(ps: &ProjectStore, list_id: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "Success",
-        format!("error.lists.invalidListId({list_id})"),
-    )
-    .with_params(json!({"projectId": ps.id, "listId": list_id}))
-}
 
 /// The checks both list endpoints make, in order: required fields, the record cap, then the
 /// list's existence under the project's lock (which the caller keeps).

@@ -9,11 +9,11 @@ use serde_json::{Map, Value, json};
 use crate::config::ProjectType;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, json_response, success};
-use crate::handlers::{
+use crate::handlers::common::{
     FailedUpdates, check_batch, check_record_cap, failure_error, finish_bulk, lock, parse,
     required, type_mismatch,
 };
-use crate::server::SimState;
+use crate::state::SimState;
 use crate::store::profiles::{Create, Failure, Ident, Key, ProfileId, merge_data, valid_email};
 use crate::store::types::{TypeCheck, commit};
 use crate::store::{ProjectStore, format_ts, now_secs};
@@ -275,7 +275,7 @@ fn check_subscriptions(
         .flatten()
         .find(|l| !ps.list_exists(**l))
     {
-        return Err(crate::handlers::lists::invalid_list(ps, *bad));
+        return Err(crate::handlers::common::invalid_list(ps, *bad));
     }
     Ok(())
 }
