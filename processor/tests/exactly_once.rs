@@ -302,31 +302,41 @@ async fn commits_past_their_deadline_replace_the_producer_and_lose_nothing() {
     let k = kafka();
     let (inputs, expected) = workload(8, 4, "stuck");
     let (reference, ref_cmds) = reference_run(&k, &inputs, expected, "stuck").await;
-    let (stuck, d2) = on_the_same_raw(&k, &reference, "stuck").await;
-    let mut p = d2.spawn_with("stuck", &[("TILLSTREAM__ENGINE__COMMIT_DEADLINE", "1ms")]);
-    let cmds = wait_commands(&k, &stuck, expected, "the run with stuck commits");
-    let replaced = p
-        .get("/metrics")
-        .and_then(|(_, body)| {
-            body.lines()
-                .find(|l| {
-                    l.starts_with("tillstream_processor_transactions_total{outcome=\"stuck\"}")
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0);
-    assert!(
-        p.child.try_wait().unwrap().is_none(),
-        "the instance replaced its producer instead of exiting"
-    );
-    p.terminate();
+    // Whether a commit is still running when the engine next looks is a race: one run in
+    // about a dozen read, committed and drained before any commit was seen past 1 ms. Every
+    // run must be exact; up to three runs (fresh state, same raw input) for one that gave a
+    // commit up, so the path under test is taken.
+    let mut replaced = 0.0;
+    for _ in 0..3 {
+        let (stuck, d2) = on_the_same_raw(&k, &reference, "stuck").await;
+        let mut p = d2.spawn_with("stuck", &[("TILLSTREAM__ENGINE__COMMIT_DEADLINE", "1ms")]);
+        let cmds = wait_commands(&k, &stuck, expected, "the run with stuck commits");
+        replaced = p
+            .get("/metrics")
+            .and_then(|(_, body)| {
+                body.lines()
+                    .find(|l| {
+                        l.starts_with("tillstream_processor_transactions_total{outcome=\"stuck\"}")
+                    })
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "the instance replaced its producer instead of exiting"
+        );
+        p.terminate();
+        assert_no_duplicates(&cmds);
+        assert_eq!(cmds.len(), expected, "nothing missing, nothing extra");
+        assert_same(&cmds, &ref_cmds, "stuck-commit run vs uninterrupted run");
+        if replaced >= 1.0 {
+            break;
+        }
+    }
     assert!(
         replaced >= 1.0,
-        "no producer was replaced: the test did not test"
+        "no producer was replaced in three runs: the test did not test"
     );
-    assert_no_duplicates(&cmds);
-    assert_eq!(cmds.len(), expected, "nothing missing, nothing extra");
-    assert_same(&cmds, &ref_cmds, "stuck-commit run vs uninterrupted run");
 }
 
 #[tokio::test(flavor = "multi_thread")]
