@@ -8,6 +8,10 @@ use rules::{Ctx, Effect, MarketingRules, Rules, RulesConfig, State, Timer};
 use schemas::{Action, CustomerKey, EventSource, IterableCommand, ShopDomain, ShopifyEnvelope};
 use serde_json::{Value, json};
 
+mod chloe;
+#[allow(unused_imports)]
+pub use chloe::*;
+
 pub const SHOP: &str = "tillstream-demo.myshopify.com";
 /// 2026-01-05T09:00:00-05:00.
 pub const T0: i64 = 1_767_621_600_000;
