@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use iterable_sim::{DEFAULT_API_KEY, SimConfig, SimHandle, StatsView, spawn};
+use iterable_sim::{
+    DEFAULT_API_KEY, EventView, ProfileView, SimConfig, SimHandle, StatsView, spawn,
+};
 use serde_json::Value;
 
 pub struct Sim {
@@ -164,4 +166,20 @@ where
 
 pub fn config_without_limits() -> SimConfig {
     SimConfig::without_rate_limits()
+}
+
+/// A simulator without rate limits.
+pub async fn sim() -> Sim {
+    Sim::start(SimConfig::without_rate_limits()).await
+}
+
+pub async fn profile(sim: &Sim, email: &str) -> ProfileView {
+    let v = sim.inspect(&format!("/_sim/profiles?email={email}")).await;
+    let mut list: Vec<ProfileView> = serde_json::from_value(v).unwrap();
+    assert_eq!(list.len(), 1, "profile {email}");
+    list.remove(0)
+}
+
+pub async fn events(sim: &Sim, query: &str) -> Vec<EventView> {
+    serde_json::from_value(sim.inspect(&format!("/_sim/events{query}")).await).unwrap()
 }
