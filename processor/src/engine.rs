@@ -51,7 +51,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rules::Rules;
 use runtime::{Health, KafkaConfig, TopicsConfig};
 use tokio_util::sync::CancellationToken;
@@ -68,8 +67,11 @@ use crate::watermark::WatermarkConfig;
 mod clock;
 #[path = "engine_input.rs"]
 mod input;
+#[path = "engine_producer.rs"]
+mod producer;
 #[path = "engine_catalog.rs"]
 mod products;
+use producer::{TxnProducer, transactional_producer};
 #[path = "engine_rebalance.rs"]
 mod rebalance;
 #[path = "engine_restore.rs"]
@@ -149,7 +151,7 @@ pub struct Engine<R: Rules> {
     topics: TopicsConfig,
     kafka: KafkaConfig,
     application_id: String,
-    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    producer: Arc<TxnProducer>,
     /// The producer's configuration, to replace a producer whose client got stuck.
     producer_cfg: rdkafka::ClientConfig,
     partitions: HashMap<i32, PartitionState>,
@@ -393,18 +395,6 @@ fn run_thread<R: Rules>(mut parts: ThreadParts<R>) -> Result<(), EngineError> {
 /// two-thread instance's first assignment for seconds.
 fn heartbeat_interval(session: Duration) -> Duration {
     (session / 4).clamp(Duration::from_millis(100), Duration::from_secs(3))
-}
-
-/// A transactional producer, initialised: any older producer with its transactional id is
-/// fenced and that producer's open transaction completed or aborted by the coordinator.
-pub(super) fn transactional_producer(
-    cfg: &rdkafka::ClientConfig,
-) -> Result<ThreadedProducer<DefaultProducerContext>, EngineError> {
-    let producer: ThreadedProducer<DefaultProducerContext> = cfg.create()?;
-    producer
-        .init_transactions(KAFKA_TIMEOUT)
-        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
-    Ok(producer)
 }
 
 /// An engine thread's state (shared with its consumer's rebalance callbacks) and consumer.

@@ -324,6 +324,8 @@ impl<R: Rules> Engine<R> {
             .with_label_values(&["stuck"])
             .inc();
         let started = Instant::now();
+        // Its successor fences it on purpose: what its client reports then is no error.
+        self.producer.context().replaced();
         let producer = super::transactional_producer(&self.producer_cfg).inspect_err(|_| {
             self.txn.fence();
         })?;
