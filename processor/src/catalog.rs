@@ -28,13 +28,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::{Gauge, IntCounterVec, IntGauge, Opts, Registry};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use rules::catalog::{Product, enrich};
 use runtime::KafkaConfig;
+use runtime::kafka::ToTheEnd;
 use serde::{Deserialize, Serialize};
 
 /// Versions kept per product (the latest ones by version time, after collapsing older versions
@@ -366,7 +366,7 @@ impl Drop for Catalog {
 fn reader_consumer(
     kafka: &KafkaConfig,
     topic: &str,
-) -> Result<BaseConsumer<ReaderContext>, CatalogError> {
+) -> Result<BaseConsumer<ToTheEnd>, CatalogError> {
     let fail = |source| CatalogError::Kafka {
         topic: topic.to_owned(),
         source,
@@ -376,8 +376,9 @@ fn reader_consumer(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<ReaderContext> =
-        cfg.create_with_context(ReaderContext).map_err(fail)?;
+    let consumer: BaseConsumer<ToTheEnd> = cfg
+        .create_with_context(ToTheEnd("products"))
+        .map_err(fail)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(fail)?;
@@ -406,11 +407,7 @@ struct Reader {
 
 impl Reader {
     /// Reads until stopped; says `ready` once every partition reached its end once.
-    fn run(
-        self,
-        consumer: &BaseConsumer<ReaderContext>,
-        ready: &mpsc::Sender<Result<(), KafkaError>>,
-    ) {
+    fn run(self, consumer: &BaseConsumer<ToTheEnd>, ready: &mpsc::Sender<Result<(), KafkaError>>) {
         let mut open: std::collections::BTreeSet<i32> = consumer
             .assignment()
             .map(|t| t.elements().iter().map(|e| e.partition()).collect())
@@ -448,23 +445,6 @@ impl Reader {
         }
     }
 }
-
-/// Context of the reader: end-of-partition is how it knows it caught up.
-struct ReaderContext;
-
-impl ClientContext for ReaderContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        // Reaching a partition's end is how the load knows it is complete (`enable.partition.eof`);
-        // librdkafka reports it here too, as a global error.
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::error!(%error, reason, "Products topic reader error.");
-        }
-    }
-}
-
-impl ConsumerContext for ReaderContext {}
 
 #[cfg(test)]
 mod tests {

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use rules::Rules;
+
+use runtime::kafka::ToTheEnd;
 
 use super::{Engine, EngineError, KAFKA_TIMEOUT};
 use crate::state::PartitionState;
@@ -119,7 +120,8 @@ impl<R: Rules> Engine<R> {
             message,
         };
         let cfg = reader_config(&self.kafka, &self.application_id);
-        let reader: BaseConsumer<RestoreContext> = cfg.create_with_context(RestoreContext)?;
+        let reader: BaseConsumer<ToTheEnd> =
+            cfg.create_with_context(ToTheEnd("changelog restore"))?;
         // The end is the stable one: while a transaction is open on the changelog partition
         // (the previous owner's last, in flight while the partition moved), wait for it to
         // commit or abort, since the input offsets it carries take effect either way with it
@@ -226,24 +228,6 @@ impl<R: Rules> Engine<R> {
         Ok(state)
     }
 }
-
-/// Context of the restore reader: end-of-partition is how it knows it is done, not an error.
-struct RestoreContext;
-
-impl ClientContext for RestoreContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        // librdkafka reports the end of a partition through the error callback too, as a
-        // global error code (not as `KafkaError::PartitionEOF`); the poll loop handles it.
-        if !matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::error!(%error, reason, "Changelog reader error.");
-        }
-    }
-}
-
-impl ConsumerContext for RestoreContext {}
 
 #[cfg(test)]
 mod tests {

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use runtime::kafka::ToTheEnd;
 use runtime::shred::{SubjectHasher, shop_key};
 use runtime::{KafkaConfig, Secret};
 use schemas::{CustomerKey, KeyKind, ShopifyEnvelope};
@@ -274,8 +274,9 @@ impl Registry {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true");
-        let reader: BaseConsumer<ReaderContext> =
-            cfg.create_with_context(ReaderContext).map_err(fail)?;
+        let reader: BaseConsumer<ToTheEnd> = cfg
+            .create_with_context(ToTheEnd("erasures"))
+            .map_err(fail)?;
         let timeout = Duration::from_secs(30);
         let metadata = reader.fetch_metadata(Some(topic), timeout).map_err(fail)?;
         let mut tpl = TopicPartitionList::new();
@@ -338,19 +339,6 @@ fn parse_hex(text: &[u8]) -> Option<Digest> {
     }
     Some(d)
 }
-
-/// Context of the registry reader: end-of-partition is how it knows it is done.
-struct ReaderContext;
-
-impl ClientContext for ReaderContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::error!(%error, reason, "Erasures topic reader error.");
-        }
-    }
-}
-
-impl ConsumerContext for ReaderContext {}
 
 #[cfg(test)]
 mod tests {

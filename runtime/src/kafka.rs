@@ -224,6 +224,72 @@ where
     }
 }
 
+/// Client context of a reader that reads topics to their end (`enable.partition.eof`): reaching
+/// a partition's end is how it knows it is done, and librdkafka reports that through the error
+/// callback too, as `PartitionEOF` or as a global error with that code. Only other errors are
+/// logged, naming the reader (`ToTheEnd("erasures")`).
+#[derive(Debug, Clone, Copy)]
+pub struct ToTheEnd(pub &'static str);
+
+impl rdkafka::client::ClientContext for ToTheEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            tracing::error!(%error, reason, reader = self.0, "Topic reader error.");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ToTheEnd {}
+
+/// Whether `e` says a partition's end was reached (in either of librdkafka's two forms).
+pub fn is_partition_eof(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::PartitionEOF(_))
+        || e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}
+
+#[cfg(test)]
+mod to_the_end_tests {
+    use std::sync::{Arc, Mutex};
+
+    use rdkafka::client::ClientContext;
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+
+    /// Counts error events.
+    struct Errors(Arc<Mutex<usize>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Errors {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::ERROR
+                && let Ok(mut n) = self.0.lock()
+            {
+                *n += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_no_error_in_either_form() {
+        let errors = Arc::new(Mutex::new(0));
+        let subscriber = tracing_subscriber::registry().with(Errors(Arc::clone(&errors)));
+        tracing::subscriber::with_default(subscriber, || {
+            let ctx = ToTheEnd("test");
+            ctx.error(KafkaError::PartitionEOF(3), "end");
+            ctx.error(KafkaError::Global(RDKafkaErrorCode::PartitionEOF), "end");
+            ctx.error(
+                KafkaError::Global(RDKafkaErrorCode::TopicAuthorizationFailed),
+                "denied",
+            );
+        });
+        assert_eq!(
+            errors.lock().map(|n| *n).unwrap_or(99),
+            1,
+            "only the authorization failure is an error"
+        );
+    }
+}
+
 #[cfg(test)]
 mod transient_tests {
     use super::*;

@@ -10,8 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aes_gcm::Aes256Gcm;
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -21,6 +20,7 @@ use super::{
     shop_part_of, subject_of,
 };
 use crate::KafkaConfig;
+use crate::kafka::ToTheEnd;
 
 /// Longest time loading a partition set may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,7 +71,7 @@ pub struct KeyRing {
     topic: String,
     shared: Arc<Shared>,
     reader: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
-    probe: Option<BaseConsumer<QuietEof>>,
+    probe: Option<BaseConsumer<ToTheEnd>>,
 }
 
 impl KeyRing {
@@ -269,7 +269,7 @@ impl KeyRing {
         gone
     }
 
-    fn consumer(&self, client: &str) -> Result<BaseConsumer<QuietEof>, ShredError> {
+    fn consumer(&self, client: &str) -> Result<BaseConsumer<ToTheEnd>, ShredError> {
         let mut cfg = self.kafka.reader(client);
         // read_uncommitted: a processor waiting for a key must not wait behind its own open
         // transaction (which may hold tombstones on the same partition). An aborted tombstone
@@ -278,7 +278,8 @@ impl KeyRing {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_uncommitted")
             .set("enable.partition.eof", "true");
-        cfg.create_with_context(QuietEof).map_err(kafka)
+        cfg.create_with_context(ToTheEnd("data keys"))
+            .map_err(kafka)
     }
 
     fn stop(&mut self) {
@@ -299,20 +300,6 @@ fn kafka(e: KafkaError) -> ShredError {
     ShredError::Kafka(e.to_string())
 }
 
-/// Consumer context: reaching a partition's end is how the reader knows it caught up, not an
-/// error to log (librdkafka reports it as one).
-struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::error!(%error, reason, "Keys topic reader error.");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
-
 /// The tailing reader.
 struct Reader {
     master: MasterKey,
@@ -325,7 +312,7 @@ impl Reader {
     /// Reads until stopped; says `ready` once every partition reached its end once.
     fn run(
         self,
-        consumer: &BaseConsumer<QuietEof>,
+        consumer: &BaseConsumer<ToTheEnd>,
         mut open: Vec<i32>,
         ready: &mpsc::Sender<Result<(), ShredError>>,
     ) {

@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, ToTheEnd};
 use crate::topics::TopicsConfig;
 
 /// Environment variable holding the test broker's address (default `127.0.0.1:9092`).
@@ -111,7 +111,9 @@ pub fn read_committed(kafka: &KafkaConfig, topic: &str, partitions: i32) -> Vec<
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false");
-    let c: BaseConsumer = cfg.create().expect("test reader");
+    let c: BaseConsumer<ToTheEnd> = cfg
+        .create_with_context(ToTheEnd("test reader"))
+        .expect("test reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
