@@ -82,30 +82,15 @@ impl ProducerContext for TxnProducerContext {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use rdkafka::error::RDKafkaErrorCode;
+    use runtime::testing::event_levels;
     use tracing::Level;
-    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
     use super::*;
 
-    /// Records the level of every event.
-    struct Levels(Arc<Mutex<Vec<Level>>>);
-
-    impl<S: tracing::Subscriber> Layer<S> for Levels {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            if let Ok(mut v) = self.0.lock() {
-                v.push(*event.metadata().level());
-            }
-        }
-    }
-
     #[test]
     fn a_replaced_producers_fencing_is_not_logged_as_an_error() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::registry().with(Levels(Arc::clone(&seen)));
-        tracing::subscriber::with_default(subscriber, || {
+        let seen = event_levels(|| {
             let ctx = TxnProducerContext::default();
             let fenced = || KafkaError::Global(RDKafkaErrorCode::Fenced);
             ctx.log(
@@ -127,7 +112,6 @@ mod tests {
                 "concurrent transactions",
             );
         });
-        let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
         assert_eq!(
             seen,
             [

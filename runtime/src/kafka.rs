@@ -249,31 +249,14 @@ pub fn is_partition_eof(e: &KafkaError) -> bool {
 
 #[cfg(test)]
 mod to_the_end_tests {
-    use std::sync::{Arc, Mutex};
-
     use rdkafka::client::ClientContext;
-    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+    use tracing::Level;
 
     use super::*;
 
-    /// Counts error events.
-    struct Errors(Arc<Mutex<usize>>);
-
-    impl<S: tracing::Subscriber> Layer<S> for Errors {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            if *event.metadata().level() == tracing::Level::ERROR
-                && let Ok(mut n) = self.0.lock()
-            {
-                *n += 1;
-            }
-        }
-    }
-
     #[test]
     fn the_end_of_a_partition_is_no_error_in_either_form() {
-        let errors = Arc::new(Mutex::new(0));
-        let subscriber = tracing_subscriber::registry().with(Errors(Arc::clone(&errors)));
-        tracing::subscriber::with_default(subscriber, || {
+        let levels = crate::testing::event_levels(|| {
             let ctx = ToTheEnd("test");
             ctx.error(KafkaError::PartitionEOF(3), "end");
             ctx.error(KafkaError::Global(RDKafkaErrorCode::PartitionEOF), "end");
@@ -283,8 +266,8 @@ mod to_the_end_tests {
             );
         });
         assert_eq!(
-            errors.lock().map(|n| *n).unwrap_or(99),
-            1,
+            levels,
+            [Level::ERROR],
             "only the authorization failure is an error"
         );
     }

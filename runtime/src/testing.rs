@@ -226,3 +226,25 @@ pub fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     }
     None
 }
+
+/// The levels of the `tracing` events `f` emits on this thread, in order: for tests of what a
+/// component logs, and at which level.
+pub fn event_levels(f: impl FnOnce()) -> Vec<tracing::Level> {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    struct Levels(Arc<Mutex<Vec<tracing::Level>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Levels {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(*event.metadata().level());
+            }
+        }
+    }
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(Levels(Arc::clone(&seen)));
+    tracing::subscriber::with_default(subscriber, f);
+    seen.lock().map(|v| v.clone()).unwrap_or_default()
+}
